@@ -1,0 +1,65 @@
+# laptop-llama: the front door. Every target below says what it does and shows an example.
+# On a fresh machine:  make serve   (answers on http://127.0.0.1:8000)   and   make test
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# llama-cpp-python compiles llama.cpp during `pip install`: use every core for it.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+
+MODEL_REPO ?= meta-llama/Llama-2-7b-chat-hf
+SOURCE ?= $(MODEL_REPO)
+QUANT ?= Q4_K_M
+OUT ?= models/llama-2-7b-chat.$(QUANT).gguf
+CUDA_ARCHS ?= native
+LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
+
+.PHONY: help install install-cuda serve test quantize bench-conversion bench-serve bench-concurrency clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+# make install                 -> .venv with everything pinned in requirements.txt (compiles llama.cpp once, ~5-10 min on 2 cores)
+install: $(VENV)/.installed  ## create .venv and install requirements.txt
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+# make install-cuda                     -> rebuild llama-cpp-python with CUDA for this machine's GPU
+# make install-cuda CUDA_ARCHS="86;89"  -> for other GPUs (86: RTX 30xx, 89: RTX 40xx, 90: H100)
+install-cuda: install  ## rebuild llama-cpp-python with the CUDA backend
+	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)" \
+	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir '$(LLAMA_CPP_PIN)'
+
+# make serve                                 -> the server on 127.0.0.1:8000 (Llama-2 if quantized, else a small default)
+# LLAMA_SERVER_N_GPU_LAYERS=auto make serve  -> offload as many layers as fit in free VRAM
+serve: install  ## run the HTTP server with gunicorn
+	$(VENV)/bin/gunicorn -c server/gunicorn.conf.py 'server.app:create_app()'
+
+# make test                         -> the whole suite (real llama.cpp inference on small models)
+# make test PYTEST_ARGS="-k server"  -> a subset
+test: install  ## run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# make quantize                               -> download Llama-2-7B-chat, convert, quantize to Q4_K_M, verify
+# make quantize SOURCE=~/ckpt/llama-2-7b-chat  -> from a local Hugging Face checkpoint directory
+# make quantize QUANT=Q5_K_M                   -> another quantization type
+quantize: install  ## download + convert + quantize + verify a Llama model
+	$(PY) -m conversion all $(SOURCE) --out $(OUT) --type $(QUANT)
+
+# make bench-conversion   -> 7B-shaped conversion against llama.cpp's converter (needs ~40 GB disk)
+bench-conversion: install  ## benchmark conversion and quantization
+	$(PY) bench/conversion.py
+
+# make bench-serve        -> tokens/s and time to first token through HTTP vs in-process
+bench-serve: install  ## benchmark the server against in-process llama-cpp-python
+	$(PY) bench/serve.py
+
+# make bench-concurrency  -> aggregate throughput at 1/2/4/8 clients
+bench-concurrency: install  ## benchmark concurrent clients
+	$(PY) bench/concurrency.py
+
+clean:  ## remove the virtual environment and caches (keeps models/)
+	rm -rf $(VENV) .pytest_cache

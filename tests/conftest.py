@@ -1,0 +1,15 @@
+"""Fixtures shared by the conversion and server tests: real model files on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.models import MODELS_DIR, ensure_default_model
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf() -> Path:
+    """Gemma 3 270M Q4_K_M: a small real chat model with its own chat template."""
+    return ensure_default_model(MODELS_DIR)

@@ -36,7 +36,6 @@ In the beginning the universe was created; this has made a lot of people angry.
 Tokenizers split text into pieces; rare characters fall back to single bytes.
 """
 
-TINY_DIMS = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4)
 STORAGE = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 
 
@@ -51,6 +50,12 @@ class TinySpec:
     chat_template: str | None = None
     shards: int = 2
     seed: int = 0
+    # Row sizes stay multiples of 256 so that K-quants (Q4_K_M) really quantize.
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    vocab_size: int | None = None  # None: the tokenizer's size; larger pads like real repos
 
 
 def train_tokenizer(vocab_size: int = 600) -> bytes:
@@ -149,10 +154,12 @@ def write_tiny_llama(out: Path, spec: TinySpec = TinySpec()) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model = train_tokenizer()
     (out / "tokenizer.model").write_bytes(model)
-    vocab_size = spm.SentencePieceProcessor(model_proto=model).vocab_size()
+    vocab_size = spec.vocab_size or spm.SentencePieceProcessor(model_proto=model).vocab_size()
     config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        **TINY_DIMS, "num_key_value_heads": spec.num_key_value_heads,
+        "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers, "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
         "hidden_act": "silu", "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
         "rope_theta": spec.rope_theta, "rope_scaling": None, "vocab_size": vocab_size,
         "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": spec.tie_word_embeddings,

@@ -1,0 +1,364 @@
+"""Continuous-batching decoder: N sequences share one llama.cpp context and one set of weights.
+
+The server's worker thread drives it: `add()` a tokenized prompt (any thread),
+then call `step()` in a loop. Each step builds ONE `llama_batch` holding the next
+token of every decoding sequence plus a chunk of waiting prompts (chunked
+prefill, so a long prompt never stalls the streams already running), calls
+`llama_decode` once, and samples every sequence with its own sampler chain.
+Sequences join and leave between steps. An idle slot keeps the tokens of its
+last request in its KV cache, so a new prompt that shares their prefix (same
+system prompt, earlier turns of a conversation) reuses those cells.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import llama_cpp.llama_cpp as lc
+import numpy as np
+from llama_cpp import _internals, _logger
+
+from server.sampling import (DecodeError, DecoderConfig, DecoderStats, Delta, Finished,
+                             PromptTooLongError, SamplingParams, TextAssembler, Timings, Usage,
+                             build_sampler_chain, context_params, free_sampler_chain)
+
+__all__ = ["BatchDecoder", "Sequence", "SamplingParams", "DecoderConfig", "Delta", "Finished",
+           "DecodeError", "PromptTooLongError"]
+
+WAITING, PREFILL, DECODING, DONE = range(4)
+_EOG = None  # piece-cache marker for end-of-generation tokens
+
+
+class Sequence:
+    """Handle for one request inside the decoder; events go to its `on_event`."""
+
+    __slots__ = ("id", "prompt", "params", "on_event", "state", "slot", "n_past", "n_feed",
+                 "i_batch", "next_token", "n_generated", "n_cached", "chain", "text",
+                 "finish_reason", "cancel_requested", "t_add", "t_start", "t_first", "t_end")
+
+    def __init__(self, seq_id: int, prompt: list[int], params: SamplingParams,
+                 on_event: Callable[[object], None]) -> None:
+        self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
+        self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
+        self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
+        self.text = TextAssembler(params.stop)
+        self.finish_reason: str | None = None
+        self.cancel_requested = False
+        self.t_add, self.t_start, self.t_first, self.t_end = time.perf_counter(), 0.0, 0.0, 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.state == DONE
+
+
+@dataclass
+class _Slot:
+    id: int
+    cached: list[int]  # exactly the tokens this sequence id holds in the KV cache
+    seq: Sequence | None = None
+    last_used: int = 0
+
+
+class BatchDecoder:
+    """One model, one context with `n_parallel` sequence slots; see the module docstring."""
+
+    def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext,
+                 cfg: DecoderConfig) -> None:
+        self.cfg, self._model, self._ctx = cfg, model, ctx
+        self._vocab, self._c = model.vocab, ctx.ctx
+        self._mem = lc.llama_get_memory(self._c)
+        self._n_vocab = model.n_vocab()
+        self._n_swa = lc.llama_model_n_swa(model.model)
+        self._batch = _internals.LlamaBatch(n_tokens=cfg.n_batch, embd=0, n_seq_max=1)
+        b = self._batch.batch
+        # numpy views over the batch arrays: prompt chunks are written as slices.
+        self._tok = np.ctypeslib.as_array(b.token, shape=(cfg.n_batch,))
+        self._pos = np.ctypeslib.as_array(b.pos, shape=(cfg.n_batch,))
+        self._logits = np.ctypeslib.as_array(b.logits, shape=(cfg.n_batch,))
+        np.ctypeslib.as_array(b.n_seq_id, shape=(cfg.n_batch,))[:] = 1
+        self._seq_ids = [b.seq_id[i] for i in range(cfg.n_batch)]
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes | None] = {}
+        self._slots = [_Slot(i, []) for i in range(cfg.n_parallel)]
+        self._inbox: collections.deque = collections.deque()  # (op, Sequence) from any thread
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._ids = itertools.count(1)
+        self._clock = itertools.count(1)
+        self._stats = DecoderStats.empty(cfg.n_parallel)
+
+    @classmethod
+    def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
+        """Load the weights once and create the shared context (settings: DecoderConfig fields)."""
+        cfg = DecoderConfig(**settings)
+        _logger.set_verbose(cfg.verbose)
+        mparams = lc.llama_model_default_params()
+        mparams.n_gpu_layers = cfg.n_gpu_layers
+        model = _internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=cfg.verbose)
+        ctx = _internals.LlamaContext(model=model, params=context_params(cfg), verbose=cfg.verbose)
+        per_seq = lc.llama_n_ctx_seq(ctx.ctx)
+        if per_seq < cfg.n_ctx_per_seq:
+            ctx.close()
+            model.close()
+            raise DecodeError(f"the KV cache gives each of {cfg.n_parallel} slots {per_seq} tokens, "
+                              f"fewer than n_ctx_per_seq={cfg.n_ctx_per_seq}: lower one of them")
+        return cls(model, ctx, cfg)
+
+    # --- model facts, so the caller needs no second copy of the weights ---------------
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        return self._model.tokenize(text.encode("utf-8"), add_bos, special)
+
+    def detokenize(self, tokens: list[int], special: bool = False) -> str:
+        return self._model.detokenize(tokens, special).decode("utf-8", errors="replace")
+
+    def metadata(self) -> dict[str, str]:
+        return self._model.metadata()
+
+    def chat_template(self) -> str | None:
+        raw = lc.llama_model_chat_template(self._model.model, None)
+        return raw.decode("utf-8") if raw else None
+
+    token_bos = property(lambda self: self._model.token_bos())
+    token_eos = property(lambda self: self._model.token_eos())
+    n_ctx_train = property(lambda self: self._model.n_ctx_train())
+
+    # --- joining and leaving (thread-safe) ------------------------------------------
+    def add(self, prompt: list[int], params: SamplingParams,
+            on_event: Callable[[object], None]) -> Sequence:
+        """Queue a request; it joins the batch at the next step with a free slot."""
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.cfg.n_ctx_per_seq:
+            raise PromptTooLongError(len(prompt), self.cfg.n_ctx_per_seq)
+        seq = Sequence(next(self._ids), list(prompt), params, on_event)
+        self._inbox.append(("add", seq))
+        return seq
+
+    def cancel(self, seq: Sequence) -> None:
+        """Stop `seq` at the start of the next step and free its KV cells."""
+        seq.cancel_requested = True
+        self._inbox.append(("cancel", seq))
+
+    @property
+    def free_slots(self) -> int:
+        return sum(s.seq is None for s in self._slots)
+
+    @property
+    def active(self) -> int:
+        return self.cfg.n_parallel - self.free_slots
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting) + sum(op == "add" for op, _ in list(self._inbox))
+
+    @property
+    def idle(self) -> bool:
+        return not self._inbox and not self._waiting and self.free_slots == self.cfg.n_parallel
+
+    def kv_cells_used(self) -> int:
+        """KV cells holding tokens, over all slots (idle slots keep their prefix cache)."""
+        total = 0
+        for s in self._slots:
+            hi = lc.llama_memory_seq_pos_max(self._mem, s.id)
+            if hi >= 0:
+                total += hi - lc.llama_memory_seq_pos_min(self._mem, s.id) + 1
+        return total
+
+    def stats(self) -> DecoderStats:
+        return self._stats.snapshot(self.active, self.waiting, self.kv_cells_used())
+
+    def clear_cache(self) -> None:
+        """Drop the prefix caches of idle slots (all their KV cells)."""
+        for s in self._slots:
+            if s.seq is None:
+                self._forget(s)
+
+    # --- the decode loop ------------------------------------------------------------
+    def step(self) -> int:
+        """One llama_decode over all active sequences; returns the batch size (0 when idle)."""
+        self._drain_inbox()
+        self._admit()
+        n = self._fill_batch()
+        if n == 0:
+            return 0
+        self._stats.start()
+        rc = lc.llama_decode(self._c, self._batch.batch)
+        if rc == 1 and self._evict_idle_caches():  # unified KV: idle caches may fill it
+            rc = lc.llama_decode(self._c, self._batch.batch)
+        batched = [s.seq for s in self._slots if s.seq is not None and s.seq.n_feed]
+        if rc != 0:
+            for seq in batched:
+                self._finish(seq, "error")
+            raise DecodeError(f"llama_decode failed (code {rc})")
+        for seq in batched:
+            self._after_decode(seq)
+        self._stats.record(n, len(batched))
+        return n
+
+    def run_until_idle(self, max_steps: int = 1_000_000) -> int:
+        """Step until every queued sequence has finished; returns the number of steps."""
+        for i in range(max_steps):
+            if self.idle:
+                return i
+            self.step()
+        raise DecodeError(f"still busy after {max_steps} steps")
+
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            op, seq = self._inbox.popleft()
+            if op == "add" and not seq.cancel_requested:
+                self._waiting.append(seq)
+            elif op == "cancel" or seq.cancel_requested:
+                if seq in self._waiting:
+                    self._waiting.remove(seq)
+                if seq.state != DONE:
+                    self._finish(seq, "cancelled")
+
+    def _admit(self) -> None:
+        """Give waiting sequences free slots, reusing the longest cached prefix."""
+        while self._waiting and self.free_slots:
+            seq = self._waiting.popleft()
+            slot = max((s for s in self._slots if s.seq is None),
+                       key=lambda s: (self._common_prefix(s, seq.prompt), -s.last_used))
+            keep = self._reuse_prefix(slot, seq.prompt)
+            slot.seq, slot.last_used = seq, next(self._clock)
+            seq.slot, seq.n_past, seq.n_cached, seq.state = slot, keep, keep, PREFILL
+            seq.chain = build_sampler_chain(seq.params, self._n_vocab)
+            seq.t_start = time.perf_counter()
+
+    def _common_prefix(self, slot: _Slot, prompt: list[int]) -> int:
+        if not self.cfg.prefix_cache:
+            return 0
+        n = 0
+        for a, b in zip(slot.cached, prompt):
+            if a != b:
+                break
+            n += 1
+        return min(n, len(prompt) - 1)  # the last prompt token is always decoded, for its logits
+
+    def _reuse_prefix(self, slot: _Slot, prompt: list[int]) -> int:
+        keep = self._common_prefix(slot, prompt)
+        if keep and self._n_swa:
+            # A sliding-window cache only keeps the last n_swa positions: the window
+            # before `keep` must still be there, else recompute from the start.
+            if lc.llama_memory_seq_pos_min(self._mem, slot.id) > max(0, keep - self._n_swa):
+                keep = 0
+        if keep == 0 or not lc.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
+            self._forget(slot)
+            return 0
+        del slot.cached[keep:]
+        return keep
+
+    def _forget(self, slot: _Slot) -> None:
+        lc.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+        slot.cached.clear()
+
+    def _evict_idle_caches(self) -> bool:
+        idle = [s for s in self._slots if s.seq is None and s.cached]
+        for s in idle:
+            self._forget(s)
+        return bool(idle)
+
+    def _fill_batch(self) -> int:
+        """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
+        cfg, n = self.cfg, 0
+        running = [s.seq for s in self._slots if s.seq is not None]
+        for seq in running:
+            seq.n_feed, seq.i_batch = 0, -1
+            if seq.state == DECODING:
+                self._tok[n], self._pos[n], self._logits[n] = seq.next_token, seq.n_past, 1
+                self._seq_ids[n][0] = seq.slot.id
+                seq.n_feed, seq.i_batch = 1, n
+                n += 1
+        # While others decode, a prompt gets only `prefill_chunk` tokens per step so
+        # their streams keep advancing; alone it may fill the whole batch.
+        budget = min(cfg.n_batch - n, cfg.prefill_chunk if n else cfg.n_batch)
+        for seq in sorted((s for s in running if s.state == PREFILL), key=lambda s: s.id):
+            k = min(budget, len(seq.prompt) - seq.n_past)
+            if k <= 0:
+                break
+            end = n + k
+            self._tok[n:end] = seq.prompt[seq.n_past:seq.n_past + k]
+            self._pos[n:end] = np.arange(seq.n_past, seq.n_past + k, dtype=np.int32)
+            self._logits[n:end] = 0
+            for i in range(n, end):
+                self._seq_ids[i][0] = seq.slot.id
+            if seq.n_past + k == len(seq.prompt):
+                self._logits[end - 1], seq.i_batch = 1, end - 1
+            seq.n_feed, n, budget = k, end, budget - k
+        self._batch.batch.n_tokens = n
+        return n
+
+    def _after_decode(self, seq: Sequence) -> None:
+        slot = seq.slot
+        if seq.state == DECODING:
+            slot.cached.append(seq.next_token)
+        else:
+            slot.cached.extend(seq.prompt[seq.n_past:seq.n_past + seq.n_feed])
+        seq.n_past += seq.n_feed
+        if seq.i_batch >= 0:
+            self._on_token(seq, lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch))
+
+    def _piece(self, token: int) -> bytes | None:
+        """The token's text bytes, or _EOG for end-of-generation tokens (memoized)."""
+        if lc.llama_vocab_is_eog(self._vocab, token):
+            piece = _EOG
+        else:
+            n = lc.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
+            piece = self._piece_buf.raw[:max(n, 0)]
+        self._pieces[token] = piece
+        return piece
+
+    def _on_token(self, seq: Sequence, token: int) -> None:
+        if seq.n_generated == 0:
+            seq.t_first = time.perf_counter()
+        seq.n_generated += 1
+        piece = self._pieces[token] if token in self._pieces else self._piece(token)
+        if piece is _EOG:
+            return self._finish(seq, "stop")
+        text, hit = seq.text.feed(piece)
+        if text:
+            self._emit(seq, Delta(text))
+        if hit:
+            self._finish(seq, "stop")
+        elif seq.n_generated >= seq.params.max_tokens or seq.n_past + 1 >= self.cfg.n_ctx_per_seq:
+            self._finish(seq, "length")
+        else:
+            seq.next_token, seq.state = token, DECODING
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        if reason in ("stop", "length"):
+            tail = seq.text.flush()
+            if tail:
+                self._emit(seq, Delta(tail))
+        seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
+        free_sampler_chain(seq.chain)
+        seq.chain = None
+        slot = seq.slot
+        if slot is not None:
+            slot.seq = None
+            if reason in ("cancelled", "error") or not self.cfg.prefix_cache:
+                self._forget(slot)  # its cells are free for the next request at once
+        self._emit(seq, Finished(reason, Usage(len(seq.prompt), seq.n_generated, seq.n_cached),
+                                 Timings.of(seq)))
+
+    def _emit(self, seq: Sequence, event: object) -> None:
+        try:
+            seq.on_event(event)
+        except Exception:  # a broken consumer must not stop the other streams
+            if seq.state != DONE:
+                self.cancel(seq)
+
+    def close(self) -> None:
+        for s in self._slots:
+            if s.seq is not None:
+                free_sampler_chain(s.seq.chain)
+                s.seq.chain = None
+        self._batch.close()
+        self._ctx.close()
+        self._model.close()

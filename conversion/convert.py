@@ -8,7 +8,6 @@ plus the vocabulary, whatever the model's size.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import gguf
@@ -50,7 +49,7 @@ def convert(hf_dir, out, outtype: str = "f16", force: bool = False, progress: bo
 def add_metadata(writer: gguf.GGUFWriter, hf_dir: Path, hparams: dict, ftype: gguf.LlamaFileType) -> None:
     """general.*, llama.* and tokenizer.* keys, in llama.cpp's converter's order."""
     total, shared, expert, n_expert = writer.get_total_parameter_count()
-    meta = gguf.Metadata.load(None, hf_dir, None, total)
+    meta = gguf.Metadata.load(None, hf_dir, cached_repo_name(hf_dir), total)
     if meta.name is None:
         meta.name = hf_dir.name
     if meta.size_label is None and total > 0:
@@ -60,6 +59,17 @@ def add_metadata(writer: gguf.GGUFWriter, hf_dir: Path, hparams: dict, ftype: gg
     add_llama_parameters(writer, hparams, ftype)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_vocab(writer, hf_dir, hparams)
+
+
+def cached_repo_name(hf_dir: Path) -> str | None:
+    """The repo's name for a Hugging Face cache snapshot (.../models--org--name/snapshots/<commit>).
+
+    Without it the name would be guessed from the folder name, a commit hash.
+    """
+    repo = hf_dir.resolve().parent.parent.name
+    if hf_dir.resolve().parent.name == "snapshots" and repo.startswith("models--"):
+        return repo.split("--")[-1]
+    return None
 
 
 def add_llama_parameters(writer: gguf.GGUFWriter, hp: dict, ftype: gguf.LlamaFileType) -> None:
@@ -132,7 +142,3 @@ def read_chunks(p: TensorPlan):
     for start in range(0, src.n_rows, per_chunk):
         yield src.read_rows(start, min(per_chunk, src.n_rows - start))
 
-
-def summary(path: Path, started: float) -> str:
-    from conversion.files import human_size
-    return f"{path}  {human_size(path.stat().st_size)}  {time.monotonic() - started:.1f} s"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gguf
 import pytest
 
 from conversion.download import DiskSpaceError, download
@@ -90,6 +91,7 @@ def test_offline_download_and_all_from_cache(tmp_path, tiny_llama_checkpoint):
     assert got.returncode == 0, got.stderr
     assert "quantization:  Q4_K_M" in got.stdout and out.is_file()
     assert got.stdout.strip().splitlines()[-1].startswith(f"all: {out}")
+    assert gguf.GGUFReader(out).fields["general.name"].contents() == "tiny-llama"  # not the commit hash
 
 
 def test_offline_without_cache_says_so(tmp_path):

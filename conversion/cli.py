@@ -20,9 +20,15 @@ def add_download(p: argparse.ArgumentParser) -> None:
 
 
 def run_download(a: argparse.Namespace) -> str:
-    from conversion.download import download
+    import time
 
-    return f"download: {download(a.repo_id, a.dest, a.revision)}"
+    from conversion.download import download
+    from conversion.files import human_size
+
+    started = time.monotonic()
+    path = download(a.repo_id, a.dest, a.revision)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return f"download: {path}  {human_size(size)}  {time.monotonic() - started:.1f} s"
 
 
 def add_convert(p: argparse.ArgumentParser) -> None:
@@ -91,7 +97,8 @@ COMMANDS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m conversion", description="Llama checkpoint -> quantized GGUF, step by step or all at once.")
+    p = argparse.ArgumentParser(prog="python -m conversion",
+                                description="Llama checkpoint -> quantized GGUF, step by step or all at once.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (setup, runner, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text)

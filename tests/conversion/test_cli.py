@@ -10,6 +10,9 @@ import llama_cpp
 import pytest
 
 from conversion.cli import main
+from conversion.convert import convert
+from conversion.verify import verify
+from tests.tiny_llama import TinySpec, write_tiny_llama
 
 QT = gguf.GGMLQuantizationType
 # Which weight types each quantization must really produce (not a silent fallback).
@@ -38,6 +41,12 @@ def test_verify_reports_the_model(tiny_llama_gguf, capsys):
     for line in ("architecture:  llama", "quantization:  F16", "context:       2048", "chat template: no"):
         assert line in report
     assert "parameters:    1," in report  # ~1.5M parameters, printed with separators
+
+
+def test_verify_sees_a_chat_template(tmp_path):
+    hf_dir = write_tiny_llama(tmp_path / "chat", TinySpec(chat_template="{{ messages[0]['content'] }}"))
+    report = verify(convert(hf_dir, tmp_path / "chat.gguf", progress=False))
+    assert report.has_chat_template and report.architecture == "llama"
 
 
 def test_verify_fails_on_a_broken_file(tmp_path, tiny_llama_gguf, capsys):

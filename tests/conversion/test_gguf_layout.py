@@ -66,7 +66,7 @@ def test_f16_tensors_are_exactly_llama_cpp_layout(request, converted, checkpoint
     reader = gguf.GGUFReader(converted(hf_dir, "f16"))
     expected = expected_tensors(hf_dir)
     assert [t.name for t in reader.tensors] == [name for name, _ in expected]
-    for t, (name, w) in zip(reader.tensors, expected):
+    for t, (name, w) in zip(reader.tensors, expected, strict=True):
         want_type = gguf.GGMLQuantizationType.F32 if w.ndim == 1 else gguf.GGMLQuantizationType.F16
         assert t.tensor_type == want_type, name
         assert tuple(int(n) for n in t.shape) == tuple(reversed(w.shape)), name  # GGUF lists ne0 first

@@ -8,6 +8,7 @@ plus the vocabulary, whatever the model's size.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import gguf
@@ -35,6 +36,7 @@ def convert(hf_dir, out, outtype: str = "f16", force: bool = False, progress: bo
     for p in plans:
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
     add_metadata(writer, hf_dir, hparams, OUTTYPES[outtype][0])
+    check_space(out, sum(p.nbytes for p in plans))
     with atomic_output(out, force) as tmp:
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
@@ -44,6 +46,15 @@ def convert(hf_dir, out, outtype: str = "f16", force: bool = False, progress: bo
         finally:
             writer.close()
     return out
+
+
+def check_space(out: Path, need: int) -> None:
+    """Fail before writing rather than when the disk fills up half-way."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out.parent).free
+    if need > free:
+        raise ConversionError(f"Not enough free disk space for {out}: it needs {need / 1e9:.1f} GB and "
+                              f"{free / 1e9:.1f} GB is free. Free some space or choose another --out folder.")
 
 
 def add_metadata(writer: gguf.GGUFWriter, hf_dir: Path, hparams: dict, ftype: gguf.LlamaFileType) -> None:

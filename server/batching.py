@@ -39,7 +39,7 @@ class Sequence:
     """Handle for one request inside the decoder; events go to its `on_event`."""
 
     __slots__ = ("id", "prompt", "params", "on_event", "state", "slot", "n_past", "n_feed",
-                 "i_batch", "next_token", "n_generated", "n_cached", "chain", "text",
+                 "i_batch", "next_token", "tokens", "n_generated", "n_cached", "chain", "text",
                  "finish_reason", "cancel_requested", "t_add", "t_start", "t_first", "t_end")
 
     def __init__(self, seq_id: int, prompt: list[int], params: SamplingParams,
@@ -47,6 +47,7 @@ class Sequence:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
         self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
+        self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
         self.text = TextAssembler(params.stop)
         self.finish_reason: str | None = None
         self.cancel_requested = False
@@ -321,6 +322,7 @@ class BatchDecoder:
         piece = self._pieces[token] if token in self._pieces else self._piece(token)
         if piece is _EOG:
             return self._finish(seq, "stop")
+        seq.tokens.append(token)
         text, hit = seq.text.feed(piece)
         if text:
             self._emit(seq, Delta(text))

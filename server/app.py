@@ -1,0 +1,144 @@
+"""The Flask app: HTTP in front of the engine.
+
+Handlers only authenticate, validate, submit to the engine and relay its events,
+as one JSON answer or as server-sent events. Per-app state (settings, engine,
+metrics) lives in app.extensions. The model loads in the engine's own thread,
+so the app answers /api/health with 503 until it is ready.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, Response, current_app, jsonify, request
+
+from server.engine import Delta, Engine, Finished, Generation
+from server.errors import InvalidRequest, ServerError, Unauthorized, register_error_handlers
+from server.metrics import Metrics
+from server.settings import Settings
+from server.validation import validate_respond
+
+log = logging.getLogger(__name__)
+EXTENSION = "laptop_llama"
+ENDPOINTS = {"respond", "health", "metrics"}
+
+
+@dataclass(frozen=True)
+class AppState:
+    settings: Settings
+    engine: Engine
+    metrics: Metrics
+
+
+def _state() -> AppState:
+    return current_app.extensions[EXTENSION]
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    """The WSGI app. Without `engine`, one is created and starts loading the model at once."""
+    settings = settings or Settings.from_env()
+    _configure_logging()
+    if engine is None:
+        engine = Engine(settings).start()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions[EXTENSION] = AppState(settings, engine, Metrics(engine))
+    register_error_handlers(app)
+    app.add_url_rule("/api/respond", "respond", respond, methods=["POST"])
+    app.add_url_rule("/api/health", "health", health, methods=["GET"])
+    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+    app.after_request(_count_request)
+    return app
+
+
+def respond():
+    state = _state()
+    _authorize(state.settings.api_key)
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise InvalidRequest("the body must be valid JSON")
+    req = validate_respond(body, state.settings.max_tokens, state.settings.max_tokens_ceiling)
+    generation = state.engine.submit(req, on_done=state.metrics.observe)
+    model = state.engine.info["model"]
+    if req.stream:
+        return Response(_events(generation, model), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return jsonify(_collect(generation, model))
+
+
+def health():
+    engine = _state().engine
+    status = {"ready": "ok"}.get(engine.state, engine.state)
+    body = {"status": status, **engine.info, "queue_depth": engine.queue_depth(), "active": engine.active}
+    return jsonify(body), 200 if engine.state == "ready" else 503
+
+
+def metrics():
+    payload, content_type = _state().metrics.render()
+    return Response(payload, content_type=content_type)
+
+
+def _authorize(api_key: str | None) -> None:
+    if not api_key:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest takes the same time wherever the keys differ, so timing reveals nothing.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
+
+
+def _final(finished: Finished, model: str) -> dict:
+    return {"model": model, "finish_reason": finished.finish_reason, "usage": finished.usage,
+            "timings": finished.timings}
+
+
+def _collect(generation: Generation, model: str) -> dict:
+    parts: list[str] = []
+    try:
+        for event in generation:
+            if isinstance(event, Delta):
+                parts.append(event.text)
+            else:
+                return {"response": "".join(parts), **_final(event, model)}
+    finally:
+        generation.cancel()  # no-op once finished; stops the model if we left early
+    raise RuntimeError("generation ended without a final event")
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _events(generation: Generation, model: str):
+    """SSE: one event per text delta, then a final one (or an error event)."""
+    try:
+        for event in generation:
+            if isinstance(event, Delta):
+                yield _sse({"type": "delta", "text": event.text})
+            else:
+                yield _sse({"type": "done", **_final(event, model)})
+    except ServerError as exc:
+        yield _sse({"type": "error", **exc.body()})
+    except Exception:
+        log.exception("streaming failed")
+        yield _sse({"type": "error", **ServerError("internal server error").body()})
+    finally:
+        # Reached on completion and also when the server closes us because a write to a
+        # disconnected client failed: either way the model stops working on this answer.
+        generation.cancel()
+
+
+def _count_request(response: Response) -> Response:
+    endpoint = request.endpoint if request.endpoint in ENDPOINTS else "other"
+    _state().metrics.count_request(endpoint, response.status_code)
+    return response
+
+
+def _configure_logging() -> None:
+    logging.getLogger("server").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:  # under gunicorn: nobody has configured the root logger
+        logging.basicConfig(format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")

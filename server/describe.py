@@ -1,0 +1,54 @@
+"""What is being served: model facts for /api/health and the start-up log."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("server")
+
+DEFAULT_MODEL_NOTICE = ("serving the small embedded default model (Gemma 3 270M), not Llama 2: "
+                        "run `make quantize` to build models/llama-2-7b-chat.Q4_K_M.gguf")
+
+
+def chat_template(settings, metadata: dict[str, str]) -> str | None:
+    """The template file from the settings, else the GGUF's own, else None (Llama-2 format)."""
+    if settings.chat_template:
+        return Path(settings.chat_template).expanduser().read_text(encoding="utf-8")
+    return metadata.get("tokenizer.chat_template") or None
+
+
+def quantization(metadata: dict[str, str]) -> str:
+    from gguf import LlamaFileType
+    try:
+        return LlamaFileType(int(metadata["general.file_type"])).name.removeprefix("MOSTLY_")
+    except (KeyError, ValueError):
+        return "unknown"
+
+
+def model_info(model, decoder, plan, has_template: bool) -> dict:
+    meta = decoder.metadata
+    return {
+        "model": meta.get("general.name") or model.path.stem,
+        "file": str(model.path),
+        "architecture": meta.get("general.architecture", "unknown"),
+        "quantization": quantization(meta),
+        "n_ctx": decoder.n_ctx,
+        "prompt_format": "chat template" if has_template else "llama-2",
+        "backend": plan.backend,
+        "offload": plan.as_dict(),
+        "default_model": model.is_default,
+        **({"notice": DEFAULT_MODEL_NOTICE} if model.is_default else {}),
+    }
+
+
+def announce(info: dict, model) -> None:
+    off = info["offload"]
+    log.info("model %s (%s, %s) from %s, n_ctx %d, prompt format: %s", info["model"], info["architecture"],
+             info["quantization"], info["file"], info["n_ctx"], info["prompt_format"])
+    log.info("offload (%s): %d/%d layers on GPU, backend %s, device %s, VRAM planned %d MiB of %s MiB free; %s",
+             off["mode"], off["n_gpu_layers"], off["total_layers"], off["backend"], off["device"] or "-",
+             off["vram_planned_mb"], off["vram_free_mb"] if off["vram_free_mb"] is not None else "-", off["reason"])
+    if model.is_default:
+        banner = "!" * 78
+        log.warning("%s\n%s\n%s", banner, DEFAULT_MODEL_NOTICE, banner)

@@ -1,0 +1,44 @@
+"""gunicorn settings for the server, read from the same LLAMA_SERVER_* settings as the app.
+
+Run with: gunicorn -c server/gunicorn.conf.py 'server.app:create_app()'
+A bad setting or model path stops here, in the master, with one line naming it.
+"""
+
+import sys
+
+from server.models import ModelFileError, resolve_model
+from server.settings import Settings, SettingsError
+
+try:
+    _settings = Settings.from_env()
+    resolve_model(_settings.model)  # also assembles the embedded default once, before any fork
+except (SettingsError, ModelFileError) as exc:
+    sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
+    sys.exit(2)
+
+bind = [f"{_settings.host}:{_settings.port}"]
+# Each worker holds its own model and context, so one by default; threads serve
+# concurrent connections while the engine's queue orders the work.
+workers = _settings.workers
+worker_class = "gthread"
+threads = _settings.http_threads
+# The model loads in each worker after fork (never in the master).
+preload_app = False
+# gthread workers heartbeat from their main loop, not from request threads, so this
+# only catches a wedged worker; it never cuts a long generation short.
+timeout = 120
+# On SIGTERM a worker stops accepting and waits this long for in-flight answers.
+graceful_timeout = int(_settings.request_timeout) + 15
+keepalive = 5
+# The control socket lives at one per-user path: a second server (another port, a test)
+# would take it over, so leave it off.
+control_socket_disable = True
+accesslog = "-"
+
+
+def worker_exit(server, worker):
+    """Free the model cleanly once the worker's requests are done."""
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("laptop_llama") if app is not None else None
+    if state is not None:
+        state.engine.close(timeout=5)

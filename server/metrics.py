@@ -1,0 +1,52 @@
+"""Prometheus metrics, one registry per app (kept in app.extensions, never module globals).
+
+Generation outcomes are recorded by the engine's worker through `observe`, which
+is how a generation stopped by a client disconnect shows up
+(`llama_server_generations_total{finish_reason="cancelled"}`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Seconds: from a few ms (tiny model, short prompt) to minutes (7B on a laptop CPU, long answer).
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    def __init__(self, engine):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("llama_server_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.prompt_tokens = Counter("llama_server_prompt_tokens", "Prompt tokens of generations run", registry=r)
+        self.generated_tokens = Counter("llama_server_generated_tokens", "Tokens generated", registry=r)
+        self.generations = Counter("llama_server_generations", "Generations by how they ended",
+                                   ["finish_reason"], registry=r)
+        Gauge("llama_server_queue_depth", "Requests waiting for the model", registry=r) \
+            .set_function(engine.queue_depth)
+        Gauge("llama_server_active_generations", "Generations running now", registry=r) \
+            .set_function(lambda: engine.active)
+        self.ttft = Histogram("llama_server_time_to_first_token_seconds",
+                              "Submit to first token, queue wait included", buckets=TTFT_BUCKETS, registry=r)
+        self.latency = Histogram("llama_server_generation_seconds",
+                                 "Submit to last token, queue wait included", buckets=LATENCY_BUCKETS, registry=r)
+
+    def observe(self, finished) -> None:
+        """Record one ended generation (called from the engine's worker thread)."""
+        t, usage = finished.timings, finished.usage
+        self.generations.labels(finished.finish_reason).inc()
+        self.generated_tokens.inc(usage["completion_tokens"])
+        if finished.finish_reason in ("cancelled", "timeout") and usage["completion_tokens"] == 0 \
+                and t["prompt_ms"] == 0:
+            return  # ended while queued: the model never saw it
+        self.prompt_tokens.inc(usage["prompt_tokens"])
+        if usage["completion_tokens"]:
+            self.ttft.observe((t["queue_ms"] + t["prompt_ms"]) / 1000)
+        self.latency.observe((t["queue_ms"] + t["prompt_ms"] + t["generation_ms"]) / 1000)
+
+    def count_request(self, endpoint: str, status: int) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,193 @@
+"""The server's settings: one frozen dataclass, read from LLAMA_SERVER_* variables.
+
+The dataclass is the single table of settings: each field carries its default,
+its parser (text -> value) and its check in the field metadata, so the variable
+name, the default and the validation live in one place. Precedence is
+CLI flag > environment variable > default, applied in `Settings.from_env`.
+A bad value raises SettingsError naming the variable; the entry points turn it
+into a one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "LLAMA_SERVER_"
+
+# KV cache element types llama.cpp accepts, by the name people write.
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8}
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the variable."""
+
+
+def env_name(attr: str) -> str:
+    return ENV_PREFIX + attr.upper()
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on: llama.cpp gains nothing from SMT siblings."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores, cpu = set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            info: dict[str, str] = {}
+            for line in list(f) + ["\n"]:
+                key, _, value = line.partition(":")
+                if line.strip():
+                    info[key.strip()] = value.strip()
+                    continue
+                cpu = int(info.get("processor", -1))
+                if cpu in allowed and "core id" in info:
+                    cores.add((info.get("physical id"), info["core id"]))
+                info = {}
+    except (OSError, ValueError):
+        pass
+    return len(cores) or len(allowed) or 1
+
+
+# Parsers: text from the environment -> typed value (ValueError on bad text).
+def _bool(text: str) -> bool:
+    table = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+    try:
+        return table[text.strip().lower()]
+    except KeyError:
+        raise ValueError("expected one of 1/0, true/false, yes/no, on/off") from None
+
+
+def _optional_str(text: str) -> str | None:
+    return text or None
+
+
+def _gpu_layers(text: str) -> int | str:
+    text = text.strip().lower()
+    return "auto" if text == "auto" else int(text)
+
+
+def _tensor_split(text: str) -> tuple[float, ...] | None:
+    return tuple(float(part) for part in text.split(",")) if text.strip() else None
+
+
+# Checks: value -> problem text, or None when fine.
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def _between(low: float, high: float) -> Callable[[Any], str | None]:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+
+
+def _one_of(choices) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}"
+
+
+def _gpu_layers_ok(v) -> str | None:
+    return None if v == "auto" or (isinstance(v, int) and v >= -1) else "must be auto, -1 (all) or a count >= 0"
+
+
+def _split_ok(v) -> str | None:
+    return None if v is None or (all(x >= 0 for x in v) and sum(v) > 0) else "must be non-negative weights, not all 0"
+
+
+def _model_ok(v) -> str | None:
+    if v is None:
+        return None
+    from server.models import ModelFileError, check_gguf
+    from pathlib import Path
+    try:
+        check_gguf(Path(v).expanduser())
+    except ModelFileError as exc:
+        return str(exc)
+    return None
+
+
+def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = "", factory=None, secret=False):
+    meta = {"parse": parse, "check": check, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    # Secrets stay out of repr() so a logged Settings never leaks them.
+    return field(default=default, metadata=meta, repr=not secret)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = setting(None, _optional_str, _model_ok, "GGUF file to serve (default: models/)")
+    n_ctx: int = setting(4096, int, _at_least(64), "context length in tokens")
+    n_threads: int = setting(None, int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
+    n_batch: int = setting(512, int, _at_least(1), "prompt tokens per batch")
+    n_gpu_layers: int | str = setting("auto", _gpu_layers, _gpu_layers_ok, "layers on GPU: 0, N, -1 (all) or auto")
+    main_gpu: int = setting(0, int, _at_least(0), "GPU index for the main device")
+    tensor_split: tuple[float, ...] | None = setting(None, _tensor_split, _split_ok, "split across GPUs, e.g. 3,1")
+    flash_attn: bool = setting(False, _bool, None, "use flash attention")
+    use_mlock: bool = setting(False, _bool, None, "lock the model in RAM")
+    kv_cache_type: str = setting("f16", str.lower, _one_of(tuple(KV_CACHE_TYPES)), "KV cache element type")
+    vram_budget_mb: int | None = setting(None, lambda t: int(t) if t else None,
+                                         lambda v: None if v is None or v > 0 else "must be > 0",
+                                         "cap on the VRAM that auto offload may plan for")
+    vram_margin_mb: int = setting(512, int, _at_least(0), "VRAM auto offload leaves free")
+    host: str = setting("127.0.0.1", str, lambda v: None if v else "must not be empty", "address to bind")
+    port: int = setting(8000, int, _between(1, 65535), "TCP port")
+    workers: int = setting(1, int, _at_least(1), "gunicorn workers (each holds its own model)")
+    http_threads: int = setting(8, int, _at_least(1), "concurrent connections per worker")
+    max_tokens: int = setting(512, int, _at_least(1), "default max_tokens of a request")
+    max_tokens_ceiling: int = setting(2048, int, _at_least(1), "largest max_tokens a request may ask")
+    system_prompt: str = setting("You are a helpful, respectful and honest assistant.", str, None,
+                                 "system prompt when a request gives none")
+    chat_template: str | None = setting(None, _optional_str, None,
+                                        "Jinja file overriding the model's chat template")
+    queue_size: int = setting(16, int, _at_least(1), "requests waiting beyond the running one")
+    request_timeout: float = setting(300.0, float, _at_least(1), "seconds a request may take, queue included")
+    max_body_bytes: int = setting(1 << 20, int, _at_least(1024), "largest request body")
+    api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond", secret=True)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check = f.metadata["check"]
+            problem = check(getattr(self, f.name)) if check else None
+            if problem:
+                raise SettingsError(f"{env_name(f.name)}: {problem}")
+        if self.max_tokens > self.max_tokens_ceiling:
+            raise SettingsError(f"{env_name('max_tokens')}: must not exceed "
+                                f"{env_name('max_tokens_ceiling')} ({self.max_tokens_ceiling})")
+        # llama.cpp only stores a quantized V cache with flash attention on.
+        if self.kv_cache_type not in ("f16", "f32") and not self.flash_attn:
+            raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs "
+                                f"{env_name('flash_attn')}=1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> "Settings":
+        """Build settings: `overrides` (CLI flags, already typed) > environment > default."""
+        environ = os.environ if environ is None else environ
+        overrides = overrides or {}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if overrides.get(f.name) is not None:
+                values[f.name] = overrides[f.name]
+            elif env_name(f.name) in environ:
+                text = environ[env_name(f.name)]
+                try:
+                    values[f.name] = f.metadata["parse"](text.strip())
+                except ValueError as exc:
+                    raise SettingsError(f"{env_name(f.name)}={text!r}: {exc}") from None
+        return cls(**values)
+
+    @property
+    def kv_cache_ggml_type(self) -> int:
+        return KV_CACHE_TYPES[self.kv_cache_type]
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, help) rows, for --help and the README."""
+    rows = []
+    for f in fields(Settings):
+        default = "(computed)" if f.default is MISSING else f.default
+        rows.append((env_name(f.name), str(default), f.metadata["help"]))
+    return rows

@@ -1,0 +1,345 @@
+"""Concurrency benchmark: aggregate tokens/s and p50/p95 latency at 1, 2, 4 and 8 clients.
+
+Side by side in one run, on the same model file and thread count:
+  ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
+  ours-p1          the same with one slot (requests served one at a time)
+  llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
+  llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp
+                   source that the pinned llama-cpp-python source package vendors
+  llama-server-p1  the same with one slot
+Each client sends `--requests` chat questions one after another (greedy, --max-tokens).
+Aggregate tokens/s = completion tokens of all clients / wall time of the round.
+
+    python bench/concurrency.py                       # every server, default model
+    python bench/concurrency.py --servers llama-server-pN,llama-cpp-python --model m.gguf
+
+Downloads and builds are cached under bench/.work/ (first run: ~10 min of compiling).
+Results: bench/results/concurrency-<model>.json and .png (refuses to overwrite without --force).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "bench" / ".work"
+RESULTS = ROOT / "bench" / "results"
+PIN = next(line.split("==")[1].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+           if line.startswith("llama-cpp-python=="))
+SRC = WORK / "src" / f"llama_cpp_python-{PIN}"
+LLAMA_SERVER = WORK / f"llama-server-{PIN}" / "bin" / "llama-server"
+LCP_VENV = WORK / f"llama-cpp-python-{PIN}-venv"
+TOPICS = ["why the sky is blue", "how bread rises", "what a prime number is", "how tides work",
+          "why leaves change colour", "how a bicycle stays up", "what causes thunder",
+          "how vaccines work", "why ice floats", "how bees make honey"]
+
+
+def sh(argv: list, **kw) -> None:
+    print("+", " ".join(map(str, argv)), flush=True)
+    subprocess.run([str(a) for a in argv], check=True, **kw)
+
+
+# --- preparing the two reference servers (cached) ------------------------------------
+def prepare_llama_server() -> Path:
+    """Build llama-server from the llama.cpp sources vendored by the pinned sdist."""
+    if LLAMA_SERVER.exists():
+        return LLAMA_SERVER
+    if not SRC.exists():
+        sh([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            f"llama-cpp-python=={PIN}", "-d", WORK / "src"])
+        with tarfile.open(WORK / "src" / f"llama_cpp_python-{PIN}.tar.gz") as tar:
+            tar.extractall(WORK / "src", filter="data")
+    build = LLAMA_SERVER.parent.parent
+    # No web UI download (offline machines) and no TLS: only the HTTP API is measured.
+    sh(["cmake", "-S", SRC / "vendor" / "llama.cpp", "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON",
+        "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF"])
+    sh(["cmake", "--build", build, "--target", "llama-server", "-j", str(os.cpu_count() or 2)])
+    return LLAMA_SERVER
+
+
+def prepare_lcp_venv() -> Path:
+    """A separate venv with llama-cpp-python's own server (and matplotlib for the plot)."""
+    python = LCP_VENV / "bin" / "python"
+    marker = LCP_VENV / ".installed"
+    if not marker.exists():
+        sh([sys.executable, "-m", "venv", LCP_VENV])
+        sh([python, "-m", "pip", "install", "-q", f"llama-cpp-python[server]=={PIN}", "matplotlib"])
+        marker.touch()
+    return python
+
+
+# --- the servers under test: how to start each and how to ask it ------------------------
+@dataclass(frozen=True)
+class Target:
+    name: str
+    prepare: Callable[[], object]
+    command: Callable[[Path, int, int, int, int], tuple[list, dict]]  # model, port, slots, threads, ctx
+    url: str            # POST path
+    ready: str          # GET path answering 200 once the model is loaded
+    body: Callable[[str, int], dict]
+    tokens: Callable[[dict], int]
+
+
+# Our server adds this system prompt by default; the others get it too, for equal work.
+SYSTEM = "You are a helpful, respectful and honest assistant."
+
+
+def _chat(question: str, max_tokens: int) -> dict:
+    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+            "max_tokens": max_tokens, "temperature": 0}
+
+
+def _ours(slots: int):
+    def command(model, port, _slots, threads, ctx):
+        env = dict(LLAMA_SERVER_MODEL=str(model), LLAMA_SERVER_PORT=str(port),
+                   LLAMA_SERVER_PARALLEL=str(slots), LLAMA_SERVER_N_THREADS=str(threads),
+                   LLAMA_SERVER_N_CTX=str(ctx), LLAMA_SERVER_N_GPU_LAYERS="0")
+        return [ROOT / ".venv" / "bin" / "gunicorn", "-c", "server/gunicorn.conf.py",
+                "server.app:create_app()"], env
+    return command
+
+
+def _llama_server(fixed_slots: int | None):
+    def command(model, port, slots, threads, ctx):
+        n = fixed_slots or slots
+        return [LLAMA_SERVER, "-m", model, "--host", "127.0.0.1", "--port", port, "-np", n,
+                "-c", n * ctx, "-t", threads, "-tb", threads], {}
+    return command
+
+
+def _lcp(model, port, _slots, threads, ctx):
+    # interrupt_requests off: by default a new request cancels the running one.
+    return [LCP_VENV / "bin" / "python", "-m", "llama_cpp.server", "--model", model, "--host",
+            "127.0.0.1", "--port", port, "--n_ctx", ctx, "--n_threads", threads,
+            "--n_threads_batch", threads, "--interrupt_requests", "False"], {}
+
+
+_usage = lambda r: int(r["usage"]["completion_tokens"])  # noqa: E731
+TARGETS = {t.name: t for t in [
+    Target("ours-pN", lambda: None, _ours(0), "/api/respond", "/health",
+           lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
+    Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/health",
+           lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
+    Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models",
+           _chat, _usage),
+    Target("llama-server-pN", prepare_llama_server, _llama_server(None), "/v1/chat/completions",
+           "/health", _chat, _usage),
+    Target("llama-server-p1", prepare_llama_server, _llama_server(1), "/v1/chat/completions",
+           "/health", _chat, _usage),
+]}
+
+
+def ours_is_batched() -> bool:
+    """Our columns mean something only once the engine drives the batching decoder."""
+    return any("BatchDecoder" in (ROOT / "server" / f).read_text()
+               for f in ("engine.py", "decoder.py") if (ROOT / "server" / f).exists())
+
+
+# --- running one server --------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict, timeout: float = 600) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def wait_ready(url: str, proc: subprocess.Popen, limit: float = 300) -> None:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {limit}s: {url}")
+
+
+def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: int) -> dict:
+    latencies: list[float] = []
+    tokens = [0] * clients
+    errors: list[str] = []
+
+    def client(c: int) -> None:
+        for k in range(per_client):
+            question = f"In two sentences, explain {TOPICS[(c * per_client + k) % len(TOPICS)]}."
+            t0 = time.perf_counter()
+            try:
+                tokens[c] += t.tokens(post(base + t.url, t.body(question, max_tokens)))
+            except Exception as exc:  # noqa: BLE001 - reported in the results
+                errors.append(type(exc).__name__)
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    lat = sorted(latencies) or [float("nan")]
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors),
+            "completion_tokens": sum(tokens), "wall_s": round(wall, 3),
+            "tokens_per_s": round(sum(tokens) / wall, 2),
+            "p50_s": round(statistics.median(lat), 3),
+            "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3)}
+
+
+def bench_target(t: Target, args) -> list[dict]:
+    t.prepare()
+    port = free_port()
+    argv, env = t.command(args.model, port, args.parallel, args.threads, args.ctx)
+    log = open(WORK / f"{t.name}.log", "w")
+    proc = subprocess.Popen([str(a) for a in argv], cwd=ROOT, env={**os.environ, **env},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + t.ready, proc)
+        post(base + t.url, t.body("Say hello.", 8))  # warm-up, not measured
+        rows = []
+        for clients in args.clients:
+            row = run_round(t, base, clients, args.requests, args.max_tokens)
+            print(f"{t.name:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
+                  f"p50 {row['p50_s']:6.2f}s  p95 {row['p95_s']:6.2f}s  errors {row['errors']}",
+                  flush=True)
+            rows.append({"server": t.name, **row})
+        return rows
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+# --- results ------------------------------------------------------------------------
+def print_table(rows: list[dict], clients: list[int]) -> None:
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    print("\naggregate tokens/s (p50 latency s) by concurrent clients")
+    print(f"{'server':18}" + "".join(f"{c:>18}" for c in clients))
+    for name in servers:
+        cells = {r["clients"]: f"{r['tokens_per_s']:.1f} ({r['p50_s']:.1f})"
+                 for r in rows if r["server"] == name}
+        print(f"{name:18}" + "".join(f"{cells.get(c, '-'):>18}" for c in clients))
+
+
+def ratios(rows: list[dict], at: int) -> dict:
+    """Throughput ratios at `at` clients, measured in this same run."""
+    tps = {r["server"]: r["tokens_per_s"] for r in rows if r["clients"] == at}
+    pairs = [("ours-pN", "llama-server-pN"), ("ours-pN", "llama-cpp-python"),
+             ("ours-pN", "ours-p1"), ("llama-server-pN", "llama-server-p1")]
+    return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in pairs if tps.get(a) and tps.get(b)}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def plot(json_path: Path, png_path: Path) -> None:
+    """Throughput against clients, one line per server (runs in the venv that has matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(json_path.read_text())
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["server"] for r in doc["rows"]):
+        pts = [(r["clients"], r["tokens_per_s"]) for r in doc["rows"] if r["server"] == name]
+        ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set(xlabel="concurrent clients", ylabel="aggregate tokens/s", xscale="log",
+           title=f"{doc['model']} - {doc['settings']['parallel']} slots, {doc['host']['cpus']} CPUs")
+    ax.set_xticks(doc["settings"]["clients"], [str(c) for c in doc["settings"]["clients"]])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(png_path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, png_path)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, help="GGUF file (default: the server's default model)")
+    ap.add_argument("--servers", default=",".join(TARGETS), help="comma list of " + ", ".join(TARGETS))
+    ap.add_argument("--clients", default="1,2,4,8", type=lambda t: [int(c) for c in t.split(",")])
+    ap.add_argument("--parallel", type=int, default=4, help="slots for the -pN servers")
+    ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--ctx", type=int, default=2048, help="context per request (per slot)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/concurrency-<model>.json)")
+    ap.add_argument("--force", action="store_true", help="overwrite existing results")
+    ap.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.plot:
+        plot(*args.plot)
+        return 0
+    if args.model is None:
+        sys.path.insert(0, str(ROOT))
+        from server.models import resolve_model
+        args.model = resolve_model(None).path
+    args.model = args.model.resolve()
+    out = args.out or RESULTS / f"concurrency-{args.model.stem}.json"
+    if out.exists() and not args.force:
+        print(f"{out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
+        return 1
+    names = [n for n in args.servers.split(",") if n]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        print(f"unknown servers {unknown}; choose from {list(TARGETS)}", file=sys.stderr)
+        return 2
+    if any(n.startswith("ours") for n in names) and not ours_is_batched():
+        print("skipping ours-*: server/engine.py does not drive the batching decoder yet", flush=True)
+        names = [n for n in names if not n.startswith("ours")]
+    WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = [row for name in names for row in bench_target(TARGETS[name], args)]
+    print_table(rows, args.clients)
+    doc = {"model": args.model.name, "model_bytes": args.model.stat().st_size,
+           "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+           "llama_cpp_python": PIN,
+           "settings": {k: v for k, v in vars(args).items() if k in
+                        ("parallel", "requests", "max_tokens", "ctx", "threads", "clients")},
+           "rows": rows, "ratios_at_4_clients": ratios(rows, 4)}
+    print("ratios at 4 clients:", doc["ratios_at_4_clients"])
+    write_atomic(out, json.dumps(doc, indent=1).encode())
+    png = out.with_suffix(".png")
+    subprocess.run([str(prepare_lcp_venv()), __file__, "--plot", str(out), str(png)], check=True)
+    print(f"wrote {out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

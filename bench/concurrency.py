@@ -3,6 +3,7 @@
 Side by side in one run, on the same model file and thread count:
   ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
   ours-p1          the same with one slot (requests served one at a time)
+  decoder-pN       the batching decoder in this process, no HTTP (its ceiling)
   llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
   llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp
                    source that the pinned llama-cpp-python source package vendors
@@ -136,6 +137,7 @@ TARGETS = {t.name: t for t in [
            lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
     Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/health",
            lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
+    Target("decoder-pN", lambda: None, None, "", "", _chat, _usage),  # in-process, see InProcess
     Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models",
            _chat, _usage),
     Target("llama-server-pN", prepare_llama_server, _llama_server(None), "/v1/chat/completions",
@@ -179,7 +181,9 @@ def wait_ready(url: str, proc: subprocess.Popen, limit: float = 300) -> None:
     raise RuntimeError(f"server not ready after {limit}s: {url}")
 
 
-def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: int) -> dict:
+def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: int,
+              ask: Callable[[dict], dict] | None = None) -> dict:
+    ask = ask or (lambda body: post(base + t.url, body))
     latencies: list[float] = []
     tokens = [0] * clients
     errors: list[str] = []
@@ -189,7 +193,7 @@ def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: i
             question = f"In two sentences, explain {TOPICS[(c * per_client + k) % len(TOPICS)]}."
             t0 = time.perf_counter()
             try:
-                tokens[c] += t.tokens(post(base + t.url, t.body(question, max_tokens)))
+                tokens[c] += t.tokens(ask(t.body(question, max_tokens)))
             except Exception as exc:  # noqa: BLE001 - reported in the results
                 errors.append(type(exc).__name__)
                 continue
@@ -210,7 +214,70 @@ def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: i
             "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3)}
 
 
+class InProcess:
+    """The batching decoder driven directly by one stepping thread, no HTTP: what the
+    engine can reach at best. Clients block on their sequence's Finished event."""
+
+    def __init__(self, model: Path, slots: int, threads: int, ctx: int) -> None:
+        sys.path.insert(0, str(ROOT))
+        import jinja2
+        from server.batching import BatchDecoder
+        self.decoder = BatchDecoder.load(model, n_parallel=slots, n_ctx_per_seq=ctx, n_threads=threads)
+        self.template = jinja2.Environment().from_string(self.decoder.chat_template() or "")
+        self.lock, self.stop = threading.Condition(), False
+        self.driver = threading.Thread(target=self._drive, daemon=True)
+        self.driver.start()
+
+    def _drive(self) -> None:
+        while not self.stop:
+            if self.decoder.step() == 0:
+                with self.lock:
+                    self.lock.wait(0.005)
+
+    def ask(self, body: dict) -> dict:
+        from server.batching import Finished, SamplingParams
+        text = self.template.render(messages=body["messages"], add_generation_prompt=True,
+                                    bos_token="")
+        done = threading.Event()
+        result = {}
+
+        def on_event(ev) -> None:
+            if isinstance(ev, Finished):
+                result["usage"] = {"completion_tokens": ev.usage.completion_tokens}
+                done.set()
+        self.decoder.add(self.decoder.tokenize(text, add_bos=True, special=True),
+                         SamplingParams(temperature=0, repeat_penalty=1.0,
+                                        max_tokens=body["max_tokens"]), on_event)
+        with self.lock:
+            self.lock.notify()
+        done.wait()
+        return result
+
+    def close(self) -> None:
+        self.stop = True
+        self.driver.join()
+        self.decoder.close()
+
+
+def bench_in_process(args) -> list[dict]:
+    runner = InProcess(args.model, args.parallel, args.threads, args.ctx)
+    t = TARGETS["decoder-pN"]
+    try:
+        runner.ask(_chat("Say hello.", 8))
+        rows = []
+        for clients in args.clients:
+            row = run_round(t, "", clients, args.requests, args.max_tokens, ask=runner.ask)
+            print(f"{t.name:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
+                  f"p50 {row['p50_s']:6.2f}s  p95 {row['p95_s']:6.2f}s", flush=True)
+            rows.append({"server": t.name, **row})
+        return rows
+    finally:
+        runner.close()
+
+
 def bench_target(t: Target, args) -> list[dict]:
+    if t.name == "decoder-pN":
+        return bench_in_process(args)
     t.prepare()
     port = free_port()
     argv, env = t.command(args.model, port, args.parallel, args.threads, args.ctx)

@@ -155,7 +155,9 @@ class BatchDecoder:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting) + sum(op == "add" for op, _ in list(self._inbox))
+        # Inbox entries not yet drained count too (a cancel among them overcounts by one
+        # for at most a step); len() of a deque is safe from any thread.
+        return len(self._waiting) + len(self._inbox)
 
     @property
     def idle(self) -> bool:

@@ -67,7 +67,12 @@ class _Slot:
 
 
 class BatchDecoder:
-    """One model, one context with `n_parallel` sequence slots; see the module docstring."""
+    """One model, one context with `n_parallel` sequence slots; see the module docstring.
+
+    Threads: add, cancel, stats and the slot counts may be used from any thread;
+    step, clear_cache, kv_cells_used and close only from the one thread that steps,
+    because llama.cpp's context is not thread-safe.
+    """
 
     def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext,
                  cfg: DecoderConfig) -> None:
@@ -92,6 +97,7 @@ class BatchDecoder:
         self._ids = itertools.count(1)
         self._clock = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
+        self._kv_used = 0
 
     @classmethod
     def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
@@ -173,13 +179,15 @@ class BatchDecoder:
         return total
 
     def stats(self) -> DecoderStats:
-        return self._stats.snapshot(self.active, self.waiting, self.kv_cells_used())
+        """Counters for health and metrics; safe from any thread (KV use as of the last step)."""
+        return self._stats.snapshot(self.active, self.waiting, self._kv_used)
 
     def clear_cache(self) -> None:
         """Drop the prefix caches of idle slots (all their KV cells)."""
         for s in self._slots:
             if s.seq is None:
                 self._forget(s)
+        self._kv_used = self.kv_cells_used()
 
     # --- the decode loop ------------------------------------------------------------
     def step(self) -> int:
@@ -187,8 +195,12 @@ class BatchDecoder:
         self._drain_inbox()
         self._admit()
         n = self._fill_batch()
-        if n == 0:
-            return 0
+        if n:
+            self._decode(n)
+        self._kv_used = self.kv_cells_used()  # read here, never from another thread
+        return n
+
+    def _decode(self, n: int) -> None:
         self._stats.start()
         rc = lc.llama_decode(self._c, self._batch.batch)
         if rc == 1 and self._evict_idle_caches():  # unified KV: idle caches may fill it
@@ -201,7 +213,6 @@ class BatchDecoder:
         for seq in batched:
             self._after_decode(seq)
         self._stats.record(n, len(batched))
-        return n
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         """Step until every queued sequence has finished; returns the number of steps."""

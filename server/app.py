@@ -62,10 +62,10 @@ def respond():
     if body is None:
         raise InvalidRequest("the body must be valid JSON")
     req = validate_respond(body, state.settings.max_tokens, state.settings.max_tokens_ceiling)
-    generation = state.engine.submit(req, on_done=state.metrics.observe)
+    generation = state.engine.submit(req, on_done=state.metrics.observe, timeout=state.settings.request_timeout)
     model = state.engine.info["model"]
     if req.stream:
-        return Response(_events(generation, model), mimetype="text/event-stream",
+        return Response(EventStream(generation, model), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return jsonify(_collect(generation, model))
 
@@ -113,6 +113,21 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
+class EventStream:
+    """The SSE body. The server calls close() when the client goes away (a write
+    failed) or the answer is done; that stops the model working on it, even when
+    the body was never iterated at all."""
+
+    def __init__(self, generation: Generation, model: str):
+        self.generation, self.model = generation, model
+
+    def __iter__(self):
+        return _events(self.generation, self.model)
+
+    def close(self) -> None:
+        self.generation.cancel()
+
+
 def _events(generation: Generation, model: str):
     """SSE: one event per text delta, then a final one (or an error event)."""
     try:
@@ -127,9 +142,7 @@ def _events(generation: Generation, model: str):
         log.exception("streaming failed")
         yield _sse({"type": "error", **ServerError("internal server error").body()})
     finally:
-        # Reached on completion and also when the server closes us because a write to a
-        # disconnected client failed: either way the model stops working on this answer.
-        generation.cancel()
+        generation.cancel()  # no-op once finished
 
 
 def _count_request(response: Response) -> Response:

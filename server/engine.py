@@ -130,8 +130,16 @@ class Engine:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, req, on_done: Callable[[Finished], None] | None = None) -> Generation:
-        """Render, tokenize and check `req` (a validation.RespondRequest), then queue it."""
+    @property
+    def vocab(self):
+        return self._vocab
+
+    def submit(self, req, on_done: Callable[[Finished], None] | None = None,
+               timeout: float | None = None) -> Generation:
+        """Render, tokenize and check `req` (a validation.RespondRequest), then queue it.
+
+        `timeout`: seconds the answer may take, queue wait included (default: REQUEST_TIMEOUT).
+        """
         if self.state != "ready":
             raise ModelLoading("the model is still loading") if self.state == "loading" else \
                 ModelFailed("the model failed to load; see the server log")
@@ -142,7 +150,7 @@ class Engine:
             raise PromptTooLong(len(tokens), req.max_tokens, self._decoder.n_ctx)
         sampling = Sampling(req.temperature, req.top_p, req.top_k, req.min_p, req.repeat_penalty, req.seed)
         generation = Generation(GenerationRequest(tuple(tokens), req.max_tokens, sampling, req.stop, req.stream,
-                                                  time.monotonic() + self.settings.request_timeout), on_done)
+                                                  time.monotonic() + (timeout or self.settings.request_timeout)), on_done)
         try:
             self._queue.put_nowait(generation)
         except queue.Full:

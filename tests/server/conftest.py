@@ -1,0 +1,55 @@
+"""Server test fixtures: one real engine on Gemma 3 270M, shared by the whole session.
+
+Loading a model costs seconds on a busy laptop, so every in-process API test
+talks to this one engine (small context, few tokens) through apps made by
+`create_app(settings, engine)`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from server.app import create_app
+from server.engine import Engine
+from server.models import ModelChoice
+from server.settings import Settings
+
+# Small on purpose: fast prompt evaluation, and "prompt too long" is easy to reach.
+TEST_SETTINGS = dict(n_ctx=512, max_tokens=8, max_tokens_ceiling=256, queue_size=2, request_timeout=60)
+
+
+@pytest.fixture(scope="session")
+def server_settings() -> Settings:
+    return Settings(**TEST_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def gemma_engine(gemma_gguf, server_settings):
+    engine = Engine(server_settings, ModelChoice(gemma_gguf, is_default=True)).start()
+    assert engine.wait_ready(300), "the engine did not load gemma"
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def app(server_settings, gemma_engine):
+    return create_app(server_settings, gemma_engine)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def make_client(engine, **overrides):
+    """A client for an app with other settings over the shared engine."""
+    return create_app(Settings(**{**TEST_SETTINGS, **overrides}), engine).test_client()
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text output (0 when absent)."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

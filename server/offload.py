@@ -1,8 +1,8 @@
 """How many layers go to the GPU: `auto` offload, and what was chosen.
 
 `plan_offload` is a pure function over byte counts, so the rule is tested without
-a GPU. The inputs come from the GGUF itself (each layer's tensor sizes, read with
-gguf.GGUFReader), from the KV cache that N_CTX implies, and from ggml's device
+a GPU. The inputs come from the GGUF itself (each layer's tensor sizes, read from
+its header), from the KV cache that N_CTX implies, and from ggml's device
 API (free VRAM per GPU), queried through ctypes on the ggml library that
 llama-cpp-python ships. A CPU-only build, or a build with no device found, gets 0.
 """
@@ -15,6 +15,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
+
+from server.ggufinfo import read_gguf_info
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -80,32 +82,28 @@ def plan_offload(layer_bytes: Sequence[int], kv_bytes_per_layer: int, compute_by
 
 def read_model_shape(path: Path) -> ModelShape:
     """Per-layer tensor bytes and the KV-cache geometry, from the GGUF header."""
-    from gguf import GGUFReader
+    info = read_gguf_info(path)
+    meta = info.metadata
+    arch = meta["general.architecture"]
 
-    reader = GGUFReader(str(path))
-    arch = reader.fields["general.architecture"].contents()
+    def key(name: str, default=None):
+        return meta.get(f"{arch}.{name}", default)
 
-    def meta(key: str, default=None):
-        f = reader.fields.get(f"{arch}.{key}")
-        return f.contents() if f is not None else default
-
-    n_layer = int(meta("block_count"))
-    layers = [0] * n_layer
+    layers = [0] * int(key("block_count"))
     other: dict[str, int] = {}
-    for t in reader.tensors:
-        m = _BLOCK.match(t.name)
+    for name, size in info.tensor_bytes.items():
+        m = _BLOCK.match(name)
         if m:
-            layers[int(m.group(1))] += int(t.n_bytes)
+            layers[int(m.group(1))] += size
         else:
-            other[t.name] = int(t.n_bytes)
+            other[name] = size
     # With tied embeddings llama.cpp puts a copy of token_embd on the output device.
     output = other.get("output.weight", other.get("token_embd.weight", 0)) + other.get("output_norm.weight", 0)
-    n_embd, n_head = int(meta("embedding_length")), int(meta("attention.head_count"))
-    n_head_kv = int(meta("attention.head_count_kv", n_head))
-    head_dim = int(meta("attention.key_length", n_embd // n_head))
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    n_embd, n_head = int(key("embedding_length")), int(key("attention.head_count"))
+    n_head_kv = int(key("attention.head_count_kv", n_head))
+    head_dim = int(key("attention.key_length", n_embd // n_head))
     return ModelShape(tuple(layers), output, n_embd, n_head, head_dim * n_head_kv,
-                      len(tokens.data) if tokens is not None else 32000)
+                      int(meta.get("tokenizer.ggml.tokens", 32000)))
 
 
 def kv_bytes_per_layer(shape: ModelShape, n_ctx: int, kv_type: int) -> int:

@@ -1,0 +1,94 @@
+"""Settings from LLAMA_SERVER_* variables: defaults, parsing, precedence, and errors naming the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings, SettingsError, describe, physical_cores
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert (s.n_ctx, s.host, s.port, s.n_gpu_layers, s.workers) == (4096, "127.0.0.1", 8000, "auto", 1)
+    assert s.n_threads == physical_cores() >= 1
+    assert s.model is None and s.api_key is None
+
+
+def test_values_are_parsed_from_the_environment(gemma_gguf):
+    env = {"LLAMA_SERVER_MODEL": str(gemma_gguf), "LLAMA_SERVER_N_CTX": "2048", "LLAMA_SERVER_N_GPU_LAYERS": "-1",
+           "LLAMA_SERVER_TENSOR_SPLIT": "3,1", "LLAMA_SERVER_FLASH_ATTN": "yes",
+           "LLAMA_SERVER_KV_CACHE_TYPE": "Q8_0", "LLAMA_SERVER_VRAM_BUDGET_MB": "4096",
+           "LLAMA_SERVER_REQUEST_TIMEOUT": "30.5", "LLAMA_SERVER_API_KEY": "k"}
+    s = Settings.from_env(env)
+    assert s.model == str(gemma_gguf) and s.n_ctx == 2048 and s.n_gpu_layers == -1
+    assert s.tensor_split == (3.0, 1.0) and s.flash_attn is True
+    assert s.kv_cache_type == "q8_0" and s.kv_cache_ggml_type == 8
+    assert s.vram_budget_mb == 4096 and s.request_timeout == 30.5 and s.api_key == "k"
+
+
+def test_cli_overrides_beat_environment_which_beats_defaults():
+    env = {"LLAMA_SERVER_PORT": "9000", "LLAMA_SERVER_N_CTX": "1024"}
+    s = Settings.from_env(env, overrides={"port": 9100, "host": None})
+    assert (s.port, s.n_ctx, s.host) == (9100, 1024, "127.0.0.1")
+
+
+BAD = [
+    ("LLAMA_SERVER_PORT", "eighty"), ("LLAMA_SERVER_PORT", "70000"), ("LLAMA_SERVER_N_CTX", "16"),
+    ("LLAMA_SERVER_N_GPU_LAYERS", "some"), ("LLAMA_SERVER_N_GPU_LAYERS", "-2"),
+    ("LLAMA_SERVER_FLASH_ATTN", "maybe"), ("LLAMA_SERVER_KV_CACHE_TYPE", "q3"),
+    ("LLAMA_SERVER_TENSOR_SPLIT", "1,x"), ("LLAMA_SERVER_TENSOR_SPLIT", "0,0"),
+    ("LLAMA_SERVER_MODEL", "/no/such/model.gguf"), ("LLAMA_SERVER_QUEUE_SIZE", "0"),
+    ("LLAMA_SERVER_VRAM_BUDGET_MB", "-5"), ("LLAMA_SERVER_N_THREADS", "0"),
+]
+
+
+@pytest.mark.parametrize("name,value", BAD, ids=[f"{n}={v}" for n, v in BAD])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"LLAMA_SERVER_MAX_TOKENS": "4096"}, "LLAMA_SERVER_MAX_TOKENS"),
+    ({"LLAMA_SERVER_KV_CACHE_TYPE": "q8_0"}, "LLAMA_SERVER_FLASH_ATTN"),
+])
+def test_settings_that_contradict_each_other(env, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_not_a_gguf_file_is_refused(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(SettingsError, match="LLAMA_SERVER_MODEL.*not a GGUF"):
+        Settings.from_env({"LLAMA_SERVER_MODEL": str(fake)})
+
+
+def test_frozen_and_the_key_stays_out_of_repr():
+    s = Settings(api_key="topsecret")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.port = 1  # type: ignore[misc]
+    assert "topsecret" not in repr(s)
+
+
+def test_every_setting_is_described():
+    rows = describe()
+    assert len(rows) == len(dataclasses.fields(Settings))
+    assert all(var.startswith("LLAMA_SERVER_") and text for var, _, text in rows)
+
+
+@pytest.mark.parametrize("env,named", [({"LLAMA_SERVER_PORT": "abc"}, "LLAMA_SERVER_PORT"),
+                                       ({"LLAMA_SERVER_MODEL": "/missing.gguf"}, "model file not found")])
+def test_gunicorn_stops_at_start_with_one_clear_line(env, named):
+    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.app:create_app()"],
+                          cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert named in proc.stderr and "Traceback" not in proc.stderr

@@ -53,3 +53,12 @@ def metric(text: str, name: str, labels: str = "") -> float:
         if line.startswith(wanted + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_llama_gguf):
+    """The tiny converted Llama (random weights, no chat template: the Llama-2 format)."""
+    engine = Engine(Settings(**TEST_SETTINGS), ModelChoice(tiny_llama_gguf, is_default=False)).start()
+    assert engine.wait_ready(120), "the engine did not load the tiny Llama"
+    yield engine
+    engine.close()

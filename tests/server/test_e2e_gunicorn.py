@@ -1,0 +1,125 @@
+"""End to end: real gunicorn on a free loopback port, serving Gemma 3 270M.
+
+Plain and streamed answers, a client that disconnects mid-stream (its generation
+stops: /metrics shows it cancelled, with fewer tokens than asked), and SIGTERM
+while an answer is in flight (the answer completes, then the server exits).
+The SIGTERM test stops the server, so it runs last in this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.server.conftest import metric
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(gemma_gguf, tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("gunicorn") / "server.log", "w+")
+    env = {**os.environ, "LLAMA_SERVER_MODEL": str(gemma_gguf), "LLAMA_SERVER_PORT": str(port),
+           "LLAMA_SERVER_N_CTX": "512", "LLAMA_SERVER_MAX_TOKENS": "8", "LLAMA_SERVER_REQUEST_TIMEOUT": "120"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
+                             "server.app:create_app()"], cwd=ROOT, env=env,
+                            stdout=log, stderr=log, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, Path(log.name).read_text()
+        try:
+            if requests.get(f"{base}/api/health", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("gunicorn did not become healthy")
+    yield proc, base
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    log.close()
+
+
+def metrics_text(base: str) -> str:
+    return requests.get(f"{base}/metrics", timeout=5).text
+
+
+def test_plain_and_streamed_answers(server):
+    _, base = server
+    body = {"query": "Name a color.", "temperature": 0, "seed": 1, "max_tokens": 6}
+    plain = requests.post(f"{base}/api/respond", json=body, timeout=60)
+    assert plain.status_code == 200 and plain.json()["usage"]["completion_tokens"] > 0
+    with requests.post(f"{base}/api/respond", json={**body, "stream": True}, stream=True, timeout=60) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        events = [json.loads(line[len("data: "):]) for line in r.iter_lines(decode_unicode=True)
+                  if line.startswith("data: ")]
+    assert events[-1]["type"] == "done"
+    assert "".join(e["text"] for e in events[:-1]) == plain.json()["response"]
+
+
+def test_disconnect_mid_stream_stops_the_generation(server):
+    _, base = server
+    before = metric(metrics_text(base), "llama_server_generated_tokens_total")
+    body = {"query": "Tell me a very long story about the sea.", "max_tokens": 250, "stream": True,
+            "temperature": 1.0, "seed": 5}
+    with requests.post(f"{base}/api/respond", json=body, stream=True, timeout=60) as r:
+        lines = r.iter_lines(decode_unicode=True)
+        assert next(line for line in lines if line.startswith("data: "))  # it is generating
+    # The connection is closed; the server's next writes fail and the generation is cancelled.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = metrics_text(base)
+        if metric(text, "llama_server_generations_total", 'finish_reason="cancelled"') == 1:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the generation was not cancelled")
+    assert metric(text, "llama_server_generated_tokens_total") - before < 250
+    assert metric(text, "llama_server_active_generations") == 0
+
+
+def test_sigterm_lets_the_answer_in_flight_finish(server):
+    proc, base = server
+    result: dict = {}
+
+    def ask():
+        body = {"query": "Count from one to twenty.", "max_tokens": 24, "temperature": 0}
+        result["response"] = requests.post(f"{base}/api/respond", json=body, timeout=120)
+        result["answered_at"] = time.monotonic()
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    deadline = time.monotonic() + 30
+    while metric(metrics_text(base), "llama_server_active_generations") != 1:
+        assert time.monotonic() < deadline, "the request never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    signalled_at = time.monotonic()
+    asker.join(120)
+    response = result["response"]
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] > 0
+    assert result["answered_at"] > signalled_at  # it really was in flight when the signal came
+    assert proc.wait(60) == 0

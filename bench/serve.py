@@ -1,0 +1,179 @@
+"""Benchmark the server against the same model driven in-process by llama-cpp-python.
+
+One run: start the real server (gunicorn, server/gunicorn.conf.py) and load the
+same GGUF in this process with the same settings; then, for each repetition,
+ask both the same question (a different one per repetition, so neither side
+reuses a cached prompt), alternating which goes first. Measured on both sides
+the same way: time to first token (request sent -> first text) and decode speed
+((tokens - 1) / (first text -> end)). Prints medians and ratios and writes
+bench/results/serve[-<model>].json. Targets: server decode >= 97% of in-process,
+time-to-first-token overhead < 10 ms.
+
+    python bench/serve.py                       # Gemma 3 270M (the embedded default)
+    python bench/serve.py --model models/llama-2-7b-chat.Q4_K_M.gguf --n-gpu-layers -1 --tokens 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.models import resolve_model  # noqa: E402
+from server.prompt import Vocab, build_messages, choose_format  # noqa: E402
+from server.settings import Settings, physical_cores  # noqa: E402
+
+DECODE_RATIO_TARGET = 0.97
+TTFT_OVERHEAD_TARGET_MS = 10.0
+SAMPLING = {"temperature": 0.0, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1, "seed": 1}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="GGUF file (default: what the server would pick)")
+    p.add_argument("--tokens", type=int, default=64, help="tokens to generate per request")
+    p.add_argument("--reps", type=int, default=7, help="measured repetitions per side")
+    p.add_argument("--n-gpu-layers", default="0", help="0, N, -1 (all) or auto, for both sides")
+    p.add_argument("--n-ctx", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=physical_cores())
+    p.add_argument("--results", type=Path, help="results JSON (default: bench/results/serve-<model>.json)")
+    return p.parse_args()
+
+
+def question(i: int) -> str:
+    return f"Request {i}: write a long, detailed story about a lighthouse keeper and the sea."
+
+
+def start_server(model: Path, a) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LLAMA_SERVER_MODEL": str(model), "LLAMA_SERVER_PORT": str(port),
+           "LLAMA_SERVER_N_CTX": str(a.n_ctx), "LLAMA_SERVER_N_GPU_LAYERS": str(a.n_gpu_layers),
+           "LLAMA_SERVER_N_THREADS": str(a.threads), "LLAMA_SERVER_MAX_TOKENS_CEILING": str(max(a.tokens, 2048))}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
+                             "server.app:create_app()"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit("the server exited during start-up")
+        try:
+            health = requests.get(f"{base}/api/health", timeout=2)
+            if health.status_code == 200:
+                return proc, base
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the server did not become healthy in 5 minutes")
+
+
+def via_http(base: str, text: str, tokens: int) -> dict:
+    body = {"query": text, "max_tokens": tokens, "stream": True, **SAMPLING}
+    t0 = time.perf_counter()
+    first = None
+    with requests.post(f"{base}/api/respond", json=body, stream=True, timeout=600) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith(b"data: "):
+                continue
+            event = json.loads(line[6:])
+            if event["type"] == "delta" and first is None:
+                first = time.perf_counter()
+            elif event["type"] == "done":
+                end = time.perf_counter()
+                n = event["usage"]["completion_tokens"]
+    return {"ttft_ms": (first - t0) * 1000, "decode_tps": (n - 1) / (end - first), "tokens": n}
+
+
+class InProcess:
+    """The same GGUF, the same settings and the same prompt tokens, with no server."""
+
+    def __init__(self, model: Path, a):
+        from server.decoder import _Llama
+        from server.describe import chat_template
+        self.llama = _Llama(model_path=str(model), n_ctx=a.n_ctx, n_threads=a.threads, n_threads_batch=a.threads,
+                            n_batch=512, n_gpu_layers=-1 if a.n_gpu_layers == "auto" else int(a.n_gpu_layers),
+                            verbose=False)
+        m = self.llama._model
+        bos, eos = self.llama.token_bos(), self.llama.token_eos()
+        self.vocab = Vocab(lambda t, sp: self.llama.tokenize(t.encode(), add_bos=False, special=sp), bos, eos,
+                           m.token_get_text(bos), m.token_get_text(eos), bool(m.add_bos_token()))
+        self.format = choose_format(chat_template(Settings(), self.llama.metadata))
+
+    def run(self, text: str, tokens: int) -> dict:
+        prompt = self.format.tokens(build_messages(Settings().system_prompt, [], text), self.vocab)
+        t0 = time.perf_counter()
+        start_samples, first = self.llama.samples, None
+        for chunk in self.llama.create_completion(prompt=prompt, max_tokens=tokens, stream=True,
+                                                  temperature=SAMPLING["temperature"], top_p=SAMPLING["top_p"],
+                                                  top_k=SAMPLING["top_k"], min_p=SAMPLING["min_p"],
+                                                  repeat_penalty=SAMPLING["repeat_penalty"], seed=SAMPLING["seed"]):
+            choice = chunk["choices"][0]
+            if choice["text"] and first is None:
+                first = time.perf_counter()
+            finish = choice["finish_reason"]
+        end = time.perf_counter()
+        n = self.llama.samples - start_samples - (1 if finish == "stop" else 0)  # the end token is no text
+        return {"ttft_ms": (first - t0) * 1000, "decode_tps": (n - 1) / (end - first), "tokens": n}
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict:
+    med = {side: {k: statistics.median(r[k] for r in rs) for k in ("ttft_ms", "decode_tps", "tokens")}
+           for side, rs in runs.items()}
+    ratio = med["server"]["decode_tps"] / med["in_process"]["decode_tps"]
+    overhead = med["server"]["ttft_ms"] - med["in_process"]["ttft_ms"]
+    return {"medians": med, "decode_ratio": ratio, "ttft_overhead_ms": overhead,
+            "decode_ratio_ok": ratio >= DECODE_RATIO_TARGET, "ttft_overhead_ok": overhead < TTFT_OVERHEAD_TARGET_MS}
+
+
+def main() -> int:
+    a = parse_args()
+    model = resolve_model(a.model).path
+    results = a.results or ROOT / "bench" / "results" / f"serve-{model.stem}.json"
+    proc, base = start_server(model, a)
+    try:
+        local = InProcess(model, a)
+        via_http(base, question(-1), a.tokens), local.run(question(-1), a.tokens)  # warm-up, not counted
+        runs: dict[str, list[dict]] = {"server": [], "in_process": []}
+        for i in range(a.reps):
+            order = [("server", lambda: via_http(base, question(i), a.tokens)),
+                     ("in_process", lambda: local.run(question(i), a.tokens))]
+            for side, measure in order if i % 2 == 0 else reversed(order):
+                runs[side].append(measure())
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    summary = summarize(runs)
+    print(f"{'':12}{'TTFT ms':>10}{'decode tok/s':>14}{'tokens':>8}   (medians of {a.reps})")
+    for side, m in summary["medians"].items():
+        print(f"{side:12}{m['ttft_ms']:10.1f}{m['decode_tps']:14.2f}{m['tokens']:8.0f}")
+    print(f"decode ratio server/in-process: {summary['decode_ratio']:.3f} (target >= {DECODE_RATIO_TARGET}: "
+          f"{'ok' if summary['decode_ratio_ok'] else 'MISSED'})")
+    print(f"TTFT overhead: {summary['ttft_overhead_ms']:.1f} ms (target < {TTFT_OVERHEAD_TARGET_MS}: "
+          f"{'ok' if summary['ttft_overhead_ok'] else 'MISSED'})")
+    record = {"model": str(model.name), "tokens": a.tokens, "reps": a.reps, "n_ctx": a.n_ctx, "threads": a.threads,
+              "n_gpu_layers": a.n_gpu_layers, "loadavg": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              **summary, "runs": runs}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    partial = results.with_name(results.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, results)  # never a half-written results file
+    print(f"results: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,6 +14,8 @@ Prints a table and writes bench/results/conversion.json.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -103,7 +105,6 @@ def step_env(side: str) -> dict:
 
 def summarize(gguf_path: Path, out: Path) -> dict:
     """Hash the file's tensors in a separate process (so this one stays small)."""
-    import json
     subprocess.run([sys.executable, str(HERE / "_gguf_summary.py"), str(gguf_path), str(out)], check=True)
     return json.loads(out.read_text())
 
@@ -117,19 +118,19 @@ def run_rounds(s: Settings, ckpt: Path, ref_py: Path | None, llama_cpp: Path | N
         orders.append(list(order))
         for side in order:
             name = "ours_convert_f16" if side == "ours" else "llamacpp_convert_f16"
-            out = s.work / f"{side}-f16.gguf"
+            out = s.work / f"{s.preset}-{side}-f16.gguf"
             out.unlink(missing_ok=True)
             warmups.append(round(warm_page_cache(shards), 2))
             print(f"round {rnd + 1}: {name} ...", flush=True)
             res = run_step(name, convert_command(side, ckpt, out, ref_py, llama_cpp),
-                           logs / f"{name}-{rnd + 1}.log", env=step_env(side), cwd=REPO)
+                           logs / f"{s.preset}-{name}-{rnd + 1}.log", env=step_env(side), cwd=REPO)
             runs.append(res.as_dict())
             if res.returncode != 0:
                 print(f"  failed ({res.returncode}); see {res.log}", flush=True)
                 continue
             sizes[name] = out.stat().st_size
             if rnd == 0:
-                summaries[side] = summarize(out, s.work / f"{side}-f16.summary.json")
+                summaries[side] = summarize(out, s.work / f"{s.preset}-{side}-f16.summary.json")
             if side == "ours":
                 runs.append(quantize_step(s, out, rnd, sizes, summaries))
             if not s.keep:
@@ -140,18 +141,18 @@ def run_rounds(s: Settings, ckpt: Path, ref_py: Path | None, llama_cpp: Path | N
 
 def quantize_step(s: Settings, f16: Path, rnd: int, sizes: dict, summaries: dict) -> dict:
     name = f"ours_quantize_{s.quant}"
-    out = s.work / f"ours-{s.quant}.gguf"
+    out = s.work / f"{s.preset}-ours-{s.quant}.gguf"
     out.unlink(missing_ok=True)
     os.sync()  # the f16 input was just written: flush it so its write-back is not timed here
     cmd = [sys.executable, "-m", "conversion", "quantize", str(f16), "--out", str(out), "--type", s.quant]
     if s.threads:
         cmd += ["--threads", str(s.threads)]
     print(f"round {rnd + 1}: {name} ...", flush=True)
-    res = run_step(name, cmd, s.work / "logs" / f"{name}-{rnd + 1}.log", env=step_env("ours"), cwd=REPO)
+    res = run_step(name, cmd, s.work / "logs" / f"{s.preset}-{name}-{rnd + 1}.log", env=step_env("ours"), cwd=REPO)
     if res.returncode == 0:
         sizes[name] = out.stat().st_size
         if rnd == 0:
-            summaries["quantized"] = summarize(out, s.work / f"ours-{s.quant}.summary.json")
+            summaries["quantized"] = summarize(out, s.work / f"{s.preset}-ours-{s.quant}.summary.json")
         if not s.keep:
             out.unlink()
     return res.as_dict()
@@ -160,6 +161,13 @@ def quantize_step(s: Settings, f16: Path, rnd: int, sizes: dict, summaries: dict
 def main(argv: list[str]) -> int:
     s = parse_args(argv)
     s.work.mkdir(parents=True, exist_ok=True)
+    # Two runs of one preset would delete each other's outputs mid-step.
+    lock = open(s.work / f"{s.preset}.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another {s.preset} run is using {s.work}; wait for it to finish", file=sys.stderr)
+        return 1
     machine = machine_info()
     ckpt, written_s = ensure_checkpoint(s)
     ckpt_bytes = sum(f.stat().st_size for f in ckpt.iterdir())
@@ -182,7 +190,7 @@ def main(argv: list[str]) -> int:
     identity = compare(sums["ours"], sums["ref"]) if {"ours", "ref"} <= sums.keys() else None
     print(_report.table(medians, measured["sizes"], rat, identity))
     _report.write_json(s.results, {
-        "benchmark": "conversion", "command": " ".join([Path(sys.argv[0]).name] + argv),
+        "benchmark": "conversion", "command": " ".join(["python", "bench/conversion.py"] + argv),
         "git_commit": git_commit(REPO), "preset": s.preset, "checkpoint": {"dir": str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
                                            "bytes": ckpt_bytes, "written_s": written_s,
                                            "shape": vars(_checkpoint.PRESETS[s.preset])},

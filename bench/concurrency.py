@@ -320,6 +320,7 @@ def ratios(rows: list[dict], at: int) -> dict:
     """Throughput ratios at `at` clients, measured in this same run."""
     tps = {r["server"]: r["tokens_per_s"] for r in rows if r["clients"] == at}
     pairs = [("ours-pN", "llama-server-pN"), ("ours-pN", "llama-cpp-python"),
+             ("decoder-pN", "llama-server-pN"), ("decoder-pN", "llama-cpp-python"),
              ("ours-pN", "ours-p1"), ("llama-server-pN", "llama-server-p1")]
     return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in pairs if tps.get(a) and tps.get(b)}
 
@@ -392,10 +393,12 @@ def main(argv: list[str]) -> int:
         names = [n for n in names if not n.startswith("ours")]
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()  # other work on the machine skews every column: record it
     rows = [row for name in names for row in bench_target(TARGETS[name], args)]
     print_table(rows, args.clients)
     doc = {"model": args.model.name, "model_bytes": args.model.stat().st_size,
-           "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+           "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
            "llama_cpp_python": PIN,
            "settings": {k: v for k, v in vars(args).items() if k in
                         ("parallel", "requests", "max_tokens", "ctx", "threads", "clients")},

@@ -5,17 +5,25 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from server.chat_templates import BY_ARCHITECTURE
+
 log = logging.getLogger("server")
 
 DEFAULT_MODEL_NOTICE = ("serving the small embedded default model (Gemma 3 270M), not Llama 2: "
                         "run `make quantize` to build models/llama-2-7b-chat.Q4_K_M.gguf")
 
 
-def chat_template(settings, metadata: dict[str, str]) -> str | None:
-    """The template file from the settings, else the GGUF's own, else None (Llama-2 format)."""
+def chat_template(settings, metadata: dict[str, str]) -> tuple[str | None, str]:
+    """(template, label): the settings' template file, else the GGUF's own, else the
+    architecture's built-in format, else (None, "llama-2") for the Llama-2-chat format."""
     if settings.chat_template:
-        return Path(settings.chat_template).expanduser().read_text(encoding="utf-8")
-    return metadata.get("tokenizer.chat_template") or None
+        return Path(settings.chat_template).expanduser().read_text(encoding="utf-8"), "chat template"
+    if template := metadata.get("tokenizer.chat_template"):
+        return template, "chat template"
+    arch = metadata.get("general.architecture", "")
+    if arch in BY_ARCHITECTURE:
+        return BY_ARCHITECTURE[arch], f"built-in {arch}"
+    return None, "llama-2"
 
 
 def quantization(metadata: dict[str, str]) -> str:
@@ -26,7 +34,7 @@ def quantization(metadata: dict[str, str]) -> str:
         return "unknown"
 
 
-def model_info(model, decoder, plan, has_template: bool) -> dict:
+def model_info(model, decoder, plan, prompt_format: str) -> dict:
     meta = decoder.metadata
     return {
         "model": meta.get("general.name") or model.path.stem,
@@ -34,7 +42,7 @@ def model_info(model, decoder, plan, has_template: bool) -> dict:
         "architecture": meta.get("general.architecture", "unknown"),
         "quantization": quantization(meta),
         "n_ctx": decoder.n_ctx,
-        "prompt_format": "chat template" if has_template else "llama-2",
+        "prompt_format": prompt_format,
         "backend": plan.backend,
         "offload": plan.as_dict(),
         "default_model": model.is_default,

@@ -187,9 +187,9 @@ class Engine:
         plan = resolve_offload(self.settings, self.model.path)
         self._decoder = (self._decoder_factory or LlamaDecoder)(self.model.path, self.settings, plan.n_gpu_layers)
         self._vocab = self._decoder.vocab()
-        template = describe.chat_template(self.settings, self._decoder.metadata)
+        template, prompt_format = describe.chat_template(self.settings, self._decoder.metadata)
         self._format = choose_format(template)
-        self.info = describe.model_info(self.model, self._decoder, plan, template is not None)
+        self.info = describe.model_info(self.model, self._decoder, plan, prompt_format)
         describe.announce(self.info, self.model)
 
     def _run(self, generation: Generation) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.chat_templates import GEMMA as GEMMA_TEMPLATE
 from server.engine import Engine
 from server.errors import InvalidRequest
 from server.models import ModelChoice
@@ -11,26 +12,6 @@ from server.prompt import JinjaFormat, Llama2Format, Message, build_messages, wi
 from server.settings import Settings
 from tests.server.conftest import TEST_SETTINGS, make_client
 
-# Gemma 3's chat template as published with the model (its GGUF here carries none).
-GEMMA_TEMPLATE = """{{ bos_token }}
-{%- if messages[0]['role'] == 'system' -%}
-    {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
-    {%- set loop_messages = messages[1:] -%}
-{%- else -%}
-    {%- set first_user_prefix = "" -%}
-    {%- set loop_messages = messages -%}
-{%- endif -%}
-{%- for message in loop_messages -%}
-    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
-        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
-    {%- endif -%}
-    {%- if (message['role'] == 'assistant') -%}{%- set role = "model" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}
-    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
-    {{- message['content'] | trim }}
-    {{- '<end_of_turn>\n' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}
-"""
 
 
 def text_of(engine, tokens) -> str:
@@ -120,3 +101,11 @@ def test_chat_template_file_is_used_for_a_model_without_one(gemma_engine, gemma_
     answer = client.post("/api/respond", json={"query": "What is 2 + 2?", "temperature": 0, "max_tokens": 6})
     assert answer.status_code == 200 and answer.json["response"]
     engine.close()
+
+
+def test_gemma_without_a_template_gets_its_built_in_turn_format(gemma_engine):
+    """The embedded Gemma base model has no template in its GGUF: it gets Gemma's own turns, not Llama-2's."""
+    assert gemma_engine.info["prompt_format"] == "built-in gemma3"
+    tokens = gemma_engine._format.tokens(build_messages("Be brief.", [], "Hi"), gemma_engine.vocab)
+    assert text_of(gemma_engine, tokens) == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n")

@@ -44,6 +44,7 @@ class Settings:
     sides: tuple[str, ...]
     repeat: int
     quant: str
+    quant_repeat: int
     threads: int | None
     rebuild: bool
     keep: bool
@@ -57,8 +58,10 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--work", type=Path, default=HERE / ".work", help="scratch space (default: %(default)s)")
     p.add_argument("--results", type=Path, help="results JSON (default: bench/results/conversion[-...].json)")
     p.add_argument("--sides", default="ours,ref", help="ours, ref or both (default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=2, help="rounds; the order of the sides alternates")
+    p.add_argument("--repeat", type=int, default=4, help="rounds; the order of the sides alternates")
     p.add_argument("--quant", default="Q4_K_M", help="type for our quantize step (default: %(default)s)")
+    # Quantizing 7B takes minutes on 2 cores, so by default only the first round does it.
+    p.add_argument("--quant-repeat", type=int, default=1, help="rounds that also quantize (default: %(default)s)")
     p.add_argument("--threads", type=int, help="threads for our quantizer (default: its own)")
     p.add_argument("--rebuild", action="store_true", help="write the checkpoint again even if complete")
     p.add_argument("--keep", action="store_true", help="keep the GGUF outputs of the last round")
@@ -71,7 +74,7 @@ def parse_args(argv: list[str]) -> Settings:
     suffix = "" if (a.preset, sides) == ("7b", ("ours", "ref")) else f"-{a.preset}-{'-'.join(sides)}"
     results = a.results or HERE / "results" / f"conversion{suffix}.json"
     return Settings(a.preset, a.tokenizer.resolve(), a.work.resolve(), results, sides, a.repeat,
-                    a.quant, a.threads, a.rebuild, a.keep)
+                    a.quant, a.quant_repeat, a.threads, a.rebuild, a.keep)
 
 
 def ensure_checkpoint(s: Settings) -> tuple[Path, float | None]:
@@ -131,7 +134,7 @@ def run_rounds(s: Settings, ckpt: Path, ref_py: Path | None, llama_cpp: Path | N
             sizes[name] = out.stat().st_size
             if rnd == 0:
                 summaries[side] = summarize(out, s.work / f"{s.preset}-{side}-f16.summary.json")
-            if side == "ours":
+            if side == "ours" and rnd < s.quant_repeat:
                 runs.append(quantize_step(s, out, rnd, sizes, summaries))
             if not s.keep:
                 out.unlink()
@@ -193,6 +196,7 @@ def main(argv: list[str]) -> int:
         "benchmark": "conversion", "command": " ".join(["python", "bench/conversion.py"] + argv),
         "git_commit": git_commit(REPO), "preset": s.preset, "checkpoint": {"dir": str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
                                            "bytes": ckpt_bytes, "written_s": written_s,
+                                           "reused": written_s is None,
                                            "shape": vars(_checkpoint.PRESETS[s.preset])},
         "machine": {**machine, "loadavg_end": list(os.getloadavg())}, "versions": versions,
         "page_cache": {"method": "before every conversion: sync, then read all checkpoint shards once, "

@@ -140,7 +140,7 @@ class Engine:
 
         `timeout`: seconds the answer may take, queue wait included (default: REQUEST_TIMEOUT).
         """
-        self._check_ready()
+        self.check_ready()
         messages = build_messages(req.system if req.system is not None else self.settings.system_prompt,
                                   req.history, req.query)
         return self._enqueue(self._format.tokens(messages, self._vocab), req, on_done, timeout)
@@ -150,17 +150,18 @@ class Engine:
         """Like `submit`, for a conversation already built (an OpenAI message list); `req` gives
         the limits and sampling (max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, seed,
         stop, stream)."""
-        self._check_ready()
+        self.check_ready()
         return self._enqueue(self._format.tokens(messages, self._vocab), req, on_done, timeout)
 
     def submit_prompt(self, text: str, req, on_done: Callable[[Finished], None] | None = None,
                       timeout: float | None = None) -> Generation:
         """Like `submit`, for raw text with no chat template (/v1/completions). Special tokens in
         the text are parsed, as llama.cpp's server does: whoever writes a raw prompt writes all of it."""
-        self._check_ready()
+        self.check_ready()
         return self._enqueue(with_one_bos(self._vocab.tokenize(text, True), self._vocab), req, on_done, timeout)
 
-    def _check_ready(self) -> None:
+    def check_ready(self) -> None:
+        """Raise the error a request gets while the model is loading or failed to load."""
         if self.state != "ready":
             raise ModelLoading("the model is still loading") if self.state == "loading" else \
                 ModelFailed("the model failed to load; see the server log")

@@ -23,7 +23,7 @@ from server.validation import validate_respond
 
 log = logging.getLogger(__name__)
 EXTENSION = "laptop_llama"
-ENDPOINTS = {"respond", "health", "metrics"}
+ENDPOINTS = {"respond", "health", "metrics", "index", "v1.chat_completions", "v1.completions", "v1.models"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_url_rule("/api/respond", "respond", respond, methods=["POST"])
     app.add_url_rule("/api/health", "health", health, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+    app.add_url_rule("/", "index", index, methods=["GET"])
+    from server.openai_api import blueprint  # here, not at the top: that module imports this one
+    app.register_blueprint(blueprint)
     app.after_request(_count_request)
     return app
 
@@ -68,6 +71,14 @@ def respond():
         return Response(EventStream(generation, model), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return jsonify(_collect(generation, model))
+
+
+def index():
+    """The chat page (server/static/); its script talks to /v1/chat/completions."""
+    response = current_app.send_static_file("index.html")
+    # Only our own files run on the page: no inline script, nothing from elsewhere.
+    response.headers["Content-Security-Policy"] = "default-src 'self'; frame-ancestors 'none'"
+    return response
 
 
 def health():

@@ -1,0 +1,182 @@
+"""OpenAI-compatible routes under /v1: chat completions, completions and models.
+
+The same engine, queue, API key and metrics as /api/respond; only the wire format
+differs. Chat and completions share one code path and differ by a row of SHAPES
+(ids, object names, how a choice and a streamed delta look). Errors keep the one
+mapping from domain exceptions to statuses in server/errors.py: an after-request
+hook only rewrites our error JSON into OpenAI's {"error": {message, type, param,
+code}} for /v1 paths, and a failure mid-stream is sent in the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from flask import Blueprint, Response, jsonify, request
+
+from server.app import _authorize, _collect, _state
+from server.engine import Delta, Generation
+from server.errors import InvalidRequest, ServerError
+from server.openai_validation import OpenAIRequest, validate_openai
+from server.prompt import Message
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("v1", __name__, url_prefix="/v1")
+
+# OpenAI's error "type" by HTTP status (the names llama.cpp's server uses), and our codes renamed
+# where OpenAI has its own word for the same thing; the rest keep our type as the code.
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+               405: "invalid_request_error", 413: "invalid_request_error", 503: "unavailable_error",
+               504: "timeout_error"}
+ERROR_CODES = {"prompt_too_long": "context_length_exceeded", "unauthorized": "invalid_api_key"}
+# /api/respond's field names, as OpenAI clients know them.
+PARAMS = {"history": "messages", "query": "prompt"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    id_prefix: str
+    object: str
+    chunk_object: str
+    choice: Callable[[str, str], dict]          # (text, finish_reason) -> the whole answer's choice
+    delta: Callable[[str], dict]                # text -> a streamed choice
+    last: Callable[[str], dict]                 # finish_reason -> the closing streamed choice
+    first: Callable[[], dict] | None = None     # the opening streamed choice, if the format has one
+
+
+SHAPES = {
+    "chat": Shape(
+        "chatcmpl-", "chat.completion", "chat.completion.chunk",
+        choice=lambda text, reason: {"index": 0, "message": {"role": "assistant", "content": text},
+                                     "logprobs": None, "finish_reason": reason},
+        delta=lambda text: {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None},
+        last=lambda reason: {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason},
+        first=lambda: {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                       "finish_reason": None}),
+    "completion": Shape(
+        "cmpl-", "text_completion", "text_completion",
+        choice=lambda text, reason: {"index": 0, "text": text, "logprobs": None, "finish_reason": reason},
+        delta=lambda text: {"index": 0, "text": text, "logprobs": None, "finish_reason": None},
+        last=lambda reason: {"index": 0, "text": "", "logprobs": None, "finish_reason": reason}),
+}
+
+
+@blueprint.before_request
+def _check_key():
+    _authorize(_state().settings.api_key)
+
+
+@blueprint.route("/models", methods=["GET"])
+def models():
+    engine = _state().engine
+    engine.check_ready()  # while loading: the same 503 a generation would get
+    return jsonify({"object": "list", "data": [{"id": engine.info["model"], "object": "model",
+                                                "created": int(time.time()), "owned_by": "laptop-llama"}]})
+
+
+@blueprint.route("/chat/completions", methods=["POST"])
+def chat_completions():
+    state = _state()
+    req = _validated("chat")
+    messages = list(req.messages)
+    if state.settings.system_prompt and not any(m.role == "system" for m in messages):
+        messages.insert(0, Message("system", state.settings.system_prompt))
+    generation = state.engine.submit_messages(messages, req, on_done=state.metrics.observe,
+                                              timeout=state.settings.request_timeout)
+    return _answer(generation, req, SHAPES["chat"])
+
+
+@blueprint.route("/completions", methods=["POST"])
+def completions():
+    state = _state()
+    req = _validated("completion")
+    generation = state.engine.submit_prompt(req.prompt, req, on_done=state.metrics.observe,
+                                            timeout=state.settings.request_timeout)
+    return _answer(generation, req, SHAPES["completion"])
+
+
+def _validated(kind: str) -> OpenAIRequest:
+    settings = _state().settings
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise InvalidRequest("the body must be valid JSON")
+    return validate_openai(kind, body, settings.max_tokens, settings.max_tokens_ceiling)
+
+
+def _answer(generation: Generation, req: OpenAIRequest, shape: Shape):
+    head = {"id": shape.id_prefix + uuid.uuid4().hex[:24], "created": int(time.time()),
+            "model": _state().engine.info["model"]}
+    if req.stream:
+        return Response(ChunkStream(generation, shape, head, req.include_usage), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    result = _collect(generation, head["model"])
+    return jsonify({"id": head["id"], "object": shape.object, "created": head["created"], "model": head["model"],
+                    "choices": [shape.choice(result["response"], result["finish_reason"])],
+                    "usage": result["usage"], "timings": result["timings"]})
+
+
+class ChunkStream:
+    """The SSE body. As with /api/respond, the server calls close() when the client goes
+    away (a write failed) or the answer is done, and that cancels the generation."""
+
+    def __init__(self, generation: Generation, shape: Shape, head: dict, include_usage: bool):
+        self.generation, self.shape, self.head, self.include_usage = generation, shape, head, include_usage
+
+    def __iter__(self):
+        return self._chunks()
+
+    def close(self) -> None:
+        self.generation.cancel()
+
+    def _chunk(self, choices: list[dict], **extra) -> str:
+        payload = {"id": self.head["id"], "object": self.shape.chunk_object, "created": self.head["created"],
+                   "model": self.head["model"], "choices": choices, **extra}
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    def _chunks(self):
+        try:
+            if self.shape.first:
+                yield self._chunk([self.shape.first()])
+            for event in self.generation:
+                if isinstance(event, Delta):
+                    yield self._chunk([self.shape.delta(event.text)])
+                    continue
+                # llama.cpp's server also sends its timings here; the chat page shows tokens/s from them.
+                yield self._chunk([self.shape.last(event.finish_reason)], timings=event.timings)
+                if self.include_usage:
+                    yield self._chunk([], usage=event.usage)
+            yield "data: [DONE]\n\n"
+        except ServerError as exc:
+            yield _sse_error(exc)
+        except Exception:
+            log.exception("streaming failed")
+            yield _sse_error(ServerError("internal server error"))
+        finally:
+            self.generation.cancel()  # no-op once finished
+
+
+def _sse_error(exc: ServerError) -> str:
+    return f"data: {json.dumps(openai_error(exc.body()['error'], exc.status), ensure_ascii=False)}\n\n"
+
+
+def openai_error(error: dict, status: int) -> dict:
+    """Our {"type", "message", "field"?} error -> OpenAI's {"message", "type", "param", "code"}."""
+    field = error.get("field")
+    return {"error": {"message": error.get("message", ""), "type": ERROR_TYPES.get(status, "server_error"),
+                      "param": PARAMS.get(field, field), "code": ERROR_CODES.get(error.get("type"), error.get("type"))}}
+
+
+@blueprint.after_app_request
+def _openai_errors(response: Response) -> Response:
+    """Reshape error answers under /v1 (those of unknown /v1 routes too) into OpenAI's format."""
+    if not request.path.startswith("/v1/") or response.status_code < 400 or not response.is_json:
+        return response
+    body = response.get_json(silent=True)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and "param" not in body["error"]:
+        response.set_data(json.dumps(openai_error(body["error"], response.status_code)))
+    return response

@@ -91,7 +91,7 @@ def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ce
         raise InvalidRequest(f"'{required}' is required", required)
     for name, (neutral, advice) in NEUTRAL.items():
         if name in body and body[name] is not None and body[name] != neutral:
-            raise InvalidRequest(f"'{name}' other than {str(neutral).lower()} is not supported: {advice}", name)
+            raise InvalidRequest(f"only {name}={str(neutral).lower()} is supported: {advice}", name)
     for i, item in enumerate(values["stop"]):
         _check(f"stop[{i}]", item, LIMITS["stop.item"], LIMITS["stop.item"].high)
     if kind == "completion" and not values["prompt"].strip():

@@ -9,57 +9,23 @@ The SIGTERM test stops the server, so it runs last in this module.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.server.conftest import metric
+from tests.server.gunicorn_util import run_gunicorn
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(gemma_gguf, tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("gunicorn") / "server.log", "w+")
-    env = {**os.environ, "LLAMA_SERVER_MODEL": str(gemma_gguf), "LLAMA_SERVER_PORT": str(port),
-           "LLAMA_SERVER_N_CTX": "512", "LLAMA_SERVER_MAX_TOKENS": "8", "LLAMA_SERVER_REQUEST_TIMEOUT": "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
-                             "server.app:create_app()"], cwd=ROOT, env=env,
-                            stdout=log, stderr=log, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, Path(log.name).read_text()
-        try:
-            if requests.get(f"{base}/api/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("gunicorn did not become healthy")
-    yield proc, base
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-    log.close()
+    with run_gunicorn(gemma_gguf, tmp_path_factory.mktemp("gunicorn")) as server:
+        yield server
 
 
 def metrics_text(base: str) -> str:

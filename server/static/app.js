@@ -156,7 +156,7 @@ function summary(state, what) {
   const tokens = state.usage ? state.usage.completion_tokens : state.tokens;
   let rate = state.timings ? state.timings.tokens_per_second : null;
   if (rate === null && state.tokens > 1) rate = (state.tokens - 1) / ((performance.now() - state.first) / 1000);
-  const parts = [what, tokens + " tokens"];
+  const parts = [what, tokens + (tokens === 1 ? " token" : " tokens")];
   if (rate !== null && isFinite(rate)) parts.push(rate.toFixed(1) + " tokens/s");
   return parts.join(" · ");
 }

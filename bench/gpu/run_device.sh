@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The GPU reference run, on a machine with an NVIDIA GPU and no network (bundle: make_bundle.sh).
+#
+#   bash bench/gpu/run_device.sh start           # set up .venv, start the whole run in the background
+#   bash bench/gpu/run_device.sh wait DIR [SEC]  # wait up to SEC s (default 540), copy results to DIR
+#
+# The background run (logs and outputs under bench/.work/gpu/) does, in order:
+#   1. `make install-cuda` from the bundled sdist, for CUDA_ARCHS (default 90), keeping its CMake
+#      build dir so llama-bench and llama-server come out of the same build, timed; meanwhile the
+#      7B-shaped checkpoint is written and converted to f16 GGUF with our own converter;
+#   2. our quantizer makes the Q4_K_M file (it needs the llama.cpp library from step 1);
+#   3. llama-bench pp512/tg128 at -ngl 99, 16, 8, 0 -> bench/results/gpu-llama-bench.json;
+#   4. the GPU-marked tests, then the auto-offload check -> bench/results/gpu-offload.json;
+#   5. packs the CUDA llama_cpp package and the two binaries (prebuilt.tar.xz) for later runs.
+# `start` returns at once; a run already under way is never started twice.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BUNDLE=${BUNDLE:-.gpu}
+WORK=bench/.work/gpu
+PIN=$(sed -n 's/^llama-cpp-python==//p' requirements.txt)
+export CUDA_ARCHS=${CUDA_ARCHS:-90}
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+MODEL=$WORK/llama2-7b-random.Q4_K_M.gguf
+
+note() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$WORK/progress.log"; }
+
+setup_venv() {
+  # A venv that sees the machine's own packages (torch's env has numpy, sentencepiece,
+  # scikit-build-core, pytest) and takes the bundled wheels first; `make` then finds it installed.
+  local base; base=$(python3 -c 'import site; print(site.getsitepackages()[0])')
+  python3 -m venv --without-pip .venv
+  local site; site=$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')
+  echo "$base" > "$site/machine-packages.pth"
+  .venv/bin/python -m pip install -q --no-index --no-deps --no-compile "$BUNDLE"/whl/*.whl
+  touch .venv/.installed   # requirements are satisfied offline; `make install` must not refetch them
+}
+
+build_cuda() {
+  # Exactly the Makefile target, pointed at the local sdist. The extra CMake args (read by
+  # scikit-build-core) add llama-bench and llama-server to the same build; mtmd is then built by
+  # llama.cpp's own tools/ (LLAVA_BUILD off avoids adding it twice), and the UI is not fetched.
+  local src; src=$ROOT/$WORK/src/llama_cpp_python-$PIN
+  local t0=$SECONDS
+  PIP_NO_BUILD_ISOLATION=0 PIP_NO_INDEX=1 SKBUILD_BUILD_DIR=$ROOT/$WORK/build \
+  SKBUILD_CMAKE_ARGS="-DLLAVA_BUILD=OFF;-DLLAMA_BUILD_TOOLS=ON;-DLLAMA_BUILD_SERVER=ON;-DLLAMA_USE_PREBUILT_UI=OFF;-DLLAMA_OPENSSL=OFF" \
+    make install-cuda CUDA_ARCHS="$CUDA_ARCHS" LLAMA_CPP_PIN="$src" > "$WORK/build.log" 2>&1
+  local rc=$?
+  echo "{\"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"cuda_archs\": \"$CUDA_ARCHS\", \"jobs\": $CMAKE_BUILD_PARALLEL_LEVEL}" > "$WORK/build.json"
+  return $rc
+}
+
+pipeline() {
+  note "pipeline start"
+  mkdir -p "$WORK/src" && tar -C "$WORK/src" -xzf "$BUNDLE/src/llama_cpp_python-$PIN-trimmed.tar.gz"
+  build_cuda & local build_pid=$!
+  .venv/bin/python bench/gpu/prepare_model.py checkpoint --work "$WORK" --tokenizer "$BUNDLE/data/llama2-tokenizer.model" \
+    >> "$WORK/model.log" 2>&1 && note "checkpoint + f16 done" || note "checkpoint/convert FAILED (model.log)"
+  wait $build_pid && note "build done: $(cat $WORK/build.json)" || { note "build FAILED: $(tail -5 $WORK/build.log)"; finish; return 1; }
+  .venv/bin/python bench/gpu/prepare_model.py quantize --work "$WORK" >> "$WORK/model.log" 2>&1 \
+    && note "Q4_K_M done" || { note "quantize FAILED"; finish; return 1; }
+  mkdir -p "$WORK/llama-bench-raw"
+  .venv/bin/python bench/gpu/llama_bench.py --force --bin "$WORK/build/bin/llama-bench" --model "$MODEL" \
+    --build "$WORK/build.json" --commit "$WORK/src/llama_cpp_python-$PIN/LLAMA_CPP_COMMIT" \
+    --raw "$WORK/llama-bench-raw" > "$WORK/llama-bench.log" 2>&1 && note "llama-bench done" || note "llama-bench FAILED"
+  LLAMA_TEST_GPU_MODEL=$ROOT/$MODEL .venv/bin/python -m pytest -m gpu tests/server/test_gpu_offload.py -p no:cacheprovider \
+    > "$WORK/pytest.log" 2>&1; note "gpu tests: $(tail -1 $WORK/pytest.log)"
+  .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" > "$WORK/offload.log" 2>&1 \
+    && note "offload check done" || note "offload check FAILED"
+  finish
+}
+
+finish() {
+  # What a later run can carry instead of building again: the installed CUDA package + binaries.
+  local site; site=$(.venv/bin/python -c 'import llama_cpp, os; print(os.path.dirname(os.path.dirname(llama_cpp.__file__)))' 2>/dev/null)
+  if [[ -n "$site" && -x $WORK/build/bin/llama-server ]]; then
+    XZ_OPT="-T0 -6" tar -C "$site" -cJf "$WORK/prebuilt.tar.xz" llama_cpp $(cd "$site" && ls -d llama_cpp_python-*.dist-info) \
+      -C "$ROOT/$WORK/build" bin/llama-bench bin/llama-server 2>>"$WORK/progress.log"
+  fi
+  note "DONE"
+}
+
+collect() {
+  local dest=$1
+  mkdir -p "$dest"
+  cp bench/results/gpu-*.json "$dest/" 2>/dev/null
+  tar -C "$WORK" -czf "$dest/logs.tar.gz" --exclude='*.gguf' --exclude=build --exclude=src --exclude=ckpt \
+      --exclude=prebuilt.tar.xz . 2>/dev/null
+  # At most 8 files of 16 MiB come back from such a machine: bring the prebuilt only if it fits.
+  if [[ -f $WORK/prebuilt.tar.xz ]] && (( $(stat -c %s "$WORK/prebuilt.tar.xz") < 75 * 1024 * 1024 )); then
+    split -b 15M -d "$WORK/prebuilt.tar.xz" "$dest/prebuilt.tar.xz.part"
+  fi
+  ls -la "$dest"
+}
+
+case "${1:-}" in
+  start)
+    mkdir -p "$WORK"
+    if [[ -f $WORK/pipeline.pid ]] && kill -0 "$(cat $WORK/pipeline.pid)" 2>/dev/null; then
+      echo "a run is already under way (pid $(cat $WORK/pipeline.pid))"; exit 0
+    fi
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    [[ -x .venv/bin/python ]] || setup_venv || { echo "venv setup failed"; exit 1; }
+    setsid bash "$0" pipeline > "$WORK/pipeline.log" 2>&1 < /dev/null & echo $! > "$WORK/pipeline.pid"
+    echo "started pid $(cat $WORK/pipeline.pid); poll with: bash $0 wait DIR" ;;
+  pipeline) pipeline ;;
+  wait)
+    dest=${2:?wait DIR [SECONDS]}; limit=${3:-540}; t0=$SECONDS
+    until grep -q DONE "$WORK/progress.log" 2>/dev/null || (( SECONDS - t0 >= limit )); do sleep 10; done
+    cat "$WORK/progress.log"; tail -3 "$WORK/build.log" 2>/dev/null | cut -c1-300
+    grep -q DONE "$WORK/progress.log" 2>/dev/null && collect "$dest" ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac

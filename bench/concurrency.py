@@ -106,10 +106,10 @@ def _chat(question: str, max_tokens: int) -> dict:
             "max_tokens": max_tokens, "temperature": 0}
 
 
-def _ours(slots: int):
-    def command(model, port, _slots, threads, ctx):
+def _ours(fixed_slots: int | None):
+    def command(model, port, slots, threads, ctx):
         env = dict(LLAMA_SERVER_MODEL=str(model), LLAMA_SERVER_PORT=str(port),
-                   LLAMA_SERVER_PARALLEL=str(slots), LLAMA_SERVER_N_THREADS=str(threads),
+                   LLAMA_SERVER_PARALLEL=str(fixed_slots or slots), LLAMA_SERVER_N_THREADS=str(threads),
                    LLAMA_SERVER_N_CTX=str(ctx), LLAMA_SERVER_N_GPU_LAYERS="0")
         return [ROOT / ".venv" / "bin" / "gunicorn", "-c", "server/gunicorn.conf.py",
                 "server.app:create_app()"], env
@@ -133,9 +133,9 @@ def _lcp(model, port, _slots, threads, ctx):
 
 _usage = lambda r: int(r["usage"]["completion_tokens"])  # noqa: E731
 TARGETS = {t.name: t for t in [
-    Target("ours-pN", lambda: None, _ours(0), "/api/respond", "/health",
+    Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health",
            lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
-    Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/health",
+    Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health",
            lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
     Target("decoder-pN", lambda: None, None, "", "", _chat, _usage),  # in-process, see InProcess
     Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models",

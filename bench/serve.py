@@ -98,12 +98,25 @@ def via_http(base: str, text: str, tokens: int) -> dict:
     return {"ttft_ms": (first - t0) * 1000, "decode_tps": (n - 1) / (end - first), "tokens": n}
 
 
+def _counting_llama():
+    """llama-cpp-python's Llama, counting the tokens it samples (the end token included)."""
+    from llama_cpp import Llama
+
+    class CountingLlama(Llama):
+        samples = 0
+
+        def sample(self, *args, **kwargs):
+            self.samples += 1
+            return super().sample(*args, **kwargs)
+    return CountingLlama
+
+
 class InProcess:
     """The same GGUF, the same settings and the same prompt tokens, with no server."""
 
     def __init__(self, model: Path, a):
-        from server.decoder import _Llama
         from server.describe import chat_template
+        _Llama = _counting_llama()
         self.llama = _Llama(model_path=str(model), n_ctx=a.n_ctx, n_threads=a.threads, n_threads_batch=a.threads,
                             n_batch=512, n_gpu_layers=-1 if a.n_gpu_layers == "auto" else int(a.n_gpu_layers),
                             verbose=False)

@@ -85,6 +85,10 @@ def health():
     engine = _state().engine
     status = {"ready": "ok"}.get(engine.state, engine.state)
     body = {"status": status, **engine.info, "queue_depth": engine.queue_depth(), "active": engine.active}
+    stats = engine.decoder_stats()
+    if stats is not None:
+        body["slots"] = {"busy": stats.slots_busy, "total": stats.slots_total}
+        body["kv_cells_used"] = stats.kv_cells_used
     return jsonify(body), 200 if engine.state == "ready" else 503
 
 

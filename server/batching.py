@@ -16,7 +16,6 @@ import collections
 import ctypes
 import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,9 +23,10 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
-from server.sampling import (DecodeError, DecoderConfig, DecoderStats, Delta, Finished,
-                             PromptTooLongError, SamplingParams, TextAssembler, Timings, Usage,
-                             build_sampler_chain, context_params, free_sampler_chain)
+from server.decoder_types import (DecodeError, DecoderConfig, DecoderStats, Delta, Finished,
+                                  PromptTooLongError, SamplingParams, Timings, Usage, context_params)
+from server.kvslots import SlotTable
+from server.sampling import TextAssembler, build_sampler_chain, free_sampler_chain
 
 __all__ = ["BatchDecoder", "Sequence", "SamplingParams", "DecoderConfig", "Delta", "Finished",
            "DecodeError", "PromptTooLongError"]
@@ -58,14 +58,6 @@ class Sequence:
         return self.state == DONE
 
 
-@dataclass
-class _Slot:
-    id: int
-    cached: list[int]  # exactly the tokens this sequence id holds in the KV cache
-    seq: Sequence | None = None
-    last_used: int = 0
-
-
 class BatchDecoder:
     """One model, one context with `n_parallel` sequence slots; see the module docstring.
 
@@ -91,11 +83,11 @@ class BatchDecoder:
         self._seq_ids = [b.seq_id[i] for i in range(cfg.n_batch)]
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes | None] = {}
-        self._slots = [_Slot(i, []) for i in range(cfg.n_parallel)]
+        self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache)
+        self._slots = self._table.slots
         self._inbox: collections.deque = collections.deque()  # (op, Sequence) from any thread
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._ids = itertools.count(1)
-        self._clock = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
         self._kv_used = 0
 
@@ -105,7 +97,11 @@ class BatchDecoder:
         cfg = DecoderConfig(**settings)
         _logger.set_verbose(cfg.verbose)
         mparams = lc.llama_model_default_params()
-        mparams.n_gpu_layers = cfg.n_gpu_layers
+        mparams.n_gpu_layers, mparams.main_gpu, mparams.use_mlock = cfg.n_gpu_layers, cfg.main_gpu, cfg.use_mlock
+        if cfg.tensor_split:
+            # Read during loading only; the array must live until then.
+            split = (ctypes.c_float * lc.LLAMA_MAX_DEVICES)(*cfg.tensor_split)
+            mparams.tensor_split = split
         model = _internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=cfg.verbose)
         ctx = _internals.LlamaContext(model=model, params=context_params(cfg), verbose=cfg.verbose)
         per_seq = lc.llama_n_ctx_seq(ctx.ctx)
@@ -130,9 +126,14 @@ class BatchDecoder:
         raw = lc.llama_model_chat_template(self._model.model, None)
         return raw.decode("utf-8") if raw else None
 
+    def token_text(self, token: int) -> str:
+        return self._model.token_get_text(token)
+
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
+    add_bos = property(lambda self: bool(self._model.add_bos_token()))
     n_ctx_train = property(lambda self: self._model.n_ctx_train())
+    n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
     def add(self, prompt: list[int], params: SamplingParams,
@@ -153,7 +154,7 @@ class BatchDecoder:
 
     @property
     def free_slots(self) -> int:
-        return sum(s.seq is None for s in self._slots)
+        return self._table.free_count()
 
     @property
     def active(self) -> int:
@@ -171,12 +172,7 @@ class BatchDecoder:
 
     def kv_cells_used(self) -> int:
         """KV cells holding tokens, over all slots (idle slots keep their prefix cache)."""
-        total = 0
-        for s in self._slots:
-            hi = lc.llama_memory_seq_pos_max(self._mem, s.id)
-            if hi >= 0:
-                total += hi - lc.llama_memory_seq_pos_min(self._mem, s.id) + 1
-        return total
+        return self._table.cells_used()
 
     def stats(self) -> DecoderStats:
         """Counters for health and metrics; safe from any thread (KV use as of the last step)."""
@@ -184,9 +180,7 @@ class BatchDecoder:
 
     def clear_cache(self) -> None:
         """Drop the prefix caches of idle slots (all their KV cells)."""
-        for s in self._slots:
-            if s.seq is None:
-                self._forget(s)
+        self._table.clear_idle()
         self._kv_used = self.kv_cells_used()
 
     # --- the decode loop ------------------------------------------------------------
@@ -203,7 +197,7 @@ class BatchDecoder:
     def _decode(self, n: int) -> None:
         self._stats.start()
         rc = lc.llama_decode(self._c, self._batch.batch)
-        if rc == 1 and self._evict_idle_caches():  # unified KV: idle caches may fill it
+        if rc == 1 and self._table.evict_idle():  # unified KV: idle caches may fill it
             rc = lc.llama_decode(self._c, self._batch.batch)
         batched = [s.seq for s in self._slots if s.seq is not None and s.seq.n_feed]
         if rc != 0:
@@ -237,46 +231,10 @@ class BatchDecoder:
         """Give waiting sequences free slots, reusing the longest cached prefix."""
         while self._waiting and self.free_slots:
             seq = self._waiting.popleft()
-            slot = max((s for s in self._slots if s.seq is None),
-                       key=lambda s: (self._common_prefix(s, seq.prompt), -s.last_used))
-            keep = self._reuse_prefix(slot, seq.prompt)
-            slot.seq, slot.last_used = seq, next(self._clock)
+            slot, keep = self._table.assign(seq, seq.prompt)
             seq.slot, seq.n_past, seq.n_cached, seq.state = slot, keep, keep, PREFILL
             seq.chain = build_sampler_chain(seq.params, self._n_vocab)
             seq.t_start = time.perf_counter()
-
-    def _common_prefix(self, slot: _Slot, prompt: list[int]) -> int:
-        if not self.cfg.prefix_cache:
-            return 0
-        n = 0
-        for a, b in zip(slot.cached, prompt):
-            if a != b:
-                break
-            n += 1
-        return min(n, len(prompt) - 1)  # the last prompt token is always decoded, for its logits
-
-    def _reuse_prefix(self, slot: _Slot, prompt: list[int]) -> int:
-        keep = self._common_prefix(slot, prompt)
-        if keep and self._n_swa:
-            # A sliding-window cache only keeps the last n_swa positions: the window
-            # before `keep` must still be there, else recompute from the start.
-            if lc.llama_memory_seq_pos_min(self._mem, slot.id) > max(0, keep - self._n_swa):
-                keep = 0
-        if keep == 0 or not lc.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
-            self._forget(slot)
-            return 0
-        del slot.cached[keep:]
-        return keep
-
-    def _forget(self, slot: _Slot) -> None:
-        lc.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-        slot.cached.clear()
-
-    def _evict_idle_caches(self) -> bool:
-        idle = [s for s in self._slots if s.seq is None and s.cached]
-        for s in idle:
-            self._forget(s)
-        return bool(idle)
 
     def _fill_batch(self) -> int:
         """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
@@ -354,12 +312,10 @@ class BatchDecoder:
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
         free_sampler_chain(seq.chain)
         seq.chain = None
-        slot = seq.slot
-        if slot is not None:
-            slot.seq = None
-            if reason in ("cancelled", "error") or not self.cfg.prefix_cache:
-                self._forget(slot)  # its cells are free for the next request at once
-        self._emit(seq, Finished(reason, Usage(len(seq.prompt), seq.n_generated, seq.n_cached),
+        if seq.slot is not None:
+            # A cancelled or failed sequence's cells may be half-written: never reuse them.
+            self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
+        self._emit(seq, Finished(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached),
                                  Timings.of(seq)))
 
     def _emit(self, seq: Sequence, event: object) -> None:

@@ -34,29 +34,33 @@ def quantization(metadata: dict[str, str]) -> str:
         return "unknown"
 
 
-def model_info(model, decoder, plan, prompt_format: str) -> dict:
-    meta = decoder.metadata
+def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format: str) -> dict:
+    """`plan`: the server.parallel.ParallelPlan (slots, and the offload plan made with them)."""
     return {
-        "model": meta.get("general.name") or model.path.stem,
+        "model": metadata.get("general.name") or model.path.stem,
         "file": str(model.path),
-        "architecture": meta.get("general.architecture", "unknown"),
-        "quantization": quantization(meta),
-        "n_ctx": decoder.n_ctx,
+        "architecture": metadata.get("general.architecture", "unknown"),
+        "quantization": quantization(metadata),
+        "n_ctx": n_ctx,
         "prompt_format": prompt_format,
-        "backend": plan.backend,
-        "offload": plan.as_dict(),
+        "backend": plan.offload.backend,
+        "offload": plan.offload.as_dict(),
+        "parallel": plan.as_dict(),
         "default_model": model.is_default,
         **({"notice": DEFAULT_MODEL_NOTICE} if model.is_default else {}),
     }
 
 
 def announce(info: dict, model) -> None:
-    off = info["offload"]
-    log.info("model %s (%s, %s) from %s, n_ctx %d, prompt format: %s", info["model"], info["architecture"],
-             info["quantization"], info["file"], info["n_ctx"], info["prompt_format"])
+    off, par = info["offload"], info["parallel"]
+    log.info("model %s (%s, %s) from %s, n_ctx %d per request, prompt format: %s", info["model"],
+             info["architecture"], info["quantization"], info["file"], info["n_ctx"], info["prompt_format"])
     log.info("offload (%s): %d/%d layers on GPU, backend %s, device %s, VRAM planned %d MiB of %s MiB free; %s",
              off["mode"], off["n_gpu_layers"], off["total_layers"], off["backend"], off["device"] or "-",
              off["vram_planned_mb"], off["vram_free_mb"] if off["vram_free_mb"] is not None else "-", off["reason"])
+    log.info("parallel (%s): %d slots x %d tokens, KV cache %d MiB (%.1f KiB per token), RAM available %s MiB; %s",
+             par["mode"], par["n_parallel"], info["n_ctx"], par["kv_cache_mb"], par["kv_bytes_per_token"] / 1024,
+             par["ram_available_mb"] if par["ram_available_mb"] is not None else "-", par["reason"])
     if model.is_default:
         banner = "!" * 78
         log.warning("%s\n%s\n%s", banner, DEFAULT_MODEL_NOTICE, banner)

@@ -1,13 +1,20 @@
 """The engine: the only owner of the llama.cpp context, and its request queue.
 
-HTTP handlers validate, call `engine.submit(request)` and read the returned
-`Generation`: iterate it for `Delta` events and one final `Finished`, call
-`.cancel()` to stop it. Prompt rendering, tokenization and the context-fit check
-happen in `submit`, in the caller's thread, so a bad request fails at once; a
-good one waits in a bounded queue for the single worker thread, which hands it
-to the decoder (server/decoder.py). One worker means requests never touch the
-context concurrently; a failure inside a generation is logged and reported to
-that request only, and the worker carries on.
+HTTP handlers validate, call `engine.submit(request)` (or `submit_messages`,
+`submit_prompt`) and read the returned `Generation` (server/generation.py):
+iterate it for `Delta` events and one final `Finished`, call `.cancel()` to stop
+it. Prompt rendering, tokenization and the context-fit check happen in the
+caller's thread, so a bad request fails at once; a good one waits in a bounded
+queue (QUEUE_SIZE: the admission control, 503 when full).
+
+One worker thread drives the continuous-batching decoder (server/batching.py):
+it moves queued generations into the decoder while a slot is free, steps while
+any is running (one llama_decode for all of them per step) and blocks on the
+queue when there is nothing to do. Between steps it reads each running
+generation's cancel flag and deadline, so a client disconnect or a timeout
+stops that sequence within one step. Only this thread touches the context; a
+failed step is logged and reported to the requests in it, and the worker
+carries on.
 """
 
 from __future__ import annotations
@@ -16,106 +23,58 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import replace
+from typing import Callable
 
 from server import describe
-from server.errors import (GenerationFailed, ModelFailed, ModelLoading, PromptTooLong, QueueFull,
-                           RequestTimeout)
-from server.prompt import Message, build_messages, with_one_bos
+from server.batching import BatchDecoder, DecodeError
+from server.decoder_types import Delta as DecoderDelta
+from server.decoder_types import SamplingParams
+from server.errors import GenerationFailed, ModelFailed, ModelLoading, PromptTooLong, QueueFull, RequestTimeout
+from server.generation import Delta, Finished, Generation, GenerationRequest, Sampling
+from server.prompt import Message, Vocab, build_messages, choose_format, with_one_bos
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Engine", "Generation", "GenerationRequest", "Sampling", "Delta", "Finished"]
 
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    repeat_penalty: float
-    seed: int | None
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    prompt_tokens: tuple[int, ...]
-    max_tokens: int
-    sampling: Sampling
-    stop: tuple[str, ...]
-    stream: bool
-    deadline: float  # time.monotonic() by which the answer must be complete
+# The error a client gets for a generation that ended this way (other reasons end normally).
+ERRORS: dict[str, Callable[[], Exception]] = {
+    "timeout": lambda: RequestTimeout("the answer did not complete within the request timeout"),
+    "error": GenerationFailed,
+}
+STATE_ERRORS = {"loading": lambda: ModelLoading("the model is still loading"),
+                "failed": lambda: ModelFailed("the model failed to load; see the server log"),
+                "stopped": lambda: ModelFailed("the server is shutting down")}
 
 
-@dataclass(frozen=True)
-class Delta:
-    text: str
+class _Running:
+    """A generation handed to the decoder, and why the engine stopped it (if it did)."""
+    __slots__ = ("generation", "handed", "seq", "reason", "ended")
 
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: str  # "stop" | "length", or "cancelled" | "timeout" | "error" (never shown to a client)
-    usage: dict
-    timings: dict
-
-
-class Generation:
-    """One request's handle: iterate for events, cancel() to stop."""
-
-    def __init__(self, request: GenerationRequest, on_done: Callable[[Finished], None] | None):
-        self.request = request
-        self.submitted = time.monotonic()
-        self._on_done = on_done
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._cancelled = threading.Event()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    def interrupt_reason(self) -> str | None:
-        if self._cancelled.is_set():
-            return "cancelled"
-        return "timeout" if time.monotonic() > self.request.deadline else None
-
-    def __iter__(self) -> Iterator[Delta | Finished]:
-        while True:
-            # The worker always ends a generation; the wait bound only guards against a wedged model.
-            wait = max(self.request.deadline - time.monotonic(), 0) + 30
-            try:
-                event = self._events.get(timeout=wait)
-            except queue.Empty:
-                self.cancel()
-                raise RequestTimeout("the answer did not complete in time") from None
-            if isinstance(event, Exception):
-                raise event
-            yield event
-            if isinstance(event, Finished):
-                return
-
-    # Worker side.
-    def _emit(self, text: str) -> None:
-        self._events.put(Delta(text))
-
-    def _end(self, finished: Finished, error: Exception | None = None) -> None:
-        self._events.put(error or finished)
-        if self._on_done is not None:
-            try:
-                self._on_done(finished)
-            except Exception:  # a broken observer must not take the worker down
-                log.exception("on_done callback failed")
+    def __init__(self, generation: Generation) -> None:
+        self.generation, self.handed = generation, time.monotonic()
+        self.seq, self.reason, self.ended = None, None, False
 
 
 class Engine:
-    def __init__(self, settings, model=None, decoder_factory=None):
-        """`model`: a server.models.ModelChoice (resolved from the settings when None)."""
+    def __init__(self, settings, model=None, decoder: BatchDecoder | None = None):
+        """`model`: a server.models.ModelChoice (resolved from the settings when None).
+        `decoder`: an already loaded BatchDecoder to drive instead of loading one; its owner
+        closes it (tests share one between engines that never run at the same time)."""
         from server.models import resolve_model
         self.settings = settings
         self.model = model or resolve_model(settings.model)
-        self._decoder_factory = decoder_factory
-        self._queue: queue.Queue[Generation | None] = queue.Queue(maxsize=settings.queue_size)
+        self._decoder = decoder
+        self._owns_decoder = decoder is None
+        # Admission: at most PARALLEL running plus QUEUE_SIZE waiting. Counted under a lock
+        # rather than by a bounded queue, so a burst into free slots is never refused just
+        # because the worker has not yet taken the first requests off the queue.
+        self._queue: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
+        self._admitted, self._admission = 0, threading.Lock()
+        self._running: list[_Running] = []
         self._ready = threading.Event()
         self.state = "loading"
-        self.active = 0
         self.info: dict = {}
         self._thread = threading.Thread(target=self._main, name="llama-engine", daemon=True)
 
@@ -128,7 +87,17 @@ class Engine:
         return self.state == "ready"
 
     def queue_depth(self) -> int:
+        """Requests waiting for a free slot."""
         return self._queue.qsize()
+
+    @property
+    def active(self) -> int:
+        """Generations in the decoder's slots (or about to take one at the next step)."""
+        return len(self._running)
+
+    def decoder_stats(self):
+        """The decoder's counters (server.decoder_types.DecoderStats), None until loaded."""
+        return self._decoder.stats() if self.state in ("ready", "stopped") else None
 
     @property
     def vocab(self):
@@ -163,8 +132,7 @@ class Engine:
     def check_ready(self) -> None:
         """Raise the error a request gets while the model is loading or failed to load."""
         if self.state != "ready":
-            raise ModelLoading("the model is still loading") if self.state == "loading" else \
-                ModelFailed("the model failed to load; see the server log")
+            raise STATE_ERRORS[self.state]()
 
     def _enqueue(self, tokens: list[int], req, on_done, timeout) -> Generation:
         if len(tokens) + req.max_tokens > self._decoder.n_ctx:
@@ -172,18 +140,20 @@ class Engine:
         sampling = Sampling(req.temperature, req.top_p, req.top_k, req.min_p, req.repeat_penalty, req.seed)
         generation = Generation(GenerationRequest(tuple(tokens), req.max_tokens, sampling, req.stop, req.stream,
                                                   time.monotonic() + (timeout or self.settings.request_timeout)), on_done)
-        try:
-            self._queue.put_nowait(generation)
-        except queue.Full:
-            raise QueueFull(self.settings.queue_size) from None
+        with self._admission:
+            if self._admitted >= self._n_slots + self.settings.queue_size:
+                raise QueueFull(self.settings.queue_size)
+            self._admitted += 1
+        self._queue.put(generation)
         return generation
 
     def close(self, timeout: float = 30) -> None:
-        """Finish what is queued, then stop the worker."""
+        """Finish what is queued and running, then stop the worker (and free the model it loaded)."""
         if self._thread.is_alive():
-            self._queue.put(None, timeout=timeout)
+            self._queue.put(None)
             self._thread.join(timeout)
 
+    # --- the worker thread ------------------------------------------------------------
     def _main(self) -> None:
         try:
             self._load()
@@ -194,49 +164,122 @@ class Engine:
             return
         self.state = "ready"
         self._ready.set()
-        while (generation := self._queue.get()) is not None:
-            self.active = 1
-            try:
-                self._run(generation)
-            finally:
-                self.active = 0
+        try:
+            self._serve()
+        finally:
+            self.state = "stopped"
+            if self._owns_decoder:
+                self._decoder.close()
 
     def _load(self) -> None:
-        from server.decoder import LlamaDecoder
-        from server.offload import resolve_offload
-        from server.prompt import choose_format
-        plan = resolve_offload(self.settings, self.model.path)
-        self._decoder = (self._decoder_factory or LlamaDecoder)(self.model.path, self.settings, plan.n_gpu_layers)
-        self._vocab = self._decoder.vocab()
-        template, prompt_format = describe.chat_template(self.settings, self._decoder.metadata)
+        from server.parallel import plan_parallel
+        plan = plan_parallel(self.settings, self.model.path)
+        if self._decoder is None:
+            self._decoder = BatchDecoder.load(self.model.path, **decoder_settings(self.settings, plan))
+        else:
+            plan = replace(plan, n_parallel=self._decoder.cfg.n_parallel, mode="given",
+                           reason="a decoder loaded by the caller")
+        d = self._decoder
+        self._n_slots = d.cfg.n_parallel
+        bos, eos = d.token_bos, d.token_eos
+        self._vocab = Vocab(lambda text, special: d.tokenize(text, add_bos=False, special=special), bos, eos,
+                            d.token_text(bos), d.token_text(eos), add_bos=d.add_bos and bos >= 0)
+        metadata = d.metadata()
+        template, prompt_format = describe.chat_template(self.settings, metadata)
         self._format = choose_format(template)
-        self.info = describe.model_info(self.model, self._decoder, plan, prompt_format)
+        self.info = describe.model_info(self.model, metadata, d.n_ctx, plan, prompt_format)
         describe.announce(self.info, self.model)
 
-    def _run(self, generation: Generation) -> None:
-        started = time.monotonic()
-        request = generation.request
-        usage = {"prompt_tokens": len(request.prompt_tokens), "completion_tokens": 0,
-                 "total_tokens": len(request.prompt_tokens)}
-        timings = {"queue_ms": round((started - generation.submitted) * 1000, 2), "prompt_ms": 0.0,
-                   "generation_ms": 0.0, "tokens_per_second": 0.0}
+    def _serve(self) -> None:
+        """Until close(): take new work while slots are free, stop interrupted sequences, step."""
+        stopping = False
+        while not stopping or self._running:
+            if not stopping:
+                stopping = self._take_new()
+            self._check_interrupts()
+            if self._running:
+                self._step()
+
+    def _take_new(self) -> bool:
+        """Hand queued generations to the decoder while it has free slots, waiting for one
+        only when nothing is running. True once close() has asked the worker to stop."""
+        while len(self._running) < self._n_slots:
+            try:
+                generation = self._queue.get(block=not self._running)
+            except queue.Empty:
+                return False
+            if generation is None:
+                return True
+            self._start(generation)
+        return False
+
+    def _start(self, generation: Generation) -> None:
+        entry = _Running(generation)
         reason = generation.interrupt_reason()
-        if reason is not None:  # cancelled or expired while waiting: never touch the model
-            return generation._end(Finished(reason, usage, timings), _error_for(reason))
+        if reason is not None:  # cancelled or expired while queued: never touch the model
+            return self._end(entry, reason)
+        r, s = generation.request, generation.request.sampling
+        params = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
+                                repeat_penalty=s.repeat_penalty, seed=s.seed, max_tokens=r.max_tokens, stop=r.stop)
         try:
-            result = self._decoder.run(request, generation._emit, generation.interrupt_reason)
+            entry.seq = self._decoder.add(list(r.prompt_tokens), params, lambda event: self._on_event(entry, event))
         except Exception:
-            log.exception("generation failed")
-            return generation._end(Finished("error", usage, timings), GenerationFailed())
-        usage.update(completion_tokens=result.completion_tokens,
-                     total_tokens=len(request.prompt_tokens) + result.completion_tokens)
-        timings.update(prompt_ms=round(result.prompt_ms, 2), generation_ms=round(result.generation_ms, 2),
-                       tokens_per_second=round(result.tokens_per_second, 2))
-        finished = Finished(result.finish_reason, usage, timings)
-        generation._end(finished, _error_for(result.finish_reason))
+            log.exception("the decoder refused a request")
+            return self._end(entry, "error")
+        self._running.append(entry)
+
+    def _check_interrupts(self) -> None:
+        for entry in self._running:
+            if entry.reason is None and (reason := entry.generation.interrupt_reason()) is not None:
+                entry.reason = reason
+                self._decoder.cancel(entry.seq)  # takes effect at the start of the next step
+
+    def _step(self) -> None:
+        try:
+            self._decoder.step()
+        except DecodeError:
+            log.exception("llama.cpp failed to decode a batch")  # its sequences have ended as errors
+        except Exception:
+            log.exception("the decode step failed")
+            for entry in list(self._running):
+                self._decoder.cancel(entry.seq)
+                self._end(entry, "error")
+
+    def _on_event(self, entry: _Running, event) -> None:
+        """The decoder's events for one sequence, during step() on this thread."""
+        if entry.ended:
+            return
+        if type(event) is DecoderDelta:
+            return entry.generation._emit(event)
+        reason = event.finish_reason
+        if reason == "cancelled" and entry.reason:
+            reason = entry.reason  # "timeout" when the deadline passed
+        self._end(entry, reason, event.usage, event.timings)
+
+    def _end(self, entry: _Running, reason: str, usage=None, timings=None) -> None:
+        """Report the end of `entry` to its generation in the API's terms (usage, timings)."""
+        entry.ended = True
+        if entry in self._running:
+            self._running.remove(entry)
+        with self._admission:
+            self._admitted -= 1
+        g = entry.generation
+        prompt, done = len(g.request.prompt_tokens), usage.completion_tokens if usage else 0
+        waited = (entry.handed - g.submitted) * 1000 + (timings.queued_ms if timings else 0.0)
+        t = {"queue_ms": round(waited, 2), "prompt_ms": 0.0, "generation_ms": 0.0, "tokens_per_second": 0.0}
+        if timings is not None:
+            t.update(prompt_ms=round(timings.prompt_ms, 2), generation_ms=round(timings.generation_ms, 2),
+                     tokens_per_second=round(timings.tokens_per_second, 2))
+        finished = Finished(reason, {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},
+                            t, usage.cached_tokens if usage else 0)
+        error = ERRORS.get(reason)
+        g._end(finished, error() if error else None)
 
 
-def _error_for(reason: str) -> Exception | None:
-    if reason == "timeout":
-        return RequestTimeout("the answer did not complete within the request timeout")
-    return None
+def decoder_settings(settings, plan) -> dict:
+    """BatchDecoder.load arguments from the server settings and the slot/offload plan."""
+    return dict(n_parallel=plan.n_parallel, n_ctx_per_seq=settings.n_ctx, n_batch=max(settings.n_batch, plan.n_parallel),
+                prefill_chunk=settings.prefill_chunk, n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
+                n_gpu_layers=plan.offload.n_gpu_layers, main_gpu=settings.main_gpu,
+                tensor_split=settings.tensor_split, use_mlock=settings.use_mlock, flash_attn=settings.flash_attn,
+                type_k=settings.kv_cache_type, type_v=settings.kv_cache_type, prefix_cache=settings.prefix_cache)

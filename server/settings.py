@@ -71,6 +71,14 @@ def _gpu_layers(text: str) -> int | str:
     return "auto" if text == "auto" else int(text)
 
 
+_auto_or_int = _gpu_layers  # PARALLEL: "auto" or a count
+
+
+def _flash_attn(text: str) -> str:
+    text = text.strip().lower()
+    return "auto" if text == "auto" else ("on" if _bool(text) else "off")
+
+
 def _tensor_split(text: str) -> tuple[float, ...] | None:
     return tuple(float(part) for part in text.split(",")) if text.strip() else None
 
@@ -90,6 +98,10 @@ def _one_of(choices) -> Callable[[Any], str | None]:
 
 def _gpu_layers_ok(v) -> str | None:
     return None if v == "auto" or (isinstance(v, int) and v >= -1) else "must be auto, -1 (all) or a count >= 0"
+
+
+def _parallel_ok(v) -> str | None:
+    return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto or a count >= 1"
 
 
 def _split_ok(v) -> str | None:
@@ -125,7 +137,8 @@ class Settings:
     n_gpu_layers: int | str = setting("auto", _gpu_layers, _gpu_layers_ok, "layers on GPU: 0, N, -1 (all) or auto")
     main_gpu: int = setting(0, int, _at_least(0), "GPU index for the main device")
     tensor_split: tuple[float, ...] | None = setting(None, _tensor_split, _split_ok, "split across GPUs, e.g. 3,1")
-    flash_attn: bool = setting(False, _bool, None, "use flash attention")
+    flash_attn: str = setting("auto", _flash_attn, _one_of(("auto", "on", "off")),
+                              "flash attention: auto (where the backend has it), on/1 or off/0")
     use_mlock: bool = setting(False, _bool, None, "lock the model in RAM")
     kv_cache_type: str = setting("f16", str.lower, _one_of(tuple(KV_CACHE_TYPES)), "KV cache element type")
     vram_budget_mb: int | None = setting(None, lambda t: int(t) if t else None,
@@ -142,7 +155,12 @@ class Settings:
                                  "system prompt when a request gives none")
     chat_template: str | None = setting(None, _optional_str, None,
                                         "Jinja file overriding the model's chat template")
-    queue_size: int = setting(16, int, _at_least(1), "requests waiting beyond the running one")
+    parallel: int | str = setting("auto", _auto_or_int, _parallel_ok,
+                                  "requests decoded together (slots): auto (up to 4, as memory allows) or N")
+    prefill_chunk: int = setting(128, int, _at_least(1),
+                                 "prompt tokens per step while other requests are generating")
+    prefix_cache: bool = setting(True, _bool, None, "idle slots keep their prompt for reuse by the next request")
+    queue_size: int = setting(16, int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, int, _at_least(1024), "largest request body")
     api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond", secret=True)
@@ -157,9 +175,12 @@ class Settings:
             raise SettingsError(f"{env_name('max_tokens')}: must not exceed "
                                 f"{env_name('max_tokens_ceiling')} ({self.max_tokens_ceiling})")
         # llama.cpp only stores a quantized V cache with flash attention on.
-        if self.kv_cache_type not in ("f16", "f32") and not self.flash_attn:
+        if self.kv_cache_type not in ("f16", "f32") and self.flash_attn != "on":
             raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs "
-                                f"{env_name('flash_attn')}=1")
+                                f"{env_name('flash_attn')}=on")
+        # Every slot decodes one token per step, so a step must hold one per slot.
+        if self.parallel != "auto" and self.parallel > self.n_batch:
+            raise SettingsError(f"{env_name('parallel')}: must not exceed {env_name('n_batch')} ({self.n_batch})")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,

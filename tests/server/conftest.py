@@ -17,7 +17,9 @@ from server.settings import Settings
 from tests.server.gunicorn_util import keyed_server  # noqa: F401
 
 # Small on purpose: fast prompt evaluation, and "prompt too long" is easy to reach.
-TEST_SETTINGS = dict(n_ctx=512, max_tokens=8, max_tokens_ceiling=256, queue_size=2, request_timeout=60)
+# Two slots: every API test runs through the batching decoder as it serves concurrent clients.
+TEST_SETTINGS = dict(n_ctx=512, max_tokens=8, max_tokens_ceiling=256, queue_size=2, request_timeout=60,
+                     parallel=2)
 
 
 @pytest.fixture(scope="session")

@@ -174,8 +174,8 @@ def test_503_while_loading(server_settings, gemma_gguf):
 
 def test_full_queue_is_503_with_retry_after(client, gemma_engine):
     req = validate_respond({"query": "Tell me a long story.", "max_tokens": 200}, 8, 256)
-    # One running and queue_size (2) waiting: the queue is full for real.
-    held = [gemma_engine.submit(req) for _ in range(1 + TEST_SETTINGS["queue_size"])]
+    # Every slot running and queue_size (2) waiting: the queue is full for real.
+    held = [gemma_engine.submit(req) for _ in range(TEST_SETTINGS["parallel"] + TEST_SETTINGS["queue_size"])]
     try:
         response = client.post("/api/respond", json={"query": "hi"})
         assert response.status_code == 503
@@ -209,34 +209,36 @@ def test_dropping_a_stream_cancels_its_generation(gemma_engine):
     assert metric(text, "llama_server_generated_tokens_total") < 250
 
 
-class _FailsOnce:
-    """Wraps the real decoder; its first run raises, as a broken model might."""
+class _CorruptsFirstPrompt:
+    """The real decoder, except that the first prompt it is given ends in a token id the
+    vocabulary does not have: llama_decode really fails on that batch, as on a broken model."""
 
     def __init__(self, decoder):
-        self.decoder, self.failed = decoder, False
+        self.decoder, self.corrupted = decoder, False
 
     def __getattr__(self, name):
         return getattr(self.decoder, name)
 
-    def run(self, request, emit, interrupt):
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("secret internal detail")
-        return self.decoder.run(request, emit, interrupt)
+    def add(self, prompt, params, on_event):
+        if not self.corrupted:
+            self.corrupted = True
+            prompt = prompt[:-1] + [10 ** 8]
+        return self.decoder.add(prompt, params, on_event)
 
 
 def test_a_failing_generation_is_a_generic_500_and_the_worker_survives(gemma_engine, gemma_gguf, caplog):
     settings = Settings(**TEST_SETTINGS)
-    engine = Engine(settings, ModelChoice(gemma_gguf, True),
-                    decoder_factory=lambda *_: _FailsOnce(gemma_engine._decoder)).start()
+    engine = Engine(settings, ModelChoice(gemma_gguf, True), decoder=_CorruptsFirstPrompt(gemma_engine._decoder))
+    engine.start()
     assert engine.wait_ready(60)
     client = make_client(engine)
     with caplog.at_level(logging.ERROR):
         failed = client.post("/api/respond", json=QUESTION)
     assert failed.status_code == 500
     assert failed.json["error"]["type"] == "internal_error"
-    assert "secret" not in failed.get_data(as_text=True) and "Traceback" not in failed.get_data(as_text=True)
-    assert "secret internal detail" in caplog.text
+    body = failed.get_data(as_text=True)
+    assert "llama_decode" not in body and "Traceback" not in body
+    assert "llama_decode failed" in caplog.text  # the cause is in the log, for the operator
     assert client.post("/api/respond", json={**QUESTION, "max_tokens": 2}).status_code == 200
     engine.close()
 
@@ -249,6 +251,9 @@ def test_health_reports_the_model_and_offload(client):
     assert body["quantization"] == "Q4_K_M" and body["n_ctx"] == 512
     assert body["file"].endswith(".gguf") and body["backend"] == "CPU"
     assert body["offload"]["n_gpu_layers"] == 0 and body["offload"]["total_layers"] == 19
+    assert body["parallel"]["n_parallel"] == 2 and body["parallel"]["mode"] == "fixed"
+    assert body["parallel"]["kv_bytes_per_token"] == 18 * 2 * 256 * 2  # layers x (K + V) x width x f16
+    assert body["slots"] == {"busy": 0, "total": 2} and body["kv_cells_used"] >= 0
     assert body["default_model"] is True and "make quantize" in body["notice"]
     assert body["queue_depth"] == 0
 

@@ -15,7 +15,7 @@ from tests.server.conftest import TEST_SETTINGS, make_client
 
 
 def text_of(engine, tokens) -> str:
-    return engine._decoder.llama.detokenize(tokens, special=True).decode()
+    return engine._decoder.detokenize(tokens, special=True)
 
 
 def test_llama2_single_turn(tiny_engine):
@@ -94,7 +94,7 @@ def test_chat_template_file_is_used_for_a_model_without_one(gemma_engine, gemma_
     template = tmp_path / "gemma.jinja"
     template.write_text(GEMMA_TEMPLATE)
     settings = Settings(**{**TEST_SETTINGS, "chat_template": str(template)})
-    engine = Engine(settings, ModelChoice(gemma_gguf, True), decoder_factory=lambda *_: gemma_engine._decoder)
+    engine = Engine(settings, ModelChoice(gemma_gguf, True), decoder=gemma_engine._decoder)
     engine.start().wait_ready(60)
     client = make_client(engine, chat_template=str(template))
     assert client.get("/api/health").json["prompt_format"] == "chat template"

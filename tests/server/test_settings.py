@@ -20,16 +20,21 @@ def test_defaults():
     assert (s.n_ctx, s.host, s.port, s.n_gpu_layers, s.workers) == (4096, "127.0.0.1", 8000, "auto", 1)
     assert s.n_threads == physical_cores() >= 1
     assert s.model is None and s.api_key is None
+    assert (s.parallel, s.prefill_chunk, s.prefix_cache, s.flash_attn) == ("auto", 128, True, "auto")
 
 
 def test_values_are_parsed_from_the_environment(gemma_gguf):
     env = {"LLAMA_SERVER_MODEL": str(gemma_gguf), "LLAMA_SERVER_N_CTX": "2048", "LLAMA_SERVER_N_GPU_LAYERS": "-1",
            "LLAMA_SERVER_TENSOR_SPLIT": "3,1", "LLAMA_SERVER_FLASH_ATTN": "yes",
            "LLAMA_SERVER_KV_CACHE_TYPE": "Q8_0", "LLAMA_SERVER_VRAM_BUDGET_MB": "4096",
-           "LLAMA_SERVER_REQUEST_TIMEOUT": "30.5", "LLAMA_SERVER_API_KEY": "k"}
+           "LLAMA_SERVER_REQUEST_TIMEOUT": "30.5", "LLAMA_SERVER_API_KEY": "k",
+           "LLAMA_SERVER_PARALLEL": "3", "LLAMA_SERVER_PREFILL_CHUNK": "64", "LLAMA_SERVER_PREFIX_CACHE": "off"}
     s = Settings.from_env(env)
     assert s.model == str(gemma_gguf) and s.n_ctx == 2048 and s.n_gpu_layers == -1
-    assert s.tensor_split == (3.0, 1.0) and s.flash_attn is True
+    assert s.tensor_split == (3.0, 1.0) and s.flash_attn == "on"
+    assert (s.parallel, s.prefill_chunk, s.prefix_cache) == (3, 64, False)
+    assert Settings.from_env({"LLAMA_SERVER_PARALLEL": "AUTO"}).parallel == "auto"
+    assert Settings.from_env({"LLAMA_SERVER_FLASH_ATTN": "0"}).flash_attn == "off"
     assert s.kv_cache_type == "q8_0" and s.kv_cache_ggml_type == 8
     assert s.vram_budget_mb == 4096 and s.request_timeout == 30.5 and s.api_key == "k"
 
@@ -47,6 +52,8 @@ BAD = [
     ("LLAMA_SERVER_TENSOR_SPLIT", "1,x"), ("LLAMA_SERVER_TENSOR_SPLIT", "0,0"),
     ("LLAMA_SERVER_MODEL", "/no/such/model.gguf"), ("LLAMA_SERVER_QUEUE_SIZE", "0"),
     ("LLAMA_SERVER_VRAM_BUDGET_MB", "-5"), ("LLAMA_SERVER_N_THREADS", "0"),
+    ("LLAMA_SERVER_PARALLEL", "0"), ("LLAMA_SERVER_PARALLEL", "many"), ("LLAMA_SERVER_PREFILL_CHUNK", "0"),
+    ("LLAMA_SERVER_PREFIX_CACHE", "sometimes"),
 ]
 
 
@@ -59,6 +66,7 @@ def test_bad_values_name_the_variable(name, value):
 @pytest.mark.parametrize("env,named", [
     ({"LLAMA_SERVER_MAX_TOKENS": "4096"}, "LLAMA_SERVER_MAX_TOKENS"),
     ({"LLAMA_SERVER_KV_CACHE_TYPE": "q8_0"}, "LLAMA_SERVER_FLASH_ATTN"),
+    ({"LLAMA_SERVER_PARALLEL": "16", "LLAMA_SERVER_N_BATCH": "8"}, "LLAMA_SERVER_N_BATCH"),
 ])
 def test_settings_that_contradict_each_other(env, named):
     with pytest.raises(SettingsError, match=named):

@@ -1,0 +1,98 @@
+"""One request's handle between an HTTP thread and the engine's worker.
+
+The HTTP side iterates a `Generation` for `Delta` events and one final
+`Finished` (or gets the request's error raised), and calls `cancel()` when the
+client goes away. The worker side puts events in with `_emit`/`_end`; it reads
+`interrupt_reason()` once per decode step, so a cancel or a passed deadline
+stops the sequence within one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from server.decoder_types import Delta
+from server.errors import RequestTimeout
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Sampling", "GenerationRequest", "Delta", "Finished", "Generation"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_tokens: tuple[int, ...]
+    max_tokens: int
+    sampling: Sampling
+    stop: tuple[str, ...]
+    stream: bool
+    deadline: float  # time.monotonic() by which the answer must be complete
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str  # "stop" | "length", or "cancelled" | "timeout" | "error" (never shown to a client)
+    usage: dict
+    timings: dict
+    cached_tokens: int = 0  # prompt tokens reused from a slot's cache (metrics only, not in the API)
+
+
+class Generation:
+    """One request's handle: iterate for events, cancel() to stop."""
+
+    def __init__(self, request: GenerationRequest, on_done: Callable[[Finished], None] | None):
+        self.request = request
+        self.submitted = time.monotonic()
+        self._on_done = on_done
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def interrupt_reason(self) -> str | None:
+        if self._cancelled.is_set():
+            return "cancelled"
+        return "timeout" if time.monotonic() > self.request.deadline else None
+
+    def __iter__(self) -> Iterator[Delta | Finished]:
+        while True:
+            # The worker always ends a generation; the wait bound only guards against a wedged model.
+            wait = max(self.request.deadline - time.monotonic(), 0) + 30
+            try:
+                event = self._events.get(timeout=wait)
+            except queue.Empty:
+                self.cancel()
+                raise RequestTimeout("the answer did not complete in time") from None
+            if isinstance(event, Exception):
+                raise event
+            yield event
+            if isinstance(event, Finished):
+                return
+
+    # Worker side.
+    def _emit(self, delta: Delta) -> None:
+        self._events.put(delta)
+
+    def _end(self, finished: Finished, error: Exception | None = None) -> None:
+        self._events.put(error or finished)
+        if self._on_done is not None:
+            try:
+                self._on_done(finished)
+            except Exception:  # a broken observer must not take the worker down
+                log.exception("on_done callback failed")

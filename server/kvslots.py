@@ -1,0 +1,99 @@
+"""KV-cache slots of the batch decoder: which sequence id holds which cells, and prefix reuse.
+
+Slot i is llama.cpp sequence id i. A busy slot belongs to one request; an idle
+slot keeps the tokens of its last request in its cells, so the next prompt
+that starts the same way (same system prompt, earlier turns of a conversation)
+is given that slot and only its new tail is computed. Everything here touches
+llama.cpp's memory, so it runs on the decoder's stepping thread only, except
+`free_count`, which only reads Python fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llama_cpp.llama_cpp as lc
+
+
+@dataclass(eq=False)
+class Slot:
+    id: int
+    cached: list[int] = field(default_factory=list)  # exactly the tokens this sequence id holds
+    seq: object | None = None                        # the Sequence using it, None when idle
+    last_used: int = 0
+
+
+class SlotTable:
+    def __init__(self, mem, n_parallel: int, n_swa: int, prefix_cache: bool) -> None:
+        self._mem, self._n_swa, self.prefix_cache = mem, n_swa, prefix_cache
+        self.slots = [Slot(i) for i in range(n_parallel)]
+        self._clock = 0
+
+    def free_count(self) -> int:
+        return sum(s.seq is None for s in self.slots)
+
+    def busy(self) -> list[Slot]:
+        return [s for s in self.slots if s.seq is not None]
+
+    def assign(self, seq, prompt: list[int]) -> tuple[Slot, int]:
+        """A free slot for `prompt`, the one sharing the longest cached prefix (then the
+        least recently used); returns it and how many prompt tokens it already holds."""
+        slot = max((s for s in self.slots if s.seq is None),
+                   key=lambda s: (self._common_prefix(s, prompt), -s.last_used))
+        keep = self._reuse_prefix(slot, prompt)
+        self._clock += 1
+        slot.seq, slot.last_used = seq, self._clock
+        return slot, keep
+
+    def release(self, slot: Slot, keep_cache: bool) -> None:
+        slot.seq = None
+        if not (keep_cache and self.prefix_cache):
+            self.forget(slot)  # its cells are free for the next request at once
+
+    def forget(self, slot: Slot) -> None:
+        lc.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+        slot.cached.clear()
+
+    def clear_idle(self) -> None:
+        for s in self.slots:
+            if s.seq is None:
+                self.forget(s)
+
+    def evict_idle(self) -> bool:
+        """Drop idle prefix caches (a unified KV cache may need their cells); True if any."""
+        idle = [s for s in self.slots if s.seq is None and s.cached]
+        for s in idle:
+            self.forget(s)
+        return bool(idle)
+
+    def cells_used(self) -> int:
+        """KV cells holding tokens, over all slots (idle slots keep their prefix cache)."""
+        total = 0
+        for s in self.slots:
+            hi = lc.llama_memory_seq_pos_max(self._mem, s.id)
+            if hi >= 0:
+                total += hi - lc.llama_memory_seq_pos_min(self._mem, s.id) + 1
+        return total
+
+    def _common_prefix(self, slot: Slot, prompt: list[int]) -> int:
+        if not self.prefix_cache:
+            return 0
+        n = 0
+        for a, b in zip(slot.cached, prompt):
+            if a != b:
+                break
+            n += 1
+        return min(n, len(prompt) - 1)  # the last prompt token is always decoded, for its logits
+
+    def _reuse_prefix(self, slot: Slot, prompt: list[int]) -> int:
+        keep = self._common_prefix(slot, prompt)
+        if keep and self._n_swa:
+            # A sliding-window cache only keeps the last n_swa positions: the window
+            # before `keep` must still be there, else recompute from the start.
+            if lc.llama_memory_seq_pos_min(self._mem, slot.id) > max(0, keep - self._n_swa):
+                keep = 0
+        if keep == 0 or not lc.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
+            self.forget(slot)
+            return 0
+        del slot.cached[keep:]
+        return keep

@@ -74,14 +74,15 @@ def plan_parallel(settings, model_path: Path, devices: Sequence[Device] | None =
         n = settings.parallel
         return plan(n, "fixed", f"{n} requested", offload_for(n))
     base = offload_for(1)
-    refused = ""
+    refused = ""  # why one slot more did not fit, for the log
     for n in range(min(MAX_AUTO, settings.n_batch), 0, -1):
-        offload = base if n == 1 else offload_for(n)
+        # Without a GPU every plan is "all on CPU": no need to read the header again.
+        offload = base if n == 1 or not devices else offload_for(n)
         problem = _problem(shape, offload, base, n * per_slot, ram)
         if problem is None or n == 1:
             why = f"{n} x {settings.n_ctx} tokens fit" if problem is None else f"1 slot; even that {problem}"
             return plan(n, "auto", why + (f"; {refused}" if refused else ""), offload)
-        refused = refused or f"{n} slots: {problem}"
+        refused = f"{n} slots: {problem}"
     raise AssertionError("unreachable: n == 1 always returns")
 
 

@@ -66,7 +66,7 @@ def generate(decoder, prompts, max_tokens=16, **params):
 
 def logit_gap(path, tokens, a, b) -> float:
     """|logit(a) - logit(b)| after `tokens`, evaluated alone by llama-cpp-python's Llama."""
-    ref = Llama(str(path), n_ctx=256, n_threads=2, verbose=False)
+    ref = Llama(str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)  # else no scores kept
     ref.eval(tokens)
     logits = np.asarray(ref.scores[len(tokens) - 1])
     ref.close()

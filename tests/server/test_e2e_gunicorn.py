@@ -1,8 +1,9 @@
 """End to end: real gunicorn on a free loopback port, serving Gemma 3 270M.
 
-Plain and streamed answers, a client that disconnects mid-stream (its generation
-stops: /metrics shows it cancelled, with fewer tokens than asked), and SIGTERM
-while an answer is in flight (the answer completes, then the server exits).
+Plain and streamed answers, more concurrent clients than slots (all answered,
+batched into shared decode steps), a client that disconnects mid-stream (its
+generation stops: /metrics shows it cancelled, with fewer tokens than asked), and
+SIGTERM while an answer is in flight (the answer completes, then the server exits).
 The SIGTERM test stops the server, so it runs last in this module.
 """
 
@@ -12,6 +13,7 @@ import json
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(gemma_gguf, tmp_path_factory):
-    with run_gunicorn(gemma_gguf, tmp_path_factory.mktemp("gunicorn")) as server:
+    with run_gunicorn(gemma_gguf, tmp_path_factory.mktemp("gunicorn"), LLAMA_SERVER_PARALLEL="2") as server:
         yield server
 
 
@@ -43,6 +45,27 @@ def test_plain_and_streamed_answers(server):
                   if line.startswith("data: ")]
     assert events[-1]["type"] == "done"
     assert "".join(e["text"] for e in events[:-1]) == plain.json()["response"]
+
+
+def test_more_clients_than_slots_are_all_answered_in_shared_steps(server):
+    _, base = server
+    health = requests.get(f"{base}/api/health", timeout=5).json()
+    assert health["slots"]["total"] == 2 and health["parallel"]["n_parallel"] == 2
+    before = metrics_text(base)
+    questions = ["Name a fruit.", "Name a planet.", "Name an animal.", "Name a river."]
+
+    def ask(q: str) -> requests.Response:
+        return requests.post(f"{base}/api/respond", json={"query": q, "temperature": 0, "max_tokens": 6}, timeout=120)
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        answers = list(pool.map(ask, questions))
+    assert [a.status_code for a in answers] == [200] * len(questions)
+    assert all(a.json()["usage"]["completion_tokens"] > 0 for a in answers)
+    after = metrics_text(base)
+    steps = metric(after, "llama_server_batch_sequences_count") - metric(before, "llama_server_batch_sequences_count")
+    seqs = metric(after, "llama_server_batch_sequences_sum") - metric(before, "llama_server_batch_sequences_sum")
+    assert steps > 0 and seqs / steps > 1  # sequences shared llama_decode steps
+    assert metric(after, "llama_server_slots_busy") == 0
 
 
 def test_disconnect_mid_stream_stops_the_generation(server):

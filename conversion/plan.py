@@ -87,7 +87,27 @@ def load_hparams(hf_dir: Path) -> dict:
     for key in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size"):
         if key not in hparams:
             raise ConversionError(f"config.json in {hf_dir} lacks {key!r}; is it a complete Llama config?")
-    return hparams
+    return with_config_defaults(hparams)
+
+
+def with_config_defaults(hparams: dict) -> dict:
+    """Fill in what transformers' LlamaConfig fills in when config.json leaves it out.
+
+    llama.cpp's converter reads config.json through LlamaConfig, so its metadata
+    carries these defaults (Llama-2-7b-chat-hf's config has no rope_theta and no
+    head_dim, for instance); applying the same ones gives the same file.
+    """
+    defaults = {
+        "num_key_value_heads": hparams["num_attention_heads"],
+        "head_dim": hparams["hidden_size"] // hparams["num_attention_heads"],
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+    }
+    if "rope_parameters" in hparams:  # newer configs keep rope_theta there
+        del defaults["rope_theta"]
+    return {**defaults, **{k: v for k, v in hparams.items() if v is not None or k not in defaults}}
 
 
 def weight_type(name: str, shape: tuple[int, ...], default: QT) -> QT:

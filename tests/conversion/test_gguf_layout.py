@@ -122,3 +122,19 @@ def test_tensors_beyond_tokenizer_are_padded(tmp_path, converted):
     tokens = field(reader, "tokenizer.ggml.tokens")
     assert len(tokens) == 640 and tokens[-1] == "[PAD639]"
     assert field(reader, "tokenizer.ggml.token_type")[-1] == 5  # unused
+
+
+def test_config_gaps_get_llama_config_defaults(tmp_path, converted):
+    """Llama-2-7b-chat-hf's config.json has no rope_theta or head_dim; llama.cpp's converter reads it
+    through transformers' LlamaConfig and so writes its defaults. We must write the same keys."""
+    hf_dir = write_tiny_llama(tmp_path / "sparse", TinySpec())
+    config = json.loads((hf_dir / "config.json").read_text())
+    for key in ("rope_theta", "head_dim", "rms_norm_eps"):
+        config.pop(key, None)
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    reader = gguf.GGUFReader(converted(hf_dir, "f16"))
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    assert field(reader, "llama.rope.freq_base") == pytest.approx(10000.0)
+    assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(1e-6)
+    assert (field(reader, "llama.attention.key_length"), field(reader, "llama.attention.value_length")) == \
+        (head_dim, head_dim)

@@ -23,16 +23,14 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import replace
 from typing import Callable
 
-from server import describe
 from server.batching import BatchDecoder, DecodeError
 from server.decoder_types import Delta as DecoderDelta
 from server.decoder_types import SamplingParams
 from server.errors import GenerationFailed, ModelFailed, ModelLoading, PromptTooLong, QueueFull, RequestTimeout
-from server.generation import Delta, Finished, Generation, GenerationRequest, Sampling
-from server.prompt import Message, Vocab, build_messages, choose_format, with_one_bos
+from server.generation import Delta, Finished, Generation, GenerationRequest, Sampling, api_finished
+from server.prompt import Message, build_messages, with_one_bos
 
 log = logging.getLogger(__name__)
 
@@ -172,23 +170,11 @@ class Engine:
                 self._decoder.close()
 
     def _load(self) -> None:
-        from server.parallel import plan_parallel
-        plan = plan_parallel(self.settings, self.model.path)
-        if self._decoder is None:
-            self._decoder = BatchDecoder.load(self.model.path, **decoder_settings(self.settings, plan))
-        else:
-            plan = replace(plan, n_parallel=self._decoder.cfg.n_parallel, mode="given",
-                           reason="a decoder loaded by the caller")
-        d = self._decoder
-        self._n_slots = d.cfg.n_parallel
-        bos, eos = d.token_bos, d.token_eos
-        self._vocab = Vocab(lambda text, special: d.tokenize(text, add_bos=False, special=special), bos, eos,
-                            d.token_text(bos), d.token_text(eos), add_bos=d.add_bos and bos >= 0)
-        metadata = d.metadata()
-        template, prompt_format = describe.chat_template(self.settings, metadata)
-        self._format = choose_format(template)
-        self.info = describe.model_info(self.model, metadata, d.n_ctx, plan, prompt_format)
-        describe.announce(self.info, self.model)
+        from server.loading import load
+        loaded = load(self.settings, self.model, self._decoder)
+        self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
+        self._n_slots = loaded.decoder.cfg.n_parallel
+        self.info = loaded.info
 
     def _serve(self) -> None:
         """Until close(): take new work while slots are free, stop interrupted sequences, step."""
@@ -257,29 +243,11 @@ class Engine:
         self._end(entry, reason, event.usage, event.timings)
 
     def _end(self, entry: _Running, reason: str, usage=None, timings=None) -> None:
-        """Report the end of `entry` to its generation in the API's terms (usage, timings)."""
         entry.ended = True
         if entry in self._running:
             self._running.remove(entry)
         with self._admission:
             self._admitted -= 1
-        g = entry.generation
-        prompt, done = len(g.request.prompt_tokens), usage.completion_tokens if usage else 0
-        waited = (entry.handed - g.submitted) * 1000 + (timings.queued_ms if timings else 0.0)
-        t = {"queue_ms": round(waited, 2), "prompt_ms": 0.0, "generation_ms": 0.0, "tokens_per_second": 0.0}
-        if timings is not None:
-            t.update(prompt_ms=round(timings.prompt_ms, 2), generation_ms=round(timings.generation_ms, 2),
-                     tokens_per_second=round(timings.tokens_per_second, 2))
-        finished = Finished(reason, {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},
-                            t, usage.cached_tokens if usage else 0)
         error = ERRORS.get(reason)
-        g._end(finished, error() if error else None)
-
-
-def decoder_settings(settings, plan) -> dict:
-    """BatchDecoder.load arguments from the server settings and the slot/offload plan."""
-    return dict(n_parallel=plan.n_parallel, n_ctx_per_seq=settings.n_ctx, n_batch=max(settings.n_batch, plan.n_parallel),
-                prefill_chunk=settings.prefill_chunk, n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
-                n_gpu_layers=plan.offload.n_gpu_layers, main_gpu=settings.main_gpu,
-                tensor_split=settings.tensor_split, use_mlock=settings.use_mlock, flash_attn=settings.flash_attn,
-                type_k=settings.kv_cache_type, type_v=settings.kv_cache_type, prefix_cache=settings.prefix_cache)
+        entry.generation._end(api_finished(entry.generation, entry.handed, reason, usage, timings),
+                              error() if error else None)

@@ -21,7 +21,7 @@ from server.errors import RequestTimeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sampling", "GenerationRequest", "Delta", "Finished", "Generation"]
+__all__ = ["Sampling", "GenerationRequest", "Delta", "Finished", "Generation", "api_finished"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,17 @@ class Generation:
                 self._on_done(finished)
             except Exception:  # a broken observer must not take the worker down
                 log.exception("on_done callback failed")
+
+
+def api_finished(generation: Generation, handed: float, reason: str, usage=None, timings=None) -> Finished:
+    """The end of a generation in the API's terms, from the decoder's Usage and Timings
+    (None when it ended before reaching the decoder). `handed`: time.monotonic() when the
+    engine gave it to the decoder; queue_ms counts the wait for a slot on both sides."""
+    prompt, done = len(generation.request.prompt_tokens), usage.completion_tokens if usage else 0
+    waited = (handed - generation.submitted) * 1000 + (timings.queued_ms if timings else 0.0)
+    t = {"queue_ms": round(waited, 2), "prompt_ms": 0.0, "generation_ms": 0.0, "tokens_per_second": 0.0}
+    if timings is not None:
+        t.update(prompt_ms=round(timings.prompt_ms, 2), generation_ms=round(timings.generation_ms, 2),
+                 tokens_per_second=round(timings.tokens_per_second, 2))
+    return Finished(reason, {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},
+                    t, usage.cached_tokens if usage else 0)

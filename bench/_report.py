@@ -7,6 +7,8 @@ import os
 import statistics
 from pathlib import Path
 
+from _gguf_summary import compare
+
 GB = 1e9
 # The issue's targets, as ratios of ours to llama.cpp's converter.
 RSS_RATIO_TARGET = 0.5
@@ -76,3 +78,21 @@ def write_json(path: Path, data: dict) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(partial, path)
+
+
+def results_document(command: str, preset: str, ckpt: dict, context: dict, measured: dict) -> dict:
+    """Everything the results file holds: medians, ratios, sizes, the identity verdict, raw runs."""
+    medians = step_medians(measured["runs"])
+    sums = measured["summaries"]
+    return {
+        "benchmark": "conversion", "command": command,
+        "preset": preset, "checkpoint": ckpt, **context,
+        "page_cache": {"method": "before every conversion: sync, then read all checkpoint shards once, "
+                                 "so each converter starts from the same warm cache; the order of the sides "
+                                 "alternates between rounds",
+                       "orders": measured["orders"], "warm_cache_s": measured["warm_cache_s"]},
+        "medians": medians, "ratios": ratios(medians), "file_bytes": measured["sizes"],
+        "quantized_tensor_types": sums.get("quantized", {}).get("tensor_types"),
+        "byte_identity": compare(sums["ours"], sums["ref"]) if {"ours", "ref"} <= sums.keys() else None,
+        "runs": measured["runs"],
+    }

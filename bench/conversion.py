@@ -26,9 +26,7 @@ from pathlib import Path
 import _checkpoint
 import _refenv
 import _report
-from _gguf_summary import compare
-from _measure import (disk_free_bytes, git_commit, machine_info, package_versions, run_step,
-                      warm_page_cache)
+from _measure import disk_free_bytes, git_commit, machine_info, package_versions, run_step, warm_page_cache
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -161,6 +159,18 @@ def quantize_step(s: Settings, f16: Path, rnd: int, sizes: dict, summaries: dict
     return res.as_dict()
 
 
+def prepare_reference(s: Settings, versions: dict) -> tuple[Path | None, Path | None]:
+    """The reference converter's source and environment, when the run includes it."""
+    if "ref" not in s.sides:
+        return None, None
+    setup_log = s.work / "logs" / "ref-setup.log"
+    setup_log.parent.mkdir(parents=True, exist_ok=True)
+    llama_cpp = _refenv.fetch_source(s.work, setup_log)
+    ref_py = _refenv.ensure_ref_venv(s.work, llama_cpp, setup_log)
+    versions["llama.cpp_converter_env"] = _refenv.ref_versions(ref_py)
+    return ref_py, llama_cpp
+
+
 def main(argv: list[str]) -> int:
     s = parse_args(argv)
     s.work.mkdir(parents=True, exist_ok=True)
@@ -172,43 +182,34 @@ def main(argv: list[str]) -> int:
         print(f"another {s.preset} run is using {s.work}; wait for it to finish", file=sys.stderr)
         return 1
     machine = machine_info()
+    # Taken at the start: the code measured is the code checked out now.
+    revision = {"git_commit": git_commit(REPO), "conversion_uncommitted_changes": bool(subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "conversion"],
+        capture_output=True, text=True).stdout.strip())}
     ckpt, written_s = ensure_checkpoint(s)
     ckpt_bytes = sum(f.stat().st_size for f in ckpt.iterdir())
-    need = ckpt_bytes * (1.3 if s.keep else 1.05)
+    # At once on disk: one f16 output and its quantized copy, or with --keep both f16 outputs.
+    need = ckpt_bytes * (2.4 if s.keep else 1.4)
     if disk_free_bytes(s.work) < need:
         print(f"not enough free disk under {s.work}: need about {need / GB:.0f} GB", file=sys.stderr)
         return 1
-    ref_py = llama_cpp = None
     versions = {"ours": package_versions(["numpy", "gguf", "llama_cpp_python", "sentencepiece"])}
-    if "ref" in s.sides:
-        setup_log = s.work / "logs" / "ref-setup.log"
-        setup_log.parent.mkdir(parents=True, exist_ok=True)
-        llama_cpp = _refenv.fetch_source(s.work, setup_log)
-        ref_py = _refenv.ensure_ref_venv(s.work, llama_cpp, setup_log)
-        versions["llama.cpp_converter_env"] = _refenv.ref_versions(ref_py)
+    ref_py, llama_cpp = prepare_reference(s, versions)
     measured = run_rounds(s, ckpt, ref_py, llama_cpp)
-    medians = _report.step_medians(measured["runs"])
-    rat = _report.ratios(medians)
-    sums = measured["summaries"]
-    identity = compare(sums["ours"], sums["ref"]) if {"ours", "ref"} <= sums.keys() else None
-    print(_report.table(medians, measured["sizes"], rat, identity))
-    _report.write_json(s.results, {
-        "benchmark": "conversion", "command": " ".join(["python", "bench/conversion.py"] + argv),
-        "git_commit": git_commit(REPO), "preset": s.preset, "checkpoint": {"dir": str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt),
-                                           "bytes": ckpt_bytes, "written_s": written_s,
-                                           "reused": written_s is None,
-                                           "shape": vars(_checkpoint.PRESETS[s.preset])},
-        "machine": {**machine, "loadavg_end": list(os.getloadavg())}, "versions": versions,
-        "page_cache": {"method": "before every conversion: sync, then read all checkpoint shards once, "
-                                 "so each converter starts from the same warm cache; the order of the sides "
-                                 "alternates between rounds",
-                       "orders": measured["orders"], "warm_cache_s": measured["warm_cache_s"]},
-        "medians": medians, "ratios": rat, "file_bytes": measured["sizes"],
-        "quantized_tensor_types": sums.get("quantized", {}).get("tensor_types"),
-        "byte_identity": identity, "runs": measured["runs"],
-    })
+    shown = str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt)
+    doc = _report.results_document(
+        " ".join(["python", "bench/conversion.py"] + argv), s.preset,
+        {"dir": shown, "bytes": ckpt_bytes, "written_s": written_s, "reused": written_s is None,
+         "shape": vars(_checkpoint.PRESETS[s.preset])},
+        {**revision, "machine": {**machine, "loadavg_end": list(os.getloadavg())}, "versions": versions},
+        measured)
+    print(_report.table(doc["medians"], doc["file_bytes"], doc["ratios"], doc["byte_identity"]))
+    _report.write_json(s.results, doc)
     print(f"results: {s.results}")
+    print(f"the checkpoint stays in {shown} for the next run (--rebuild writes it anew; delete it to free "
+          f"{ckpt_bytes / GB:.1f} GB)")
     failed = any(r["returncode"] != 0 for r in measured["runs"])
+    identity = doc["byte_identity"]
     return 1 if failed or (identity and identity["verdict"] != "PASS") else 0
 
 

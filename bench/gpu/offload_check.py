@@ -38,6 +38,8 @@ def free_mib() -> int:
 
 def one(model: Path, budget: int | None, slots: int) -> dict:
     """Run one case in this process; returns its measurements."""
+    # llama_cpp before numpy: on the CUDA build a process that loaded numpy first
+    # segfaulted in llama_model_load_from_file (H100 machine, any layer count).
     from llama_cpp import Llama
     from server.offload import resolve_offload
     from server.settings import Settings

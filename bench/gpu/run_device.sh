@@ -9,9 +9,11 @@
 #      build dir so llama-bench and llama-server come out of the same build, timed; meanwhile the
 #      7B-shaped checkpoint is written and converted to f16 GGUF with our own converter;
 #   2. our quantizer makes the Q4_K_M file (it needs the llama.cpp library from step 1);
-#   3. llama-bench pp512/tg128 at -ngl 99, 16, 8, 0 -> bench/results/gpu-llama-bench.json;
-#   4. the GPU-marked tests, then the auto-offload check -> bench/results/gpu-offload.json;
-#   5. packs the CUDA llama_cpp package and the two binaries (prebuilt.tar.xz) for later runs.
+#   3. llama-bench pp512/tg128 at -ngl 99, 16, 8, 0 -> gpu-llama-bench.json;
+#   4. the GPU-marked tests (gpu-pytest.log), then the auto-offload check -> gpu-offload.json.
+# Results stay under bench/.work/gpu/ (ignored, so they survive between calls on one machine)
+# until `wait` copies them to DIR; copy them into bench/results/ here to commit them.
+# Build outputs: .venv (CUDA llama_cpp) and bench/.work/gpu/build/bin/{llama-bench,llama-server}.
 # `start` returns at once; a run already under way is never started twice.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,34 +65,23 @@ pipeline() {
   mkdir -p "$WORK/llama-bench-raw"
   .venv/bin/python bench/gpu/llama_bench.py --force --bin "$WORK/build/bin/llama-bench" --model "$MODEL" \
     --build "$WORK/build.json" --commit "$WORK/src/llama_cpp_python-$PIN/LLAMA_CPP_COMMIT" \
-    --raw "$WORK/llama-bench-raw" > "$WORK/llama-bench.log" 2>&1 && note "llama-bench done" || note "llama-bench FAILED"
-  LLAMA_TEST_GPU_MODEL=$ROOT/$MODEL .venv/bin/python -m pytest -m gpu tests/server/test_gpu_offload.py -p no:cacheprovider \
-    > "$WORK/pytest.log" 2>&1; note "gpu tests: $(tail -1 $WORK/pytest.log)"
-  .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" > "$WORK/offload.log" 2>&1 \
+    --raw "$WORK/llama-bench-raw" --out "$WORK/gpu-llama-bench.json" > "$WORK/llama-bench.log" 2>&1 && note "llama-bench done" || note "llama-bench FAILED"
+  LLAMA_TEST_GPU_MODEL=$ROOT/$MODEL .venv/bin/python -m pytest -m gpu tests/server/test_gpu_offload.py -p no:cacheprovider -v \
+    > "$WORK/gpu-pytest.log" 2>&1; note "gpu tests: $(tail -1 $WORK/gpu-pytest.log)"
+  .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" --out "$WORK/gpu-offload.json" > "$WORK/offload.log" 2>&1 \
     && note "offload check done" || note "offload check FAILED"
   finish
 }
 
 finish() {
-  # What a later run can carry instead of building again: the installed CUDA package + binaries.
-  local site; site=$(.venv/bin/python -c 'import llama_cpp, os; print(os.path.dirname(os.path.dirname(llama_cpp.__file__)))' 2>/dev/null)
-  if [[ -n "$site" && -x $WORK/build/bin/llama-server ]]; then
-    XZ_OPT="-T0 -6" tar -C "$site" -cJf "$WORK/prebuilt.tar.xz" llama_cpp $(cd "$site" && ls -d llama_cpp_python-*.dist-info) \
-      -C "$ROOT/$WORK/build" bin/llama-bench bin/llama-server 2>>"$WORK/progress.log"
-  fi
   note "DONE"
 }
 
 collect() {
   local dest=$1
   mkdir -p "$dest"
-  cp bench/results/gpu-*.json "$dest/" 2>/dev/null
-  tar -C "$WORK" -czf "$dest/logs.tar.gz" --exclude='*.gguf' --exclude=build --exclude=src --exclude=ckpt \
-      --exclude=prebuilt.tar.xz . 2>/dev/null
-  # At most 8 files of 16 MiB come back from such a machine: bring the prebuilt only if it fits.
-  if [[ -f $WORK/prebuilt.tar.xz ]] && (( $(stat -c %s "$WORK/prebuilt.tar.xz") < 75 * 1024 * 1024 )); then
-    split -b 15M -d "$WORK/prebuilt.tar.xz" "$dest/prebuilt.tar.xz.part"
-  fi
+  cp "$WORK"/gpu-*.json "$WORK/gpu-pytest.log" "$dest/" 2>/dev/null
+  tar -C "$WORK" -czf "$dest/logs.tar.gz" --exclude='*.gguf' --exclude=build --exclude=src --exclude=ckpt . 2>/dev/null
   ls -la "$dest"
 }
 

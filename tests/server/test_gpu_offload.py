@@ -9,10 +9,12 @@ authoritative per-budget numbers come from bench/gpu/offload_check.py, one proce
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from server.models import LLAMA2_FILE, MODELS_DIR
@@ -70,18 +72,39 @@ def test_larger_budgets_place_more_layers(model_7b):
     assert 0 < layers[0] < layers[1] < layers[2] < total, layers
 
 
-def run_prompt(llm, n_prompt: int = 256, n_gen: int = 8) -> np.ndarray:
-    """Evaluate a prompt (one batch) then decode greedily token by token; return the last logits.
+# Loads run in a fresh interpreter that imports llama_cpp before anything else, for two
+# reasons: each case's VRAM is then measured from a clean device (no pool memory kept from
+# an earlier load), and on the CUDA build (H100 machine) a process that had loaded numpy or
+# sentencepiece before llama_cpp segfaulted in llama_model_load_from_file, at any layer
+# count; the tests' conftest imports both through the tiny-Llama fixtures.
+LOAD_AND_RUN = """
+import llama_cpp  # first: before numpy or any other C++ extension (see above)
+import json, sys
+import numpy as np
+from server.offload import MIB, gpu_devices
 
-    Random weights may well pick end-of-text first, so decoding ignores it: the point is that
-    both the batched and the one-token path run on this layer split.
-    """
-    text = " ".join(f"Question {i}: how do tides work?" for i in range(100))
-    llm.eval(llm.tokenize(text.encode())[:n_prompt])
-    for _ in range(n_gen):
-        logits = np.asarray(llm.scores[llm.n_tokens - 1])
-        llm.eval([int(np.argmax(logits))])
-    return np.asarray(llm.scores[llm.n_tokens - 1])
+def free_mib():
+    return sum(d.free_bytes for d in gpu_devices()) // MIB
+
+model, n_layers = sys.argv[1], int(sys.argv[2])
+before = free_mib()
+llm = llama_cpp.Llama(model, n_gpu_layers=n_layers, n_ctx=4096, n_batch=512, verbose=False)
+text = " ".join(f"Question {i}: how do tides work?" for i in range(100))
+llm.eval(llm.tokenize(text.encode())[:256])  # one batch: the compute buffers reach full size
+for _ in range(8):  # then the one-token path; random weights may pick end-of-text, so ignore it
+    llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+finite = bool(np.isfinite(llm.scores[llm.n_tokens - 1]).all())
+print(json.dumps({"used_mib": before - free_mib(), "finite": finite}))
+"""
+
+
+def load_and_run(model: Path, n_layers: int) -> dict:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", LOAD_AND_RUN, str(model), str(n_layers)], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"loading {n_layers} layers failed ({proc.returncode}): {proc.stderr[-1500:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("budget_mb", BUDGETS_MB)
@@ -89,16 +112,10 @@ def test_budgeted_plan_loads_runs_and_stays_within_budget(model_7b, budget_mb):
     plan = plan_for(model_7b, budget_mb)
     assert 0 < plan.n_gpu_layers < plan.total_layers
     assert plan.vram_planned_mb <= budget_mb
-    before = free_mib()
-    llm = llama_cpp.Llama(str(model_7b), n_gpu_layers=plan.n_gpu_layers, n_ctx=N_CTX, n_batch=512,
-                          verbose=False)
-    try:
-        logits = run_prompt(llm)
-        used = before - free_mib()
-    finally:
-        llm.close()
-    assert np.isfinite(logits).all()
+    got = load_and_run(model_7b, plan.n_gpu_layers)
+    assert got["finite"]
     # What llama.cpp really took (weights, KV cache, compute buffers) must fit the budget,
     # and auto should use most of it, not leave a laptop GPU half empty.
+    used = got["used_mib"]
     assert used <= budget_mb, f"{plan.n_gpu_layers} layers used {used} MiB of a {budget_mb} MiB budget"
     assert used >= budget_mb // 2, f"{plan.n_gpu_layers} layers used only {used} MiB of {budget_mb} MiB"

@@ -6,6 +6,12 @@ errors to a one-paragraph message and an exit code, never a traceback.
 
 from __future__ import annotations
 
+# verify and all load the model with llama.cpp, which must come before numpy and
+# sentencepiece: with a CUDA build of llama-cpp-python a process that imported
+# either of them first crashes (SIGSEGV) when it loads a model. The library
+# functions don't need this; only this command line loads models in-process.
+import llama_cpp  # noqa: F401  (import order, see above)
+
 import argparse
 import sys
 from pathlib import Path

@@ -26,7 +26,7 @@ from llama_cpp import _internals, _logger
 from server.decoder_types import (DecodeError, DecoderConfig, DecoderStats, Delta, Finished,
                                   PromptTooLongError, SamplingParams, Timings, Usage, context_params)
 from server.kvslots import SlotTable
-from server.sampling import TextAssembler, build_sampler_chain, free_sampler_chain
+from server.sampling import TextAssembler, build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
 
 __all__ = ["BatchDecoder", "Sequence", "SamplingParams", "DecoderConfig", "Delta", "Finished",
            "DecodeError", "PromptTooLongError"]
@@ -233,7 +233,8 @@ class BatchDecoder:
             seq = self._waiting.popleft()
             slot, keep = self._table.assign(seq, seq.prompt)
             seq.slot, seq.n_past, seq.n_cached, seq.state = slot, keep, keep, PREFILL
-            seq.chain = build_sampler_chain(seq.params, self._n_vocab)
+            # Greedy sequences need no chain: see sampling.greedy_token.
+            seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab)
             seq.t_start = time.perf_counter()
 
     def _fill_batch(self) -> int:
@@ -274,7 +275,15 @@ class BatchDecoder:
             slot.cached.extend(seq.prompt[seq.n_past:seq.n_past + seq.n_feed])
         seq.n_past += seq.n_feed
         if seq.i_batch >= 0:
-            self._on_token(seq, lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch))
+            self._on_token(seq, self._sample(seq))
+
+    def _sample(self, seq: Sequence) -> int:
+        if seq.chain is not None:
+            return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
+        p = seq.params
+        recent = seq.tokens[-p.repeat_last_n:] if p.repeat_last_n > 0 else []
+        return greedy_token(logits, recent, p.repeat_penalty)
 
     def _piece(self, token: int) -> bytes | None:
         """The token's text bytes, or _EOG for end-of-generation tokens (memoized)."""

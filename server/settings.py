@@ -131,7 +131,7 @@ def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = 
 @dataclass(frozen=True)
 class Settings:
     model: str | None = setting(None, _optional_str, _model_ok, "GGUF file to serve (default: models/)")
-    n_ctx: int = setting(4096, int, _at_least(64), "context length in tokens")
+    n_ctx: int = setting(4096, int, _at_least(64), "context of one request in tokens (every slot gets this much)")
     n_threads: int = setting(None, int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
     n_batch: int = setting(512, int, _at_least(1), "prompt tokens per batch")
     n_gpu_layers: int | str = setting("auto", _gpu_layers, _gpu_layers_ok, "layers on GPU: 0, N, -1 (all) or auto")

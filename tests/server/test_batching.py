@@ -101,21 +101,34 @@ def test_greedy_output_is_the_same_alone_and_batched(model):
     assert len(diverged) <= 2, diverged
 
 
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_fast_path_picks_what_the_llama_cpp_chain_picks(model, penalty):
+    """Greedy skips llama.cpp's sampler chain (sampling.greedy_token). A chain with top_k=1
+    must pick the same tokens from the same logits, the repeat penalty included."""
+    _, _, decoder = model
+    for prompt in PROMPTS[:3]:
+        (fast,), _ = generate(decoder, [prompt], max_tokens=24, temperature=0.0, repeat_penalty=penalty)
+        (chain,), _ = generate(decoder, [prompt], max_tokens=24, temperature=0.7, top_k=1, repeat_penalty=penalty,
+                               seed=1)
+        assert fast.text == chain.text and fast.finished.usage == chain.finished.usage
+
+
 def test_more_requests_than_slots_all_complete(model):
     _, _, decoder = model
     peak = 0
     recs = [Recorder() for _ in PROMPTS]
-    for p, r in zip(PROMPTS, recs):  # 6 requests, 4 slots
-        decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=6, seed=7), r)
+    seqs = [decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=6, seed=7), r)  # 6 requests, 4 slots
+            for p, r in zip(PROMPTS, recs)]
     while not decoder.idle:
         decoder.step()
         peak = max(peak, decoder.active)
     decoder.clear_cache()
     assert peak == 4
     assert [r.finished.finish_reason in ("stop", "length") for r in recs] == [True] * len(PROMPTS)
-    assert all(0 < r.finished.usage.completion_tokens <= 6 for r in recs)
-    queued = [r.finished.timings.queued_ms for r in recs]
-    assert max(queued[4:]) > max(queued[:4])  # the last two waited for a free slot
+    assert all(0 < s.n_generated <= 6 for s in seqs)  # (an end token sampled counts here, not in usage)
+    assert all(r.finished.usage.completion_tokens == len(s.tokens) for r, s in zip(recs, seqs))
+    # The last two got a slot only once one of the first four had finished.
+    assert min(s.t_start for s in seqs[4:]) >= min(s.t_end for s in seqs[:4])
 
 
 def test_cancel_frees_the_slot_for_the_next_request(model):

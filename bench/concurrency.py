@@ -10,6 +10,10 @@ Side by side in one run, on the same model file and thread count:
   llama-server-p1  the same with one slot
 Each client sends `--requests` chat questions one after another (greedy, --max-tokens).
 Aggregate tokens/s = completion tokens of all clients / wall time of the round.
+All servers are started first and stay up; then `--rounds` times, for each client
+count, every server gets its round in turn (the order rotating), so load from
+anything else on the machine falls on all columns alike. The table shows medians
+over the rounds.
 
     python bench/concurrency.py                       # every server, default model
     python bench/concurrency.py --servers llama-server-pN,llama-cpp-python --model m.gguf
@@ -101,9 +105,14 @@ class Target:
 SYSTEM = "You are a helpful, respectful and honest assistant."
 
 
+# Greedy, no repeat penalty, everywhere: the same sampling work on every server.
 def _chat(question: str, max_tokens: int) -> dict:
     return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
-            "max_tokens": max_tokens, "temperature": 0}
+            "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0}
+
+
+def _ours_body(question: str, max_tokens: int) -> dict:
+    return {"query": question, "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0, "stream": False}
 
 
 def _ours(fixed_slots: int | None):
@@ -133,10 +142,8 @@ def _lcp(model, port, _slots, threads, ctx):
 
 _usage = lambda r: int(r["usage"]["completion_tokens"])  # noqa: E731
 TARGETS = {t.name: t for t in [
-    Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health",
-           lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
-    Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health",
-           lambda q, n: {"query": q, "max_tokens": n, "temperature": 0, "stream": False}, _usage),
+    Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
+    Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
     Target("decoder-pN", lambda: None, None, "", "", _chat, _usage),  # in-process, see InProcess
     Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models",
            _chat, _usage),
@@ -216,28 +223,34 @@ def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: i
 
 class InProcess:
     """The batching decoder driven directly by one stepping thread, no HTTP: what the
-    engine can reach at best. Clients block on their sequence's Finished event."""
+    engine can reach at best. Prompts are built as our server builds them (its chat
+    format and vocabulary code); clients block on their sequence's Finished event."""
 
     def __init__(self, model: Path, slots: int, threads: int, ctx: int) -> None:
         sys.path.insert(0, str(ROOT))
-        import jinja2
         from server.batching import BatchDecoder
+        from server.describe import chat_template
+        from server.loading import vocab_of
+        from server.prompt import choose_format
+        from server.settings import Settings
         self.decoder = BatchDecoder.load(model, n_parallel=slots, n_ctx_per_seq=ctx, n_threads=threads)
-        self.template = jinja2.Environment().from_string(self.decoder.chat_template() or "")
+        self.vocab = vocab_of(self.decoder)
+        self.format = choose_format(chat_template(Settings(), self.decoder.metadata())[0])
         self.lock, self.stop = threading.Condition(), False
         self.driver = threading.Thread(target=self._drive, daemon=True)
         self.driver.start()
 
     def _drive(self) -> None:
         while not self.stop:
-            if self.decoder.step() == 0:
-                with self.lock:
-                    self.lock.wait(0.005)
+            with self.lock:  # sleep while idle; ask() adds under the lock, so no wake-up is missed
+                while self.decoder.idle and not self.stop:
+                    self.lock.wait()
+            self.decoder.step()
 
     def ask(self, body: dict) -> dict:
         from server.batching import Finished, SamplingParams
-        text = self.template.render(messages=body["messages"], add_generation_prompt=True,
-                                    bos_token="")
+        from server.prompt import Message
+        tokens = self.format.tokens([Message(m["role"], m["content"]) for m in body["messages"]], self.vocab)
         done = threading.Event()
         result = {}
 
@@ -245,70 +258,95 @@ class InProcess:
             if isinstance(ev, Finished):
                 result["usage"] = {"completion_tokens": ev.usage.completion_tokens}
                 done.set()
-        self.decoder.add(self.decoder.tokenize(text, add_bos=True, special=True),
-                         SamplingParams(temperature=0, repeat_penalty=1.0,
-                                        max_tokens=body["max_tokens"]), on_event)
+        params = SamplingParams(temperature=0, repeat_penalty=body["repeat_penalty"], max_tokens=body["max_tokens"])
         with self.lock:
+            self.decoder.add(tokens, params, on_event)
             self.lock.notify()
         done.wait()
         return result
 
     def close(self) -> None:
-        self.stop = True
+        with self.lock:
+            self.stop = True
+            self.lock.notify()
         self.driver.join()
         self.decoder.close()
 
 
-def bench_in_process(args) -> list[dict]:
-    runner = InProcess(args.model, args.parallel, args.threads, args.ctx)
-    t = TARGETS["decoder-pN"]
-    try:
-        runner.ask(_chat("Say hello.", 8))
-        rows = []
-        for clients in args.clients:
-            row = run_round(t, "", clients, args.requests, args.max_tokens, ask=runner.ask)
-            print(f"{t.name:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
-                  f"p50 {row['p50_s']:6.2f}s  p95 {row['p95_s']:6.2f}s", flush=True)
-            rows.append({"server": t.name, **row})
-        return rows
-    finally:
-        runner.close()
+class Served:
+    """One server under test, started and kept up for the whole run."""
+
+    def __init__(self, t: Target, args) -> None:
+        self.t, self.proc, self.runner, self.log = t, None, None, None
+        if t.name == "decoder-pN":
+            self.runner = InProcess(args.model, args.parallel, args.threads, args.ctx)
+            self.ask = self.runner.ask
+        else:
+            t.prepare()
+            port = free_port()
+            argv, env = t.command(args.model, port, args.parallel, args.threads, args.ctx)
+            self.log = open(WORK / f"{t.name}.log", "w")
+            self.proc = subprocess.Popen([str(a) for a in argv], cwd=ROOT, env={**os.environ, **env},
+                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            base = f"http://127.0.0.1:{port}"
+            self.ask = lambda body: post(base + t.url, body)
+            wait_ready(base + t.ready, self.proc)
+        self.ask(t.body("Say hello.", 8))  # warm-up, not measured
+
+    def round(self, clients: int, args) -> dict:
+        row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask)
+        return {"server": self.t.name, **row}
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.log.close()
 
 
-def bench_target(t: Target, args) -> list[dict]:
-    if t.name == "decoder-pN":
-        return bench_in_process(args)
-    t.prepare()
-    port = free_port()
-    argv, env = t.command(args.model, port, args.parallel, args.threads, args.ctx)
-    log = open(WORK / f"{t.name}.log", "w")
-    proc = subprocess.Popen([str(a) for a in argv], cwd=ROOT, env={**os.environ, **env},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+def bench_all(names: list[str], args) -> tuple[list[dict], list[dict]]:
+    """(median rows, every round's rows): rounds interleave the servers, see the docstring."""
+    served: list[Served] = []
+    raw: list[dict] = []
     try:
-        wait_ready(base + t.ready, proc)
-        post(base + t.url, t.body("Say hello.", 8))  # warm-up, not measured
-        rows = []
-        for clients in args.clients:
-            row = run_round(t, base, clients, args.requests, args.max_tokens)
-            print(f"{t.name:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
-                  f"p50 {row['p50_s']:6.2f}s  p95 {row['p95_s']:6.2f}s  errors {row['errors']}",
-                  flush=True)
-            rows.append({"server": t.name, **row})
-        return rows
+        for name in names:
+            served.append(Served(TARGETS[name], args))
+        for r in range(args.rounds):
+            for clients in args.clients:
+                k = r % len(served)
+                for s in served[k:] + served[:k]:
+                    row = {"round": r, **s.round(clients, args)}
+                    raw.append(row)
+                    print(f"round {r}  {row['server']:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
+                          f"p50 {row['p50_s']:6.2f}s  p95 {row['p95_s']:6.2f}s  errors {row['errors']}", flush=True)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        for s in served:
+            s.close()
+    return medians(raw, names, args.clients), raw
+
+
+def medians(raw: list[dict], names: list[str], clients: list[int]) -> list[dict]:
+    rows = []
+    for name in names:
+        for c in clients:
+            runs = [r for r in raw if r["server"] == name and r["clients"] == c]
+            row = {"server": name, "clients": c, "rounds": len(runs),
+                   "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs)}
+            for key in ("completion_tokens", "wall_s", "tokens_per_s", "p50_s", "p95_s"):
+                row[key] = statistics.median(r[key] for r in runs)
+            rows.append(row)
+    return rows
 
 
 # --- results ------------------------------------------------------------------------
 def print_table(rows: list[dict], clients: list[int]) -> None:
     servers = list(dict.fromkeys(r["server"] for r in rows))
-    print("\naggregate tokens/s (p50 latency s) by concurrent clients")
+    print("\naggregate tokens/s (p50 latency s) by concurrent clients, medians over rounds")
     print(f"{'server':18}" + "".join(f"{c:>18}" for c in clients))
     for name in servers:
         cells = {r["clients"]: f"{r['tokens_per_s']:.1f} ({r['p50_s']:.1f})"
@@ -360,6 +398,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--clients", default="1,2,4,8", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots for the -pN servers")
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over every server and client count")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--ctx", type=int, default=2048, help="context per request (per slot)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -394,15 +433,15 @@ def main(argv: list[str]) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()  # other work on the machine skews every column: record it
-    rows = [row for name in names for row in bench_target(TARGETS[name], args)]
+    rows, raw = bench_all(names, args)
     print_table(rows, args.clients)
     doc = {"model": args.model.name, "model_bytes": args.model.stat().st_size,
            "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
            "llama_cpp_python": PIN,
            "settings": {k: v for k, v in vars(args).items() if k in
-                        ("parallel", "requests", "max_tokens", "ctx", "threads", "clients")},
-           "rows": rows, "ratios_at_4_clients": ratios(rows, 4)}
+                        ("parallel", "requests", "rounds", "max_tokens", "ctx", "threads", "clients")},
+           "rows": rows, "ratios_at_4_clients": ratios(rows, 4), "rounds": raw}
     print("ratios at 4 clients:", doc["ratios_at_4_clients"])
     write_atomic(out, json.dumps(doc, indent=1).encode())
     png = out.with_suffix(".png")

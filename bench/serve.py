@@ -124,7 +124,7 @@ class InProcess:
         bos, eos = self.llama.token_bos(), self.llama.token_eos()
         self.vocab = Vocab(lambda t, sp: self.llama.tokenize(t.encode(), add_bos=False, special=sp), bos, eos,
                            m.token_get_text(bos), m.token_get_text(eos), bool(m.add_bos_token()))
-        self.format = choose_format(chat_template(Settings(), self.llama.metadata))
+        self.format = choose_format(chat_template(Settings(), self.llama.metadata)[0])
 
     def run(self, text: str, tokens: int) -> dict:
         prompt = self.format.tokens(build_messages(Settings().system_prompt, [], text), self.vocab)

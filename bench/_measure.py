@@ -1,8 +1,11 @@
 """Measure one benchmark step in its own process: wall time and that process's peak RSS.
 
-The peak comes from os.wait4 on the child itself (its own ru_maxrss), not from
-RUSAGE_CHILDREN, which would fold every earlier child of this process into one
-number. Also: machine facts for the results file, and the page-cache warm-up that
+The peak is the child's own VmHWM (/proc/PID/status), sampled while it runs.
+Neither RUSAGE_CHILDREN (every earlier child folded into one number) nor the
+child's own ru_maxrss from wait4 will do: Linux carries the pre-exec high-water
+mark across exec, so a child forked from a large parent reports at least the
+parent's size. VmHWM belongs to the address space exec created, and only grows,
+so the last sample before exit is the peak up to the final few milliseconds. Also: machine facts for the results file, and the page-cache warm-up that
 makes steps reading the same checkpoint start from the same cache state.
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 
 KIB = 1024
 WARM_CHUNK = 16 << 20
+PEAK_POLL_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,34 @@ def run_step(name: str, cmd: list[str], log: Path, env: dict | None = None,
         load = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
+        status, usage, peak = _wait_sampling_peak(proc.pid)
         wall = time.perf_counter() - start
     # wait4 reaped the child; tell Popen so it does not try again.
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu = usage.ru_utime + usage.ru_stime
-    return StepResult(name, wall, usage.ru_maxrss * KIB, cpu, proc.returncode, str(log), load)
+    # ru_maxrss only when the child ended before a single sample (an upper bound, see above).
+    return StepResult(name, wall, peak or usage.ru_maxrss * KIB, cpu, proc.returncode, str(log), load)
+
+
+def _wait_sampling_peak(pid: int):
+    """Reap `pid`, sampling its VmHWM meanwhile; return (wait status, rusage, peak bytes)."""
+    peak = 0
+    while True:
+        peak = max(peak, _vm_hwm_bytes(pid))
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage, peak
+        time.sleep(PEAK_POLL_S)
+
+
+def _vm_hwm_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * KIB
+    except (OSError, ValueError):
+        pass  # exited, or a zombie whose memory is already gone
+    return 0
 
 
 def warm_page_cache(paths: list[Path]) -> float:

@@ -151,8 +151,9 @@ class Settings:
     http_threads: int = setting(8, int, _at_least(1), "concurrent connections per worker")
     max_tokens: int = setting(512, int, _at_least(1), "default max_tokens of a request")
     max_tokens_ceiling: int = setting(2048, int, _at_least(1), "largest max_tokens a request may ask")
-    system_prompt: str = setting("You are a helpful, respectful and honest assistant.", str, None,
-                                 "system prompt when a request gives none")
+    # No default system prompt, as in llama.cpp and Ollama: Meta dropped Llama-2's for
+    # causing refusals, and small models tend to echo one back as their answer.
+    system_prompt: str = setting("", str, None, "system prompt when a request gives none")
     chat_template: str | None = setting(None, _optional_str, None,
                                         "Jinja file overriding the model's chat template")
     parallel: int | str = setting("auto", _auto_or_int, _parallel_ok,
@@ -163,7 +164,7 @@ class Settings:
     queue_size: int = setting(16, int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, int, _at_least(1024), "largest request body")
-    api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond", secret=True)
+    api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond and /v1", secret=True)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -17,6 +17,11 @@ over the rounds.
 
     python bench/concurrency.py                       # every server, default model
     python bench/concurrency.py --servers llama-server-pN,llama-cpp-python --model m.gguf
+    python bench/concurrency.py --servers ours-pN,llama-server-pN --parallel 8 --n-gpu-layers -1 --no-plot
+
+On a GPU, --n-gpu-layers and --flash-attn reach every column alike (our LLAMA_SERVER_N_GPU_LAYERS
+and LLAMA_SERVER_FLASH_ATTN, the decoder's load, llama-server's -ngl and -fa); llama-server
+must then be a CUDA build: link one at bench/.work/llama-server-<pin>/bin/llama-server.
 
 Downloads and builds are cached under bench/.work/ (first run: ~10 min of compiling).
 Results: bench/results/concurrency-<model>.json and .png (refuses to overwrite without --force).
@@ -94,7 +99,7 @@ def prepare_lcp_venv() -> Path:
 class Target:
     name: str
     prepare: Callable[[], object]
-    command: Callable[[Path, int, int, int, int], tuple[list, dict]]  # model, port, slots, threads, ctx
+    command: Callable[[Path, int, argparse.Namespace], tuple[list, dict]]  # model, port, args
     url: str            # POST path
     ready: str          # GET path answering 200 once the model is loaded
     body: Callable[[str, int], dict]
@@ -116,28 +121,32 @@ def _ours_body(question: str, max_tokens: int) -> dict:
 
 
 def _ours(fixed_slots: int | None):
-    def command(model, port, slots, threads, ctx):
+    def command(model, port, a):
         env = dict(LLAMA_SERVER_MODEL=str(model), LLAMA_SERVER_PORT=str(port),
-                   LLAMA_SERVER_PARALLEL=str(fixed_slots or slots), LLAMA_SERVER_N_THREADS=str(threads),
-                   LLAMA_SERVER_N_CTX=str(ctx), LLAMA_SERVER_N_GPU_LAYERS="0")
+                   LLAMA_SERVER_PARALLEL=str(fixed_slots or a.parallel), LLAMA_SERVER_N_THREADS=str(a.threads),
+                   LLAMA_SERVER_N_CTX=str(a.ctx), LLAMA_SERVER_N_GPU_LAYERS=str(a.n_gpu_layers),
+                   LLAMA_SERVER_FLASH_ATTN=a.flash_attn)
         return [ROOT / ".venv" / "bin" / "gunicorn", "-c", "server/gunicorn.conf.py",
                 "server.app:create_app()"], env
     return command
 
 
 def _llama_server(fixed_slots: int | None):
-    def command(model, port, slots, threads, ctx):
-        n = fixed_slots or slots
+    def command(model, port, a):
+        n = fixed_slots or a.parallel
+        # -ngl -1 is llama.cpp's "all layers", as in our setting.
         return [LLAMA_SERVER, "-m", model, "--host", "127.0.0.1", "--port", port, "-np", n,
-                "-c", n * ctx, "-t", threads, "-tb", threads], {}
+                "-c", n * a.ctx, "-t", a.threads, "-tb", a.threads, "-ngl", a.n_gpu_layers, "-fa", a.flash_attn], {}
     return command
 
 
-def _lcp(model, port, _slots, threads, ctx):
-    # interrupt_requests off: by default a new request cancels the running one.
+def _lcp(model, port, a):
+    # interrupt_requests off: by default a new request cancels the running one. Its flash_attn
+    # is a plain bool: "auto" means on, as llama.cpp's auto resolves on CPU and CUDA alike.
     return [LCP_VENV / "bin" / "python", "-m", "llama_cpp.server", "--model", model, "--host",
-            "127.0.0.1", "--port", port, "--n_ctx", ctx, "--n_threads", threads,
-            "--n_threads_batch", threads, "--interrupt_requests", "False"], {}
+            "127.0.0.1", "--port", port, "--n_ctx", a.ctx, "--n_threads", a.threads,
+            "--n_threads_batch", a.threads, "--interrupt_requests", "False",
+            "--n_gpu_layers", a.n_gpu_layers, "--flash_attn", str(a.flash_attn != "off")], {}
 
 
 _usage = lambda r: int(r["usage"]["completion_tokens"])  # noqa: E731
@@ -226,14 +235,16 @@ class InProcess:
     engine can reach at best. Prompts are built as our server builds them (its chat
     format and vocabulary code); clients block on their sequence's Finished event."""
 
-    def __init__(self, model: Path, slots: int, threads: int, ctx: int) -> None:
+    def __init__(self, model: Path, slots: int, threads: int, ctx: int, n_gpu_layers: int = 0,
+                 flash_attn: str = "auto") -> None:
         sys.path.insert(0, str(ROOT))
         from server.batching import BatchDecoder
         from server.describe import chat_template
         from server.loading import vocab_of
         from server.prompt import choose_format
         from server.settings import Settings
-        self.decoder = BatchDecoder.load(model, n_parallel=slots, n_ctx_per_seq=ctx, n_threads=threads)
+        self.decoder = BatchDecoder.load(model, n_parallel=slots, n_ctx_per_seq=ctx, n_threads=threads,
+                                         n_gpu_layers=n_gpu_layers, flash_attn=flash_attn)
         self.vocab = vocab_of(self.decoder)
         self.format = choose_format(chat_template(Settings(), self.decoder.metadata())[0])
         self.lock, self.stop = threading.Condition(), False
@@ -279,12 +290,13 @@ class Served:
     def __init__(self, t: Target, args) -> None:
         self.t, self.proc, self.runner, self.log = t, None, None, None
         if t.name == "decoder-pN":
-            self.runner = InProcess(args.model, args.parallel, args.threads, args.ctx)
+            self.runner = InProcess(args.model, args.parallel, args.threads, args.ctx, args.n_gpu_layers,
+                                    args.flash_attn)
             self.ask = self.runner.ask
         else:
             t.prepare()
             port = free_port()
-            argv, env = t.command(args.model, port, args.parallel, args.threads, args.ctx)
+            argv, env = t.command(args.model, port, args)
             self.log = open(WORK / f"{t.name}.log", "w")
             self.proc = subprocess.Popen([str(a) for a in argv], cwd=ROOT, env={**os.environ, **env},
                                          stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -402,6 +414,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--ctx", type=int, default=2048, help="context per request (per slot)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--n-gpu-layers", type=int, default=0, help="layers on the GPU for every server (-1: all)")
+    ap.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
+                    help="flash attention for every server (llama.cpp's auto turns it on where supported)")
+    ap.add_argument("--no-plot", action="store_true",
+                    help="skip the PNG (it needs the llama-cpp-python venv, so PyPI); make it later with "
+                         "the same venv: concurrency.py --plot JSON PNG")
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/concurrency-<model>.json)")
     ap.add_argument("--force", action="store_true", help="overwrite existing results")
     ap.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help=argparse.SUPPRESS)
@@ -440,10 +458,16 @@ def main(argv: list[str]) -> int:
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
            "llama_cpp_python": PIN,
            "settings": {k: v for k, v in vars(args).items() if k in
-                        ("parallel", "requests", "rounds", "max_tokens", "ctx", "threads", "clients")},
-           "rows": rows, "ratios_at_4_clients": ratios(rows, 4), "rounds": raw}
-    print("ratios at 4 clients:", doc["ratios_at_4_clients"])
+                        ("parallel", "requests", "rounds", "max_tokens", "ctx", "threads", "clients",
+                         "n_gpu_layers", "flash_attn")},
+           "rows": rows, "ratios_at_4_clients": ratios(rows, 4),
+           "ratios_by_clients": {c: ratios(rows, c) for c in args.clients}, "rounds": raw}
+    for c, r in doc["ratios_by_clients"].items():
+        print(f"ratios at {c} clients:", r)
     write_atomic(out, json.dumps(doc, indent=1).encode())
+    if args.no_plot:
+        print(f"wrote {out}")
+        return 0
     png = out.with_suffix(".png")
     subprocess.run([str(prepare_lcp_venv()), __file__, "--plot", str(out), str(png)], check=True)
     print(f"wrote {out} and {png}")

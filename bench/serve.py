@@ -11,6 +11,10 @@ time-to-first-token overhead < 10 ms.
 
     python bench/serve.py                       # Gemma 3 270M (the embedded default)
     python bench/serve.py --model models/llama-2-7b-chat.Q4_K_M.gguf --n-gpu-layers -1 --tokens 128
+    python bench/serve.py --model m.gguf --n-gpu-layers auto --vram-budget-mb 4096
+
+With `auto`, the in-process side loads as many layers as the server's plan chose (read
+from /api/health), so both sides run the same split; the plan is recorded in the results.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def parse_args():
     p.add_argument("--tokens", type=int, default=64, help="tokens to generate per request")
     p.add_argument("--reps", type=int, default=7, help="measured repetitions per side")
     p.add_argument("--n-gpu-layers", default="0", help="0, N, -1 (all) or auto, for both sides")
+    p.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
+                   help="both sides; in-process takes a bool, so auto means on (what llama.cpp's auto picks)")
+    p.add_argument("--vram-budget-mb", type=int, help="LLAMA_SERVER_VRAM_BUDGET_MB for the server's auto plan")
     p.add_argument("--n-ctx", type=int, default=1024)
     p.add_argument("--threads", type=int, default=physical_cores())
     p.add_argument("--results", type=Path, help="results JSON (default: bench/results/serve-<model>.json)")
@@ -55,13 +62,16 @@ def question(i: int) -> str:
     return f"Request {i}: write a long, detailed story about a lighthouse keeper and the sea."
 
 
-def start_server(model: Path, a) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, a) -> tuple[subprocess.Popen, str, dict]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "LLAMA_SERVER_MODEL": str(model), "LLAMA_SERVER_PORT": str(port),
            "LLAMA_SERVER_N_CTX": str(a.n_ctx), "LLAMA_SERVER_N_GPU_LAYERS": str(a.n_gpu_layers),
-           "LLAMA_SERVER_N_THREADS": str(a.threads), "LLAMA_SERVER_MAX_TOKENS_CEILING": str(max(a.tokens, 2048))}
+           "LLAMA_SERVER_N_THREADS": str(a.threads), "LLAMA_SERVER_MAX_TOKENS_CEILING": str(max(a.tokens, 2048)),
+           "LLAMA_SERVER_FLASH_ATTN": a.flash_attn}
+    if a.vram_budget_mb:
+        env["LLAMA_SERVER_VRAM_BUDGET_MB"] = str(a.vram_budget_mb)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
                              "server.app:create_app()"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,7 +82,7 @@ def start_server(model: Path, a) -> tuple[subprocess.Popen, str]:
         try:
             health = requests.get(f"{base}/api/health", timeout=2)
             if health.status_code == 200:
-                return proc, base
+                return proc, base, health.json()
         except requests.ConnectionError:
             pass
         time.sleep(0.5)
@@ -114,11 +124,11 @@ def _counting_llama():
 class InProcess:
     """The same GGUF, the same settings and the same prompt tokens, with no server."""
 
-    def __init__(self, model: Path, a):
+    def __init__(self, model: Path, a, n_gpu_layers: int):
         from server.describe import chat_template
         _Llama = _counting_llama()
         self.llama = _Llama(model_path=str(model), n_ctx=a.n_ctx, n_threads=a.threads, n_threads_batch=a.threads,
-                            n_batch=512, n_gpu_layers=-1 if a.n_gpu_layers == "auto" else int(a.n_gpu_layers),
+                            n_batch=512, n_gpu_layers=n_gpu_layers, flash_attn=a.flash_attn != "off",
                             verbose=False)
         m = self.llama._model
         bos, eos = self.llama.token_bos(), self.llama.token_eos()
@@ -156,9 +166,11 @@ def main() -> int:
     a = parse_args()
     model = resolve_model(a.model).path
     results = a.results or ROOT / "bench" / "results" / f"serve-{model.stem}.json"
-    proc, base = start_server(model, a)
+    proc, base, health = start_server(model, a)
+    offload = health.get("offload", {})
     try:
-        local = InProcess(model, a)
+        # The server's own layer count: for `auto` that is its plan, not "all".
+        local = InProcess(model, a, int(offload.get("n_gpu_layers", 0)))
         via_http(base, question(-1), a.tokens), local.run(question(-1), a.tokens)  # warm-up, not counted
         runs: dict[str, list[dict]] = {"server": [], "in_process": []}
         for i in range(a.reps):
@@ -175,10 +187,13 @@ def main() -> int:
         print(f"{side:12}{m['ttft_ms']:10.1f}{m['decode_tps']:14.2f}{m['tokens']:8.0f}")
     print(f"decode ratio server/in-process: {summary['decode_ratio']:.3f} (target >= {DECODE_RATIO_TARGET}: "
           f"{'ok' if summary['decode_ratio_ok'] else 'MISSED'})")
+    print(f"server offload: {offload.get('mode')} {offload.get('n_gpu_layers')}/{offload.get('total_layers')} layers "
+          f"on {offload.get('backend')}; in-process loaded the same count")
     print(f"TTFT overhead: {summary['ttft_overhead_ms']:.1f} ms (target < {TTFT_OVERHEAD_TARGET_MS}: "
           f"{'ok' if summary['ttft_overhead_ok'] else 'MISSED'})")
     record = {"model": str(model.name), "tokens": a.tokens, "reps": a.reps, "n_ctx": a.n_ctx, "threads": a.threads,
-              "n_gpu_layers": a.n_gpu_layers, "loadavg": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "n_gpu_layers": a.n_gpu_layers, "flash_attn": a.flash_attn, "vram_budget_mb": a.vram_budget_mb,
+              "server_offload": offload, "server_parallel": health.get("parallel"), "loadavg": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
               **summary, "runs": runs}
     results.parent.mkdir(parents=True, exist_ok=True)
     partial = results.with_name(results.name + ".partial")

@@ -29,12 +29,12 @@ from server.batching import BatchDecoder, DecodeError
 from server.decoder_types import Delta as DecoderDelta
 from server.decoder_types import SamplingParams
 from server.errors import GenerationFailed, ModelFailed, ModelLoading, PromptTooLong, QueueFull, RequestTimeout
-from server.generation import Delta, Finished, Generation, GenerationRequest, Sampling, api_finished
+from server.generation import Delta, Finished, Generation, GenerationRequest, api_finished
 from server.prompt import Message, build_messages, with_one_bos
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "Generation", "GenerationRequest", "Sampling", "Delta", "Finished"]
+__all__ = ["Engine", "Generation", "GenerationRequest", "Delta", "Finished"]
 
 # The error a client gets for a generation that ended this way (other reasons end normally).
 ERRORS: dict[str, Callable[[], Exception]] = {
@@ -135,9 +135,11 @@ class Engine:
     def _enqueue(self, tokens: list[int], req, on_done, timeout) -> Generation:
         if len(tokens) + req.max_tokens > self._decoder.n_ctx:
             raise PromptTooLong(len(tokens), req.max_tokens, self._decoder.n_ctx)
-        sampling = Sampling(req.temperature, req.top_p, req.top_k, req.min_p, req.repeat_penalty, req.seed)
-        generation = Generation(GenerationRequest(tuple(tokens), req.max_tokens, sampling, req.stop, req.stream,
-                                                  time.monotonic() + (timeout or self.settings.request_timeout)), on_done)
+        params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
+                                repeat_penalty=req.repeat_penalty, seed=req.seed, max_tokens=req.max_tokens,
+                                stop=req.stop)
+        deadline = time.monotonic() + (timeout or self.settings.request_timeout)
+        generation = Generation(GenerationRequest(tuple(tokens), params, req.stream, deadline), on_done)
         with self._admission:
             if self._admitted >= self._n_slots + self.settings.queue_size:
                 raise QueueFull(self.settings.queue_size)
@@ -204,11 +206,9 @@ class Engine:
         reason = generation.interrupt_reason()
         if reason is not None:  # cancelled or expired while queued: never touch the model
             return self._end(entry, reason)
-        r, s = generation.request, generation.request.sampling
-        params = SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p,
-                                repeat_penalty=s.repeat_penalty, seed=s.seed, max_tokens=r.max_tokens, stop=r.stop)
+        r = generation.request
         try:
-            entry.seq = self._decoder.add(list(r.prompt_tokens), params, lambda event: self._on_event(entry, event))
+            entry.seq = self._decoder.add(list(r.prompt_tokens), r.params, lambda event: self._on_event(entry, event))
         except Exception:
             log.exception("the decoder refused a request")
             return self._end(entry, "error")

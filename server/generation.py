@@ -16,30 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from server.decoder_types import Delta
+from server.decoder_types import Delta, SamplingParams
 from server.errors import RequestTimeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sampling", "GenerationRequest", "Delta", "Finished", "Generation", "api_finished"]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    repeat_penalty: float
-    seed: int | None
+__all__ = ["GenerationRequest", "Delta", "Finished", "Generation", "api_finished"]
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt_tokens: tuple[int, ...]
-    max_tokens: int
-    sampling: Sampling
-    stop: tuple[str, ...]
+    params: SamplingParams  # sampling, max_tokens and stop strings, as the decoder takes them
     stream: bool
     deadline: float  # time.monotonic() by which the answer must be complete
 

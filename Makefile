@@ -33,10 +33,11 @@ install-cuda: install  ## rebuild llama-cpp-python with the CUDA backend
 	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)" \
 	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir '$(LLAMA_CPP_PIN)'
 
-# make serve                                 -> the server on 127.0.0.1:8000 (Llama-2 if quantized, else a small default)
-# LLAMA_SERVER_N_GPU_LAYERS=auto make serve  -> offload as many layers as fit in free VRAM
-serve: install  ## run the HTTP server with gunicorn
-	$(VENV)/bin/gunicorn -c server/gunicorn.conf.py 'server.app:create_app()'
+# make serve                                    -> the server on 127.0.0.1:8000 (Llama-2 if quantized, else a small default)
+# make serve ARGS="--port 8080 --n-gpu-layers 16" -> any setting as a flag (see .venv/bin/python -m server --help)
+# LLAMA_SERVER_PARALLEL=2 make serve              -> or as a LLAMA_SERVER_* variable (flags win)
+serve: install  ## run the HTTP server (gunicorn, server/gunicorn.conf.py)
+	$(PY) -m server $(ARGS)
 
 # make test                         -> the whole suite (real llama.cpp inference on small models)
 # make test PYTEST_ARGS="-k server"  -> a subset

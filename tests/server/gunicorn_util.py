@@ -30,13 +30,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_gunicorn(model: Path, log_dir: Path, **settings: str):
-    """Yield (process, base URL) of gunicorn serving `model`; `settings` are extra LLAMA_SERVER_* values."""
+def run_gunicorn(model: Path, log_dir: Path, command: list[str] | None = None, **settings: str):
+    """Yield (process, base URL) of gunicorn serving `model`; `settings` are extra LLAMA_SERVER_* values.
+
+    `command`: how to start it (default: gunicorn with the config file, as `make serve` does)."""
     port = free_port()
     log = open(log_dir / "server.log", "w+")
     env = {**os.environ, **SMALL, **settings, "LLAMA_SERVER_MODEL": str(model), "LLAMA_SERVER_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
-                             "server.app:create_app()"], cwd=ROOT, env=env, stdout=log, stderr=log, text=True)
+    command = command or [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.app:create_app()"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(proc, base, Path(log.name))

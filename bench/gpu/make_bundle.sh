@@ -5,7 +5,7 @@
 # network. This writes, into BUNDLE (default .gpu/, git-ignored via .git/info/exclude):
 #   src/llama_cpp_python-<PIN>-trimmed.tar.gz  the pinned sdist without what the build never
 #                                              reads (vocab GGUFs, docs, tests, examples, .git): ~8 MB
-#   whl/*.whl        pure-Python wheels the project needs that the machine lacks
+#   whl/*.whl        pure-Python wheels the project needs that the machine lacks, and py-spy
 #   data/llama2-tokenizer.model   the tokenizer the 7B-shaped checkpoint is written with
 #
 #   bash bench/gpu/make_bundle.sh [--force] [TOKENIZER]
@@ -39,9 +39,11 @@ rm -rf "$BUNDLE/dl"
 # where pinned, else what Flask 3.1 needs. Keep one version of each.
 pin() { sed -n "s/^$1==//Ip" requirements.txt; }
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d "$BUNDLE/whl" \
+  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$BUNDLE/whl" \
   "gguf==$(pin gguf)" "Flask==$(pin Flask)" "gunicorn==$(pin gunicorn)" \
   "prometheus_client==$(pin prometheus-client)" diskcache==5.6.3 blinker==1.9.0 \
-  itsdangerous==2.2.0 Werkzeug==3.1.9
+  itsdangerous==2.2.0 Werkzeug==3.1.9 \
+  "requests==$(pin requests)" urllib3==2.8.0 idna==3.20 certifi==2026.10.18 charset_normalizer==3.5.2 \
+  py-spy==0.4.2   # the benches' HTTP client, and a sampling profiler for the server on the GPU
 cp "$TOKENIZER" "$BUNDLE/data/llama2-tokenizer.model"
 du -sh "$BUNDLE"/*

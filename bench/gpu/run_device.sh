@@ -3,6 +3,7 @@
 #
 #   bash bench/gpu/run_device.sh start           # set up .venv, start the whole run in the background
 #   bash bench/gpu/run_device.sh wait DIR [SEC]  # wait up to SEC s (default 540), copy results to DIR
+#   bash bench/gpu/run_device.sh collect DIR     # copy what is there so far to DIR
 #
 # The background run (logs and outputs under bench/.work/gpu/) does, in order:
 #   1. `make install-cuda` from the bundled sdist, for CUDA_ARCHS (default 90), keeping its CMake
@@ -10,7 +11,10 @@
 #      7B-shaped checkpoint is written and converted to f16 GGUF with our own converter;
 #   2. our quantizer makes the Q4_K_M file (it needs the llama.cpp library from step 1);
 #   3. llama-bench pp512/tg128 at -ngl 99, 16, 8, 0 -> gpu-llama-bench.json;
-#   4. the GPU-marked tests (gpu-pytest.log), then the auto-offload check -> gpu-offload.json.
+#   4. the GPU-marked tests (gpu-pytest.log), then the auto-offload check -> gpu-offload.json;
+#   5. our server's benches (server_benches.sh: serve-gpu, concurrency, serve-split, profile).
+# STAGES picks among steps 3-5 (default: all), e.g. STAGES="tests serve-gpu concurrency" to skip
+# llama-bench and the offload check when their results are already committed.
 # Results stay under bench/.work/gpu/ (ignored, so they survive between calls on one machine)
 # until `wait` copies them to DIR; copy them into bench/results/ here to commit them.
 # Build outputs: .venv (CUDA llama_cpp) and bench/.work/gpu/build/bin/{llama-bench,llama-server}.
@@ -25,6 +29,8 @@ export CUDA_ARCHS=${CUDA_ARCHS:-90}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 MODEL=$WORK/llama2-7b-random.Q4_K_M.gguf
+export STAGES=${STAGES:-llama-bench tests offload serve-gpu concurrency serve-split profile}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 note() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$WORK/progress.log"; }
 
@@ -62,14 +68,27 @@ pipeline() {
   wait $build_pid && note "build done: $(cat $WORK/build.json)" || { note "build FAILED: $(tail -5 $WORK/build.log)"; finish; return 1; }
   .venv/bin/python bench/gpu/prepare_model.py quantize --work "$WORK" >> "$WORK/model.log" 2>&1 \
     && note "Q4_K_M done" || { note "quantize FAILED"; finish; return 1; }
+  .venv/bin/python -c 'import sys; sys.path.insert(0, "bench/gpu"); import json, _gpuinfo; print(json.dumps(_gpuinfo.gpu_info()))' \
+    > "$WORK/gpu-info.json"
   mkdir -p "$WORK/llama-bench-raw"
-  .venv/bin/python bench/gpu/llama_bench.py --force --bin "$WORK/build/bin/llama-bench" --model "$MODEL" \
-    --build "$WORK/build.json" --commit "$WORK/src/llama_cpp_python-$PIN/LLAMA_CPP_COMMIT" \
-    --raw "$WORK/llama-bench-raw" --out "$WORK/gpu-llama-bench.json" > "$WORK/llama-bench.log" 2>&1 && note "llama-bench done" || note "llama-bench FAILED"
-  LLAMA_TEST_GPU_MODEL=$ROOT/$MODEL .venv/bin/python -m pytest -m gpu tests/server/test_gpu_offload.py -p no:cacheprovider -v \
-    > "$WORK/gpu-pytest.log" 2>&1; note "gpu tests: $(tail -1 $WORK/gpu-pytest.log)"
-  .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" --out "$WORK/gpu-offload.json" > "$WORK/offload.log" 2>&1 \
-    && note "offload check done" || note "offload check FAILED"
+  if has llama-bench; then
+    .venv/bin/python bench/gpu/llama_bench.py --force --bin "$WORK/build/bin/llama-bench" --model "$MODEL" \
+      --build "$WORK/build.json" --commit "$WORK/src/llama_cpp_python-$PIN/LLAMA_CPP_COMMIT" \
+      --raw "$WORK/llama-bench-raw" --out "$WORK/gpu-llama-bench.json" > "$WORK/llama-bench.log" 2>&1 \
+      && note "llama-bench done" || note "llama-bench FAILED"
+  fi
+  if has tests; then
+    LLAMA_TEST_GPU_MODEL=$ROOT/$MODEL .venv/bin/python -m pytest -m gpu tests/server/test_gpu_offload.py -p no:cacheprovider -v \
+      > "$WORK/gpu-pytest.log" 2>&1; note "gpu tests: $(tail -1 $WORK/gpu-pytest.log)"
+  fi
+  if has offload; then
+    .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" --out "$WORK/gpu-offload.json" > "$WORK/offload.log" 2>&1 \
+      && note "offload check done" || note "offload check FAILED"
+  fi
+  for stage in serve-gpu concurrency serve-split profile; do
+    has $stage || continue
+    bash bench/gpu/server_benches.sh $stage > "$WORK/$stage.log" 2>&1 && note "$stage done" || note "$stage FAILED ($stage.log)"
+  done
   finish
 }
 
@@ -81,7 +100,7 @@ collect() {
   local dest=$1
   mkdir -p "$dest"
   cp "$WORK"/gpu-*.json "$WORK/gpu-pytest.log" "$dest/" 2>/dev/null
-  tar -C "$WORK" -czf "$dest/logs.tar.gz" --exclude='*.gguf' --exclude=build --exclude=src --exclude=ckpt . 2>/dev/null
+  tar -C "$WORK" -czf "$dest/logs.tar.gz" --exclude='*.gguf' --exclude='*.safetensors' --exclude=build --exclude=src --exclude=ckpt . 2>/dev/null
   ls -la "$dest"
 }
 
@@ -101,5 +120,6 @@ case "${1:-}" in
     until grep -q DONE "$WORK/progress.log" 2>/dev/null || (( SECONDS - t0 >= limit )); do sleep 10; done
     cat "$WORK/progress.log"; tail -3 "$WORK/build.log" 2>/dev/null | cut -c1-300
     grep -q DONE "$WORK/progress.log" 2>/dev/null && collect "$dest" ;;
+  collect) collect "${2:?collect DIR}" ;;  # what is there so far, finished or not
   *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Our server on the GPU, on the model that run_device.sh made: the stages it runs after the build.
+#
+#   bash bench/gpu/server_benches.sh serve-gpu     # serve.py, all layers (flash attention auto, off) and auto
+#   bash bench/gpu/server_benches.sh serve-split   # serve.py at 0, 8, 16 layers and auto at 2/4/6 GB budgets
+#   bash bench/gpu/server_benches.sh concurrency   # concurrency.py: ours vs CUDA llama-server, 8 slots, all layers
+#   bash bench/gpu/server_benches.sh profile       # py-spy on our server while one client streams
+#
+# Outputs under bench/.work/gpu/ (serve/*.json, gpu-concurrency.json, profile-*.txt), gathered by
+# `run_device.sh wait`; bench/gpu/summarize_server.py turns them into bench/results/gpu-server.json.
+# Threads: every core, as llama-bench ran (its partial-offload rows used 16 threads).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+WORK=bench/.work/gpu
+MODEL=$WORK/llama2-7b-random.Q4_K_M.gguf
+PIN=$(sed -n 's/^llama-cpp-python==//p' requirements.txt)
+PY=.venv/bin/python
+THREADS=$(nproc)
+export PYTHONUNBUFFERED=1
+
+serve_one() {  # NAME REPS SERVE-ARGS...
+  local name=$1 reps=$2; shift 2
+  echo "== serve $name: $*"
+  $PY bench/serve.py --model "$MODEL" --tokens 128 --reps "$reps" --threads "$THREADS" \
+    --results "$WORK/serve/$name.json" "$@" || echo "serve $name FAILED (rc $?)"
+}
+
+serve_gpu() {
+  mkdir -p "$WORK/serve"
+  serve_one all 7 --n-gpu-layers -1
+  serve_one all-fa-off 7 --n-gpu-layers -1 --flash-attn off
+  serve_one auto 7 --n-gpu-layers auto
+}
+
+serve_split() {
+  # Few reps: these decode at 15-100 t/s, and the spread between reps is small.
+  mkdir -p "$WORK/serve"
+  for n in 0 8 16; do serve_one "ngl$n" 3 --n-gpu-layers "$n"; done
+  for mb in 2048 4096 6144; do serve_one "auto-$mb" 3 --n-gpu-layers auto --vram-budget-mb "$mb"; done
+}
+
+concurrency() {
+  # The CUDA llama-server from the same build as the library, where concurrency.py looks for it.
+  local bin=bench/.work/llama-server-$PIN/bin
+  [[ -x $WORK/build/bin/llama-server ]] || { echo "no CUDA llama-server in $WORK/build/bin"; return 1; }
+  mkdir -p "$bin" && ln -sf "$PWD/$WORK/build/bin/llama-server" "$bin/llama-server"
+  $PY bench/concurrency.py --model "$MODEL" --servers ours-pN,decoder-pN,llama-server-pN \
+    --parallel 8 --clients 1,4,8 --requests 3 --rounds 3 --max-tokens 128 --threads "$THREADS" \
+    --n-gpu-layers -1 --flash-attn auto --no-plot --force --out "$WORK/gpu-concurrency.json"
+}
+
+profile() {
+  $PY bench/gpu/profile_server.py --model "$MODEL" --threads "$THREADS" --out "$WORK/profile-raw.txt"
+}
+
+case "${1:-}" in
+  serve-gpu) serve_gpu ;;
+  serve-split) serve_split ;;
+  concurrency) concurrency ;;
+  profile) profile ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
+esac

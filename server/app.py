@@ -8,33 +8,21 @@ so the app answers /api/health with 503 until it is ready.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from server.engine import Delta, Engine, Finished, Generation
-from server.errors import InvalidRequest, ServerError, Unauthorized, register_error_handlers
+from server.engine import Delta, Engine, Generation
+from server.errors import InvalidRequest, ServerError, register_error_handlers
 from server.metrics import Metrics
+from server.openai_api import blueprint
 from server.settings import Settings
 from server.validation import validate_respond
+from server.web import EXTENSION, AppState, app_state, authorize, collect, final
 
 log = logging.getLogger(__name__)
-EXTENSION = "laptop_llama"
 ENDPOINTS = {"respond", "health", "metrics", "index", "v1.chat_completions", "v1.completions", "v1.models"}
-
-
-@dataclass(frozen=True)
-class AppState:
-    settings: Settings
-    engine: Engine
-    metrics: Metrics
-
-
-def _state() -> AppState:
-    return current_app.extensions[EXTENSION]
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
@@ -52,15 +40,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_url_rule("/api/health", "health", health, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
     app.add_url_rule("/", "index", index, methods=["GET"])
-    from server.openai_api import blueprint  # here, not at the top: that module imports this one
     app.register_blueprint(blueprint)
     app.after_request(_count_request)
     return app
 
 
 def respond():
-    state = _state()
-    _authorize(state.settings.api_key)
+    state = app_state()
+    authorize(state.settings.api_key)
     body = request.get_json(force=True, silent=True)
     if body is None:
         raise InvalidRequest("the body must be valid JSON")
@@ -70,7 +57,7 @@ def respond():
     if req.stream:
         return Response(EventStream(generation, model), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return jsonify(_collect(generation, model))
+    return jsonify(collect(generation, model))
 
 
 def index():
@@ -82,7 +69,7 @@ def index():
 
 
 def health():
-    engine = _state().engine
+    engine = app_state().engine
     status = {"ready": "ok"}.get(engine.state, engine.state)
     body = {"status": status, **engine.info, "queue_depth": engine.queue_depth(), "active": engine.active}
     stats = engine.decoder_stats()
@@ -93,35 +80,8 @@ def health():
 
 
 def metrics():
-    payload, content_type = _state().metrics.render()
+    payload, content_type = app_state().metrics.render()
     return Response(payload, content_type=content_type)
-
-
-def _authorize(api_key: str | None) -> None:
-    if not api_key:
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest takes the same time wherever the keys differ, so timing reveals nothing.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
-
-
-def _final(finished: Finished, model: str) -> dict:
-    return {"model": model, "finish_reason": finished.finish_reason, "usage": finished.usage,
-            "timings": finished.timings}
-
-
-def _collect(generation: Generation, model: str) -> dict:
-    parts: list[str] = []
-    try:
-        for event in generation:
-            if isinstance(event, Delta):
-                parts.append(event.text)
-            else:
-                return {"response": "".join(parts), **_final(event, model)}
-    finally:
-        generation.cancel()  # no-op once finished; stops the model if we left early
-    raise RuntimeError("generation ended without a final event")
 
 
 def _sse(payload: dict) -> str:
@@ -150,7 +110,7 @@ def _events(generation: Generation, model: str):
             if isinstance(event, Delta):
                 yield _sse({"type": "delta", "text": event.text})
             else:
-                yield _sse({"type": "done", **_final(event, model)})
+                yield _sse({"type": "done", **final(event, model)})
     except ServerError as exc:
         yield _sse({"type": "error", **exc.body()})
     except Exception:
@@ -162,7 +122,7 @@ def _events(generation: Generation, model: str):
 
 def _count_request(response: Response) -> Response:
     endpoint = request.endpoint if request.endpoint in ENDPOINTS else "other"
-    _state().metrics.count_request(endpoint, response.status_code)
+    app_state().metrics.count_request(endpoint, response.status_code)
     return response
 
 

@@ -19,11 +19,11 @@ from typing import Callable
 
 from flask import Blueprint, Response, jsonify, request
 
-from server.app import _authorize, _collect, _state
 from server.engine import Delta, Generation
 from server.errors import InvalidRequest, ServerError
 from server.openai_validation import OpenAIRequest, validate_openai
 from server.prompt import Message
+from server.web import app_state, authorize, collect
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("v1", __name__, url_prefix="/v1")
@@ -68,12 +68,12 @@ SHAPES = {
 
 @blueprint.before_request
 def _check_key():
-    _authorize(_state().settings.api_key)
+    authorize(app_state().settings.api_key)
 
 
 @blueprint.route("/models", methods=["GET"])
 def models():
-    engine = _state().engine
+    engine = app_state().engine
     engine.check_ready()  # while loading: the same 503 a generation would get
     return jsonify({"object": "list", "data": [{"id": engine.info["model"], "object": "model",
                                                 "created": int(time.time()), "owned_by": "laptop-llama"}]})
@@ -81,7 +81,7 @@ def models():
 
 @blueprint.route("/chat/completions", methods=["POST"])
 def chat_completions():
-    state = _state()
+    state = app_state()
     req = _validated("chat")
     messages = list(req.messages)
     if state.settings.system_prompt and not any(m.role == "system" for m in messages):
@@ -93,7 +93,7 @@ def chat_completions():
 
 @blueprint.route("/completions", methods=["POST"])
 def completions():
-    state = _state()
+    state = app_state()
     req = _validated("completion")
     generation = state.engine.submit_prompt(req.prompt, req, on_done=state.metrics.observe,
                                             timeout=state.settings.request_timeout)
@@ -101,7 +101,7 @@ def completions():
 
 
 def _validated(kind: str) -> OpenAIRequest:
-    settings = _state().settings
+    settings = app_state().settings
     body = request.get_json(force=True, silent=True)
     if body is None:
         raise InvalidRequest("the body must be valid JSON")
@@ -110,11 +110,11 @@ def _validated(kind: str) -> OpenAIRequest:
 
 def _answer(generation: Generation, req: OpenAIRequest, shape: Shape):
     head = {"id": shape.id_prefix + uuid.uuid4().hex[:24], "created": int(time.time()),
-            "model": _state().engine.info["model"]}
+            "model": app_state().engine.info["model"]}
     if req.stream:
         return Response(ChunkStream(generation, shape, head, req.include_usage), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    result = _collect(generation, head["model"])
+    result = collect(generation, head["model"])
     return jsonify({"id": head["id"], "object": shape.object, "created": head["created"], "model": head["model"],
                     "choices": [shape.choice(result["response"], result["finish_reason"])],
                     "usage": result["usage"], "timings": result["timings"]})

@@ -51,6 +51,8 @@ def parse_args():
     p.add_argument("--n-gpu-layers", default="0", help="0, N, -1 (all) or auto, for both sides")
     p.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
                    help="both sides; in-process takes a bool, so auto means on (what llama.cpp's auto picks)")
+    p.add_argument("--repeat-penalty", type=float, default=SAMPLING["repeat_penalty"],
+                   help="1.0: plain greedy (no penalty work between tokens on either side)")
     p.add_argument("--vram-budget-mb", type=int, help="LLAMA_SERVER_VRAM_BUDGET_MB for the server's auto plan")
     p.add_argument("--n-ctx", type=int, default=1024)
     p.add_argument("--threads", type=int, default=physical_cores())
@@ -90,8 +92,8 @@ def start_server(model: Path, a) -> tuple[subprocess.Popen, str, dict]:
     raise SystemExit("the server did not become healthy in 5 minutes")
 
 
-def via_http(base: str, text: str, tokens: int) -> dict:
-    body = {"query": text, "max_tokens": tokens, "stream": True, **SAMPLING}
+def via_http(base: str, text: str, tokens: int, repeat_penalty: float = SAMPLING["repeat_penalty"]) -> dict:
+    body = {"query": text, "max_tokens": tokens, "stream": True, **SAMPLING, "repeat_penalty": repeat_penalty}
     t0 = time.perf_counter()
     first = None
     with requests.post(f"{base}/api/respond", json=body, stream=True, timeout=600) as r:
@@ -134,6 +136,7 @@ class InProcess:
         bos, eos = self.llama.token_bos(), self.llama.token_eos()
         self.vocab = Vocab(lambda t, sp: self.llama.tokenize(t.encode(), add_bos=False, special=sp), bos, eos,
                            m.token_get_text(bos), m.token_get_text(eos), bool(m.add_bos_token()))
+        self.repeat_penalty = a.repeat_penalty
         self.format = choose_format(chat_template(Settings(), self.llama.metadata)[0])
 
     def run(self, text: str, tokens: int) -> dict:
@@ -143,7 +146,7 @@ class InProcess:
         for chunk in self.llama.create_completion(prompt=prompt, max_tokens=tokens, stream=True,
                                                   temperature=SAMPLING["temperature"], top_p=SAMPLING["top_p"],
                                                   top_k=SAMPLING["top_k"], min_p=SAMPLING["min_p"],
-                                                  repeat_penalty=SAMPLING["repeat_penalty"], seed=SAMPLING["seed"]):
+                                                  repeat_penalty=self.repeat_penalty, seed=SAMPLING["seed"]):
             choice = chunk["choices"][0]
             if choice["text"] and first is None:
                 first = time.perf_counter()
@@ -171,10 +174,10 @@ def main() -> int:
     try:
         # The server's own layer count: for `auto` that is its plan, not "all".
         local = InProcess(model, a, int(offload.get("n_gpu_layers", 0)))
-        via_http(base, question(-1), a.tokens), local.run(question(-1), a.tokens)  # warm-up, not counted
+        via_http(base, question(-1), a.tokens, a.repeat_penalty), local.run(question(-1), a.tokens)  # warm-up
         runs: dict[str, list[dict]] = {"server": [], "in_process": []}
         for i in range(a.reps):
-            order = [("server", lambda: via_http(base, question(i), a.tokens)),
+            order = [("server", lambda: via_http(base, question(i), a.tokens, a.repeat_penalty)),
                      ("in_process", lambda: local.run(question(i), a.tokens))]
             for side, measure in order if i % 2 == 0 else reversed(order):
                 runs[side].append(measure())
@@ -192,7 +195,7 @@ def main() -> int:
     print(f"TTFT overhead: {summary['ttft_overhead_ms']:.1f} ms (target < {TTFT_OVERHEAD_TARGET_MS}: "
           f"{'ok' if summary['ttft_overhead_ok'] else 'MISSED'})")
     record = {"model": str(model.name), "tokens": a.tokens, "reps": a.reps, "n_ctx": a.n_ctx, "threads": a.threads,
-              "n_gpu_layers": a.n_gpu_layers, "flash_attn": a.flash_attn, "vram_budget_mb": a.vram_budget_mb,
+              "n_gpu_layers": a.n_gpu_layers, "flash_attn": a.flash_attn, "repeat_penalty": a.repeat_penalty, "vram_budget_mb": a.vram_budget_mb,
               "server_offload": offload, "server_parallel": health.get("parallel"), "loadavg": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
               **summary, "runs": runs}
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """Make the 7B-shaped Q4_K_M file for the GPU run with the project's own tooling.
 
 `checkpoint`: a Hugging Face checkpoint with random weights and exactly Llama-2-7B's shapes
-(bench/_checkpoint.py, the conversion benchmark's writer), converted to f16 GGUF by
-`python -m conversion convert`. `quantize`: `python -m conversion quantize` to Q4_K_M, which
-needs llama.cpp's library, so it runs once the CUDA build is installed. Each step is timed
+(bench/_checkpoint.py, the conversion benchmark's writer). `quantize`: converted to f16 GGUF by
+`python -m conversion convert`, then `python -m conversion quantize` to Q4_K_M; both need
+llama.cpp's library, so this step runs once the CUDA build is installed. Each step is timed
 into WORK/model.json; finished outputs are reused (a rerun skips them).
 
     python bench/gpu/prepare_model.py checkpoint --work bench/.work/gpu --tokenizer tokenizer.model
@@ -35,19 +35,21 @@ def timed(record: dict, name: str, argv: list[str]) -> None:
 
 
 def checkpoint(work: Path, tokenizer: Path, record: dict) -> None:
-    ckpt, f16 = work / "ckpt", work / f"{NAME}.f16.gguf"
+    ckpt = work / "ckpt"
     shape = _checkpoint.PRESETS["7b"]
     if not _checkpoint.is_complete(ckpt, shape, tokenizer, seed=0):
         t0 = time.perf_counter()
         _checkpoint.write_checkpoint(ckpt, shape, tokenizer, seed=0)
         record["checkpoint_write_s"] = round(time.perf_counter() - t0, 1)
-    if not f16.exists():
-        timed(record, "convert_f16_s", [sys.executable, "-m", "conversion", "convert", str(ckpt),
-                                        "--out", str(f16), "--outtype", "f16"])
 
 
 def quantize(work: Path, record: dict) -> None:
-    f16, out = work / f"{NAME}.f16.gguf", work / f"{NAME}.Q4_K_M.gguf"
+    # The converter's CLI loads llama.cpp before numpy (the CUDA build's model load segfaults
+    # otherwise), so even the f16 step waits for the build, not only the quantizer.
+    ckpt, f16, out = work / "ckpt", work / f"{NAME}.f16.gguf", work / f"{NAME}.Q4_K_M.gguf"
+    if not f16.exists():
+        timed(record, "convert_f16_s", [sys.executable, "-m", "conversion", "convert", str(ckpt),
+                                        "--out", str(f16), "--outtype", "f16"])
     if not out.exists():
         timed(record, "quantize_Q4_K_M_s", [sys.executable, "-m", "conversion", "quantize", str(f16),
                                             "--out", str(out), "--type", "Q4_K_M"])

@@ -64,10 +64,10 @@ pipeline() {
   mkdir -p "$WORK/src" && tar -C "$WORK/src" -xzf "$BUNDLE/src/llama_cpp_python-$PIN-trimmed.tar.gz"
   build_cuda & local build_pid=$!
   .venv/bin/python bench/gpu/prepare_model.py checkpoint --work "$WORK" --tokenizer "$BUNDLE/data/llama2-tokenizer.model" \
-    >> "$WORK/model.log" 2>&1 && note "checkpoint + f16 done" || note "checkpoint/convert FAILED (model.log)"
+    >> "$WORK/model.log" 2>&1 && note "checkpoint written" || note "checkpoint FAILED (model.log)"
   wait $build_pid && note "build done: $(cat $WORK/build.json)" || { note "build FAILED: $(tail -5 $WORK/build.log)"; finish; return 1; }
   .venv/bin/python bench/gpu/prepare_model.py quantize --work "$WORK" >> "$WORK/model.log" 2>&1 \
-    && note "Q4_K_M done" || { note "quantize FAILED"; finish; return 1; }
+    && note "f16 + Q4_K_M done" || { note "convert/quantize FAILED"; finish; return 1; }
   .venv/bin/python -c 'import sys; sys.path.insert(0, "bench/gpu"); import json, _gpuinfo; print(json.dumps(_gpuinfo.gpu_info()))' \
     > "$WORK/gpu-info.json"
   mkdir -p "$WORK/llama-bench-raw"
@@ -85,7 +85,7 @@ pipeline() {
     .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" --out "$WORK/gpu-offload.json" > "$WORK/offload.log" 2>&1 \
       && note "offload check done" || note "offload check FAILED"
   fi
-  for stage in serve-gpu concurrency serve-split profile; do
+  for stage in serve-gpu concurrency serve-split profile side-by-side; do
     has $stage || continue
     bash bench/gpu/server_benches.sh $stage > "$WORK/$stage.log" 2>&1 && note "$stage done" || note "$stage FAILED ($stage.log)"
   done

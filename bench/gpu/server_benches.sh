@@ -5,6 +5,7 @@
 #   bash bench/gpu/server_benches.sh serve-split   # serve.py at 0, 8, 16 layers and auto at 2/4/6 GB budgets
 #   bash bench/gpu/server_benches.sh concurrency   # concurrency.py: ours vs CUDA llama-server, 8 slots, all layers
 #   bash bench/gpu/server_benches.sh profile       # py-spy on our server while one client streams
+#   bash bench/gpu/server_benches.sh side-by-side  # llama-bench tg128, our server (repeat penalty 1.1, 1.0), llama-bench
 #
 # Outputs under bench/.work/gpu/ (serve/*.json, gpu-concurrency.json, profile-*.txt), gathered by
 # `run_device.sh wait`; bench/gpu/summarize_server.py turns them into bench/results/gpu-server.json.
@@ -53,10 +54,24 @@ profile() {
   $PY bench/gpu/profile_server.py --model "$MODEL" --threads "$THREADS" --out "$WORK/profile-raw.txt"
 }
 
+side_by_side() {
+  # Single-stream decode against llama-bench on the same machine in one go, llama-bench before and
+  # after (clocks drift); depth 64 is about our prompt. Penalty 1.0 removes the Python penalty work.
+  mkdir -p "$WORK/side"
+  local lb=$WORK/build/bin/llama-bench
+  $lb -m "$MODEL" -ngl 99 -fa 1 -p 0 -n 128 -d 0,64 -r 5 -o json > "$WORK/side/llama-bench-before.json"
+  for rp in 1.1 1.0; do
+    $PY bench/serve.py --model "$MODEL" --n-gpu-layers -1 --tokens 128 --reps 9 --threads "$THREADS" \
+      --repeat-penalty $rp --results "$WORK/side/serve-all-rp$rp.json"
+  done
+  $lb -m "$MODEL" -ngl 99 -fa 1 -p 0 -n 128 -d 0,64 -r 5 -o json > "$WORK/side/llama-bench-after.json"
+}
+
 case "${1:-}" in
   serve-gpu) serve_gpu ;;
   serve-split) serve_split ;;
   concurrency) concurrency ;;
   profile) profile ;;
-  *) sed -n '2,11p' "$0"; exit 2 ;;
+  side-by-side) side_by_side ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -8,8 +8,8 @@
 # The background run (logs and outputs under bench/.work/gpu/) does, in order:
 #   1. `make install-cuda` from the bundled sdist, for CUDA_ARCHS (default 90), keeping its CMake
 #      build dir so llama-bench and llama-server come out of the same build, timed; meanwhile the
-#      7B-shaped checkpoint is written and converted to f16 GGUF with our own converter;
-#   2. our quantizer makes the Q4_K_M file (it needs the llama.cpp library from step 1);
+#      7B-shaped checkpoint is written;
+#   2. our converter (f16) and quantizer (Q4_K_M) make the model: both need llama.cpp from step 1;
 #   3. llama-bench pp512/tg128 at -ngl 99, 16, 8, 0 -> gpu-llama-bench.json;
 #   4. the GPU-marked tests (gpu-pytest.log), then the auto-offload check -> gpu-offload.json;
 #   5. our server's benches (server_benches.sh: serve-gpu, concurrency, serve-split, profile).

@@ -33,14 +33,21 @@ def greedy_token(logits: np.ndarray, recent: list[int], penalty: float) -> int:
     float32 arithmetic: each distinct token among the `recent` sampled ones has its
     logit divided by `penalty` (multiplied, when <= 0). argmax keeps the first of equal
     maxima, as llama.cpp's greedy sampler does.
+
+    `logits` is this sequence's row of llama.cpp's output buffer, which the next
+    decode overwrites and nothing else reads: the penalty is applied in place.
     """
+    best = int(logits.argmax())
     if penalty == 1.0 or not recent:
-        return int(logits.argmax())
+        return best
+    # A penalty never raises a score, so a best token that is not recent stays best
+    # (a recent token tied with it comes later in the vocabulary: argmax took the first).
+    if best not in recent:
+        return best
     ids = np.unique(np.asarray(recent, dtype=np.int64))
-    scores = logits.copy()
-    values, p = scores[ids], np.float32(penalty)
-    scores[ids] = np.where(values <= 0, values * p, values / p)
-    return int(scores.argmax())
+    values, p = logits[ids], np.float32(penalty)
+    logits[ids] = np.where(values <= 0, values * p, values / p)
+    return int(logits.argmax())
 
 
 def build_sampler_chain(params: SamplingParams, n_vocab: int) -> int:

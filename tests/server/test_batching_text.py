@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import pytest
 
 from server.sampling import SamplingParams, TextAssembler
@@ -53,3 +55,22 @@ def test_sampling_params_normalize_stop_and_check_max_tokens():
     assert SamplingParams(stop=["", "END"]).stop == ("END",)
     with pytest.raises(ValueError):
         SamplingParams(max_tokens=0)
+
+
+def test_greedy_token_equals_penalizing_a_copy_of_every_logit():
+    """The fast path (argmax first, penalize only when the best token is recent) picks what the
+    plain method picks: penalize a copy of all logits, then argmax. Ties and zeros included."""
+    from server.sampling import greedy_token
+
+    rng = np.random.default_rng(0)
+    for case in range(3000):
+        logits = rng.integers(-3, 4, size=50).astype(np.float32)  # small integers: many ties and zeros
+        if case % 2:
+            logits *= rng.random(50, dtype=np.float32)
+        recent = rng.integers(0, 50, size=rng.integers(0, 12)).tolist()
+        penalty = float(rng.choice([1.0, 1.1, 1.3]))
+        plain = logits.copy()
+        if penalty != 1.0 and recent:
+            ids = np.unique(recent)
+            plain[ids] = np.where(plain[ids] <= 0, plain[ids] * np.float32(penalty), plain[ids] / np.float32(penalty))
+        assert greedy_token(logits.copy(), recent, penalty) == int(plain.argmax()), (case, recent, penalty)

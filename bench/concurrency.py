@@ -106,7 +106,7 @@ class Target:
     tokens: Callable[[dict], int]
 
 
-# Our server adds this system prompt by default; the others get it too, for equal work.
+# Every server gets the same system prompt and question, for equal prompt work.
 SYSTEM = "You are a helpful, respectful and honest assistant."
 
 
@@ -117,7 +117,8 @@ def _chat(question: str, max_tokens: int) -> dict:
 
 
 def _ours_body(question: str, max_tokens: int) -> dict:
-    return {"query": question, "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0, "stream": False}
+    return {"query": question, "system": SYSTEM, "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0,
+            "stream": False}
 
 
 def _ours(fixed_slots: int | None):

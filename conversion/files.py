@@ -57,11 +57,7 @@ def fsync_file(path: Path) -> None:
 def fsync_dir(path: Path) -> None:
     # Makes the rename itself durable; not every filesystem allows it.
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(path)
 
 
 def human_size(n: int) -> str:

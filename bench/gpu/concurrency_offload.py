@@ -101,14 +101,27 @@ def summarize(paths: list[Path], a: argparse.Namespace) -> dict:
     table = []
     for p in paths:
         doc = json.loads(p.read_text())
-        tps = {(r["server"], r["clients"]): r["tokens_per_s"] for r in doc["rows"]}
+        rows = {(r["server"], r["clients"]): r for r in doc["rows"]}
         for c in doc["settings"]["clients"]:
-            ours, ref = tps.get(("ours-pN", c)), tps.get(("llama-server-pN", c))
+            ours, ref = rows.get(("ours-pN", c), {}), rows.get(("llama-server-pN", c), {})
+            tps, ref_tps = ours.get("tokens_per_s"), ref.get("tokens_per_s")
+            # Tokens and wall too: an answer that stops early (end of sequence) lowers a column's
+            # aggregate while its round's wall time is still set by the longest answer.
             table.append({"n_gpu_layers": doc["settings"]["n_gpu_layers"], "ours_layers_on_gpu":
-                          (doc["ours_offload"] or {}).get("n_gpu_layers"), "clients": c, "ours_pN": ours,
-                          "llama_server_pN": ref, "ratio": round(ours / ref, 3) if ours and ref else None})
+                          (doc["ours_offload"] or {}).get("n_gpu_layers"), "clients": c, "ours_pN": tps,
+                          "llama_server_pN": ref_tps, "ratio": round(tps / ref_tps, 3) if tps and ref_tps else None,
+                          "tokens": [ours.get("completion_tokens"), ref.get("completion_tokens")],
+                          "wall_s": [ours.get("wall_s"), ref.get("wall_s")]})
     gpu = json.loads(a.gpu_info.read_text()) if a.gpu_info and a.gpu_info.exists() else None
-    return {"gpu": gpu, "files": [p.name for p in paths], "table": table}
+    return {"gpu": gpu, "files": [p.name for p in paths], "columns": {"tokens": ["ours-pN", "llama-server-pN"],
+            "wall_s": ["ours-pN", "llama-server-pN"]}, "table": table}
+
+
+def print_table(table: list[dict]) -> None:
+    print(f"{'layers':>6} {'ours on GPU':>11} {'clients':>7} {'ours-pN':>9} {'llama-srv':>9} {'ratio':>6}  tokens    wall s")
+    for r in table:
+        print(f"{r['n_gpu_layers']!s:>6} {r['ours_layers_on_gpu']!s:>11} {r['clients']:>7} {r['ours_pN']!s:>9} "
+              f"{r['llama_server_pN']!s:>9} {r['ratio']!s:>6}  {r['tokens']}  {r['wall_s']}")
 
 
 def publish(path: Path, a: argparse.Namespace) -> None:
@@ -136,10 +149,7 @@ def main(argv: list[str]) -> int:
     summary = a.out_dir / "gpu-concurrency-offload.json"
     concurrency.write_atomic(summary, json.dumps(summarize(done, a), indent=1).encode())
     publish(summary, a)
-    print(f"{'layers':>6} {'ours on GPU':>11} {'clients':>7} {'ours-pN':>9} {'llama-srv':>9} {'ratio':>6}")
-    for r in json.loads(summary.read_text())["table"]:
-        print(f"{r['n_gpu_layers']!s:>6} {r['ours_layers_on_gpu']!s:>11} {r['clients']:>7} {r['ours_pN']!s:>9} "
-              f"{r['llama_server_pN']!s:>9} {r['ratio']!s:>6}")
+    print_table(json.loads(summary.read_text())["table"])
     return 0 if len(done) == len(settings) else 1
 
 

@@ -27,6 +27,12 @@ def download(repo_id: str, dest, revision: str | None = None, endpoint: str | No
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
+    from huggingface_hub.utils import validate_repo_id
+
+    try:  # before anything is created on disk: a mistyped local path lands here too
+        validate_repo_id(repo_id)
+    except Exception as exc:  # noqa: BLE001 - classified below
+        raise classify(exc, repo_id, revision) from None
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     check_disk(repo_id, dest, revision, endpoint)
@@ -86,6 +92,9 @@ def classify(exc: Exception, repo_id: str, revision: str | None) -> DownloadErro
 
     rev = revision or "main"
     table = [  # most specific first: GatedRepoError is a RepositoryNotFoundError
+        (errors.HFValidationError, DownloadError,
+         f"{repo_id!r} is neither an existing checkpoint directory nor a Hugging Face repo id "
+         "(org/name). Check the path, or the repo's name on https://huggingface.co."),
         (errors.GatedRepoError, DownloadError,
          f"{repo_id} is a gated model and this account has no access yet. Open "
          f"https://huggingface.co/{repo_id}, accept its licence with your Hugging Face account, "

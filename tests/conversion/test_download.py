@@ -80,6 +80,18 @@ def test_cli_gated_repo_exits_nonzero_without_traceback(hub, tmp_path):
     assert "accept its licence" in result.stderr and "Traceback" not in result.stderr
 
 
+
+def test_all_with_a_mistyped_local_path_says_so_and_creates_nothing(tmp_path):
+    """A SOURCE that is no directory is taken for a repo id; an invalid one must not reach the user
+    as huggingface-hub's traceback, nor leave a cache folder behind."""
+    cache, out = tmp_path / "cache", tmp_path / "models" / "x.gguf"
+    got = run_cli(["all", str(tmp_path / "no-such-checkpoint"), "--dest", str(cache), "--out", str(out)],
+                  HF_HUB_OFFLINE="1")
+    assert got.returncode == 4
+    assert "neither an existing checkpoint directory nor a Hugging Face repo id" in got.stderr
+    assert "Traceback" not in got.stderr
+    assert not cache.exists() and not out.parent.exists()
+
 def test_offline_download_and_all_from_cache(tmp_path, tiny_llama_checkpoint):
     cache = tmp_path / "hf-cache"
     snapshot = build_cache(cache, "org/tiny-llama", tiny_llama_checkpoint)

@@ -52,7 +52,21 @@ def physical_cores() -> int:
     return len(cores) or len(allowed) or 1
 
 
-# Parsers: text from the environment -> typed value (ValueError on bad text).
+# Parsers: text from the environment -> typed value (ValueError saying what was expected).
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
 def _bool(text: str) -> bool:
     table = {"1": True, "true": True, "yes": True, "on": True,
              "0": False, "false": False, "no": False, "off": False}
@@ -68,7 +82,12 @@ def _optional_str(text: str) -> str | None:
 
 def _gpu_layers(text: str) -> int | str:
     text = text.strip().lower()
-    return "auto" if text == "auto" else int(text)
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("expected auto or a whole number") from None
 
 
 _auto_or_int = _gpu_layers  # PARALLEL: "auto" or a count
@@ -80,7 +99,7 @@ def _flash_attn(text: str) -> str:
 
 
 def _tensor_split(text: str) -> tuple[float, ...] | None:
-    return tuple(float(part) for part in text.split(",")) if text.strip() else None
+    return tuple(_float(part) for part in text.split(",")) if text.strip() else None
 
 
 # Checks: value -> problem text, or None when fine.
@@ -131,11 +150,11 @@ def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = 
 @dataclass(frozen=True)
 class Settings:
     model: str | None = setting(None, _optional_str, _model_ok, "GGUF file to serve (default: models/)")
-    n_ctx: int = setting(4096, int, _at_least(64), "context of one request in tokens (every slot gets this much)")
-    n_threads: int = setting(None, int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
-    n_batch: int = setting(512, int, _at_least(1), "prompt tokens per batch")
+    n_ctx: int = setting(4096, _int, _at_least(64), "context of one request in tokens (every slot gets this much)")
+    n_threads: int = setting(None, _int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
+    n_batch: int = setting(512, _int, _at_least(1), "prompt tokens per batch")
     n_gpu_layers: int | str = setting("auto", _gpu_layers, _gpu_layers_ok, "layers on GPU: 0, N, -1 (all) or auto")
-    main_gpu: int = setting(0, int, _at_least(0), "GPU index for the main device")
+    main_gpu: int = setting(0, _int, _at_least(0), "GPU index for the main device")
     tensor_split: tuple[float, ...] | None = setting(None, _tensor_split, _split_ok, "split across GPUs, e.g. 3,1")
     flash_attn: str = setting("auto", _flash_attn, _one_of(("auto", "on", "off")),
                               "flash attention: auto (where the backend has it), on/1 or off/0")
@@ -144,13 +163,13 @@ class Settings:
     vram_budget_mb: int | None = setting(None, lambda t: int(t) if t else None,
                                          lambda v: None if v is None or v > 0 else "must be > 0",
                                          "cap on the VRAM that auto offload may plan for")
-    vram_margin_mb: int = setting(512, int, _at_least(0), "VRAM auto offload leaves free")
+    vram_margin_mb: int = setting(512, _int, _at_least(0), "VRAM auto offload leaves free")
     host: str = setting("127.0.0.1", str, lambda v: None if v else "must not be empty", "address to bind")
-    port: int = setting(8000, int, _between(1, 65535), "TCP port")
-    workers: int = setting(1, int, _at_least(1), "gunicorn workers (each holds its own model)")
-    http_threads: int = setting(8, int, _at_least(1), "concurrent connections per worker")
-    max_tokens: int = setting(512, int, _at_least(1), "default max_tokens of a request")
-    max_tokens_ceiling: int = setting(2048, int, _at_least(1), "largest max_tokens a request may ask")
+    port: int = setting(8000, _int, _between(1, 65535), "TCP port")
+    workers: int = setting(1, _int, _at_least(1), "gunicorn workers (each holds its own model)")
+    http_threads: int = setting(8, _int, _at_least(1), "concurrent connections per worker")
+    max_tokens: int = setting(512, _int, _at_least(1), "default max_tokens of a request")
+    max_tokens_ceiling: int = setting(2048, _int, _at_least(1), "largest max_tokens a request may ask")
     # No default system prompt, as in llama.cpp and Ollama: Meta dropped Llama-2's for
     # causing refusals, and small models tend to echo one back as their answer.
     system_prompt: str = setting("", str, None, "system prompt when a request gives none")
@@ -158,12 +177,12 @@ class Settings:
                                         "Jinja file overriding the model's chat template")
     parallel: int | str = setting("auto", _auto_or_int, _parallel_ok,
                                   "requests decoded together (slots): auto (up to 4, as memory allows) or N")
-    prefill_chunk: int = setting(128, int, _at_least(1),
+    prefill_chunk: int = setting(128, _int, _at_least(1),
                                  "prompt tokens per step while other requests are generating")
     prefix_cache: bool = setting(True, _bool, None, "idle slots keep their prompt for reuse by the next request")
-    queue_size: int = setting(16, int, _at_least(1), "requests waiting for a free slot")
-    request_timeout: float = setting(300.0, float, _at_least(1), "seconds a request may take, queue included")
-    max_body_bytes: int = setting(1 << 20, int, _at_least(1024), "largest request body")
+    queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
+    request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
+    max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")
     api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond and /v1", secret=True)
 
     def __post_init__(self) -> None:

@@ -100,3 +100,16 @@ def test_gunicorn_stops_at_start_with_one_clear_line(env, named):
                           cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert named in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("LLAMA_SERVER_N_CTX", "4k", "expected a whole number"),
+    ("LLAMA_SERVER_REQUEST_TIMEOUT", "soon", "expected a number"),
+    ("LLAMA_SERVER_PARALLEL", "zero", "expected auto or a whole number"),
+    ("LLAMA_SERVER_TENSOR_SPLIT", "3,x", "expected a number"),
+])
+def test_unparsable_values_say_what_was_expected(name, value, expected):
+    """The message is ours, not Python's ("invalid literal for int() with base 10")."""
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({name: value})
+    assert str(err.value) == f"{name}={value!r}: {expected}"

@@ -76,6 +76,8 @@ def health():
     if stats is not None:
         body["slots"] = {"busy": stats.slots_busy, "total": stats.slots_total}
         body["kv_cells_used"] = stats.kv_cells_used
+        body["prompt_cache"] = {"prompts": stats.prompt_cache_prompts, "bytes": stats.prompt_cache_bytes,
+                                "hits": stats.prompt_cache_hits}
     return jsonify(body), 200 if engine.state == "ready" else 503
 
 

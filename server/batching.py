@@ -7,7 +7,8 @@ prefill, so a long prompt never stalls the streams already running), calls
 `llama_decode` once, and samples every sequence with its own sampler chain.
 Sequences join and leave between steps. An idle slot keeps the tokens of its
 last request in its KV cache, so a new prompt that shares their prefix (same
-system prompt, earlier turns of a conversation) reuses those cells.
+system prompt, earlier turns of a conversation) reuses those cells; a RAM
+prompt cache keeps the states slots gave up (server/promptcache.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from llama_cpp import _internals, _logger
 from server.decoder_types import (DecodeError, DecoderConfig, DecoderStats, Delta, Finished,
                                   PromptTooLongError, SamplingParams, Timings, Usage, context_params)
 from server.kvslots import SlotTable
+from server.promptcache import PromptCache
 from server.sampling import TextAssembler, build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
 
 __all__ = ["BatchDecoder", "Sequence", "SamplingParams", "DecoderConfig", "Delta", "Finished",
@@ -83,13 +85,14 @@ class BatchDecoder:
         self._seq_ids = [b.seq_id[i] for i in range(cfg.n_batch)]
         self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes | None] = {}
-        self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache)
+        ram = PromptCache(self._c, cfg.cache_ram_mib << 20) if cfg.cache_ram_mib else None
+        self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache, ram)
         self._slots = self._table.slots
         self._inbox: collections.deque = collections.deque()  # (op, Sequence) from any thread
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._ids = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
-        self._kv_used = 0
+        self._memory = (0, 0, 0, 0)  # see _read_memory
 
     @classmethod
     def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
@@ -176,12 +179,12 @@ class BatchDecoder:
 
     def stats(self) -> DecoderStats:
         """Counters for health and metrics; safe from any thread (KV use as of the last step)."""
-        return self._stats.snapshot(self.active, self.waiting, self._kv_used)
+        return self._stats.snapshot(self.active, self.waiting, *self._memory)
 
     def clear_cache(self) -> None:
         """Drop the prefix caches of idle slots (all their KV cells)."""
         self._table.clear_idle()
-        self._kv_used = self.kv_cells_used()
+        self._read_memory()
 
     # --- the decode loop ------------------------------------------------------------
     def step(self) -> int:
@@ -191,8 +194,14 @@ class BatchDecoder:
         n = self._fill_batch()
         if n:
             self._decode(n)
-        self._kv_used = self.kv_cells_used()  # read here, never from another thread
+        self._read_memory()
         return n
+
+    def _read_memory(self) -> None:
+        """KV cells used, and the RAM prompt cache's prompts, bytes and hits: read here, on
+        the stepping thread, never from another one."""
+        ram = self._table.ram
+        self._memory = (self.kv_cells_used(), *((len(ram), ram.bytes, ram.hits) if ram else (0, 0, 0)))
 
     def _decode(self, n: int) -> None:
         self._stats.start()

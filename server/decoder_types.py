@@ -62,11 +62,14 @@ class DecoderConfig:
     type_v: str = "f16"
     kv_unified: bool = False    # False: each slot its own KV stream (llama-server's -np N default)
     prefix_cache: bool = True   # idle slots keep their tokens for prefix reuse
+    cache_ram_mib: int = 2048   # RAM for prompt states that slots gave up (0: none)
     verbose: bool = False
 
     def __post_init__(self) -> None:
         if self.n_parallel < 1 or self.n_ctx_per_seq < 8 or self.n_batch < 1:
             raise ValueError("n_parallel, n_ctx_per_seq and n_batch must be positive")
+        if self.cache_ram_mib < 0:
+            raise ValueError("cache_ram_mib must be >= 0")
         if self.n_batch < self.n_parallel:
             raise ValueError("n_batch must hold at least one token per slot")
         for name, table in (("flash_attn", FLASH_ATTN), ("type_k", KV_TYPES), ("type_v", KV_TYPES)):
@@ -158,6 +161,9 @@ class DecoderStats:
     last_batch_tokens: int = 0
     last_batch_sequences: int = 0
     kv_cells_used: int = 0
+    prompt_cache_prompts: int = 0  # prompt states held in RAM (server/promptcache.py)
+    prompt_cache_bytes: int = 0
+    prompt_cache_hits: int = 0     # prompts that got a saved state back
     decode_seconds: float = 0.0
     tokens_histogram: tuple[int, ...] = ()     # per TOKENS_PER_STEP_BUCKETS, then +Inf (not cumulative)
     sequences_histogram: tuple[int, ...] = ()  # per SEQUENCES_PER_STEP_BUCKETS, then +Inf
@@ -196,8 +202,10 @@ class _StatsCounter:
         self.seq_hist[bisect.bisect_left(SEQUENCES_PER_STEP_BUCKETS, n_seqs)] += 1
         self.busy_s += time.perf_counter() - self.t0
 
-    def snapshot(self, busy: int, waiting: int, kv_cells: int) -> DecoderStats:
+    def snapshot(self, busy: int, waiting: int, kv_cells: int, ram_prompts: int = 0, ram_bytes: int = 0,
+                 ram_hits: int = 0) -> DecoderStats:
         return replace(self.base, slots_busy=busy, waiting=waiting, steps=self.steps,
+                       prompt_cache_prompts=ram_prompts, prompt_cache_bytes=ram_bytes, prompt_cache_hits=ram_hits,
                        tokens=self.tokens, sequences=self.seqs,
                        sequences_per_step=self.seqs / max(self.steps, 1),
                        last_batch_tokens=self.last_tokens, last_batch_sequences=self.last_seqs,

@@ -3,7 +3,10 @@
 Slot i is llama.cpp sequence id i. A busy slot belongs to one request; an idle
 slot keeps the tokens of its last request in its cells, so the next prompt
 that starts the same way (same system prompt, earlier turns of a conversation)
-is given that slot and only its new tail is computed. Everything here touches
+is given that slot and only its new tail is computed. With a RAM prompt cache
+(server/promptcache.py), what a slot is about to lose is saved there first, and
+a prompt that shares more with a saved state than with its slot gets that state
+back. Everything here touches
 llama.cpp's memory, so it runs on the decoder's stepping thread only, except
 `free_count`, which only reads Python fields.
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import llama_cpp.llama_cpp as lc
+
+from server.promptcache import PromptCache, common_prefix
 
 
 @dataclass(eq=False)
@@ -24,8 +29,10 @@ class Slot:
 
 
 class SlotTable:
-    def __init__(self, mem, n_parallel: int, n_swa: int, prefix_cache: bool) -> None:
+    def __init__(self, mem, n_parallel: int, n_swa: int, prefix_cache: bool,
+                 ram: PromptCache | None = None) -> None:
         self._mem, self._n_swa, self.prefix_cache = mem, n_swa, prefix_cache
+        self.ram = ram if prefix_cache else None
         self.slots = [Slot(i) for i in range(n_parallel)]
         self._clock = 0
 
@@ -40,6 +47,8 @@ class SlotTable:
         least recently used); returns it and how many prompt tokens it already holds."""
         slot = max((s for s in self.slots if s.seq is None),
                    key=lambda s: (self._common_prefix(s, prompt), -s.last_used))
+        if self.ram is not None:
+            self._swap_in(slot, prompt)
         keep = self._reuse_prefix(slot, prompt)
         self._clock += 1
         slot.seq, slot.last_used = seq, self._clock
@@ -58,6 +67,8 @@ class SlotTable:
         for s in self.slots:
             if s.seq is None:
                 self.forget(s)
+        if self.ram is not None:
+            self.ram.clear()
 
     def evict_idle(self) -> bool:
         """Drop idle prefix caches (a unified KV cache may need their cells); True if any."""
@@ -78,12 +89,23 @@ class SlotTable:
     def _common_prefix(self, slot: Slot, prompt: list[int]) -> int:
         if not self.prefix_cache:
             return 0
-        n = 0
-        for a, b in zip(slot.cached, prompt):
-            if a != b:
-                break
-            n += 1
-        return min(n, len(prompt) - 1)  # the last prompt token is always decoded, for its logits
+        # The last prompt token is always decoded, for its logits.
+        return min(common_prefix(slot.cached, prompt), len(prompt) - 1)
+
+    def _swap_in(self, slot: Slot, prompt: list[int]) -> None:
+        """Save what `slot` is about to lose to the RAM cache, and take a saved state that
+        shares more with `prompt` than the slot does, if there is one."""
+        have = self._common_prefix(slot, prompt)
+        if slot.cached and have >= len(slot.cached) / 2:
+            return  # it keeps most of what it holds (llama-server's rule): nothing to save
+        self.ram.save(slot.id, slot.cached)
+        entry = self.ram.take(prompt, have, len(prompt) - 1)
+        if entry is None:
+            return
+        if self.ram.restore(entry, slot.id):
+            slot.cached = list(entry.tokens)
+        else:
+            self.forget(slot)
 
     def _reuse_prefix(self, slot: Slot, prompt: list[int]) -> int:
         keep = self._common_prefix(slot, prompt)

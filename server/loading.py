@@ -46,7 +46,8 @@ def decoder_settings(settings, plan) -> dict:
                 n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
                 n_gpu_layers=plan.offload.n_gpu_layers, main_gpu=settings.main_gpu,
                 tensor_split=settings.tensor_split, use_mlock=settings.use_mlock, flash_attn=settings.flash_attn,
-                type_k=settings.kv_cache_type, type_v=settings.kv_cache_type, prefix_cache=settings.prefix_cache)
+                type_k=settings.kv_cache_type, type_v=settings.kv_cache_type, prefix_cache=settings.prefix_cache,
+                cache_ram_mib=settings.cache_ram)
 
 
 def vocab_of(decoder: BatchDecoder) -> Vocab:

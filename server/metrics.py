@@ -10,7 +10,7 @@ from its stats snapshot at scrape time, so the decode loop pays nothing for them
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from server.decoder_types import SEQUENCES_PER_STEP_BUCKETS, TOKENS_PER_STEP_BUCKETS
 
@@ -74,8 +74,14 @@ class DecoderCollector:
         for name, doc, value in (("slots_total", "Sequence slots in the decoder (PARALLEL)", stats.slots_total),
                                  ("slots_busy", "Slots decoding a request now", stats.slots_busy),
                                  ("kv_cells_used", "KV cache cells holding tokens (idle slots keep a prefix)",
-                                  stats.kv_cells_used)):
+                                  stats.kv_cells_used),
+                                 ("prompt_cache_prompts", "Prompt states kept in RAM for reuse",
+                                  stats.prompt_cache_prompts),
+                                 ("prompt_cache_bytes", "Bytes of prompt states kept in RAM",
+                                  stats.prompt_cache_bytes)):
             yield GaugeMetricFamily(f"llama_server_{name}", doc, value=value)
+        yield CounterMetricFamily("llama_server_prompt_cache_hits", "Prompts that got a state back from RAM",
+                                  value=stats.prompt_cache_hits)
         yield _histogram("llama_server_batch_tokens", "Tokens per llama_decode step (decode tokens and prompt "
                          "chunks)", TOKENS_PER_STEP_BUCKETS, stats.tokens_histogram, stats.tokens)
         yield _histogram("llama_server_batch_sequences", "Sequences sharing one llama_decode step (batch size)",

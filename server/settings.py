@@ -180,6 +180,8 @@ class Settings:
     prefill_chunk: int = setting(128, _int, _at_least(1),
                                  "prompt tokens per step while other requests are generating")
     prefix_cache: bool = setting(True, _bool, None, "idle slots keep their prompt for reuse by the next request")
+    cache_ram: int = setting(2048, _int, _at_least(0),
+                             "MiB of RAM keeping prompt states that slots gave up, for reuse (0: off)")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")

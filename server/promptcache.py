@@ -1,0 +1,94 @@
+"""Host-memory prompt cache: KV states of earlier prompts, kept in RAM for reuse.
+
+A slot's KV cells hold one earlier prompt (and its answer) for prefix reuse. When
+a new request takes the slot and keeps little of it, those cells would be lost,
+so first their state is copied to RAM (`llama_state_seq_get_data`); a later
+prompt that shares a longer prefix with a saved state than with any slot gets
+that state copied back into its slot (`llama_state_seq_set_data`) instead of
+recomputing it. Copying a state costs milliseconds; recomputing a prompt costs
+seconds on a CPU. This is llama-server's prompt cache (`--cache-ram`), with its
+rules: a restored entry leaves the cache (the slot holds it now), entries wholly
+contained in a newer one are dropped, and the oldest go first past the size limit.
+
+Like the slot table, it touches llama.cpp's context: stepping thread only.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+from dataclasses import dataclass
+
+import llama_cpp.llama_cpp as lc
+
+# A saved state is restored only if the new prompt uses at least this share of it:
+# restoring consumes the entry, and trimming most of it away would waste a long prompt.
+MIN_KEEP = 0.25
+
+
+def common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass(eq=False)
+class Entry:
+    tokens: tuple[int, ...]
+    state: ctypes.Array
+
+
+class PromptCache:
+    def __init__(self, ctx, limit_bytes: int) -> None:
+        self._ctx, self.limit = ctx, limit_bytes
+        self._entries: collections.deque[Entry] = collections.deque()  # oldest first
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(e.state) for e in self._entries)
+
+    def save(self, seq_id: int, tokens: list[int]) -> bool:
+        """Copy sequence `seq_id`'s cells (which hold exactly `tokens`) into the cache."""
+        if not tokens or any(common_prefix(e.tokens, tokens) == len(tokens) for e in self._entries):
+            return False  # nothing to save, or already held by a longer entry
+        size = lc.llama_state_seq_get_size(self._ctx, seq_id)
+        if size > self.limit:
+            return False
+        self._entries = collections.deque(e for e in self._entries
+                                          if common_prefix(e.tokens, tokens) < len(e.tokens))
+        while self._entries and self.bytes + size > self.limit:
+            self._entries.popleft()
+        state = (ctypes.c_uint8 * size)()
+        if lc.llama_state_seq_get_data(self._ctx, state, size, seq_id) != size:
+            return False
+        self._entries.append(Entry(tuple(tokens), state))
+        return True
+
+    def take(self, prompt: list[int], have: int, usable: int) -> Entry | None:
+        """Remove and return the entry sharing the longest prefix with `prompt`, if it beats
+        the `have` tokens the slot already shares; at most `usable` tokens count."""
+        best, best_n = None, have
+        for e in self._entries:
+            n = min(common_prefix(e.tokens, prompt), usable)
+            if n > best_n and n >= MIN_KEEP * len(e.tokens):
+                best, best_n = e, n
+        if best is not None:
+            self._entries.remove(best)
+        return best
+
+    def restore(self, entry: Entry, seq_id: int) -> bool:
+        """Replace sequence `seq_id`'s cells with `entry`'s; False if llama.cpp refused
+        (the sequence must then be cleared: it may be half-written)."""
+        ok = lc.llama_state_seq_set_data(self._ctx, entry.state, len(entry.state), seq_id) == len(entry.state)
+        self.hits += ok
+        return ok
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -10,6 +10,10 @@ Side by side in one run, on the same model file and thread count:
   llama-server-p1  the same with one slot
 Each client sends `--requests` chat questions one after another (greedy, --max-tokens).
 Aggregate tokens/s = completion tokens of all clients / wall time of the round.
+Every round asks the same questions, so a server's prompt cache (llama-server's
+--cache-ram, our CACHE_RAM) may answer a repeated prompt from RAM; with
+--fresh-questions each round's questions carry a new tag in front (same system
+prompt), which measures batching without that help.
 All servers are started first and stay up; then `--rounds` times, for each client
 count, every server gets its round in turn (the order rotating), so load from
 anything else on the machine falls on all columns alike. The table shows medians
@@ -199,7 +203,7 @@ def wait_ready(url: str, proc: subprocess.Popen, limit: float = 300) -> None:
 
 
 def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: int,
-              ask: Callable[[dict], dict] | None = None) -> dict:
+              ask: Callable[[dict], dict] | None = None, tag: str = "") -> dict:
     ask = ask or (lambda body: post(base + t.url, body))
     latencies: list[float] = []
     tokens = [0] * clients
@@ -207,7 +211,7 @@ def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: i
 
     def client(c: int) -> None:
         for k in range(per_client):
-            question = f"In two sentences, explain {TOPICS[(c * per_client + k) % len(TOPICS)]}."
+            question = f"{tag}In two sentences, explain {TOPICS[(c * per_client + k) % len(TOPICS)]}."
             t0 = time.perf_counter()
             try:
                 tokens[c] += t.tokens(ask(t.body(question, max_tokens)))
@@ -306,8 +310,10 @@ class Served:
             wait_ready(base + t.ready, self.proc)
         self.ask(t.body("Say hello.", 8))  # warm-up, not measured
 
-    def round(self, clients: int, args) -> dict:
-        row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask)
+    def round(self, clients: int, args, r: int) -> dict:
+        # Fresh questions differ from every earlier round's (and from the other client counts').
+        tag = f"({r + 1}.{clients}) " if args.fresh_questions else ""
+        row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag)
         return {"server": self.t.name, **row}
 
     def close(self) -> None:
@@ -333,7 +339,7 @@ def bench_all(names: list[str], args) -> tuple[list[dict], list[dict]]:
             for clients in args.clients:
                 k = r % len(served)
                 for s in served[k:] + served[:k]:
-                    row = {"round": r, **s.round(clients, args)}
+                    row = {"round": r, **s.round(clients, args, r)}
                     raw.append(row)
                     print(f"round {r}  {row['server']:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
                           f"p50 {row['p50_s']:6.2f}s  p95 {row['p95_s']:6.2f}s  errors {row['errors']}", flush=True)
@@ -413,6 +419,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds over every server and client count")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--fresh-questions", action="store_true",
+                    help="new questions every round, so no prompt is ever repeated (no prompt-cache hits)")
     ap.add_argument("--ctx", type=int, default=2048, help="context per request (per slot)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--n-gpu-layers", type=int, default=0, help="layers on the GPU for every server (-1: all)")
@@ -460,7 +468,7 @@ def main(argv: list[str]) -> int:
            "llama_cpp_python": PIN,
            "settings": {k: v for k, v in vars(args).items() if k in
                         ("parallel", "requests", "rounds", "max_tokens", "ctx", "threads", "clients",
-                         "n_gpu_layers", "flash_attn")},
+                         "n_gpu_layers", "flash_attn", "fresh_questions")},
            "rows": rows, "ratios_at_4_clients": ratios(rows, 4),
            "ratios_by_clients": {c: ratios(rows, c) for c in args.clients}, "rounds": raw}
     for c, r in doc["ratios_by_clients"].items():

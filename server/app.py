@@ -19,7 +19,7 @@ from server.metrics import Metrics
 from server.openai_api import blueprint
 from server.settings import Settings
 from server.validation import validate_respond
-from server.web import EXTENSION, AppState, app_state, authorize, collect, final
+from server.web import EXTENSION, AppState, app_state, authorize, client_gone_check, collect, final
 
 log = logging.getLogger(__name__)
 ENDPOINTS = {"respond", "health", "metrics", "index", "v1.chat_completions", "v1.completions", "v1.models"}
@@ -57,7 +57,7 @@ def respond():
     if req.stream:
         return Response(EventStream(generation, model), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return jsonify(collect(generation, model))
+    return jsonify(collect(generation, model, client_gone_check(request.environ)))
 
 
 def index():

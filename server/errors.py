@@ -72,6 +72,11 @@ class RequestTimeout(ServerError):
     status, type = 504, "timeout"
 
 
+class ClientGone(ServerError):
+    """The client closed its connection before its answer was ready; nobody reads this reply."""
+    status, type = 499, "client_closed_request"  # nginx's status for it
+
+
 class GenerationFailed(ServerError):
     """The generation core raised; the cause is logged where it happened."""
     status, type = 500, "internal_error"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from server.decoder_types import Delta, SamplingParams
-from server.errors import RequestTimeout
+from server.errors import ClientGone, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,31 @@ class Generation:
         return "timeout" if time.monotonic() > self.request.deadline else None
 
     def __iter__(self) -> Iterator[Delta | Finished]:
+        return self.events()
+
+    def events(self, client_gone: Callable[[], bool] | None = None,
+               every: float = 0.25) -> Iterator[Delta | Finished]:
+        """The events up to and including Finished. `client_gone` is asked every `every`
+        seconds, so a reader that writes nothing before the end (a non-streamed answer)
+        notices a closed connection and stops the generation."""
+        # The worker always ends a generation; the bound only guards against a wedged model.
+        give_up = self.request.deadline + 30
+        check_at = time.monotonic() + every
         while True:
-            # The worker always ends a generation; the wait bound only guards against a wedged model.
-            wait = max(self.request.deadline - time.monotonic(), 0) + 30
+            now = time.monotonic()
+            if client_gone is not None and now >= check_at:
+                if client_gone():
+                    self.cancel()
+                    raise ClientGone("the client closed the connection")
+                check_at = now + every
+            limit = give_up if client_gone is None else min(give_up, check_at)
             try:
-                event = self._events.get(timeout=wait)
+                event = self._events.get(timeout=max(limit - now, 0))
             except queue.Empty:
-                self.cancel()
-                raise RequestTimeout("the answer did not complete in time") from None
+                if time.monotonic() >= give_up:
+                    self.cancel()
+                    raise RequestTimeout("the answer did not complete in time") from None
+                continue
             if isinstance(event, Exception):
                 raise event
             yield event

@@ -23,7 +23,7 @@ from server.engine import Delta, Generation
 from server.errors import InvalidRequest, ServerError
 from server.openai_validation import OpenAIRequest, validate_openai
 from server.prompt import Message
-from server.web import app_state, authorize, collect
+from server.web import app_state, authorize, client_gone_check, collect
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("v1", __name__, url_prefix="/v1")
@@ -114,7 +114,7 @@ def _answer(generation: Generation, req: OpenAIRequest, shape: Shape):
     if req.stream:
         return Response(ChunkStream(generation, shape, head, req.include_usage), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    result = collect(generation, head["model"])
+    result = collect(generation, head["model"], client_gone_check(request.environ))
     return jsonify({"id": head["id"], "object": shape.object, "created": head["created"], "model": head["model"],
                     "choices": [shape.choice(result["response"], result["finish_reason"])],
                     "usage": result["usage"], "timings": result["timings"]})

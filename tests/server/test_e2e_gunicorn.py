@@ -1,8 +1,9 @@
 """End to end: real gunicorn on a free loopback port, serving Gemma 3 270M.
 
 Plain and streamed answers, more concurrent clients than slots (all answered,
-batched into shared decode steps), a client that disconnects mid-stream (its
-generation stops: /metrics shows it cancelled, with fewer tokens than asked), and
+batched into shared decode steps), a client that disconnects mid-stream or while
+waiting for a plain answer (its generation stops: /metrics shows it cancelled,
+with fewer tokens than asked), and
 SIGTERM while an answer is in flight (the answer completes, then the server exits).
 The SIGTERM test stops the server, so it runs last in this module.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +89,36 @@ def test_disconnect_mid_stream_stops_the_generation(server):
         pytest.fail("the generation was not cancelled")
     assert metric(text, "llama_server_generated_tokens_total") - before < 250
     assert metric(text, "llama_server_active_generations") == 0
+
+
+def test_disconnect_while_waiting_for_a_plain_answer_stops_the_generation(server):
+    """Nothing is written before a non-streamed answer is complete, so no failed write
+    can tell the server the client left: it watches the connection instead."""
+    _, base = server
+    text = metrics_text(base)
+    before = (metric(text, "llama_server_generated_tokens_total"),
+              metric(text, "llama_server_generations_total", 'finish_reason="cancelled"'))
+    body = json.dumps({"query": "Tell me a very long story about the sea.", "max_tokens": 400,
+                       "temperature": 1.0, "seed": 5}).encode()
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /api/respond HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_until(lambda: metric(metrics_text(base), "llama_server_active_generations") == 1)
+    # The client is gone; within a poll interval and a step the server stops generating.
+    wait_until(lambda: metric(metrics_text(base), "llama_server_generations_total",
+                              'finish_reason="cancelled"') == before[1] + 1)
+    text = metrics_text(base)
+    assert metric(text, "llama_server_generated_tokens_total") - before[0] < 400
+    assert metric(text, "llama_server_active_generations") == 0
+
+
+def wait_until(condition, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.05)
 
 
 def test_sigterm_lets_the_answer_in_flight_finish(server):

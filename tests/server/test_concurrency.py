@@ -138,3 +138,29 @@ def test_a_repeated_prompt_reuses_its_cached_prefix(app):
     after = cached()
     assert again["response"] == first["response"]
     assert after - before >= again["usage"]["prompt_tokens"] - 1  # all but the last prompt token
+
+
+def test_requests_arriving_together_share_their_first_step(gemma_engine, monkeypatch):
+    """After taking a request the engine waits a moment for companions (server/engine.py,
+    GATHER_*). Gemma's steps are so short that the real window is under a millisecond;
+    widened here to 600 ms, a second request sent 150 ms after the first must catch it
+    (without the wait, the first one's prompt takes a few tens of milliseconds)."""
+    import server.engine
+    from server.validation import validate_respond
+    monkeypatch.setattr(server.engine, "GATHER_SHARE", 1000.0)
+    monkeypatch.setattr(server.engine, "GATHER_MAX_S", 0.6)
+    list(gemma_engine.submit(validate_respond({"query": "Hi.", **GREEDY}, 8, 256)))  # a typical step is known
+    wait_for(lambda: gemma_engine.active == 0)
+    firsts: dict[int, float] = {}
+    sent: dict[int, float] = {}
+
+    def ask(i: int) -> None:
+        time.sleep(0.15 * i)
+        sent[i] = time.monotonic()
+        generation = gemma_engine.submit(validate_respond({"query": QUESTIONS[i], **GREEDY}, 8, 256))
+        for _ in generation:
+            firsts.setdefault(i, time.monotonic())
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(ask, [0, 1]))
+    assert firsts[0] > sent[1]  # the first request's first token waited for the second one

@@ -65,7 +65,13 @@ class PromptCache:
                                           if common_prefix(e.tokens, tokens) < len(e.tokens))
         while self._entries and self.bytes + size > self.limit:
             self._entries.popleft()
-        state = (ctypes.c_uint8 * size)()
+        try:
+            state = (ctypes.c_uint8 * size)()
+        except MemoryError:  # the machine has less to spare than the limit says: shrink it
+            self.limit = int(0.4 * self.bytes)
+            while self._entries and self.bytes > self.limit:
+                self._entries.popleft()
+            return False
         if lc.llama_state_seq_get_data(self._ctx, state, size, seq_id) != size:
             return False
         self._entries.append(Entry(tuple(tokens), state))

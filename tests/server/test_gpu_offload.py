@@ -119,3 +119,42 @@ def test_budgeted_plan_loads_runs_and_stays_within_budget(model_7b, budget_mb):
     used = got["used_mib"]
     assert used <= budget_mb, f"{plan.n_gpu_layers} layers used {used} MiB of a {budget_mb} MiB budget"
     assert used >= budget_mb // 2, f"{plan.n_gpu_layers} layers used only {used} MiB of {budget_mb} MiB"
+
+
+# The RAM prompt cache copies a slot's KV state out of the GPU and back in (server/promptcache.py).
+# In a fresh interpreter, for the reason given above LOAD_AND_RUN.
+PROMPT_CACHE_RUN = """
+import llama_cpp  # first
+import json, sys
+from server.batching import BatchDecoder, Delta, SamplingParams
+
+decoder = BatchDecoder.load(sys.argv[1], n_parallel=1, n_ctx_per_seq=512, n_threads=4, n_gpu_layers=-1)
+
+def ask(text):
+    events = []
+    decoder.add(decoder.tokenize(text), SamplingParams(temperature=0, repeat_penalty=1.0, max_tokens=16),
+                events.append)
+    decoder.run_until_idle()
+    return "".join(e.text for e in events if isinstance(e, Delta)), events[-1].usage.cached_tokens
+
+a = "You are a helpful assistant. " * 8 + "Why is the sea salty?"
+ask(a)
+# Reused from the slot's own cells: all but the last prompt token cached, that one decoded
+# alone. (Not compared with the first answer: a lone token takes other kernels than a whole
+# prompt, and random weights are full of near-ties that this can flip.)
+reused, _ = ask(a)
+ask("Once upon a time, in a land far away, there lived a dragon.")  # takes the only slot
+again, cached = ask(a)  # a's state comes back from RAM into the GPU's KV cache
+print(json.dumps({"same": reused == again, "cached": cached, "n_prompt": len(decoder.tokenize(a)),
+                  "hits": decoder.stats().prompt_cache_hits}))
+"""
+
+
+def test_prompt_cache_restores_a_state_into_the_gpu_kv_cache(model_7b):
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", PROMPT_CACHE_RUN, str(model_7b)], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["hits"] == 1 and got["cached"] == got["n_prompt"] - 1
+    assert got["same"]  # the restored cells answer as the slot's own cells did

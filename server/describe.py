@@ -61,6 +61,8 @@ def announce(info: dict, model) -> None:
     log.info("parallel (%s): %d slots x %d tokens, KV cache %d MiB (%.1f KiB per token), RAM available %s MiB; %s",
              par["mode"], par["n_parallel"], info["n_ctx"], par["kv_cache_mb"], par["kv_bytes_per_token"] / 1024,
              par["ram_available_mb"] if par["ram_available_mb"] is not None else "-", par["reason"])
+    log.info("prompt cache: up to %d MiB of RAM for the states of prompts that slots give up%s",
+             info["prompt_cache_mib"], "" if info["prompt_cache_mib"] else " (off)")
     if model.is_default:
         banner = "!" * 78
         log.warning("%s\n%s\n%s", banner, DEFAULT_MODEL_NOTICE, banner)

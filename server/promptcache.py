@@ -20,6 +20,7 @@ import ctypes
 from dataclasses import dataclass
 
 import llama_cpp.llama_cpp as lc
+import numpy as np
 
 # A saved state is restored only if the new prompt uses at least this share of it:
 # restoring consumes the entry, and trimming most of it away would waste a long prompt.
@@ -38,7 +39,10 @@ def common_prefix(a, b) -> int:
 @dataclass(eq=False)
 class Entry:
     tokens: tuple[int, ...]
-    state: ctypes.Array
+    state: np.ndarray  # uint8: what llama_state_seq_get_data wrote
+
+    def pointer(self):
+        return self.state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 class PromptCache:
@@ -52,7 +56,7 @@ class PromptCache:
 
     @property
     def bytes(self) -> int:
-        return sum(len(e.state) for e in self._entries)
+        return sum(e.state.nbytes for e in self._entries)
 
     def save(self, seq_id: int, tokens: list[int]) -> bool:
         """Copy sequence `seq_id`'s cells (which hold exactly `tokens`) into the cache."""
@@ -66,15 +70,16 @@ class PromptCache:
         while self._entries and self.bytes + size > self.limit:
             self._entries.popleft()
         try:
-            state = (ctypes.c_uint8 * size)()
+            # Uninitialised (llama.cpp writes every byte): zeroing a state first costs as much as the copy.
+            entry = Entry(tuple(tokens), np.empty(size, dtype=np.uint8))
         except MemoryError:  # the machine has less to spare than the limit says: shrink it
             self.limit = int(0.4 * self.bytes)
             while self._entries and self.bytes > self.limit:
                 self._entries.popleft()
             return False
-        if lc.llama_state_seq_get_data(self._ctx, state, size, seq_id) != size:
+        if lc.llama_state_seq_get_data(self._ctx, entry.pointer(), size, seq_id) != size:
             return False
-        self._entries.append(Entry(tuple(tokens), state))
+        self._entries.append(entry)
         return True
 
     def take(self, prompt: list[int], have: int, usable: int) -> Entry | None:
@@ -92,7 +97,8 @@ class PromptCache:
     def restore(self, entry: Entry, seq_id: int) -> bool:
         """Replace sequence `seq_id`'s cells with `entry`'s; False if llama.cpp refused
         (the sequence must then be cleared: it may be half-written)."""
-        ok = lc.llama_state_seq_set_data(self._ctx, entry.state, len(entry.state), seq_id) == len(entry.state)
+        size = entry.state.nbytes
+        ok = lc.llama_state_seq_set_data(self._ctx, entry.pointer(), size, seq_id) == size
         self.hits += ok
         return ok
 

@@ -90,7 +90,7 @@ def _gpu_layers(text: str) -> int | str:
         raise ValueError("expected auto or a whole number") from None
 
 
-_auto_or_int = _gpu_layers  # PARALLEL: "auto" or a count
+_auto_or_int = _gpu_layers  # PARALLEL and CACHE_RAM: "auto" or a number
 
 
 def _flash_attn(text: str) -> str:
@@ -121,6 +121,10 @@ def _gpu_layers_ok(v) -> str | None:
 
 def _parallel_ok(v) -> str | None:
     return None if v == "auto" or (isinstance(v, int) and v >= 1) else "must be auto or a count >= 1"
+
+
+def _cache_ram_ok(v) -> str | None:
+    return None if v == "auto" or (isinstance(v, int) and v >= 0) else "must be auto or MiB >= 0"
 
 
 def _split_ok(v) -> str | None:
@@ -180,8 +184,9 @@ class Settings:
     prefill_chunk: int = setting(128, _int, _at_least(1),
                                  "prompt tokens per step while other requests are generating")
     prefix_cache: bool = setting(True, _bool, None, "idle slots keep their prompt for reuse by the next request")
-    cache_ram: int = setting(2048, _int, _at_least(0),
-                             "MiB of RAM keeping prompt states that slots gave up, for reuse (0: off)")
+    cache_ram: int | str = setting("auto", _auto_or_int, _cache_ram_ok,
+                                   "MiB of RAM keeping prompt states that slots gave up, for reuse: auto (2048 "
+                                   "unless every layer is on the GPU, then 0), N, or 0 (off)")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")

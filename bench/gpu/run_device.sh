@@ -85,7 +85,7 @@ pipeline() {
     .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" --out "$WORK/gpu-offload.json" > "$WORK/offload.log" 2>&1 \
       && note "offload check done" || note "offload check FAILED"
   fi
-  for stage in serve-gpu concurrency serve-split profile side-by-side; do
+  for stage in serve-gpu concurrency cache-ab serve-split profile side-by-side; do
     has $stage || continue
     bash bench/gpu/server_benches.sh $stage > "$WORK/$stage.log" 2>&1 && note "$stage done" || note "$stage FAILED ($stage.log)"
   done

@@ -4,6 +4,7 @@
 #   bash bench/gpu/server_benches.sh serve-gpu     # serve.py, all layers (flash attention auto, off) and auto
 #   bash bench/gpu/server_benches.sh serve-split   # serve.py at 0, 8, 16 layers and auto at 2/4/6 GB budgets
 #   bash bench/gpu/server_benches.sh concurrency   # concurrency.py: ours vs CUDA llama-server, 8 slots, all layers
+#   bash bench/gpu/server_benches.sh cache-ab      # concurrency with our CACHE_RAM at 0 and at 2048
 #   bash bench/gpu/server_benches.sh profile       # py-spy on our server while one client streams
 #   bash bench/gpu/server_benches.sh side-by-side  # llama-bench tg128, our server (repeat penalty 1.1, 1.0), llama-bench
 #
@@ -50,6 +51,19 @@ concurrency() {
     --n-gpu-layers -1 --flash-attn auto --no-plot --force --out "$WORK/gpu-concurrency.json"
 }
 
+cache_ab() {
+  # Our RAM prompt cache on and off (CACHE_RAM 2048 and 0), each beside llama-server (whose own
+  # --cache-ram stays at its default), every layer on the GPU, as the concurrency stage.
+  local bin=bench/.work/llama-server-$PIN/bin
+  [[ -x $WORK/build/bin/llama-server ]] || { echo "no CUDA llama-server in $WORK/build/bin"; return 1; }
+  mkdir -p "$bin" && ln -sf "$PWD/$WORK/build/bin/llama-server" "$bin/llama-server"
+  for mib in 0 2048; do
+    LLAMA_SERVER_CACHE_RAM=$mib $PY bench/concurrency.py --model "$MODEL" --servers ours-pN,llama-server-pN \
+      --parallel 8 --clients 1,4,8 --requests 3 --rounds 3 --max-tokens 128 --threads "$THREADS" \
+      --n-gpu-layers -1 --flash-attn auto --no-plot --force --out "$WORK/gpu-concurrency-cache-ram-$mib.json"
+  done
+}
+
 profile() {
   $PY bench/gpu/profile_server.py --model "$MODEL" --threads "$THREADS" --out "$WORK/profile-raw.txt"
 }
@@ -73,5 +87,6 @@ case "${1:-}" in
   concurrency) concurrency ;;
   profile) profile ;;
   side-by-side) side_by_side ;;
+  cache-ab) cache_ab ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -21,6 +21,7 @@ def test_defaults():
     assert s.n_threads == physical_cores() >= 1
     assert s.model is None and s.api_key is None
     assert (s.parallel, s.prefill_chunk, s.prefix_cache, s.flash_attn) == ("auto", 128, True, "auto")
+    assert s.cache_ram == "auto"
 
 
 def test_values_are_parsed_from_the_environment(gemma_gguf):
@@ -53,7 +54,7 @@ BAD = [
     ("LLAMA_SERVER_MODEL", "/no/such/model.gguf"), ("LLAMA_SERVER_QUEUE_SIZE", "0"),
     ("LLAMA_SERVER_VRAM_BUDGET_MB", "-5"), ("LLAMA_SERVER_N_THREADS", "0"),
     ("LLAMA_SERVER_PARALLEL", "0"), ("LLAMA_SERVER_PARALLEL", "many"), ("LLAMA_SERVER_PREFILL_CHUNK", "0"),
-    ("LLAMA_SERVER_PREFIX_CACHE", "sometimes"),
+    ("LLAMA_SERVER_PREFIX_CACHE", "sometimes"), ("LLAMA_SERVER_CACHE_RAM", "-1"), ("LLAMA_SERVER_CACHE_RAM", "lots"),
 ]
 
 
@@ -113,3 +114,17 @@ def test_unparsable_values_say_what_was_expected(name, value, expected):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({name: value})
     assert str(err.value) == f"{name}={value!r}: {expected}"
+
+
+@pytest.mark.parametrize("value,gpu_layers,total,mib", [
+    ("auto", 0, 33, 2048),    # CPU only: the KV cache is in RAM, recomputing a prompt is slow
+    ("auto", 16, 33, 2048),   # partial offload: part of it still is
+    ("auto", 33, 33, 0),      # all on the GPU: recomputing beats copying states over PCIe
+    ("512", 33, 33, 512), ("0", 0, 33, 0),  # a number is taken as it is
+])
+def test_cache_ram_auto_is_off_only_when_every_layer_is_on_the_gpu(value, gpu_layers, total, mib):
+    from types import SimpleNamespace
+
+    from server.loading import cache_ram_mib
+    plan = SimpleNamespace(offload=SimpleNamespace(n_gpu_layers=gpu_layers, total_layers=total))
+    assert cache_ram_mib(Settings.from_env({"LLAMA_SERVER_CACHE_RAM": value}), plan) == mib

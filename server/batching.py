@@ -28,36 +28,11 @@ from server.decoder_types import (DecodeError, DecoderConfig, DecoderStats, Delt
                                   PromptTooLongError, SamplingParams, Timings, Usage, context_params)
 from server.kvslots import SlotTable
 from server.promptcache import PromptCache
-from server.sampling import TextAssembler, build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
+from server.sampling import build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
+from server.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 
 __all__ = ["BatchDecoder", "Sequence", "SamplingParams", "DecoderConfig", "Delta", "Finished",
            "DecodeError", "PromptTooLongError"]
-
-WAITING, PREFILL, DECODING, DONE = range(4)
-_EOG = None  # piece-cache marker for end-of-generation tokens
-
-
-class Sequence:
-    """Handle for one request inside the decoder; events go to its `on_event`."""
-
-    __slots__ = ("id", "prompt", "params", "on_event", "state", "slot", "n_past", "n_feed",
-                 "i_batch", "next_token", "tokens", "n_generated", "n_cached", "chain", "text",
-                 "finish_reason", "cancel_requested", "t_add", "t_start", "t_first", "t_end")
-
-    def __init__(self, seq_id: int, prompt: list[int], params: SamplingParams,
-                 on_event: Callable[[object], None]) -> None:
-        self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
-        self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
-        self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
-        self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
-        self.text = TextAssembler(params.stop)
-        self.finish_reason: str | None = None
-        self.cancel_requested = False
-        self.t_add, self.t_start, self.t_first, self.t_end = time.perf_counter(), 0.0, 0.0, 0.0
-
-    @property
-    def done(self) -> bool:
-        return self.state == DONE
 
 
 class BatchDecoder:
@@ -83,8 +58,7 @@ class BatchDecoder:
         self._logits = np.ctypeslib.as_array(b.logits, shape=(cfg.n_batch,))
         np.ctypeslib.as_array(b.n_seq_id, shape=(cfg.n_batch,))[:] = 1
         self._seq_ids = [b.seq_id[i] for i in range(cfg.n_batch)]
-        self._piece_buf = ctypes.create_string_buffer(256)
-        self._pieces: dict[int, bytes | None] = {}
+        self._pieces = Pieces(self._vocab)
         ram = PromptCache(self._c, cfg.cache_ram_mib << 20) if cfg.cache_ram_mib else None
         self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache, ram)
         self._slots = self._table.slots
@@ -294,22 +268,12 @@ class BatchDecoder:
         recent = seq.tokens[-p.repeat_last_n:] if p.repeat_last_n > 0 else []
         return greedy_token(logits, recent, p.repeat_penalty)
 
-    def _piece(self, token: int) -> bytes | None:
-        """The token's text bytes, or _EOG for end-of-generation tokens (memoized)."""
-        if lc.llama_vocab_is_eog(self._vocab, token):
-            piece = _EOG
-        else:
-            n = lc.llama_token_to_piece(self._vocab, token, self._piece_buf, 256, 0, False)
-            piece = self._piece_buf.raw[:max(n, 0)]
-        self._pieces[token] = piece
-        return piece
-
     def _on_token(self, seq: Sequence, token: int) -> None:
         if seq.n_generated == 0:
             seq.t_first = time.perf_counter()
         seq.n_generated += 1
-        piece = self._pieces[token] if token in self._pieces else self._piece(token)
-        if piece is _EOG:
+        piece = self._pieces(token)
+        if piece is EOG:
             return self._finish(seq, "stop")
         seq.tokens.append(token)
         text, hit = seq.text.feed(piece)

@@ -19,8 +19,9 @@ from typing import Sequence
 
 from server.offload import (MIB, Device, OffloadPlan, gpu_devices, kv_bytes_per_layer, read_model_shape,
                             resolve_offload)
+from server.settings import AUTO_PARALLEL_MAX
 
-MAX_AUTO = 4      # beyond this, a laptop's cores gain little aggregate speed per added stream
+MAX_AUTO = AUTO_PARALLEL_MAX  # 4: beyond this, a laptop's cores gain little aggregate speed per added stream
 RAM_SHARE = 0.5   # of the RAM left after the weights, what the KV cache may take
 
 

@@ -151,6 +151,9 @@ def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = 
     return field(default=default, metadata=meta, repr=not secret)
 
 
+AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/parallel.py)
+
+
 @dataclass(frozen=True)
 class Settings:
     model: str | None = setting(None, _optional_str, _model_ok, "GGUF file to serve (default: models/)")
@@ -171,7 +174,8 @@ class Settings:
     host: str = setting("127.0.0.1", str, lambda v: None if v else "must not be empty", "address to bind")
     port: int = setting(8000, _int, _between(1, 65535), "TCP port")
     workers: int = setting(1, _int, _at_least(1), "gunicorn workers (each holds its own model)")
-    http_threads: int = setting(8, _int, _at_least(1), "concurrent connections per worker")
+    http_threads: int = setting(32, _int, _at_least(1), "concurrent connections per worker (more than "
+                                "PARALLEL + QUEUE_SIZE, so health and metrics still answer under load)")
     max_tokens: int = setting(512, _int, _at_least(1), "default max_tokens of a request")
     max_tokens_ceiling: int = setting(2048, _int, _at_least(1), "largest max_tokens a request may ask")
     # No default system prompt, as in llama.cpp and Ollama: Meta dropped Llama-2's for
@@ -208,6 +212,13 @@ class Settings:
         # Every slot decodes one token per step, so a step must hold one per slot.
         if self.parallel != "auto" and self.parallel > self.n_batch:
             raise SettingsError(f"{env_name('parallel')}: must not exceed {env_name('n_batch')} ({self.n_batch})")
+        # Every running or queued answer holds an HTTP thread for its whole length (a stream
+        # does): with none left over, /api/health and /metrics would wait behind them.
+        busy = (AUTO_PARALLEL_MAX if self.parallel == "auto" else self.parallel) + self.queue_size
+        if self.http_threads <= busy:
+            raise SettingsError(f"{env_name('http_threads')}: {self.http_threads} threads would all be taken by "
+                                f"{env_name('parallel')} + {env_name('queue_size')} ({busy}) open answers; "
+                                f"set it to at least {busy + 1}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,

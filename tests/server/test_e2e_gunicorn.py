@@ -113,6 +113,28 @@ def test_disconnect_while_waiting_for_a_plain_answer_stops_the_generation(server
     assert metric(text, "llama_server_active_generations") == 0
 
 
+def test_health_answers_while_every_slot_and_queue_place_holds_a_stream(server):
+    """Each open answer holds an HTTP thread, a queued one too; the default thread count
+    leaves some for health and metrics (with 8, as it once was, this health check hung)."""
+    _, base = server
+    body = {"query": "Tell me a very long story about the sea.", "max_tokens": 250, "stream": True,
+            "temperature": 1.0, "seed": 5}
+
+    def open_stream() -> requests.Response:  # returns once the answer has started
+        return requests.post(f"{base}/api/respond", json=body, stream=True, timeout=60)
+
+    with ThreadPoolExecutor(10) as pool:
+        streams = [pool.submit(open_stream) for _ in range(10)]
+        try:
+            # Answered in time (a timeout would fail the test) while 8 answers wait for a slot.
+            wait_until(lambda: requests.get(f"{base}/api/health", timeout=5).json()["queue_depth"] >= 6)
+            assert metric(metrics_text(base), "llama_server_queue_depth") >= 1
+        finally:
+            for s in streams:  # a queued one opens when a slot frees up, then closes at once
+                s.result().close()
+    wait_until(lambda: metric(metrics_text(base), "llama_server_active_generations") == 0)
+
+
 def wait_until(condition, limit: float = 30) -> None:
     deadline = time.monotonic() + limit
     while not condition():

@@ -68,6 +68,9 @@ def test_bad_values_name_the_variable(name, value):
     ({"LLAMA_SERVER_MAX_TOKENS": "4096"}, "LLAMA_SERVER_MAX_TOKENS"),
     ({"LLAMA_SERVER_KV_CACHE_TYPE": "q8_0"}, "LLAMA_SERVER_FLASH_ATTN"),
     ({"LLAMA_SERVER_PARALLEL": "16", "LLAMA_SERVER_N_BATCH": "8"}, "LLAMA_SERVER_N_BATCH"),
+    # Every open answer holds a thread; one must stay free for /api/health and /metrics.
+    ({"LLAMA_SERVER_HTTP_THREADS": "8"}, "LLAMA_SERVER_HTTP_THREADS"),
+    ({"LLAMA_SERVER_PARALLEL": "8", "LLAMA_SERVER_QUEUE_SIZE": "24"}, "LLAMA_SERVER_HTTP_THREADS"),
 ])
 def test_settings_that_contradict_each_other(env, named):
     with pytest.raises(SettingsError, match=named):

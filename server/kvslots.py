@@ -6,9 +6,8 @@ that starts the same way (same system prompt, earlier turns of a conversation)
 is given that slot and only its new tail is computed. With a RAM prompt cache
 (server/promptcache.py), what a slot is about to lose is saved there first, and
 a prompt that shares more with a saved state than with its slot gets that state
-back. Everything here touches
-llama.cpp's memory, so it runs on the decoder's stepping thread only, except
-`free_count`, which only reads Python fields.
+back. Everything here touches llama.cpp's memory, so it runs on the decoder's
+stepping thread only, except `free_count`, which only reads Python fields.
 """
 
 from __future__ import annotations

@@ -67,20 +67,23 @@ class PromptCache:
             return False
         self._entries = collections.deque(e for e in self._entries
                                           if common_prefix(e.tokens, tokens) < len(e.tokens))
-        while self._entries and self.bytes + size > self.limit:
-            self._entries.popleft()
+        self._make_room(size)
         try:
             # Uninitialised (llama.cpp writes every byte): zeroing a state first costs as much as the copy.
             entry = Entry(tuple(tokens), np.empty(size, dtype=np.uint8))
         except MemoryError:  # the machine has less to spare than the limit says: shrink it
             self.limit = int(0.4 * self.bytes)
-            while self._entries and self.bytes > self.limit:
-                self._entries.popleft()
+            self._make_room(0)
             return False
         if lc.llama_state_seq_get_data(self._ctx, entry.pointer(), size, seq_id) != size:
             return False
         self._entries.append(entry)
         return True
+
+    def _make_room(self, size: int) -> None:
+        """Drop the oldest entries until `size` more bytes fit under the limit."""
+        while self._entries and self.bytes + size > self.limit:
+            self._entries.popleft()
 
     def take(self, prompt: list[int], have: int, usable: int) -> Entry | None:
         """Remove and return the entry sharing the longest prefix with `prompt`, if it beats

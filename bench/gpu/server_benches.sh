@@ -41,11 +41,15 @@ serve_split() {
   for mb in 2048 4096 6144; do serve_one "auto-$mb" 3 --n-gpu-layers auto --vram-budget-mb "$mb"; done
 }
 
-concurrency() {
+link_llama_server() {
   # The CUDA llama-server from the same build as the library, where concurrency.py looks for it.
   local bin=bench/.work/llama-server-$PIN/bin
   [[ -x $WORK/build/bin/llama-server ]] || { echo "no CUDA llama-server in $WORK/build/bin"; return 1; }
   mkdir -p "$bin" && ln -sf "$PWD/$WORK/build/bin/llama-server" "$bin/llama-server"
+}
+
+concurrency() {
+  link_llama_server || return 1
   $PY bench/concurrency.py --model "$MODEL" --servers ours-pN,decoder-pN,llama-server-pN \
     --parallel 8 --clients 1,4,8 --requests 3 --rounds 3 --max-tokens 128 --threads "$THREADS" \
     --n-gpu-layers -1 --flash-attn auto --no-plot --force --out "$WORK/gpu-concurrency.json"
@@ -54,9 +58,7 @@ concurrency() {
 cache_ab() {
   # Our RAM prompt cache on and off (CACHE_RAM 2048 and 0), each beside llama-server (whose own
   # --cache-ram stays at its default), every layer on the GPU, as the concurrency stage.
-  local bin=bench/.work/llama-server-$PIN/bin
-  [[ -x $WORK/build/bin/llama-server ]] || { echo "no CUDA llama-server in $WORK/build/bin"; return 1; }
-  mkdir -p "$bin" && ln -sf "$PWD/$WORK/build/bin/llama-server" "$bin/llama-server"
+  link_llama_server || return 1
   for mib in 0 2048; do
     LLAMA_SERVER_CACHE_RAM=$mib $PY bench/concurrency.py --model "$MODEL" --servers ours-pN,llama-server-pN \
       --parallel 8 --clients 1,4,8 --requests 3 --rounds 3 --max-tokens 128 --threads "$THREADS" \

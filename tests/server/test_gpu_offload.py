@@ -98,13 +98,18 @@ print(json.dumps({"used_mib": before - free_mib(), "finite": finite}))
 """
 
 
-def load_and_run(model: Path, n_layers: int) -> dict:
+def run_fresh(script: str, *args: str, what: str) -> dict:
+    """Run `script` in a fresh interpreter (see above); the JSON of its last output line."""
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", LOAD_AND_RUN, str(model), str(n_layers)], cwd=root,
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=root,
                           env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 0, f"loading {n_layers} layers failed ({proc.returncode}): {proc.stderr[-1500:]}"
+    assert proc.returncode == 0, f"{what} failed ({proc.returncode}): {proc.stderr[-1500:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def load_and_run(model: Path, n_layers: int) -> dict:
+    return run_fresh(LOAD_AND_RUN, str(model), str(n_layers), what=f"loading {n_layers} layers")
 
 
 @pytest.mark.parametrize("budget_mb", BUDGETS_MB)
@@ -151,10 +156,6 @@ print(json.dumps({"same": reused == again, "cached": cached, "n_prompt": len(dec
 
 
 def test_prompt_cache_restores_a_state_into_the_gpu_kv_cache(model_7b):
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", PROMPT_CACHE_RUN, str(model_7b)], cwd=root,
-                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-1500:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_fresh(PROMPT_CACHE_RUN, str(model_7b), what="the prompt-cache run")
     assert got["hits"] == 1 and got["cached"] == got["n_prompt"] - 1
     assert got["same"]  # the restored cells answer as the slot's own cells did

@@ -34,8 +34,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.models import resolve_model  # noqa: E402
-from server.prompt import Vocab, build_messages, choose_format  # noqa: E402
+from server.model.files import resolve_model  # noqa: E402
+from server.model.prompt import Vocab, build_messages, choose_format  # noqa: E402
 from server.settings import Settings, physical_cores  # noqa: E402
 
 DECODE_RATIO_TARGET = 0.97
@@ -49,10 +49,18 @@ def parse_args():
     p.add_argument("--tokens", type=int, default=64, help="tokens to generate per request")
     p.add_argument("--reps", type=int, default=7, help="measured repetitions per side")
     p.add_argument("--n-gpu-layers", default="0", help="0, N, -1 (all) or auto, for both sides")
-    p.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
-                   help="both sides; in-process takes a bool, so auto means on (what llama.cpp's auto picks)")
-    p.add_argument("--repeat-penalty", type=float, default=SAMPLING["repeat_penalty"],
-                   help="1.0: plain greedy (no penalty work between tokens on either side)")
+    p.add_argument(
+        "--flash-attn",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="both sides; in-process takes a bool, so auto means on (what llama.cpp's auto picks)",
+    )
+    p.add_argument(
+        "--repeat-penalty",
+        type=float,
+        default=SAMPLING["repeat_penalty"],
+        help="1.0: plain greedy (no penalty work between tokens on either side)",
+    )
     p.add_argument("--vram-budget-mb", type=int, help="LLAMA_SERVER_VRAM_BUDGET_MB for the server's auto plan")
     p.add_argument("--n-ctx", type=int, default=1024)
     p.add_argument("--threads", type=int, default=physical_cores())
@@ -68,15 +76,25 @@ def start_server(model: Path, a) -> tuple[subprocess.Popen, str, dict]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "LLAMA_SERVER_MODEL": str(model), "LLAMA_SERVER_PORT": str(port),
-           "LLAMA_SERVER_N_CTX": str(a.n_ctx), "LLAMA_SERVER_N_GPU_LAYERS": str(a.n_gpu_layers),
-           "LLAMA_SERVER_N_THREADS": str(a.threads), "LLAMA_SERVER_MAX_TOKENS_CEILING": str(max(a.tokens, 2048)),
-           "LLAMA_SERVER_FLASH_ATTN": a.flash_attn}
+    env = {
+        **os.environ,
+        "LLAMA_SERVER_MODEL": str(model),
+        "LLAMA_SERVER_PORT": str(port),
+        "LLAMA_SERVER_N_CTX": str(a.n_ctx),
+        "LLAMA_SERVER_N_GPU_LAYERS": str(a.n_gpu_layers),
+        "LLAMA_SERVER_N_THREADS": str(a.threads),
+        "LLAMA_SERVER_MAX_TOKENS_CEILING": str(max(a.tokens, 2048)),
+        "LLAMA_SERVER_FLASH_ATTN": a.flash_attn,
+    }
     if a.vram_budget_mb:
         env["LLAMA_SERVER_VRAM_BUDGET_MB"] = str(a.vram_budget_mb)
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
-                             "server.app:create_app()"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.http.app:create_app()"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         if proc.poll() is not None:
@@ -120,6 +138,7 @@ def _counting_llama():
         def sample(self, *args, **kwargs):
             self.samples += 1
             return super().sample(*args, **kwargs)
+
     return CountingLlama
 
 
@@ -127,15 +146,29 @@ class InProcess:
     """The same GGUF, the same settings and the same prompt tokens, with no server."""
 
     def __init__(self, model: Path, a, n_gpu_layers: int):
-        from server.describe import chat_template
+        from server.model.describe import chat_template
+
         _Llama = _counting_llama()
-        self.llama = _Llama(model_path=str(model), n_ctx=a.n_ctx, n_threads=a.threads, n_threads_batch=a.threads,
-                            n_batch=512, n_gpu_layers=n_gpu_layers, flash_attn=a.flash_attn != "off",
-                            verbose=False)
+        self.llama = _Llama(
+            model_path=str(model),
+            n_ctx=a.n_ctx,
+            n_threads=a.threads,
+            n_threads_batch=a.threads,
+            n_batch=512,
+            n_gpu_layers=n_gpu_layers,
+            flash_attn=a.flash_attn != "off",
+            verbose=False,
+        )
         m = self.llama._model
         bos, eos = self.llama.token_bos(), self.llama.token_eos()
-        self.vocab = Vocab(lambda t, sp: self.llama.tokenize(t.encode(), add_bos=False, special=sp), bos, eos,
-                           m.token_get_text(bos), m.token_get_text(eos), bool(m.add_bos_token()))
+        self.vocab = Vocab(
+            lambda t, sp: self.llama.tokenize(t.encode(), add_bos=False, special=sp),
+            bos,
+            eos,
+            m.token_get_text(bos),
+            m.token_get_text(eos),
+            bool(m.add_bos_token()),
+        )
         self.repeat_penalty = a.repeat_penalty
         self.format = choose_format(chat_template(Settings(), self.llama.metadata)[0])
 
@@ -143,10 +176,17 @@ class InProcess:
         prompt = self.format.tokens(build_messages(Settings().system_prompt, [], text), self.vocab)
         t0 = time.perf_counter()
         start_samples, first = self.llama.samples, None
-        for chunk in self.llama.create_completion(prompt=prompt, max_tokens=tokens, stream=True,
-                                                  temperature=SAMPLING["temperature"], top_p=SAMPLING["top_p"],
-                                                  top_k=SAMPLING["top_k"], min_p=SAMPLING["min_p"],
-                                                  repeat_penalty=self.repeat_penalty, seed=SAMPLING["seed"]):
+        for chunk in self.llama.create_completion(
+            prompt=prompt,
+            max_tokens=tokens,
+            stream=True,
+            temperature=SAMPLING["temperature"],
+            top_p=SAMPLING["top_p"],
+            top_k=SAMPLING["top_k"],
+            min_p=SAMPLING["min_p"],
+            repeat_penalty=self.repeat_penalty,
+            seed=SAMPLING["seed"],
+        ):
             choice = chunk["choices"][0]
             if choice["text"] and first is None:
                 first = time.perf_counter()
@@ -157,12 +197,19 @@ class InProcess:
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
-    med = {side: {k: statistics.median(r[k] for r in rs) for k in ("ttft_ms", "decode_tps", "tokens")}
-           for side, rs in runs.items()}
+    med = {
+        side: {k: statistics.median(r[k] for r in rs) for k in ("ttft_ms", "decode_tps", "tokens")}
+        for side, rs in runs.items()
+    }
     ratio = med["server"]["decode_tps"] / med["in_process"]["decode_tps"]
     overhead = med["server"]["ttft_ms"] - med["in_process"]["ttft_ms"]
-    return {"medians": med, "decode_ratio": ratio, "ttft_overhead_ms": overhead,
-            "decode_ratio_ok": ratio >= DECODE_RATIO_TARGET, "ttft_overhead_ok": overhead < TTFT_OVERHEAD_TARGET_MS}
+    return {
+        "medians": med,
+        "decode_ratio": ratio,
+        "ttft_overhead_ms": overhead,
+        "decode_ratio_ok": ratio >= DECODE_RATIO_TARGET,
+        "ttft_overhead_ok": overhead < TTFT_OVERHEAD_TARGET_MS,
+    }
 
 
 def main() -> int:
@@ -177,8 +224,10 @@ def main() -> int:
         via_http(base, question(-1), a.tokens, a.repeat_penalty), local.run(question(-1), a.tokens)  # warm-up
         runs: dict[str, list[dict]] = {"server": [], "in_process": []}
         for i in range(a.reps):
-            order = [("server", lambda: via_http(base, question(i), a.tokens, a.repeat_penalty)),
-                     ("in_process", lambda: local.run(question(i), a.tokens))]
+            order = [
+                ("server", lambda i=i: via_http(base, question(i), a.tokens, a.repeat_penalty)),
+                ("in_process", lambda i=i: local.run(question(i), a.tokens)),
+            ]
             for side, measure in order if i % 2 == 0 else reversed(order):
                 runs[side].append(measure())
     finally:
@@ -188,16 +237,35 @@ def main() -> int:
     print(f"{'':12}{'TTFT ms':>10}{'decode tok/s':>14}{'tokens':>8}   (medians of {a.reps})")
     for side, m in summary["medians"].items():
         print(f"{side:12}{m['ttft_ms']:10.1f}{m['decode_tps']:14.2f}{m['tokens']:8.0f}")
-    print(f"decode ratio server/in-process: {summary['decode_ratio']:.3f} (target >= {DECODE_RATIO_TARGET}: "
-          f"{'ok' if summary['decode_ratio_ok'] else 'MISSED'})")
-    print(f"server offload: {offload.get('mode')} {offload.get('n_gpu_layers')}/{offload.get('total_layers')} layers "
-          f"on {offload.get('backend')}; in-process loaded the same count")
-    print(f"TTFT overhead: {summary['ttft_overhead_ms']:.1f} ms (target < {TTFT_OVERHEAD_TARGET_MS}: "
-          f"{'ok' if summary['ttft_overhead_ok'] else 'MISSED'})")
-    record = {"model": str(model.name), "tokens": a.tokens, "reps": a.reps, "n_ctx": a.n_ctx, "threads": a.threads,
-              "n_gpu_layers": a.n_gpu_layers, "flash_attn": a.flash_attn, "repeat_penalty": a.repeat_penalty, "vram_budget_mb": a.vram_budget_mb,
-              "server_offload": offload, "server_parallel": health.get("parallel"), "loadavg": os.getloadavg(), "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              **summary, "runs": runs}
+    print(
+        f"decode ratio server/in-process: {summary['decode_ratio']:.3f} (target >= {DECODE_RATIO_TARGET}: "
+        f"{'ok' if summary['decode_ratio_ok'] else 'MISSED'})"
+    )
+    print(
+        f"server offload: {offload.get('mode')} {offload.get('n_gpu_layers')}/{offload.get('total_layers')} layers "
+        f"on {offload.get('backend')}; in-process loaded the same count"
+    )
+    print(
+        f"TTFT overhead: {summary['ttft_overhead_ms']:.1f} ms (target < {TTFT_OVERHEAD_TARGET_MS}: "
+        f"{'ok' if summary['ttft_overhead_ok'] else 'MISSED'})"
+    )
+    record = {
+        "model": str(model.name),
+        "tokens": a.tokens,
+        "reps": a.reps,
+        "n_ctx": a.n_ctx,
+        "threads": a.threads,
+        "n_gpu_layers": a.n_gpu_layers,
+        "flash_attn": a.flash_attn,
+        "repeat_penalty": a.repeat_penalty,
+        "vram_budget_mb": a.vram_budget_mb,
+        "server_offload": offload,
+        "server_parallel": health.get("parallel"),
+        "loadavg": os.getloadavg(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **summary,
+        "runs": runs,
+    }
     results.parent.mkdir(parents=True, exist_ok=True)
     partial = results.with_name(results.name + ".partial")
     partial.write_text(json.dumps(record, indent=2) + "\n")

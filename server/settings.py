@@ -245,11 +245,11 @@ class Settings:
         if self.kv_cache_type not in ("f16", "f32", "bf16") and self.flash_attn != "on":
             raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs {env_name('flash_attn')}=on")
         # Every slot decodes one token per step, so a step must hold one per slot.
-        if self.parallel != "auto" and self.parallel > self.n_batch:
+        if isinstance(self.parallel, int) and self.parallel > self.n_batch:
             raise SettingsError(f"{env_name('parallel')}: must not exceed {env_name('n_batch')} ({self.n_batch})")
         # Every running or queued answer holds an HTTP thread for its whole length (a stream
         # does): with none left over, /api/health and /metrics would wait behind them.
-        busy = (AUTO_PARALLEL_MAX if self.parallel == "auto" else self.parallel) + self.queue_size
+        busy = (self.parallel if isinstance(self.parallel, int) else AUTO_PARALLEL_MAX) + self.queue_size
         if self.http_threads <= busy:
             raise SettingsError(
                 f"{env_name('http_threads')}: {self.http_threads} threads would all be taken by "

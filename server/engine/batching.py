@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
@@ -30,6 +30,7 @@ from server.engine.decoder_types import (
     DecoderConfig,
     DecoderStats,
     Ended,
+    Event,
     PromptTooLongError,
     Timings,
     Usage,
@@ -81,7 +82,7 @@ class BatchDecoder:
         ram = PromptCache(self._c, cfg.cache_ram_mib << 20) if cfg.cache_ram_mib else None
         self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache, ram)
         self._slots = self._table.slots
-        self._inbox: collections.deque = collections.deque()  # (op, Sequence) from any thread
+        self._inbox: collections.deque[tuple[str, Sequence]] = collections.deque()  # (op, Sequence) from any thread
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._ids = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
@@ -89,7 +90,7 @@ class BatchDecoder:
         self._eog: list[int] | None = None  # see _eog_tokens
 
     @classmethod
-    def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
+    def load(cls, model_path: str | Path, **settings: Any) -> "BatchDecoder":
         """Load the weights once and create the shared context (settings: DecoderConfig fields)."""
         cfg = DecoderConfig(**settings)
         _logger.set_verbose(cfg.verbose)
@@ -113,20 +114,20 @@ class BatchDecoder:
 
     # --- model facts, so the caller needs no second copy of the weights ---------------
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
-        return self._model.tokenize(text.encode("utf-8"), add_bos, special)
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
-        return self._model.detokenize(tokens, special).decode("utf-8", errors="replace")
+        return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))
 
     def metadata(self) -> dict[str, str]:
-        return self._model.metadata()
+        return dict(self._model.metadata())
 
     def chat_template(self) -> str | None:
         raw = lc.llama_model_chat_template(self._model.model, None)
-        return raw.decode("utf-8") if raw else None
+        return str(raw.decode("utf-8")) if raw else None
 
     def token_text(self, token: int) -> str:
-        return self._model.token_get_text(token)
+        return str(self._model.token_get_text(token))
 
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
@@ -136,7 +137,7 @@ class BatchDecoder:
     n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
-    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]) -> Sequence:
+    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]) -> Sequence:
         """Queue a request; it joins the batch at the next step with a free slot."""
         if not prompt:
             raise ValueError("empty prompt")
@@ -248,6 +249,7 @@ class BatchDecoder:
         cfg, n = self.cfg, 0
         running = [s.seq for s in self._slots if s.seq is not None]
         for seq in running:
+            assert seq.slot is not None  # every running sequence holds one
             seq.n_feed, seq.i_batch = 0, -1
             if seq.state == DECODING:
                 self._tok[n], self._pos[n], self._logits[n] = seq.next_token, seq.n_past, 1
@@ -258,6 +260,7 @@ class BatchDecoder:
         # their streams keep advancing; alone it may fill the whole batch.
         budget = min(cfg.n_batch - n, cfg.prefill_chunk if n else cfg.n_batch)
         for seq in sorted((s for s in running if s.state == PREFILL), key=lambda s: s.id):
+            assert seq.slot is not None
             k = min(budget, len(seq.prompt) - seq.n_past)
             if k <= 0:
                 break
@@ -275,6 +278,7 @@ class BatchDecoder:
 
     def _after_decode(self, seq: Sequence) -> None:
         slot = seq.slot
+        assert slot is not None
         if seq.state == DECODING:
             slot.cached.append(seq.next_token)
         else:
@@ -285,7 +289,7 @@ class BatchDecoder:
 
     def _sample(self, seq: Sequence) -> int:
         if seq.chain is not None:
-            return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
+            return int(lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch))
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
         p = seq.params
         if p.ignore_eos:
@@ -334,7 +338,7 @@ class BatchDecoder:
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
         self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), Timings.of(seq)))
 
-    def _emit(self, seq: Sequence, event: object) -> None:
+    def _emit(self, seq: Sequence, event: Event) -> None:
         try:
             seq.on_event(event)
         except Exception:  # a broken consumer must not stop the other streams: end only its own

@@ -238,7 +238,7 @@ def tiny_llama_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_gguf(tiny_llama_checkpoint, tmp_path_factory) -> Path:
     """That checkpoint converted by our own converter to an f16 GGUF (no chat template)."""
-    from conversion.convert import convert
+    from conversion.converter import convert
 
     out = tmp_path_factory.mktemp("tiny-llama-gguf") / "tiny-llama.f16.gguf"
     return convert(tiny_llama_checkpoint, out, outtype="f16", progress=False)

@@ -10,8 +10,8 @@ import llama_cpp
 import pytest
 
 from conversion.cli import main
-from conversion.convert import convert
-from conversion.verify import verify
+from conversion.converter import convert
+from conversion.verifier import verify
 from tests.tiny_llama import TinySpec, write_tiny_llama
 
 QT = gguf.GGMLQuantizationType

@@ -3,6 +3,9 @@
 Side by side in one run, on the same model file and thread count:
   ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
   ours-p1          the same with one slot (requests served one at a time)
+  before-pN        another checkout of this server (--before DIR, e.g. made with
+                   `git worktree add DIR <commit>`), started the same way: a change's
+                   before and after, side by side
   decoder-pN       the batching decoder in this process, no HTTP (its ceiling)
   llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
   llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp
@@ -22,6 +25,7 @@ over the rounds.
     python bench/concurrency.py                       # every server, default model
     python bench/concurrency.py --servers llama-server-pN,llama-cpp-python --model m.gguf
     python bench/concurrency.py --servers ours-pN,llama-server-pN --parallel 8 --n-gpu-layers -1 --no-plot
+    python bench/concurrency.py --servers ours-pN,before-pN --before ../before --clients 4 --no-plot
 
 On a GPU, --n-gpu-layers and --flash-attn reach every column alike (our LLAMA_SERVER_N_GPU_LAYERS
 and LLAMA_SERVER_FLASH_ATTN, the decoder's load, llama-server's -ngl and -fa); llama-server
@@ -145,6 +149,7 @@ class Target:
     ready: str  # GET path answering 200 once the model is loaded
     body: Callable[[str, int], dict]
     tokens: Callable[[dict], int]
+    home: Callable[[argparse.Namespace], Path] = lambda a: ROOT  # the folder it runs in
 
 
 # Every server gets the same system prompt and question, for equal prompt work.
@@ -191,6 +196,12 @@ def _ours(fixed_slots: int | None):
         ], env
 
     return command
+
+
+def _before(model, port, a):
+    # `python -m server` starts gunicorn with that checkout's own app path.
+    _, env = _ours(None)(model, port, a)
+    return [a.before / ".venv" / "bin" / "python", "-m", "server"], env
 
 
 def _llama_server(fixed_slots: int | None):
@@ -256,6 +267,9 @@ TARGETS = {
     for t in [
         Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
         Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
+        Target(
+            "before-pN", lambda: None, _before, "/api/respond", "/api/health", _ours_body, _usage, lambda a: a.before
+        ),
         Target("decoder-pN", lambda: None, None, "", "", _chat, _usage),  # in-process, see InProcess
         Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models", _chat, _usage),
         Target(
@@ -278,7 +292,7 @@ def ours_is_batched() -> bool:
     """Our columns mean something only once the engine drives the batching decoder."""
     return any(
         "BatchDecoder" in (ROOT / "server" / f).read_text()
-        for f in ("engine.py", "decoder.py")
+        for f in ("engine/engine.py", "engine.py", "decoder.py")
         if (ROOT / "server" / f).exists()
     )
 
@@ -437,7 +451,7 @@ class Served:
             self.log = open(WORK / f"{t.name}.log", "w")
             self.proc = subprocess.Popen(
                 [str(a) for a in argv],
-                cwd=ROOT,
+                cwd=t.home(args),
                 env={**os.environ, **env},
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
@@ -504,6 +518,8 @@ def medians(raw: list[dict], names: list[str], clients: list[int]) -> list[dict]
             }
             for key in ("completion_tokens", "wall_s", "tokens_per_s", "p50_s", "p95_s"):
                 row[key] = statistics.median(r[key] for r in runs)
+            row["tokens_per_s_min"] = min(r["tokens_per_s"] for r in runs)
+            row["tokens_per_s_max"] = max(r["tokens_per_s"] for r in runs)
             rows.append(row)
     return rows
 
@@ -516,6 +532,14 @@ def print_table(rows: list[dict], clients: list[int]) -> None:
     for name in servers:
         cells = {r["clients"]: f"{r['tokens_per_s']:.1f} ({r['p50_s']:.1f})" for r in rows if r["server"] == name}
         print(f"{name:18}" + "".join(f"{cells.get(c, '-'):>18}" for c in clients))
+    print("\naggregate tokens/s over the rounds: min / median / max")
+    for name in servers:
+        spread = {
+            r["clients"]: f"{r['tokens_per_s_min']:.1f}/{r['tokens_per_s']:.1f}/{r['tokens_per_s_max']:.1f}"
+            for r in rows
+            if r["server"] == name
+        }
+        print(f"{name:18}" + "".join(f"{spread.get(c, '-'):>22}" for c in clients))
 
 
 def ratios(rows: list[dict], at: int) -> dict:
@@ -527,9 +551,22 @@ def ratios(rows: list[dict], at: int) -> dict:
         ("decoder-pN", "llama-server-pN"),
         ("decoder-pN", "llama-cpp-python"),
         ("ours-pN", "ours-p1"),
+        ("ours-pN", "before-pN"),
         ("llama-server-pN", "llama-server-p1"),
     ]
     return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in pairs if tps.get(a) and tps.get(b)}
+
+
+def commits(args) -> dict:
+    """The commits measured: this tree (with '+' when it has uncommitted changes) and --before's."""
+
+    def commit(tree: Path) -> str:
+        git = ["git", "-C", str(tree)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "server"], capture_output=True, text=True).stdout
+        return head + ("+" if dirty.strip() else "")
+
+    return {"ours": commit(ROOT), **({"before": commit(args.before)} if args.before else {})}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -568,7 +605,9 @@ def plot(json_path: Path, png_path: Path) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: the server's default model)")
-    ap.add_argument("--servers", default=",".join(TARGETS), help="comma list of " + ", ".join(TARGETS))
+    ap.add_argument(
+        "--servers", help="comma list of " + ", ".join(TARGETS) + " (default: all; before-pN only with --before)"
+    )
     ap.add_argument("--clients", default="1,2,4,8", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots for the -pN servers")
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
@@ -594,6 +633,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="skip the PNG (it needs the llama-cpp-python venv, so PyPI); make it later with "
         "the same venv: concurrency.py --plot JSON PNG",
     )
+    ap.add_argument("--before", type=Path, help="another checkout of this server, for the before-pN column")
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/concurrency-<model>.json)")
     ap.add_argument("--force", action="store_true", help="overwrite existing results")
     ap.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help=argparse.SUPPRESS)
@@ -615,10 +655,15 @@ def main(argv: list[str]) -> int:
     if out.exists() and not args.force:
         print(f"{out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
         return 1
-    names = [n for n in args.servers.split(",") if n]
+    names = [n for n in args.servers.split(",") if n] if args.servers else [n for n in TARGETS if n != "before-pN"]
+    if args.before and not args.servers:
+        names.insert(1, "before-pN")
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         print(f"unknown servers {unknown}; choose from {list(TARGETS)}", file=sys.stderr)
+        return 2
+    if "before-pN" in names and not (args.before and (args.before / "server").is_dir()):
+        print("before-pN needs --before DIR, a checkout of this server (with its .venv)", file=sys.stderr)
         return 2
     if any(n.startswith("ours") for n in names) and not ours_is_batched():
         print("skipping ours-*: server/engine/engine.py does not drive the batching decoder yet", flush=True)
@@ -639,6 +684,7 @@ def main(argv: list[str]) -> int:
             "loadavg_after": os.getloadavg(),
         },
         "llama_cpp_python": PIN,
+        "commits": commits(args),
         "settings": {
             k: v
             for k, v in vars(args).items()

@@ -13,7 +13,7 @@ import logging
 from flask import Flask, Response, request
 
 from server.engine.engine import Engine
-from server.http import ops, respond
+from server.http import ops, respond, tokens
 from server.http.errors import register_error_handlers
 from server.http.metrics import Metrics
 from server.http.openai import blueprint as openai_blueprint
@@ -28,6 +28,8 @@ ENDPOINTS = {
     "v1.chat_completions",
     "v1.completions",
     "v1.models",
+    "tokens.tokenize",
+    "tokens.detokenize",
 }
 
 
@@ -42,7 +44,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = AppState(settings, engine, Metrics(engine))
     register_error_handlers(app)
-    for blueprint in (respond.blueprint, openai_blueprint, ops.blueprint):
+    for blueprint in (respond.blueprint, openai_blueprint, tokens.blueprint, ops.blueprint):
         app.register_blueprint(blueprint)
     app.after_request(_count_request)
     return app

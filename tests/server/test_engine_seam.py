@@ -52,6 +52,18 @@ class FakeDecoder:
         self.gate.set()
         self.steps, self.cancels, self.closed = 0, 0, False
 
+    # The vocabulary: one token per character, so the fake can read a prompt back.
+    n_vocab = 0x110000
+
+    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        return [1] * add_bos + [ord(c) for c in text]
+
+    def text_of(self, tokens: list[int]) -> str:
+        return "".join(map(chr, tokens))
+
+    def piece_of(self, token: int) -> bytes:
+        return chr(token).encode()
+
     def add(self, prompt, params, on_event) -> _Seq:
         seq = _Seq(prompt, params, on_event)
         self.waiting.append(seq)
@@ -96,9 +108,8 @@ class FakeDecoder:
         self.closed = True
 
 
-def _vocab() -> Vocab:
-    # One token per character, so the fake can read a prompt back.
-    return Vocab(lambda text, special: [ord(c) for c in text], 1, 2, "<s>", "</s>", add_bos=True)
+def _vocab(fake: FakeDecoder) -> Vocab:
+    return Vocab(lambda text, special: fake.tokenize(text, False), 1, 2, "<s>", "</s>", add_bos=True)
 
 
 @pytest.fixture
@@ -109,7 +120,7 @@ def fake():
 @pytest.fixture
 def engine(fake):
     def loader(settings, model, given) -> Loaded:
-        return Loaded(fake, _vocab(), Llama2Format(), {"model": "fake"})
+        return Loaded(fake, _vocab(fake), Llama2Format(), {"model": "fake"})
 
     engine = Engine(Settings(**TEST_SETTINGS), ModelChoice(Path("fake.gguf"), False), loader=loader).start()
     assert engine.wait_ready(10)
@@ -207,7 +218,9 @@ def test_a_step_that_raises_unexpectedly_ends_the_running_requests_once_and_the_
     fake.fail = None
     after = list(engine.submit(ask("next", max_tokens=2), on_done=lambda done: ended.append(done.finish_reason)))
     assert "".join(e.text for e in after[:-1]) == words(2)
-    # The decoder's own late "cancelled" for the failed sequence reached no one.
+    # The decoder's own late "cancelled" for the failed sequence reached no one (the observer
+    # runs just after the answer is out: wait for it).
+    wait_for(lambda: len(ended) >= 2, f"observed {ended}")
     assert ended == ["error", "length"]
 
 
@@ -218,7 +231,9 @@ def test_an_observer_that_raises_is_logged_and_the_answer_still_arrives(engine, 
     with caplog.at_level(logging.ERROR, logger="server.engine.generation"):
         events = list(engine.submit(ask("hi", max_tokens=2), on_done=broken))
     assert "".join(e.text for e in events[:-1]) == words(2) and events[-1].finish_reason == "length"
-    assert "on_done callback failed" in caplog.text and "observer bug" in caplog.text
+    # The answer is out before the observer runs: wait for its log line.
+    wait_for(lambda: "on_done callback failed" in caplog.text, caplog.text)
+    assert "observer bug" in caplog.text
     assert list(engine.submit(ask("again", max_tokens=1)))[-1].finish_reason == "length"
 
 

@@ -542,19 +542,33 @@ def print_table(rows: list[dict], clients: list[int]) -> None:
         print(f"{name:18}" + "".join(f"{spread.get(c, '-'):>22}" for c in clients))
 
 
+PAIRS = [
+    ("ours-pN", "llama-server-pN"),
+    ("ours-pN", "llama-cpp-python"),
+    ("decoder-pN", "llama-server-pN"),
+    ("decoder-pN", "llama-cpp-python"),
+    ("ours-pN", "ours-p1"),
+    ("ours-pN", "before-pN"),
+    ("llama-server-pN", "llama-server-p1"),
+]
+
+
 def ratios(rows: list[dict], at: int) -> dict:
-    """Throughput ratios at `at` clients, measured in this same run."""
+    """Throughput ratios at `at` clients, measured in this same run (of the medians)."""
     tps = {r["server"]: r["tokens_per_s"] for r in rows if r["clients"] == at}
-    pairs = [
-        ("ours-pN", "llama-server-pN"),
-        ("ours-pN", "llama-cpp-python"),
-        ("decoder-pN", "llama-server-pN"),
-        ("decoder-pN", "llama-cpp-python"),
-        ("ours-pN", "ours-p1"),
-        ("ours-pN", "before-pN"),
-        ("llama-server-pN", "llama-server-p1"),
-    ]
-    return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in pairs if tps.get(a) and tps.get(b)}
+    return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in PAIRS if tps.get(a) and tps.get(b)}
+
+
+def paired_ratios(raw: list[dict], at: int) -> dict:
+    """The same ratios round by round: each round runs the servers back to back, so a ratio
+    within a round sees nearly the same load on the machine. Min, median and max."""
+    tps = {(r["round"], r["server"]): r["tokens_per_s"] for r in raw if r["clients"] == at}
+    out = {}
+    for a, b in PAIRS:
+        per_round = [tps[r, a] / tps[r, b] for r, s in tps if s == a and tps.get((r, b))]
+        if per_round:
+            out[f"{a}/{b}"] = [round(x, 3) for x in (min(per_round), statistics.median(per_round), max(per_round))]
+    return out
 
 
 def commits(args) -> dict:
@@ -705,10 +719,12 @@ def main(argv: list[str]) -> int:
         "rows": rows,
         "ratios_at_4_clients": ratios(rows, 4),
         "ratios_by_clients": {c: ratios(rows, c) for c in args.clients},
+        "paired_ratios_by_clients": {c: paired_ratios(raw, c) for c in args.clients},
         "rounds": raw,
     }
     for c, r in doc["ratios_by_clients"].items():
         print(f"ratios at {c} clients:", r)
+        print(f"  round by round (min, median, max) at {c} clients:", doc["paired_ratios_by_clients"][c])
     write_atomic(out, json.dumps(doc, indent=1).encode())
     if args.no_plot:
         print(f"wrote {out}")

@@ -12,7 +12,9 @@ Side by side in one run, on the same model file and thread count:
                    source that the pinned llama-cpp-python source package vendors
   llama-server-p1  the same with one slot
 Each client sends `--requests` chat questions one after another (greedy, --max-tokens).
-Aggregate tokens/s = completion tokens of all clients / wall time of the round.
+Aggregate tokens/s = completion tokens of all clients / wall time of the round. For the
+servers run as processes, their own CPU time per completion token is recorded too: on a
+machine shared with other work it moves much less than the wall-clock figures.
 Every round asks the same questions, so a server's prompt cache (llama-server's
 --cache-ram, our CACHE_RAM) may answer a repeated prompt from RAM; with
 --fresh-questions each round's questions carry a new tag in front (same system
@@ -465,8 +467,25 @@ class Served:
     def round(self, clients: int, args, r: int) -> dict:
         # Fresh questions differ from every earlier round's (and from the other client counts').
         tag = f"({r + 1}.{clients}) " if args.fresh_questions else ""
+        cpu = self.cpu_seconds()
         row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag)
+        if cpu is not None:  # the server's own CPU time: what it costs, whatever else runs on the machine
+            row["cpu_ms_per_token"] = round((self.cpu_seconds() - cpu) * 1000 / max(row["completion_tokens"], 1), 3)
         return {"server": self.t.name, **row}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) of the server's processes so far; None when it runs in here."""
+        if self.proc is None:
+            return None
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[2]) == self.proc.pid:  # its process group: the server and its workers
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.runner is not None:
@@ -518,6 +537,8 @@ def medians(raw: list[dict], names: list[str], clients: list[int]) -> list[dict]
             }
             for key in ("completion_tokens", "wall_s", "tokens_per_s", "p50_s", "p95_s"):
                 row[key] = statistics.median(r[key] for r in runs)
+            if all("cpu_ms_per_token" in r for r in runs):
+                row["cpu_ms_per_token"] = statistics.median(r["cpu_ms_per_token"] for r in runs)
             row["tokens_per_s_min"] = min(r["tokens_per_s"] for r in runs)
             row["tokens_per_s_max"] = max(r["tokens_per_s"] for r in runs)
             rows.append(row)
@@ -532,6 +553,9 @@ def print_table(rows: list[dict], clients: list[int]) -> None:
     for name in servers:
         cells = {r["clients"]: f"{r['tokens_per_s']:.1f} ({r['p50_s']:.1f})" for r in rows if r["server"] == name}
         print(f"{name:18}" + "".join(f"{cells.get(c, '-'):>18}" for c in clients))
+    cpu = {r["server"]: r["cpu_ms_per_token"] for r in rows if "cpu_ms_per_token" in r and r["clients"] == clients[-1]}
+    if cpu:
+        print(f"\nserver CPU ms per completion token at {clients[-1]} clients (median over rounds):", cpu)
     print("\naggregate tokens/s over the rounds: min / median / max")
     for name in servers:
         spread = {

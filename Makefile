@@ -13,6 +13,10 @@ QUANT ?= Q4_K_M
 OUT ?= models/llama-2-7b-chat.$(QUANT).gguf
 CUDA_ARCHS ?= native
 LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
+# llama.cpp is compiled for this CPU (-march=native), except its AMX kernels: on CPUs that have AMX
+# they crash llama_decode (SIGSEGV) in this release. pip's wheel cache ignores CMAKE_ARGS, so the
+# library is built without it (a stale wheel built with other flags would be reused silently).
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
 
 .PHONY: help install install-cuda serve test quantize bench-conversion bench-serve bench-concurrency clean
 
@@ -24,13 +28,14 @@ install: $(VENV)/.installed  ## create .venv and install requirements.txt
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --no-cache-dir '$(LLAMA_CPP_PIN)'
 	$(PY) -m pip install -r requirements.txt
 	touch $@
 
 # make install-cuda                     -> rebuild llama-cpp-python with CUDA for this machine's GPU
 # make install-cuda CUDA_ARCHS="86;89"  -> for other GPUs (86: RTX 30xx, 89: RTX 40xx, 90: H100)
 install-cuda: install  ## rebuild llama-cpp-python with the CUDA backend
-	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS)" \
+	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS) $(LLAMA_CMAKE_ARGS)" \
 	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir '$(LLAMA_CPP_PIN)'
 
 # make serve                                    -> the server on 127.0.0.1:8000 (Llama-2 if quantized, else a small default)

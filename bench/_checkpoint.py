@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
 from _llama2_files import generation_config, special_tokens_map, tokenizer_config
 
 POOL_ELEMENTS = 1 << 22  # 8 MiB of fp16: far larger than a row, small to generate
@@ -52,15 +51,17 @@ def tensor_shapes(s: Shape) -> list[tuple[str, tuple[int, ...]]]:
     out = [("model.embed_tokens.weight", (s.vocab, s.hidden))]
     for i in range(s.layers):
         p = f"model.layers.{i}."
-        out += [(p + "self_attn.q_proj.weight", (s.hidden, s.hidden)),
-                (p + "self_attn.k_proj.weight", (kv, s.hidden)),
-                (p + "self_attn.v_proj.weight", (kv, s.hidden)),
-                (p + "self_attn.o_proj.weight", (s.hidden, s.hidden)),
-                (p + "mlp.gate_proj.weight", (s.intermediate, s.hidden)),
-                (p + "mlp.up_proj.weight", (s.intermediate, s.hidden)),
-                (p + "mlp.down_proj.weight", (s.hidden, s.intermediate)),
-                (p + "input_layernorm.weight", (s.hidden,)),
-                (p + "post_attention_layernorm.weight", (s.hidden,))]
+        out += [
+            (p + "self_attn.q_proj.weight", (s.hidden, s.hidden)),
+            (p + "self_attn.k_proj.weight", (kv, s.hidden)),
+            (p + "self_attn.v_proj.weight", (kv, s.hidden)),
+            (p + "self_attn.o_proj.weight", (s.hidden, s.hidden)),
+            (p + "mlp.gate_proj.weight", (s.intermediate, s.hidden)),
+            (p + "mlp.up_proj.weight", (s.intermediate, s.hidden)),
+            (p + "mlp.down_proj.weight", (s.hidden, s.intermediate)),
+            (p + "input_layernorm.weight", (s.hidden,)),
+            (p + "post_attention_layernorm.weight", (s.hidden,)),
+        ]
     out += [("model.norm.weight", (s.hidden,)), ("lm_head.weight", (s.vocab, s.hidden))]
     return out
 
@@ -80,14 +81,29 @@ def shard_plan(shapes: list[tuple[str, tuple[int, ...]]]) -> list[list[tuple[str
 
 
 def config_json(s: Shape) -> dict:
-    return {"architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
-            "hidden_act": "silu", "hidden_size": s.hidden, "initializer_range": 0.02,
-            "intermediate_size": s.intermediate, "max_position_embeddings": s.max_positions,
-            "model_type": "llama", "num_attention_heads": s.heads,
-            "num_hidden_layers": s.layers, "num_key_value_heads": s.kv_heads,
-            "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None,
-            "rope_theta": 10000.0, "tie_word_embeddings": False, "torch_dtype": "float16",
-            "transformers_version": "4.31.0.dev0", "use_cache": True, "vocab_size": s.vocab}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": s.hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": s.intermediate,
+        "max_position_embeddings": s.max_positions,
+        "model_type": "llama",
+        "num_attention_heads": s.heads,
+        "num_hidden_layers": s.layers,
+        "num_key_value_heads": s.kv_heads,
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float16",
+        "transformers_version": "4.31.0.dev0",
+        "use_cache": True,
+        "vocab_size": s.vocab,
+    }
 
 
 def _write_tensor(f, pool: np.ndarray, name: str, shape: tuple[int, ...]) -> None:
@@ -97,7 +113,7 @@ def _write_tensor(f, pool: np.ndarray, name: str, shape: tuple[int, ...]) -> Non
     norm = name.endswith("norm.weight")  # RMSNorm gains sit near 1, not 0
     while remaining:
         n = min(remaining, len(pool) - pos)
-        chunk = pool[pos:pos + n]
+        chunk = pool[pos : pos + n]
         f.write((chunk + np.float16(1.0)).tobytes() if norm else memoryview(chunk))
         remaining -= n
         pos = 0
@@ -142,8 +158,7 @@ def write_checkpoint(out: Path, shape: Shape, tokenizer: Path, seed: int = 0) ->
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    pool = (np.random.default_rng(seed).standard_normal(POOL_ELEMENTS, dtype=np.float32) * 0.02
-            ).astype(np.float16)
+    pool = (np.random.default_rng(seed).standard_normal(POOL_ELEMENTS, dtype=np.float32) * 0.02).astype(np.float16)
     shards = shard_plan(tensor_shapes(shape))
     weight_map, total = {}, 0
     for i, tensors in enumerate(shards, start=1):

@@ -9,9 +9,14 @@ from __future__ import annotations
 import _spread
 
 # Ratios worth reporting, where both columns ran.
-PAIRS = [("ours-pN", "llama-server-pN"), ("ours-pN", "llama-cpp-python"),
-         ("decoder-pN", "llama-server-pN"), ("decoder-pN", "llama-cpp-python"),
-         ("ours-pN", "ours-p1"), ("llama-server-pN", "llama-server-p1")]
+PAIRS = [
+    ("ours-pN", "llama-server-pN"),
+    ("ours-pN", "llama-cpp-python"),
+    ("decoder-pN", "llama-server-pN"),
+    ("decoder-pN", "llama-cpp-python"),
+    ("ours-pN", "ours-p1"),
+    ("llama-server-pN", "llama-server-p1"),
+]
 
 
 def work_summary(raw: list[dict], ignoring: dict[str, bool], expected: dict[int, int] | None) -> dict:
@@ -19,12 +24,21 @@ def work_summary(raw: list[dict], ignoring: dict[str, bool], expected: dict[int,
     bench's assertion: every group equal, and, where end of sequence was ignored, every side that
     ignored it got exactly the tokens asked for (`expected`: clients -> tokens per round)."""
     checks = _spread.work_check(raw)
-    short = [{k: r[k] for k in ("round", "clients", "server", "completion_tokens")} for r in raw
-             if expected and ignoring.get(r["server"]) and r["completion_tokens"] != expected[r["clients"]]]
+    short = [
+        {k: r[k] for k in ("round", "clients", "server", "completion_tokens")}
+        for r in raw
+        if expected and ignoring.get(r["server"]) and r["completion_tokens"] != expected[r["clients"]]
+    ]
     unequal = [c for c in checks if not c["equal"]]
-    return {"ignore_eos": ignoring, "expected_tokens_per_round": expected, "groups": len(checks),
-            "equal_groups": len(checks) - len(unequal), "unequal": unequal, "short_of_expected": short,
-            "ok": not unequal and not short}
+    return {
+        "ignore_eos": ignoring,
+        "expected_tokens_per_round": expected,
+        "groups": len(checks),
+        "equal_groups": len(checks) - len(unequal),
+        "unequal": unequal,
+        "short_of_expected": short,
+        "ok": not unequal and not short,
+    }
 
 
 def ratio_claims(raw: list[dict], names: list[str], clients: int) -> dict:
@@ -59,12 +73,16 @@ def print_table(rows: list[dict], claims: dict[int, dict], work: dict, clients: 
     ign = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in work["ignore_eos"].items())
     print(f"  end of sequence ignored: {ign}")
     if work["expected_tokens_per_round"]:
-        print("  expected per round: " + ", ".join(f"{t} at {c} clients"
-                                                  for c, t in work["expected_tokens_per_round"].items()))
-    print(f"  equal on every side in {work['equal_groups']} of {work['groups']} (round, clients) groups"
-          + ("" if work["ok"] else f"; UNEQUAL: {work['unequal'][:4]} short: {work['short_of_expected'][:4]}"))
+        print(
+            "  expected per round: "
+            + ", ".join(f"{t} at {c} clients" for c, t in work["expected_tokens_per_round"].items())
+        )
+    print(
+        f"  equal on every side in {work['equal_groups']} of {work['groups']} (round, clients) groups"
+        + ("" if work["ok"] else f"; UNEQUAL: {work['unequal'][:4]} short: {work['short_of_expected'][:4]}")
+    )
     print("\nwhat the per-round ratios support (95% interval of the median ratio):")
     for c in clients:
-        for pair, cl in claims.get(c, {}).items():
+        for cl in claims.get(c, {}).values():
             left = cl["rounds_left_out_unequal_work"]
             print(f"  {c} clients: {cl['text']}" + (f" [{left} unequal rounds left out]" if left else ""))

@@ -16,8 +16,14 @@ from pathlib import Path
 
 # Keys derived from the checkpoint's directory name or a model card: two converters
 # may legitimately name the model differently. Differences are still reported.
-NAME_KEYS = {"general.name", "general.basename", "general.finetune", "general.size_label",
-             "general.version", "general.organization"}
+NAME_KEYS = {
+    "general.name",
+    "general.basename",
+    "general.finetune",
+    "general.size_label",
+    "general.version",
+    "general.organization",
+}
 # Values longer than this (token lists, scores) are stored as a hash, not inline.
 INLINE_LIMIT = 16
 
@@ -47,13 +53,22 @@ def summarize(path: Path) -> dict:
     reader = gguf.GGUFReader(path)
     tensors = []
     for t in reader.tensors:
-        tensors.append({"name": t.name, "shape": [int(d) for d in t.shape],
-                        "type": t.tensor_type.name, "n_bytes": int(t.n_bytes),
-                        "sha256": hashlib.sha256(memoryview(t.data).cast("B")).hexdigest()})
-    return {"file": str(path), "file_bytes": os.path.getsize(path),
-            "metadata": {k: _field_summary(f) for k, f in reader.fields.items()},
-            "tensors": tensors,
-            "tensor_types": dict(Counter(t["type"] for t in tensors))}
+        tensors.append(
+            {
+                "name": t.name,
+                "shape": [int(d) for d in t.shape],
+                "type": t.tensor_type.name,
+                "n_bytes": int(t.n_bytes),
+                "sha256": hashlib.sha256(memoryview(t.data).cast("B")).hexdigest(),
+            }
+        )
+    return {
+        "file": str(path),
+        "file_bytes": os.path.getsize(path),
+        "metadata": {k: _field_summary(f) for k, f in reader.fields.items()},
+        "tensors": tensors,
+        "tensor_types": dict(Counter(t["type"] for t in tensors)),
+    }
 
 
 def _tensor_diffs(ours: list[dict], ref: list[dict]) -> list[dict]:
@@ -64,9 +79,14 @@ def _tensor_diffs(ours: list[dict], ref: list[dict]) -> list[dict]:
     for name in sorted(a.keys() & b.keys()):
         fields = [k for k in ("shape", "type", "n_bytes", "sha256") if a[name][k] != b[name][k]]
         if fields:
-            diffs.append({"tensor": name, "differs_in": fields,
-                          "ours": {k: a[name][k] for k in fields},
-                          "llama.cpp": {k: b[name][k] for k in fields}})
+            diffs.append(
+                {
+                    "tensor": name,
+                    "differs_in": fields,
+                    "ours": {k: a[name][k] for k in fields},
+                    "llama.cpp": {k: b[name][k] for k in fields},
+                }
+            )
     return diffs
 
 
@@ -77,8 +97,7 @@ def compare(ours: dict, ref: dict) -> dict:
     mdiffs = []
     for key in sorted(ma.keys() | mb.keys()):
         if ma.get(key) != mb.get(key):
-            mdiffs.append({"key": key, "name_key": key in NAME_KEYS,
-                           "ours": ma.get(key), "llama.cpp": mb.get(key)})
+            mdiffs.append({"key": key, "name_key": key in NAME_KEYS, "ours": ma.get(key), "llama.cpp": mb.get(key)})
     # kv_count counts name keys too, so a naming difference can shift it.
     naming_only = all(d["name_key"] or d["key"] == "GGUF.kv_count" for d in mdiffs)
     same_order = [t["name"] for t in ours["tensors"]] == [t["name"] for t in ref["tensors"]]

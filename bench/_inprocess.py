@@ -30,18 +30,26 @@ def end_tokens(model: Path) -> list[int]:
 class InProcess:
     """The batching decoder driven directly by one stepping thread, no HTTP: what the
     engine can reach at best. Prompts are built as our server builds them (its chat
-    format and vocabulary code); clients block on their sequence's Finished event."""
+    format and vocabulary code); clients block on their sequence's Ended event."""
 
-    def __init__(self, model: Path, slots: int, threads: int, ctx: int, n_gpu_layers: int = 0,
-                 flash_attn: str = "auto") -> None:
+    def __init__(
+        self, model: Path, slots: int, threads: int, ctx: int, n_gpu_layers: int = 0, flash_attn: str = "auto"
+    ) -> None:
         sys.path.insert(0, str(ROOT))
-        from server.batching import BatchDecoder, SamplingParams
-        from server.describe import chat_template
-        from server.loading import vocab_of
-        from server.prompt import choose_format
+        from server.engine.batching import BatchDecoder, SamplingParams
+        from server.engine.loading import vocab_of
+        from server.model.describe import chat_template
+        from server.model.prompt import choose_format
         from server.settings import Settings
-        self.decoder = BatchDecoder.load(model, n_parallel=slots, n_ctx_per_seq=ctx, n_threads=threads,
-                                         n_gpu_layers=n_gpu_layers, flash_attn=flash_attn)
+
+        self.decoder = BatchDecoder.load(
+            model,
+            n_parallel=slots,
+            n_ctx_per_seq=ctx,
+            n_threads=threads,
+            n_gpu_layers=n_gpu_layers,
+            flash_attn=flash_attn,
+        )
         self.vocab = vocab_of(self.decoder)
         self.format = choose_format(chat_template(Settings(), self.decoder.metadata())[0])
         # Whether the decoder's sampling parameters can ignore end of sequence (as the server's
@@ -59,19 +67,22 @@ class InProcess:
             self.decoder.step()
 
     def ask(self, body: dict) -> dict:
-        from server.batching import Finished, SamplingParams
-        from server.prompt import Message
+        from server.engine.batching import Ended, SamplingParams
+        from server.model.prompt import Message
+
         tokens = self.format.tokens([Message(m["role"], m["content"]) for m in body["messages"]], self.vocab)
         done = threading.Event()
         result = {}
 
         def on_event(ev) -> None:
-            if isinstance(ev, Finished):
+            if isinstance(ev, Ended):
                 result["usage"] = {"completion_tokens": ev.usage.completion_tokens}
                 done.set()
+
         extra = {"ignore_eos": True} if body.get("ignore_eos") and self.ignores_eos else {}
-        params = SamplingParams(temperature=0, repeat_penalty=body["repeat_penalty"], max_tokens=body["max_tokens"],
-                                **extra)
+        params = SamplingParams(
+            temperature=0, repeat_penalty=body["repeat_penalty"], max_tokens=body["max_tokens"], **extra
+        )
         with self.lock:
             self.decoder.add(tokens, params, on_event)
             self.lock.notify()

@@ -21,8 +21,7 @@ CHAT_TEMPLATE = (
 
 
 def _token(content: str) -> dict:
-    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False}
+    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
 
 
 def special_tokens_map() -> dict:
@@ -49,6 +48,13 @@ def tokenizer_config() -> dict:
 
 
 def generation_config() -> dict:
-    return {"bos_token_id": 1, "do_sample": True, "eos_token_id": 2, "max_length": 4096,
-            "pad_token_id": 0, "temperature": 0.6, "top_p": 0.9,
-            "transformers_version": "4.31.0.dev0"}
+    return {
+        "bos_token_id": 1,
+        "do_sample": True,
+        "eos_token_id": 2,
+        "max_length": 4096,
+        "pad_token_id": 0,
+        "temperature": 0.6,
+        "top_p": 0.9,
+        "transformers_version": "4.31.0.dev0",
+    }

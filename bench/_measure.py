@@ -5,8 +5,9 @@ Neither RUSAGE_CHILDREN (every earlier child folded into one number) nor the
 child's own ru_maxrss from wait4 will do: Linux carries the pre-exec high-water
 mark across exec, so a child forked from a large parent reports at least the
 parent's size. VmHWM belongs to the address space exec created, and only grows,
-so the last sample before exit is the peak up to the final few milliseconds. Also: machine facts for the results file, and the page-cache warm-up that
-makes steps reading the same checkpoint start from the same cache state.
+so the last sample before exit is the peak up to the final few milliseconds.
+Also: machine facts for the results file, and the page-cache warm-up that makes
+steps reading the same checkpoint start from the same cache state.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ class StepResult:
     loadavg_before: float  # 1-minute load average: shows whether others shared the machine
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "wall_s": round(self.wall_s, 3),
-                "peak_rss_bytes": self.peak_rss_bytes, "cpu_s": round(self.cpu_s, 3),
-                "returncode": self.returncode, "log": self.log,
-                "loadavg_1m_before": self.loadavg_before}
+        return {
+            "name": self.name,
+            "wall_s": round(self.wall_s, 3),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "cpu_s": round(self.cpu_s, 3),
+            "returncode": self.returncode,
+            "log": self.log,
+            "loadavg_1m_before": self.loadavg_before,
+        }
 
 
-def run_step(name: str, cmd: list[str], log: Path, env: dict | None = None,
-             cwd: Path | None = None) -> StepResult:
+def run_step(name: str, cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> StepResult:
     """Run `cmd` (no shell, so the measured process is the tool itself) into `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 def plot(json_path: Path, png_path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -29,8 +30,12 @@ def plot(json_path: Path, png_path: Path) -> None:
         hi = [r.get("tokens_per_s_spread", {}).get("max", r["tokens_per_s"]) - r["tokens_per_s"] for r in rows]
         ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=name)
     rounds = doc["settings"]["rounds"]
-    ax.set(xlabel="concurrent clients", ylabel=f"aggregate tokens/s (median, min-max of {rounds} rounds)",
-           xscale="log", title=f"{doc['model']} - {doc['settings']['parallel']} slots, {doc['host']['cpus']} CPUs")
+    ax.set(
+        xlabel="concurrent clients",
+        ylabel=f"aggregate tokens/s (median, min-max of {rounds} rounds)",
+        xscale="log",
+        title=f"{doc['model']} - {doc['settings']['parallel']} slots, {doc['host']['cpus']} CPUs",
+    )
     ax.set_xticks(doc["settings"]["clients"], [str(c) for c in doc["settings"]["clients"]])
     ax.grid(alpha=0.3)
     ax.legend()

@@ -60,8 +60,21 @@ def fetch_source(work: Path, log: Path) -> Path:
     if (llama_cpp / "convert_hf_to_gguf.py").is_file():
         return llama_cpp
     dest.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-          f"llama-cpp-python=={version}", "-d", str(dest)], log)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={version}",
+            "-d",
+            str(dest),
+        ],
+        log,
+    )
     sdists = sorted(dest.glob(f"llama_cpp_python-{version}.tar.gz"))
     if not sdists:
         raise RefEnvError(f"pip download left no llama_cpp_python-{version}.tar.gz in {dest}")
@@ -87,9 +100,11 @@ def ensure_ref_venv(work: Path, llama_cpp: Path, log: Path) -> Path:
     _run(pip + ["-c", str(constraints)] + CONVERTER_DEPS, log)
     # gguf-py from the same source as the converter; its own deps came with transformers.
     _run(pip + ["-c", str(constraints), "--no-deps", str(llama_cpp / "gguf-py")], log)
-    check = ("import torch, transformers, gguf, sentencepiece; "
-             "assert torch.version.cuda is None, 'a CUDA build of torch was installed'; "
-             "print(torch.__version__, transformers.__version__)")
+    check = (
+        "import torch, transformers, gguf, sentencepiece; "
+        "assert torch.version.cuda is None, 'a CUDA build of torch was installed'; "
+        "print(torch.__version__, transformers.__version__)"
+    )
     _run([str(py), "-c", check], log)
     marker.write_text("ok\n")
     return py
@@ -97,9 +112,12 @@ def ensure_ref_venv(work: Path, llama_cpp: Path, log: Path) -> Path:
 
 def ref_versions(py: Path) -> dict[str, str]:
     """Versions of the reference environment's key packages, for the results file."""
-    code = ("import json, torch, transformers, numpy, gguf, sentencepiece, importlib.metadata as m; "
-            "print(json.dumps({k: m.version(k) for k in "
-            "['torch', 'transformers', 'numpy', 'gguf', 'sentencepiece', 'safetensors']}))")
+    code = (
+        "import json, torch, transformers, numpy, gguf, sentencepiece, importlib.metadata as m; "
+        "print(json.dumps({k: m.version(k) for k in "
+        "['torch', 'transformers', 'numpy', 'gguf', 'sentencepiece', 'safetensors']}))"
+    )
     out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True)
     import json
+
     return json.loads(out.stdout)

@@ -29,8 +29,12 @@ def spread(values: Iterable[float], digits: int = 3) -> dict:
     vals = sorted(v for v in values if v is not None and not math.isnan(v))
     if not vals:
         return {"n": 0, "min": None, "median": None, "max": None}
-    return {"n": len(vals), "min": round(vals[0], digits), "median": round(statistics.median(vals), digits),
-            "max": round(vals[-1], digits)}
+    return {
+        "n": len(vals),
+        "min": round(vals[0], digits),
+        "median": round(statistics.median(vals), digits),
+        "max": round(vals[-1], digits),
+    }
 
 
 def median_ci(values: Iterable[float], level: float = LEVEL) -> tuple[float, float] | None:
@@ -41,7 +45,7 @@ def median_ci(values: Iterable[float], level: float = LEVEL) -> tuple[float, flo
     n = len(vals)
     k, tail = 0, 0.0
     while k < n // 2:
-        tail += math.comb(n, k) / 2 ** n       # now P(B <= k)
+        tail += math.comb(n, k) / 2**n  # now P(B <= k)
         if 2 * tail > 1 - level:
             break
         k += 1
@@ -61,12 +65,13 @@ def claim(ratios: list[float], a: str, b: str, level: float = LEVEL) -> dict:
     every = " (and in every round)" if s["min"] > 1 or s["max"] < 1 else ""
     if lo > 1 or hi < 1:
         word = "faster" if lo > 1 else "slower"
-        text = (f"{a} {word} than {b}: median {med:.3f}x, {level:.0%} interval {lo:.3f}-{hi:.3f} "
-                f"excludes 1{every}")
+        text = f"{a} {word} than {b}: median {med:.3f}x, {level:.0%} interval {lo:.3f}-{hi:.3f} excludes 1{every}"
         out.update(supported=word, text=text)
     else:
-        text = (f"{a} vs {b}: no difference shown; median {med:.3f}x, {level:.0%} interval {lo:.3f}-{hi:.3f} "
-                f"spans 1 (parity within {max(1 - lo, hi - 1):.1%})")
+        text = (
+            f"{a} vs {b}: no difference shown; median {med:.3f}x, {level:.0%} interval {lo:.3f}-{hi:.3f} "
+            f"spans 1 (parity within {max(1 - lo, hi - 1):.1%})"
+        )
         out.update(supported="parity", text=text)
     return out
 
@@ -94,8 +99,7 @@ def paired_ratios(raw: list[dict], a: str, b: str, clients: int) -> tuple[list[f
     ratios, left_out = [], 0
     for rnd in both:
         ra, rb = rows[(a, rnd)], rows[(b, rnd)]
-        if ra["completion_tokens"] != rb["completion_tokens"] or ra["errors"] or rb["errors"] \
-                or not rb["tokens_per_s"]:
+        if ra["completion_tokens"] != rb["completion_tokens"] or ra["errors"] or rb["errors"] or not rb["tokens_per_s"]:
             left_out += 1
             continue
         ratios.append(ra["tokens_per_s"] / rb["tokens_per_s"])

@@ -71,14 +71,26 @@ from _inprocess import InProcess, end_tokens  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work"
 RESULTS = ROOT / "bench" / "results"
-PIN = next(line.split("==")[1].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
-           if line.startswith("llama-cpp-python=="))
+PIN = next(
+    line.split("==")[1].strip()
+    for line in (ROOT / "requirements.txt").read_text().splitlines()
+    if line.startswith("llama-cpp-python==")
+)
 SRC = WORK / "src" / f"llama_cpp_python-{PIN}"
 LLAMA_SERVER = WORK / f"llama-server-{PIN}" / "bin" / "llama-server"
 LCP_VENV = WORK / f"llama-cpp-python-{PIN}-venv"
-TOPICS = ["why the sky is blue", "how bread rises", "what a prime number is", "how tides work",
-          "why leaves change colour", "how a bicycle stays up", "what causes thunder",
-          "how vaccines work", "why ice floats", "how bees make honey"]
+TOPICS = [
+    "why the sky is blue",
+    "how bread rises",
+    "what a prime number is",
+    "how tides work",
+    "why leaves change colour",
+    "how a bicycle stays up",
+    "what causes thunder",
+    "how vaccines work",
+    "why ice floats",
+    "how bees make honey",
+]
 
 
 def sh(argv: list, **kw) -> None:
@@ -92,15 +104,40 @@ def prepare_llama_server() -> Path:
     if LLAMA_SERVER.exists():
         return LLAMA_SERVER
     if not SRC.exists():
-        sh([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-            f"llama-cpp-python=={PIN}", "-d", WORK / "src"])
+        sh(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={PIN}",
+                "-d",
+                WORK / "src",
+            ]
+        )
         with tarfile.open(WORK / "src" / f"llama_cpp_python-{PIN}.tar.gz") as tar:
             tar.extractall(WORK / "src", filter="data")
     build = LLAMA_SERVER.parent.parent
     # No web UI download (offline machines) and no TLS: only the HTTP API is measured.
-    sh(["cmake", "-S", SRC / "vendor" / "llama.cpp", "-B", build, "-DCMAKE_BUILD_TYPE=Release",
-        "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON",
-        "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF"])
+    sh(
+        [
+            "cmake",
+            "-S",
+            SRC / "vendor" / "llama.cpp",
+            "-B",
+            build,
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=ON",
+            "-DLLAMA_USE_PREBUILT_UI=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+            "-DBUILD_SHARED_LIBS=OFF",
+        ]
+    )
     sh(["cmake", "--build", build, "--target", "llama-server", "-j", str(os.cpu_count() or 2)])
     return LLAMA_SERVER
 
@@ -122,8 +159,8 @@ class Target:
     name: str
     prepare: Callable[[], object]
     command: Callable[[Path, int, argparse.Namespace], tuple[list, dict]]  # model, port, args
-    url: str            # POST path
-    ready: str          # GET path answering 200 once the model is loaded
+    url: str  # POST path
+    ready: str  # GET path answering 200 once the model is loaded
     body: Callable[[str, int], dict]
     tokens: Callable[[dict], int]
     eos: str = "field"  # how to ask it to ignore end of sequence: body field, logit bias, decoder params
@@ -135,23 +172,43 @@ SYSTEM = "You are a helpful, respectful and honest assistant."
 
 # Greedy, no repeat penalty, everywhere: the same sampling work on every server.
 def _chat(question: str, max_tokens: int) -> dict:
-    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
-            "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0}
+    return {
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "repeat_penalty": 1.0,
+    }
 
 
 def _ours_body(question: str, max_tokens: int) -> dict:
-    return {"query": question, "system": SYSTEM, "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0,
-            "stream": False}
+    return {
+        "query": question,
+        "system": SYSTEM,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "repeat_penalty": 1.0,
+        "stream": False,
+    }
 
 
 def _ours(fixed_slots: int | None):
     def command(model, port, a):
-        env = dict(LLAMA_SERVER_MODEL=str(model), LLAMA_SERVER_PORT=str(port),
-                   LLAMA_SERVER_PARALLEL=str(fixed_slots or a.parallel), LLAMA_SERVER_N_THREADS=str(a.threads),
-                   LLAMA_SERVER_N_CTX=str(a.ctx), LLAMA_SERVER_N_GPU_LAYERS=str(a.n_gpu_layers),
-                   LLAMA_SERVER_FLASH_ATTN=a.flash_attn)
-        return [ROOT / ".venv" / "bin" / "gunicorn", "-c", "server/gunicorn.conf.py",
-                "server.app:create_app()"], env
+        env = dict(
+            LLAMA_SERVER_MODEL=str(model),
+            LLAMA_SERVER_PORT=str(port),
+            LLAMA_SERVER_PARALLEL=str(fixed_slots or a.parallel),
+            LLAMA_SERVER_N_THREADS=str(a.threads),
+            LLAMA_SERVER_N_CTX=str(a.ctx),
+            LLAMA_SERVER_N_GPU_LAYERS=str(a.n_gpu_layers),
+            LLAMA_SERVER_FLASH_ATTN=a.flash_attn,
+        )
+        return [
+            ROOT / ".venv" / "bin" / "gunicorn",
+            "-c",
+            "server/gunicorn.conf.py",
+            "server.http.app:create_app()",
+        ], env
+
     return command
 
 
@@ -159,38 +216,90 @@ def _llama_server(fixed_slots: int | None):
     def command(model, port, a):
         n = fixed_slots or a.parallel
         # -ngl -1 is llama.cpp's "all layers", as in our setting.
-        return [LLAMA_SERVER, "-m", model, "--host", "127.0.0.1", "--port", port, "-np", n,
-                "-c", n * a.ctx, "-t", a.threads, "-tb", a.threads, "-ngl", a.n_gpu_layers, "-fa", a.flash_attn], {}
+        return [
+            LLAMA_SERVER,
+            "-m",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "-np",
+            n,
+            "-c",
+            n * a.ctx,
+            "-t",
+            a.threads,
+            "-tb",
+            a.threads,
+            "-ngl",
+            a.n_gpu_layers,
+            "-fa",
+            a.flash_attn,
+        ], {}
+
     return command
 
 
 def _lcp(model, port, a):
     # interrupt_requests off: by default a new request cancels the running one. Its flash_attn
     # is a plain bool: "auto" means on, as llama.cpp's auto resolves on CPU and CUDA alike.
-    return [LCP_VENV / "bin" / "python", "-m", "llama_cpp.server", "--model", model, "--host",
-            "127.0.0.1", "--port", port, "--n_ctx", a.ctx, "--n_threads", a.threads,
-            "--n_threads_batch", a.threads, "--interrupt_requests", "False",
-            "--n_gpu_layers", a.n_gpu_layers, "--flash_attn", str(a.flash_attn != "off")], {}
+    return [
+        LCP_VENV / "bin" / "python",
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--n_ctx",
+        a.ctx,
+        "--n_threads",
+        a.threads,
+        "--n_threads_batch",
+        a.threads,
+        "--interrupt_requests",
+        "False",
+        "--n_gpu_layers",
+        a.n_gpu_layers,
+        "--flash_attn",
+        str(a.flash_attn != "off"),
+    ], {}
 
 
 _usage = lambda r: int(r["usage"]["completion_tokens"])  # noqa: E731
-TARGETS = {t.name: t for t in [
-    Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
-    Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
-    Target("decoder-pN", lambda: None, None, "", "", _chat, _usage, eos="params"),  # in-process, see InProcess
-    Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models",
-           _chat, _usage, eos="logit_bias"),
-    Target("llama-server-pN", prepare_llama_server, _llama_server(None), "/v1/chat/completions",
-           "/health", _chat, _usage),
-    Target("llama-server-p1", prepare_llama_server, _llama_server(1), "/v1/chat/completions",
-           "/health", _chat, _usage),
-]}
-
-
-def ours_is_batched() -> bool:
-    """Our columns mean something only once the engine drives the batching decoder."""
-    return any("BatchDecoder" in (ROOT / "server" / f).read_text()
-               for f in ("engine.py", "decoder.py") if (ROOT / "server" / f).exists())
+TARGETS = {
+    t.name: t
+    for t in [
+        Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
+        Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
+        Target("decoder-pN", lambda: None, None, "", "", _chat, _usage, eos="params"),  # in-process, see InProcess
+        Target(
+            "llama-cpp-python",
+            prepare_lcp_venv,
+            _lcp,
+            "/v1/chat/completions",
+            "/v1/models",
+            _chat,
+            _usage,
+            eos="logit_bias",
+        ),
+        Target(
+            "llama-server-pN",
+            prepare_llama_server,
+            _llama_server(None),
+            "/v1/chat/completions",
+            "/health",
+            _chat,
+            _usage,
+        ),
+        Target(
+            "llama-server-p1", prepare_llama_server, _llama_server(1), "/v1/chat/completions", "/health", _chat, _usage
+        ),
+    ]
+}
 
 
 # --- running one server --------------------------------------------------------------
@@ -221,8 +330,16 @@ def wait_ready(url: str, proc: subprocess.Popen, limit: float = 300) -> None:
     raise RuntimeError(f"server not ready after {limit}s: {url}")
 
 
-def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: int,
-              ask: Callable[[dict], dict] | None = None, tag: str = "", extra: dict | None = None) -> dict:
+def run_round(
+    t: Target,
+    base: str,
+    clients: int,
+    per_client: int,
+    max_tokens: int,
+    ask: Callable[[dict], dict] | None = None,
+    tag: str = "",
+    extra: dict | None = None,
+) -> dict:
     """One round: `clients` threads, each asking `per_client` questions in turn; `extra` goes into
     every body (what keeps this side from stopping at end of sequence)."""
     ask = ask or (lambda body: post(base + t.url, body))
@@ -252,11 +369,17 @@ def run_round(t: Target, base: str, clients: int, per_client: int, max_tokens: i
         th.join()
     wall = time.perf_counter() - t0
     lat = sorted(latencies) or [float("nan")]
-    return {"clients": clients, "requests": len(latencies), "errors": len(errors),
-            "completion_tokens": sum(tokens), "short_answers": sum(short), "wall_s": round(wall, 3),
-            "tokens_per_s": round(sum(tokens) / wall, 2),
-            "p50_s": round(statistics.median(lat), 3),
-            "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3)}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "completion_tokens": sum(tokens),
+        "short_answers": sum(short),
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(sum(tokens) / wall, 2),
+        "p50_s": round(statistics.median(lat), 3),
+        "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3),
+    }
 
 
 class Served:
@@ -265,16 +388,23 @@ class Served:
     def __init__(self, t: Target, args) -> None:
         self.t, self.proc, self.runner, self.log = t, None, None, None
         if t.name == "decoder-pN":
-            self.runner = InProcess(args.model, args.parallel, args.threads, args.ctx, args.n_gpu_layers,
-                                    args.flash_attn)
+            self.runner = InProcess(
+                args.model, args.parallel, args.threads, args.ctx, args.n_gpu_layers, args.flash_attn
+            )
             self.ask = self.runner.ask
         else:
             t.prepare()
             port = free_port()
             argv, env = t.command(args.model, port, args)
             self.log = open(WORK / f"{t.name}.log", "w")
-            self.proc = subprocess.Popen([str(a) for a in argv], cwd=ROOT, env={**os.environ, **env},
-                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(a) for a in argv],
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             base = f"http://127.0.0.1:{port}"
             self.ask = lambda body: post(base + t.url, body)
             wait_ready(base + t.ready, self.proc)
@@ -300,8 +430,7 @@ class Served:
     def round(self, clients: int, args, r: int) -> dict:
         # Fresh questions differ from every earlier round's (and from the other client counts').
         tag = f"({r + 1}.{clients}) " if args.fresh_questions else ""
-        row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag,
-                        extra=self.extra)
+        row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag, extra=self.extra)
         return {"server": self.t.name, **row}
 
     def close(self) -> None:
@@ -334,9 +463,12 @@ def bench_all(names: list[str], args) -> tuple[list[dict], dict[str, bool]]:
                 for s in served[k:] + served[:k]:
                     row = {"round": r, **s.round(clients, args, r)}
                     raw.append(row)
-                    print(f"round {r}  {row['server']:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
-                          f"{row['completion_tokens']:6} tokens  p50 {row['p50_s']:6.2f}s  "
-                          f"errors {row['errors']}", flush=True)
+                    print(
+                        f"round {r}  {row['server']:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
+                        f"{row['completion_tokens']:6} tokens  p50 {row['p50_s']:6.2f}s  "
+                        f"errors {row['errors']}",
+                        flush=True,
+                    )
     finally:
         for s in served:
             s.close()
@@ -349,9 +481,14 @@ def summarize(raw: list[dict], names: list[str], clients: list[int]) -> list[dic
     for name in names:
         for c in clients:
             runs = [r for r in raw if r["server"] == name and r["clients"] == c]
-            row = {"server": name, "clients": c, "rounds": len(runs),
-                   "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs),
-                   "short_answers": sum(r["short_answers"] for r in runs)}
+            row = {
+                "server": name,
+                "clients": c,
+                "rounds": len(runs),
+                "requests": sum(r["requests"] for r in runs),
+                "errors": sum(r["errors"] for r in runs),
+                "short_answers": sum(r["short_answers"] for r in runs),
+            }
             for key in ("completion_tokens", "wall_s", "tokens_per_s", "p50_s", "p95_s"):
                 row[key] = statistics.median(r[key] for r in runs)
             row["tokens_per_s_spread"] = _spread.spread((r["tokens_per_s"] for r in runs), 2)
@@ -374,23 +511,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--clients", default="1,2,4,8", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots for the -pN servers")
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
-    ap.add_argument("--rounds", type=int, default=15,
-                    help="rounds over every server and client count (15: a 95%% interval of the median ratio "
-                         "from the 4th to the 12th of them)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=15,
+        help="rounds over every server and client count (15: a 95%% interval of the median ratio "
+        "from the 4th to the 12th of them)",
+    )
     ap.add_argument("--budget-s", type=float, help="start no new round after this many seconds (at least one runs)")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--keep-eos", dest="ignore_eos", action="store_false",
-                    help="let answers end at end of sequence (then only rounds of equal token counts are compared)")
-    ap.add_argument("--fresh-questions", action="store_true",
-                    help="new questions every round, so no prompt is ever repeated (no prompt-cache hits)")
+    ap.add_argument(
+        "--keep-eos",
+        dest="ignore_eos",
+        action="store_false",
+        help="let answers end at end of sequence (then only rounds of equal token counts are compared)",
+    )
+    ap.add_argument(
+        "--fresh-questions",
+        action="store_true",
+        help="new questions every round, so no prompt is ever repeated (no prompt-cache hits)",
+    )
     ap.add_argument("--ctx", type=int, default=2048, help="context per request (per slot)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--n-gpu-layers", type=int, default=0, help="layers on the GPU for every server (-1: all)")
-    ap.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto",
-                    help="flash attention for every server (llama.cpp's auto turns it on where supported)")
-    ap.add_argument("--no-plot", action="store_true",
-                    help="skip the PNG (it needs the llama-cpp-python venv, so PyPI); make it later with "
-                         "that venv's python: bench/_plot.py JSON PNG")
+    ap.add_argument(
+        "--flash-attn",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="flash attention for every server (llama.cpp's auto turns it on where supported)",
+    )
+    ap.add_argument(
+        "--no-plot",
+        action="store_true",
+        help="skip the PNG (it needs the llama-cpp-python venv, so PyPI); make it later with "
+        "that venv's python: bench/_plot.py JSON PNG",
+    )
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/concurrency-<model>.json)")
     ap.add_argument("--force", action="store_true", help="overwrite existing results")
     return ap.parse_args(argv)
@@ -400,7 +555,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.model is None:
         sys.path.insert(0, str(ROOT))
-        from server.models import resolve_model
+        from server.model.files import resolve_model
+
         args.model = resolve_model(None).path
     args.model = args.model.resolve()
     out = args.out or RESULTS / f"concurrency-{args.model.stem}.json"
@@ -412,9 +568,6 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown servers {unknown}; choose from {list(TARGETS)}", file=sys.stderr)
         return 2
-    if any(n.startswith("ours") for n in names) and not ours_is_batched():
-        print("skipping ours-*: server/engine.py does not drive the batching decoder yet", flush=True)
-        names = [n for n in names if not n.startswith("ours")]
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()  # other work on the machine skews every column: record it
@@ -424,33 +577,63 @@ def main(argv: list[str]) -> int:
     expected = {c: c * args.requests * args.max_tokens for c in args.clients} if args.ignore_eos else None
     work = report.work_summary(raw, ignoring, expected)
     report.print_table(rows, claims, work, args.clients)
-    doc = {"model": args.model.name, "model_bytes": args.model.stat().st_size,
-           "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-           "llama_cpp_python": PIN,
-           "settings": {**{k: v for k, v in vars(args).items() if k in
-                           ("parallel", "requests", "max_tokens", "ctx", "threads", "clients", "n_gpu_layers",
-                            "flash_attn", "fresh_questions", "ignore_eos", "budget_s")},
-                        "rounds": max((r["round"] + 1 for r in raw), default=0), "rounds_asked": args.rounds},
-           "method": "rounds interleave the servers (order rotating); tokens/s per server as median [min-max] "
-                     "over rounds; each ratio taken per round from that round's back-to-back runs, only where "
-                     "both sides generated the same completion tokens; a claim stands where the 95% "
-                     "order-statistic interval of the median ratio excludes 1",
-           "equal_work": work, "rows": rows,
-           "ratios_by_clients": {c: {p: cl["median"] for p, cl in claims[c].items()} for c in args.clients},
-           "ratio_spread_by_clients": claims, "rounds": raw}
+    doc = {
+        "model": args.model.name,
+        "model_bytes": args.model.stat().st_size,
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "llama_cpp_python": PIN,
+        "settings": {
+            **{
+                k: v
+                for k, v in vars(args).items()
+                if k
+                in (
+                    "parallel",
+                    "requests",
+                    "max_tokens",
+                    "ctx",
+                    "threads",
+                    "clients",
+                    "n_gpu_layers",
+                    "flash_attn",
+                    "fresh_questions",
+                    "ignore_eos",
+                    "budget_s",
+                )
+            },
+            "rounds": max((r["round"] + 1 for r in raw), default=0),
+            "rounds_asked": args.rounds,
+        },
+        "method": "rounds interleave the servers (order rotating); tokens/s per server as median [min-max] "
+        "over rounds; each ratio taken per round from that round's back-to-back runs, only where "
+        "both sides generated the same completion tokens; a claim stands where the 95% "
+        "order-statistic interval of the median ratio excludes 1",
+        "equal_work": work,
+        "rows": rows,
+        "ratios_by_clients": {c: {p: cl["median"] for p, cl in claims[c].items()} for c in args.clients},
+        "ratio_spread_by_clients": claims,
+        "rounds": raw,
+    }
     doc["ratios_at_4_clients"] = doc["ratios_by_clients"].get(4, {})
     write_atomic(out, json.dumps(doc, indent=1).encode())
     status = 0 if work["ok"] or not args.ignore_eos else 3
     if status:
-        print("UNEQUAL WORK: a side asked to ignore end of sequence generated other token counts than the "
-              "rest (see equal_work in the results)", file=sys.stderr)
+        print(
+            "UNEQUAL WORK: a side asked to ignore end of sequence generated other token counts than the "
+            "rest (see equal_work in the results)",
+            file=sys.stderr,
+        )
     if args.no_plot:
         print(f"wrote {out}")
         return status
     png = out.with_suffix(".png")
-    subprocess.run([str(prepare_lcp_venv()), str(Path(__file__).with_name("_plot.py")), str(out), str(png)],
-                   check=True)
+    subprocess.run([str(prepare_lcp_venv()), str(Path(__file__).with_name("_plot.py")), str(out), str(png)], check=True)
     print(f"wrote {out} and {png}")
     return status
 

@@ -51,8 +51,12 @@ class Settings:
 def parse_args(argv: list[str]) -> Settings:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(_checkpoint.PRESETS), default="7b")
-    p.add_argument("--tokenizer", type=Path, default=REPO.parent / "shared" / "data" / "llama2-tokenizer.model",
-                   help="Llama 2 SentencePiece model to put in the checkpoint (default: %(default)s)")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "llama2-tokenizer.model",
+        help="Llama 2 SentencePiece model to put in the checkpoint (default: %(default)s)",
+    )
     p.add_argument("--work", type=Path, default=HERE / ".work", help="scratch space (default: %(default)s)")
     p.add_argument("--results", type=Path, help="results JSON (default: bench/results/conversion[-...].json)")
     p.add_argument("--sides", default="ours,ref", help="ours, ref or both (default: %(default)s)")
@@ -71,8 +75,19 @@ def parse_args(argv: list[str]) -> Settings:
         p.error(f"tokenizer not found: {a.tokenizer} (pass --tokenizer PATH to a Llama 2 tokenizer.model)")
     suffix = "" if (a.preset, sides) == ("7b", ("ours", "ref")) else f"-{a.preset}-{'-'.join(sides)}"
     results = a.results or HERE / "results" / f"conversion{suffix}.json"
-    return Settings(a.preset, a.tokenizer.resolve(), a.work.resolve(), results, sides, a.repeat,
-                    a.quant, a.quant_repeat, a.threads, a.rebuild, a.keep)
+    return Settings(
+        a.preset,
+        a.tokenizer.resolve(),
+        a.work.resolve(),
+        results,
+        sides,
+        a.repeat,
+        a.quant,
+        a.quant_repeat,
+        a.threads,
+        a.rebuild,
+        a.keep,
+    )
 
 
 def ensure_checkpoint(s: Settings) -> tuple[Path, float | None]:
@@ -90,8 +105,7 @@ def ensure_checkpoint(s: Settings) -> tuple[Path, float | None]:
 def convert_command(side: str, ckpt: Path, out: Path, ref_py: Path | None, llama_cpp: Path | None) -> list[str]:
     if side == "ours":
         return [sys.executable, "-m", "conversion", "convert", str(ckpt), "--out", str(out), "--outtype", "f16"]
-    return [str(ref_py), str(llama_cpp / "convert_hf_to_gguf.py"), str(ckpt),
-            "--outfile", str(out), "--outtype", "f16"]
+    return [str(ref_py), str(llama_cpp / "convert_hf_to_gguf.py"), str(ckpt), "--outfile", str(out), "--outtype", "f16"]
 
 
 def step_env(side: str) -> dict:
@@ -123,8 +137,13 @@ def run_rounds(s: Settings, ckpt: Path, ref_py: Path | None, llama_cpp: Path | N
             out.unlink(missing_ok=True)
             warmups.append(round(warm_page_cache(shards), 2))
             print(f"round {rnd + 1}: {name} ...", flush=True)
-            res = run_step(name, convert_command(side, ckpt, out, ref_py, llama_cpp),
-                           logs / f"{s.preset}-{name}-{rnd + 1}.log", env=step_env(side), cwd=REPO)
+            res = run_step(
+                name,
+                convert_command(side, ckpt, out, ref_py, llama_cpp),
+                logs / f"{s.preset}-{name}-{rnd + 1}.log",
+                env=step_env(side),
+                cwd=REPO,
+            )
             runs.append(res.as_dict())
             if res.returncode != 0:
                 print(f"  failed ({res.returncode}); see {res.log}", flush=True)
@@ -136,8 +155,7 @@ def run_rounds(s: Settings, ckpt: Path, ref_py: Path | None, llama_cpp: Path | N
                 runs.append(quantize_step(s, out, rnd, sizes, summaries))
             if not s.keep:
                 out.unlink()
-    return {"runs": runs, "sizes": sizes, "summaries": summaries,
-            "warm_cache_s": warmups, "orders": orders}
+    return {"runs": runs, "sizes": sizes, "summaries": summaries, "warm_cache_s": warmups, "orders": orders}
 
 
 def quantize_step(s: Settings, f16: Path, rnd: int, sizes: dict, summaries: dict) -> dict:
@@ -183,9 +201,14 @@ def main(argv: list[str]) -> int:
         return 1
     machine = machine_info()
     # Taken at the start: the code measured is the code checked out now.
-    revision = {"git_commit": git_commit(REPO), "conversion_uncommitted_changes": bool(subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--", "conversion"],
-        capture_output=True, text=True).stdout.strip())}
+    revision = {
+        "git_commit": git_commit(REPO),
+        "conversion_uncommitted_changes": bool(
+            subprocess.run(
+                ["git", "-C", str(REPO), "status", "--porcelain", "--", "conversion"], capture_output=True, text=True
+            ).stdout.strip()
+        ),
+    }
     ckpt, written_s = ensure_checkpoint(s)
     ckpt_bytes = sum(f.stat().st_size for f in ckpt.iterdir())
     # At once on disk: one f16 output and its quantized copy, or with --keep both f16 outputs.
@@ -198,16 +221,25 @@ def main(argv: list[str]) -> int:
     measured = run_rounds(s, ckpt, ref_py, llama_cpp)
     shown = str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO) else str(ckpt)
     doc = _report.results_document(
-        " ".join(["python", "bench/conversion.py"] + argv), s.preset,
-        {"dir": shown, "bytes": ckpt_bytes, "written_s": written_s, "reused": written_s is None,
-         "shape": vars(_checkpoint.PRESETS[s.preset])},
+        " ".join(["python", "bench/conversion.py"] + argv),
+        s.preset,
+        {
+            "dir": shown,
+            "bytes": ckpt_bytes,
+            "written_s": written_s,
+            "reused": written_s is None,
+            "shape": vars(_checkpoint.PRESETS[s.preset]),
+        },
         {**revision, "machine": {**machine, "loadavg_end": list(os.getloadavg())}, "versions": versions},
-        measured)
+        measured,
+    )
     print(_report.table(doc["medians"], doc["file_bytes"], doc["ratios"], doc["byte_identity"]))
     _report.write_json(s.results, doc)
     print(f"results: {s.results}")
-    print(f"the checkpoint stays in {shown} for the next run (--rebuild writes it anew; delete it to free "
-          f"{ckpt_bytes / GB:.1f} GB)")
+    print(
+        f"the checkpoint stays in {shown} for the next run (--rebuild writes it anew; delete it to free "
+        f"{ckpt_bytes / GB:.1f} GB)"
+    )
     failed = any(r["returncode"] != 0 for r in measured["runs"])
     identity = doc["byte_identity"]
     return 1 if failed or (identity and identity["verdict"] != "PASS") else 0

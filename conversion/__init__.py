@@ -14,14 +14,18 @@ def __getattr__(name: str):
     # llama.cpp or huggingface-hub for a step that does not need them.
     if name == "convert":
         from conversion.convert import convert
+
         return convert
     if name == "quantize":
         from conversion.quantize import quantize
+
         return quantize
     if name == "verify":
         from conversion.verify import verify
+
         return verify
     if name == "download":
         from conversion.download import download
+
         return download
     raise AttributeError(name)

@@ -6,15 +6,15 @@ errors to a one-paragraph message and an exit code, never a traceback.
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
+
 # verify and all load the model with llama.cpp, which must come before numpy and
 # sentencepiece: with a CUDA build of llama-cpp-python a process that imported
 # either of them first crashes (SIGSEGV) when it loads a model. The library
 # functions don't need this; only this command line loads models in-process.
 import llama_cpp  # noqa: F401  (import order, see above)
-
-import argparse
-import sys
-from pathlib import Path
 
 from conversion.errors import ConversionError
 
@@ -103,8 +103,9 @@ COMMANDS = {
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m conversion",
-                                description="Llama checkpoint -> quantized GGUF, step by step or all at once.")
+    p = argparse.ArgumentParser(
+        prog="python -m conversion", description="Llama checkpoint -> quantized GGUF, step by step or all at once."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name, (setup, runner, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text)

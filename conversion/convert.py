@@ -15,14 +15,20 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
-from conversion.files import atomic_output
 from conversion.errors import ConversionError
+from conversion.files import atomic_output
 from conversion.plan import OUTTYPES, TensorPlan, load_hparams, plan_tensors
 from conversion.vocab import add_vocab
 
 CHUNK_BYTES = 16 << 20  # float32 bytes per read; bounds memory per tensor
-CONTEXT_KEYS = ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
-                "max_sequence_length", "model_max_length")
+CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_ctx",
+    "n_positions",
+    "max_length",
+    "max_sequence_length",
+    "model_max_length",
+)
 
 
 def convert(hf_dir, out, outtype: str = "f16", force: bool = False, progress: bool = True) -> Path:
@@ -53,8 +59,10 @@ def check_space(out: Path, need: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out.parent).free
     if need > free:
-        raise ConversionError(f"Not enough free disk space for {out}: it needs {need / 1e9:.1f} GB and "
-                              f"{free / 1e9:.1f} GB is free. Free some space or choose another --out folder.")
+        raise ConversionError(
+            f"Not enough free disk space for {out}: it needs {need / 1e9:.1f} GB and "
+            f"{free / 1e9:.1f} GB is free. Free some space or choose another --out folder."
+        )
 
 
 def add_metadata(writer: gguf.GGUFWriter, hf_dir: Path, hparams: dict, ftype: gguf.LlamaFileType) -> None:
@@ -152,4 +160,3 @@ def read_chunks(p: TensorPlan):
     per_chunk = max(align, CHUNK_BYTES // (src.row_elems * 4) // align * align)
     for start in range(0, src.n_rows, per_chunk):
         yield src.read_rows(start, min(per_chunk, src.n_rows - start))
-

@@ -15,19 +15,23 @@ from pathlib import Path
 from conversion.errors import DownloadError
 
 NEEDED_PATTERNS = [
-    "config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json",
-    "special_tokens_map.json", "*.safetensors", "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
 ]
 DISK_MARGIN = 1.05  # leave a little room: the cache writes .incomplete files first
 
 
-def download(repo_id: str, dest, revision: str | None = None, endpoint: str | None = None,
-             progress: bool = True) -> Path:
+def download(
+    repo_id: str, dest, revision: str | None = None, endpoint: str | None = None, progress: bool = True
+) -> Path:
     """Download the checkpoint files of `repo_id` into the cache folder `dest`; return the snapshot folder."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-
-    from huggingface_hub.utils import validate_repo_id
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, validate_repo_id
 
     try:  # before anything is created on disk: a mistyped local path lands here too
         validate_repo_id(repo_id)
@@ -38,8 +42,9 @@ def download(repo_id: str, dest, revision: str | None = None, endpoint: str | No
     check_disk(repo_id, dest, revision, endpoint)
     (enable_progress_bars if progress else disable_progress_bars)()
     try:
-        path = snapshot_download(repo_id, revision=revision, cache_dir=dest, endpoint=endpoint,
-                                 allow_patterns=NEEDED_PATTERNS)
+        path = snapshot_download(
+            repo_id, revision=revision, cache_dir=dest, endpoint=endpoint, allow_patterns=NEEDED_PATTERNS
+        )
     except Exception as exc:  # noqa: BLE001 - classified below, re-raised if unknown
         raise classify(exc, repo_id, revision) from None
     return Path(path)
@@ -87,36 +92,53 @@ class OfflineError(DownloadError):
 
 def classify(exc: Exception, repo_id: str, revision: str | None) -> DownloadError:
     """huggingface-hub / network exception -> a message that says what to do next."""
-    from huggingface_hub import errors
     import httpx2
+    from huggingface_hub import errors
 
     rev = revision or "main"
     table = [  # most specific first: GatedRepoError is a RepositoryNotFoundError
-        (errors.HFValidationError, DownloadError,
-         f"{repo_id!r} is neither an existing checkpoint directory nor a Hugging Face repo id "
-         "(org/name). Check the path, or the repo's name on https://huggingface.co."),
-        (errors.GatedRepoError, DownloadError,
-         f"{repo_id} is a gated model and this account has no access yet. Open "
-         f"https://huggingface.co/{repo_id}, accept its licence with your Hugging Face account, "
-         "then log in here with `hf auth login` (or set HF_TOKEN to an access token) and run again."),
-        (errors.RevisionNotFoundError, DownloadError,
-         f"Revision {rev!r} of {repo_id} was not found. Check the branch, tag or commit name."),
-        (errors.RepositoryNotFoundError, DownloadError,
-         f"Repository {repo_id} was not found. Check the name (org/name); if it is private, log in "
-         "with `hf auth login` or set HF_TOKEN."),
-        ((errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, httpx2.ConnectError,
-          httpx2.TimeoutException), OfflineError,
-         f"Cannot reach the Hugging Face Hub and {repo_id} (revision {rev!r}) is not complete in the "
-         "local cache. Check the network connection (and HF_HUB_OFFLINE), then run again: finished "
-         "files are kept and the download resumes."),
+        (
+            errors.HFValidationError,
+            DownloadError,
+            f"{repo_id!r} is neither an existing checkpoint directory nor a Hugging Face repo id "
+            "(org/name). Check the path, or the repo's name on https://huggingface.co.",
+        ),
+        (
+            errors.GatedRepoError,
+            DownloadError,
+            f"{repo_id} is a gated model and this account has no access yet. Open "
+            f"https://huggingface.co/{repo_id}, accept its licence with your Hugging Face account, "
+            "then log in here with `hf auth login` (or set HF_TOKEN to an access token) and run again.",
+        ),
+        (
+            errors.RevisionNotFoundError,
+            DownloadError,
+            f"Revision {rev!r} of {repo_id} was not found. Check the branch, tag or commit name.",
+        ),
+        (
+            errors.RepositoryNotFoundError,
+            DownloadError,
+            f"Repository {repo_id} was not found. Check the name (org/name); if it is private, log in "
+            "with `hf auth login` or set HF_TOKEN.",
+        ),
+        (
+            (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, httpx2.ConnectError, httpx2.TimeoutException),
+            OfflineError,
+            f"Cannot reach the Hugging Face Hub and {repo_id} (revision {rev!r}) is not complete in the "
+            "local cache. Check the network connection (and HF_HUB_OFFLINE), then run again: finished "
+            "files are kept and the download resumes.",
+        ),
     ]
     for types, kind, message in table:
         if isinstance(exc, types):
             return kind(message)
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-        return DiskSpaceError("The disk filled up during the download. Free some space and run again; "
-                              "finished files are kept.")
+        return DiskSpaceError(
+            "The disk filled up during the download. Free some space and run again; finished files are kept."
+        )
     if isinstance(exc, errors.HfHubHTTPError):
-        return DownloadError(f"The Hugging Face Hub refused the request for {repo_id} "
-                             f"(HTTP {exc.response.status_code}). Try again later.")
+        return DownloadError(
+            f"The Hugging Face Hub refused the request for {repo_id} "
+            f"(HTTP {exc.response.status_code}). Try again later."
+        )
     raise exc

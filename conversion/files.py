@@ -24,8 +24,7 @@ def check_output(out: Path, force: bool) -> None:
     """Refuse to overwrite an existing output unless forced, saying how to proceed."""
     if out.exists() and not force:
         raise OutputExistsError(
-            f"{out} already exists; not overwriting it. Pass --force to replace it, "
-            "or choose another --out path."
+            f"{out} already exists; not overwriting it. Pass --force to replace it, or choose another --out path."
         )
 
 

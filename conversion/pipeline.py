@@ -68,8 +68,9 @@ def convert_step(hf_dir: Path, out: Path, outtype: str, force: bool, progress: b
     return run_step(out, int(OUTTYPES[outtype][0]), force, convert, hf_dir, out, outtype, progress=progress)
 
 
-def quantize_step(src: Path, out: Path, qtype: str, threads: int | None, force: bool,
-                  progress: bool = True) -> StepResult:
+def quantize_step(
+    src: Path, out: Path, qtype: str, threads: int | None, force: bool, progress: bool = True
+) -> StepResult:
     from conversion.quantize import ftype_of, quantize
 
     return run_step(out, ftype_of(qtype), force, quantize, src, out, qtype, threads, progress=progress)
@@ -82,15 +83,24 @@ def f16_path(out: Path, qtype: str) -> Path:
     return out.with_name(f"{stem}.f16.gguf")
 
 
-def run_all(source: str, out: Path, qtype: str, keep_f16: bool, force: bool, dest: Path | None,
-            threads: int | None = None, log=print) -> StepResult:
+def run_all(
+    source: str,
+    out: Path,
+    qtype: str,
+    keep_f16: bool,
+    force: bool,
+    dest: Path | None,
+    threads: int | None = None,
+    log=print,
+) -> StepResult:
     from conversion.verify import verify
 
     started = time.monotonic()
     hf_dir = Path(source).expanduser()
     if not hf_dir.is_dir():
-        from conversion.download import download
         from huggingface_hub import constants
+
+        from conversion.download import download
 
         hf_dir = download(source, dest or constants.HF_HUB_CACHE)
         log(f"download: {hf_dir}")

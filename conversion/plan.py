@@ -132,10 +132,16 @@ def plan_tensors(hf_dir: Path, hparams: dict, outtype: str) -> list[TensorPlan]:
         name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
             raise ConversionError(f"Tensor {hf_name!r} has no GGUF name for {SUPPORTED_TEXT}.")
-        heads = n_head if hf_name.endswith(("q_proj.weight", "q_proj.bias")) else \
-            n_kv if hf_name.endswith(("k_proj.weight", "k_proj.bias")) else 0
-        plans.append(TensorPlan(name, src, weight_type(name, src.shape, default),
-                                src.shape[0] // heads if heads else 0))
+        heads = (
+            n_head
+            if hf_name.endswith(("q_proj.weight", "q_proj.bias"))
+            else n_kv
+            if hf_name.endswith(("k_proj.weight", "k_proj.bias"))
+            else 0
+        )
+        plans.append(
+            TensorPlan(name, src, weight_type(name, src.shape, default), src.shape[0] // heads if heads else 0)
+        )
     if not plans:
         raise ConversionError(f"No tensors found in the safetensors files of {hf_dir}.")
     return plans

@@ -16,8 +16,24 @@ from conversion.errors import ConversionError
 from conversion.files import atomic_output
 
 # Types that need no importance matrix; the name is the suffix of LLAMA_FTYPE_MOSTLY_*.
-QUANT_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
-               "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "F16", "BF16")
+QUANT_TYPES = (
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "F16",
+    "BF16",
+)
 
 
 def ftype_of(qtype: str) -> int:
@@ -29,8 +45,9 @@ def ftype_of(qtype: str) -> int:
     return getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}")
 
 
-def quantize(src, out, qtype: str = "Q4_K_M", threads: int | None = None, force: bool = False,
-             progress: bool = True) -> Path:
+def quantize(
+    src, out, qtype: str = "Q4_K_M", threads: int | None = None, force: bool = False, progress: bool = True
+) -> Path:
     """Quantize the GGUF `src` into `out` with llama.cpp; return `out`."""
     import llama_cpp
     from llama_cpp._logger import set_verbose
@@ -47,8 +64,9 @@ def quantize(src, out, qtype: str = "Q4_K_M", threads: int | None = None, force:
         with SizeProgress(tmp, src.stat().st_size, f"quantize {qtype.upper()}", progress):
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:
-            raise ConversionError(f"llama.cpp could not quantize {src} to {qtype} (code {rc}); "
-                                  "is it a complete GGUF file from `convert`?")
+            raise ConversionError(
+                f"llama.cpp could not quantize {src} to {qtype} (code {rc}); is it a complete GGUF file from `convert`?"
+            )
     return out
 
 

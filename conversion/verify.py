@@ -61,10 +61,14 @@ def verify(path, prompt: str = "Hello", n_tokens: int = 8) -> Report:
         out = llm.create_completion(prompt, max_tokens=n_tokens, temperature=0.0)
         completion = out["choices"][0]["text"]
         return Report(
-            path=path, architecture=arch, n_params=llama_cpp.llama_model_n_params(llm.model),
-            quantization=file_type_name(meta.get("general.file_type")), size_bytes=path.stat().st_size,
+            path=path,
+            architecture=arch,
+            n_params=llama_cpp.llama_model_n_params(llm.model),
+            quantization=file_type_name(meta.get("general.file_type")),
+            size_bytes=path.stat().st_size,
             context_length=int(meta.get(f"{arch}.context_length", 0)),
-            has_chat_template="tokenizer.chat_template" in meta, sample=completion,
+            has_chat_template="tokenizer.chat_template" in meta,
+            sample=completion,
         )
     finally:
         llm.close()

@@ -22,11 +22,14 @@ CONFIG = Path(__file__).with_name("gunicorn.conf.py")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m server", description="Serve a GGUF model over HTTP (POST /api/respond, /v1/...).",
-        epilog="Each flag overrides the environment variable named in brackets.")
+        prog="python -m server",
+        description="Serve a GGUF model over HTTP (POST /api/respond, /v1/...).",
+        epilog="Each flag overrides the environment variable named in brackets.",
+    )
     for f in fields(Settings):
-        parser.add_argument("--" + f.name.replace("_", "-"), metavar="VALUE",
-                            help=f"{f.metadata['help']} [{env_name(f.name)}]")
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), metavar="VALUE", help=f"{f.metadata['help']} [{env_name(f.name)}]"
+        )
     return parser
 
 
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
         return 2
-    command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG), "server.app:create_app()"]
+    command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG), "server.http.app:create_app()"]
     os.execve(sys.executable, command, environ)  # gunicorn takes over this process
     return 0  # not reached
 

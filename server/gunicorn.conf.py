@@ -1,12 +1,12 @@
 """gunicorn settings for the server, read from the same LLAMA_SERVER_* settings as the app.
 
-Run with: gunicorn -c server/gunicorn.conf.py 'server.app:create_app()'
+Run with: gunicorn -c server/gunicorn.conf.py 'server.http.app:create_app()'
 A bad setting or model path stops here, in the master, with one line naming it.
 """
 
 import sys
 
-from server.models import ModelFileError, resolve_model
+from server.model.files import ModelFileError, resolve_model
 from server.settings import Settings, SettingsError
 
 try:

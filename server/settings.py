@@ -16,8 +16,26 @@ from typing import Any, Callable, Mapping
 
 ENV_PREFIX = "LLAMA_SERVER_"
 
-# KV cache element types llama.cpp accepts, by the name people write.
-KV_CACHE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8}
+
+@dataclass(frozen=True)
+class KvType:
+    ggml: int  # llama.cpp's ggml_type id
+    bytes: float  # bytes per element (quantized types: block bytes / 32)
+
+
+# The one table of KV cache element types, by the name people write (llama-server's
+# --cache-type-k names); settings, the context parameters and the memory plans read it.
+KV_CACHE_TYPES = {
+    "f32": KvType(0, 4.0),
+    "f16": KvType(1, 2.0),
+    "bf16": KvType(30, 2.0),
+    "q8_0": KvType(8, 34 / 32),
+    "q5_1": KvType(7, 24 / 32),
+    "q5_0": KvType(6, 22 / 32),
+    "q4_1": KvType(3, 20 / 32),
+    "q4_0": KvType(2, 18 / 32),
+    "iq4_nl": KvType(20, 18 / 32),
+}
 
 
 class SettingsError(ValueError):
@@ -68,8 +86,7 @@ def _float(text: str) -> float:
 
 
 def _bool(text: str) -> bool:
-    table = {"1": True, "true": True, "yes": True, "on": True,
-             "0": False, "false": False, "no": False, "off": False}
+    table = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
     try:
         return table[text.strip().lower()]
     except KeyError:
@@ -134,8 +151,10 @@ def _split_ok(v) -> str | None:
 def _model_ok(v) -> str | None:
     if v is None:
         return None
-    from server.models import ModelFileError, check_gguf
     from pathlib import Path
+
+    from server.model.files import ModelFileError, check_gguf
+
     try:
         check_gguf(Path(v).expanduser())
     except ModelFileError as exc:
@@ -151,7 +170,7 @@ def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = 
     return field(default=default, metadata=meta, repr=not secret)
 
 
-AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/parallel.py)
+AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/model/parallel.py)
 
 
 @dataclass(frozen=True)
@@ -163,34 +182,49 @@ class Settings:
     n_gpu_layers: int | str = setting("auto", _gpu_layers, _gpu_layers_ok, "layers on GPU: 0, N, -1 (all) or auto")
     main_gpu: int = setting(0, _int, _at_least(0), "GPU index for the main device")
     tensor_split: tuple[float, ...] | None = setting(None, _tensor_split, _split_ok, "split across GPUs, e.g. 3,1")
-    flash_attn: str = setting("auto", _flash_attn, _one_of(("auto", "on", "off")),
-                              "flash attention: auto (where the backend has it), on/1 or off/0")
+    flash_attn: str = setting(
+        "auto",
+        _flash_attn,
+        _one_of(("auto", "on", "off")),
+        "flash attention: auto (where the backend has it), on/1 or off/0",
+    )
     use_mlock: bool = setting(False, _bool, None, "lock the model in RAM")
     kv_cache_type: str = setting("f16", str.lower, _one_of(tuple(KV_CACHE_TYPES)), "KV cache element type")
-    vram_budget_mb: int | None = setting(None, lambda t: int(t) if t else None,
-                                         lambda v: None if v is None or v > 0 else "must be > 0",
-                                         "cap on the VRAM that auto offload may plan for")
+    vram_budget_mb: int | None = setting(
+        None,
+        lambda t: int(t) if t else None,
+        lambda v: None if v is None or v > 0 else "must be > 0",
+        "cap on the VRAM that auto offload may plan for",
+    )
     vram_margin_mb: int = setting(512, _int, _at_least(0), "VRAM auto offload leaves free")
     host: str = setting("127.0.0.1", str, lambda v: None if v else "must not be empty", "address to bind")
     port: int = setting(8000, _int, _between(1, 65535), "TCP port")
     workers: int = setting(1, _int, _at_least(1), "gunicorn workers (each holds its own model)")
-    http_threads: int = setting(32, _int, _at_least(1), "concurrent connections per worker (more than "
-                                "PARALLEL + QUEUE_SIZE, so health and metrics still answer under load)")
+    http_threads: int = setting(
+        32,
+        _int,
+        _at_least(1),
+        "concurrent connections per worker (more than "
+        "PARALLEL + QUEUE_SIZE, so health and metrics still answer under load)",
+    )
     max_tokens: int = setting(512, _int, _at_least(1), "default max_tokens of a request")
     max_tokens_ceiling: int = setting(2048, _int, _at_least(1), "largest max_tokens a request may ask")
     # No default system prompt, as in llama.cpp and Ollama: Meta dropped Llama-2's for
     # causing refusals, and small models tend to echo one back as their answer.
     system_prompt: str = setting("", str, None, "system prompt when a request gives none")
-    chat_template: str | None = setting(None, _optional_str, None,
-                                        "Jinja file overriding the model's chat template")
-    parallel: int | str = setting("auto", _auto_or_int, _parallel_ok,
-                                  "requests decoded together (slots): auto (up to 4, as memory allows) or N")
-    prefill_chunk: int = setting(128, _int, _at_least(1),
-                                 "prompt tokens per step while other requests are generating")
+    chat_template: str | None = setting(None, _optional_str, None, "Jinja file overriding the model's chat template")
+    parallel: int | str = setting(
+        "auto", _auto_or_int, _parallel_ok, "requests decoded together (slots): auto (up to 4, as memory allows) or N"
+    )
+    prefill_chunk: int = setting(128, _int, _at_least(1), "prompt tokens per step while other requests are generating")
     prefix_cache: bool = setting(True, _bool, None, "idle slots keep their prompt for reuse by the next request")
-    cache_ram: int | str = setting("auto", _auto_or_int, _cache_ram_ok,
-                                   "MiB of RAM keeping prompt states that slots gave up, for reuse: auto (2048 "
-                                   "unless every layer is on the GPU, then 0), N, or 0 (off)")
+    cache_ram: int | str = setting(
+        "auto",
+        _auto_or_int,
+        _cache_ram_ok,
+        "MiB of RAM keeping prompt states that slots gave up, for reuse: auto (2048 "
+        "unless every layer is on the GPU, then 0), N, or 0 (off)",
+    )
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")
@@ -203,12 +237,13 @@ class Settings:
             if problem:
                 raise SettingsError(f"{env_name(f.name)}: {problem}")
         if self.max_tokens > self.max_tokens_ceiling:
-            raise SettingsError(f"{env_name('max_tokens')}: must not exceed "
-                                f"{env_name('max_tokens_ceiling')} ({self.max_tokens_ceiling})")
+            raise SettingsError(
+                f"{env_name('max_tokens')}: must not exceed "
+                f"{env_name('max_tokens_ceiling')} ({self.max_tokens_ceiling})"
+            )
         # llama.cpp only stores a quantized V cache with flash attention on.
-        if self.kv_cache_type not in ("f16", "f32") and self.flash_attn != "on":
-            raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs "
-                                f"{env_name('flash_attn')}=on")
+        if self.kv_cache_type not in ("f16", "f32", "bf16") and self.flash_attn != "on":
+            raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs {env_name('flash_attn')}=on")
         # Every slot decodes one token per step, so a step must hold one per slot.
         if self.parallel != "auto" and self.parallel > self.n_batch:
             raise SettingsError(f"{env_name('parallel')}: must not exceed {env_name('n_batch')} ({self.n_batch})")
@@ -216,13 +251,16 @@ class Settings:
         # does): with none left over, /api/health and /metrics would wait behind them.
         busy = (AUTO_PARALLEL_MAX if self.parallel == "auto" else self.parallel) + self.queue_size
         if self.http_threads <= busy:
-            raise SettingsError(f"{env_name('http_threads')}: {self.http_threads} threads would all be taken by "
-                                f"{env_name('parallel')} + {env_name('queue_size')} ({busy}) open answers; "
-                                f"set it to at least {busy + 1}")
+            raise SettingsError(
+                f"{env_name('http_threads')}: {self.http_threads} threads would all be taken by "
+                f"{env_name('parallel')} + {env_name('queue_size')} ({busy}) open answers; "
+                f"set it to at least {busy + 1}"
+            )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> "Settings":
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> "Settings":
         """Build settings: `overrides` (CLI flags, already typed) > environment > default."""
         environ = os.environ if environ is None else environ
         overrides = overrides or {}
@@ -240,7 +278,7 @@ class Settings:
 
     @property
     def kv_cache_ggml_type(self) -> int:
-        return KV_CACHE_TYPES[self.kv_cache_type]
+        return KV_CACHE_TYPES[self.kv_cache_type].ggml
 
 
 def describe() -> list[tuple[str, str, str]]:

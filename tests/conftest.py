@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.models import MODELS_DIR, ensure_default_model
+from server.model.files import MODELS_DIR, ensure_default_model
 from tests.tiny_llama import tiny_llama_checkpoint, tiny_llama_gguf  # noqa: F401
 
 

@@ -23,8 +23,14 @@ import _spread  # noqa: E402
 
 
 def _row(server: str, rnd: int, tps: float, tokens: int = 384, clients: int = 1, errors: int = 0) -> dict:
-    return {"server": server, "round": rnd, "clients": clients, "tokens_per_s": tps,
-            "completion_tokens": tokens, "errors": errors}
+    return {
+        "server": server,
+        "round": rnd,
+        "clients": clients,
+        "tokens_per_s": tps,
+        "completion_tokens": tokens,
+        "errors": errors,
+    }
 
 
 def test_spread_is_min_median_max():
@@ -36,9 +42,9 @@ def test_median_interval_uses_the_binomial_order_statistics():
     # 15 values: P(Binom(15, .5) <= 3) = 0.0176, so [x(4), x(12)] covers the median with >= 95%;
     # P(<= 4) = 0.059 would be too little.
     assert _spread.median_ci(range(1, 16)) == (4, 12)
-    assert _spread.median_ci(range(1, 7)) == (1, 6)     # 6 values: only min-max, at 96.9%
-    assert _spread.median_ci(range(1, 6)) is None       # 5 values: even min-max is 93.8%
-    coverage = 1 - 2 * sum(math.comb(20, i) for i in range(6)) / 2 ** 20
+    assert _spread.median_ci(range(1, 7)) == (1, 6)  # 6 values: only min-max, at 96.9%
+    assert _spread.median_ci(range(1, 6)) is None  # 5 values: even min-max is 93.8%
+    coverage = 1 - 2 * sum(math.comb(20, i) for i in range(6)) / 2**20
     lo, hi = _spread.median_ci(range(1, 21))
     assert (lo, hi) == (6, 15) and coverage >= 0.95
 
@@ -58,10 +64,17 @@ def test_claim_needs_the_interval_to_exclude_one():
 
 
 def test_ratios_are_paired_by_round_and_only_for_equal_work():
-    raw = [_row("a", 0, 200), _row("b", 0, 100),
-           _row("a", 1, 300, tokens=300), _row("b", 1, 100),    # a stopped early: not comparable
-           _row("a", 2, 150), _row("b", 2, 100, errors=1),      # an error: not comparable
-           _row("a", 3, 120), _row("b", 3, 100), _row("a", 3, 999, clients=4)]
+    raw = [
+        _row("a", 0, 200),
+        _row("b", 0, 100),
+        _row("a", 1, 300, tokens=300),
+        _row("b", 1, 100),  # a stopped early: not comparable
+        _row("a", 2, 150),
+        _row("b", 2, 100, errors=1),  # an error: not comparable
+        _row("a", 3, 120),
+        _row("b", 3, 100),
+        _row("a", 3, 999, clients=4),
+    ]
     ratios, left_out = _spread.paired_ratios(raw, "a", "b", clients=1)
     assert ratios == [2.0, 1.2] and left_out == 2
 
@@ -86,8 +99,23 @@ def test_real_run_gives_every_side_the_same_tokens(gemma_gguf, tmp_path, capsys)
     needs: with end of sequence ignored both generate all of them; with --keep-eos they stop early."""
     import concurrency
 
-    common = ["--model", str(gemma_gguf), "--servers", "ours-pN,decoder-pN", "--parallel", "2",
-              "--clients", "2", "--requests", "1", "--max-tokens", "120", "--threads", "2", "--no-plot"]
+    common = [
+        "--model",
+        str(gemma_gguf),
+        "--servers",
+        "ours-pN,decoder-pN",
+        "--parallel",
+        "2",
+        "--clients",
+        "2",
+        "--requests",
+        "1",
+        "--max-tokens",
+        "120",
+        "--threads",
+        "2",
+        "--no-plot",
+    ]
     out = tmp_path / "equal.json"
     assert concurrency.main(common + ["--rounds", "2", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())

@@ -72,7 +72,7 @@ def test_checkpoint_weights_are_small_random_and_norms_near_one(tiny_checkpoint)
 
     def tensor(name):
         a, b = header[name]["data_offsets"]
-        return np.frombuffer(raw[start + a:start + b], dtype=np.float16).astype(np.float32)
+        return np.frombuffer(raw[start + a : start + b], dtype=np.float16).astype(np.float32)
 
     q = tensor("model.layers.0.self_attn.q_proj.weight")
     k = tensor("model.layers.0.self_attn.k_proj.weight")

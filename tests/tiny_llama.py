@@ -65,12 +65,23 @@ def train_tokenizer(vocab_size: int = 600) -> bytes:
     lines = CORPUS.splitlines() * 4
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
-        model_type="bpe", byte_fallback=True, split_digits=True,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        add_dummy_prefix=True, remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True, normalization_rule_name="identity",
-        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        normalization_rule_name="identity",
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
     )
     return model.getvalue()
 
@@ -156,22 +167,40 @@ def write_tiny_llama(out: Path, spec: TinySpec = TinySpec()) -> Path:
     (out / "tokenizer.model").write_bytes(model)
     vocab_size = spec.vocab_size or spm.SentencePieceProcessor(model_proto=model).vocab_size()
     config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_hidden_layers, "num_attention_heads": spec.num_attention_heads,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
         "num_key_value_heads": spec.num_key_value_heads,
-        "hidden_act": "silu", "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
-        "rope_theta": spec.rope_theta, "rope_scaling": None, "vocab_size": vocab_size,
-        "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": spec.tie_word_embeddings,
+        "hidden_act": "silu",
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": spec.rope_theta,
+        "rope_scaling": None,
+        "vocab_size": vocab_size,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": spec.tie_word_embeddings,
         "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[spec.dtype],
-        "attention_bias": False, "mlp_bias": False, "initializer_range": 0.02,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": 0.02,
     }
     write_json(out / "config.json", config)
     write_json(out / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "do_sample": False})
     tok_config = {
-        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "pad_token": None, "model_max_length": 2048,
-        "tokenizer_class": "LlamaTokenizer", "clean_up_tokenization_spaces": False, "legacy": True,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": None,
+        "model_max_length": 2048,
+        "tokenizer_class": "LlamaTokenizer",
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,
     }
     if spec.chat_template is not None:
         tok_config["chat_template"] = spec.chat_template
@@ -188,12 +217,12 @@ def read_checkpoint(hf_dir: Path) -> dict[str, np.ndarray]:
     for fname in sorted(set(index["weight_map"].values())):
         blob = (hf_dir / fname).read_bytes()
         (n,) = struct.unpack("<Q", blob[:8])
-        header = json.loads(blob[8:8 + n])
+        header = json.loads(blob[8 : 8 + n])
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
             a, b = meta["data_offsets"]
-            arr = np.frombuffer(blob[8 + n + a:8 + n + b], dtype=np.dtype(STORAGE[meta["dtype"]]).newbyteorder("<"))
+            arr = np.frombuffer(blob[8 + n + a : 8 + n + b], dtype=np.dtype(STORAGE[meta["dtype"]]).newbyteorder("<"))
             if meta["dtype"] == "BF16":
                 arr = (arr.astype(np.uint32) << 16).view(np.float32)
             tensors[name] = arr.astype(np.float32).reshape(meta["shape"])

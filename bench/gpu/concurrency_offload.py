@@ -66,6 +66,7 @@ def ours_with_offload(target: concurrency.Target, setting: str) -> concurrency.T
     def command(model, port, a):
         argv, env = target.command(model, port, a)
         return argv, {**env, "LLAMA_SERVER_N_GPU_LAYERS": "auto"}
+
     return dataclasses.replace(target, command=command)
 
 
@@ -80,9 +81,29 @@ def ours_offload(log: Path) -> dict | None:
 def run_one(setting: str, a: argparse.Namespace) -> Path | None:
     out = a.out_dir / f"gpu-concurrency-offload-{'auto' if setting == 'auto' else 'ngl' + setting}.json"
     servers = "ours-pN" if setting == "auto" else "ours-pN,llama-server-pN"
-    argv = ["--model", str(a.model), "--servers", servers, "--parallel", a.parallel, "--clients", a.clients,
-            "--requests", a.requests, "--rounds", a.rounds, "--max-tokens", a.max_tokens, "--threads", a.threads,
-            "--n-gpu-layers", "-1" if setting == "auto" else setting, "--no-plot", "--out", str(out)]
+    argv = [
+        "--model",
+        str(a.model),
+        "--servers",
+        servers,
+        "--parallel",
+        a.parallel,
+        "--clients",
+        a.clients,
+        "--requests",
+        a.requests,
+        "--rounds",
+        a.rounds,
+        "--max-tokens",
+        a.max_tokens,
+        "--threads",
+        a.threads,
+        "--n-gpu-layers",
+        "-1" if setting == "auto" else setting,
+        "--no-plot",
+        "--out",
+        str(out),
+    ]
     print(f"== n_gpu_layers {setting}: concurrency.py {' '.join(argv)}", flush=True)
     if concurrency.main(argv + (["--force"] if a.force else [])) != 0:
         return None
@@ -107,21 +128,36 @@ def summarize(paths: list[Path], a: argparse.Namespace) -> dict:
             tps, ref_tps = ours.get("tokens_per_s"), ref.get("tokens_per_s")
             # Tokens and wall too: an answer that stops early (end of sequence) lowers a column's
             # aggregate while its round's wall time is still set by the longest answer.
-            table.append({"n_gpu_layers": doc["settings"]["n_gpu_layers"], "ours_layers_on_gpu":
-                          (doc["ours_offload"] or {}).get("n_gpu_layers"), "clients": c, "ours_pN": tps,
-                          "llama_server_pN": ref_tps, "ratio": round(tps / ref_tps, 3) if tps and ref_tps else None,
-                          "tokens": [ours.get("completion_tokens"), ref.get("completion_tokens")],
-                          "wall_s": [ours.get("wall_s"), ref.get("wall_s")]})
+            table.append(
+                {
+                    "n_gpu_layers": doc["settings"]["n_gpu_layers"],
+                    "ours_layers_on_gpu": (doc["ours_offload"] or {}).get("n_gpu_layers"),
+                    "clients": c,
+                    "ours_pN": tps,
+                    "llama_server_pN": ref_tps,
+                    "ratio": round(tps / ref_tps, 3) if tps and ref_tps else None,
+                    "tokens": [ours.get("completion_tokens"), ref.get("completion_tokens")],
+                    "wall_s": [ours.get("wall_s"), ref.get("wall_s")],
+                }
+            )
     gpu = json.loads(a.gpu_info.read_text()) if a.gpu_info and a.gpu_info.exists() else None
-    return {"gpu": gpu, "files": [p.name for p in paths], "columns": {"tokens": ["ours-pN", "llama-server-pN"],
-            "wall_s": ["ours-pN", "llama-server-pN"]}, "table": table}
+    return {
+        "gpu": gpu,
+        "files": [p.name for p in paths],
+        "columns": {"tokens": ["ours-pN", "llama-server-pN"], "wall_s": ["ours-pN", "llama-server-pN"]},
+        "table": table,
+    }
 
 
 def print_table(table: list[dict]) -> None:
-    print(f"{'layers':>6} {'ours on GPU':>11} {'clients':>7} {'ours-pN':>9} {'llama-srv':>9} {'ratio':>6}  tokens    wall s")
+    print(
+        f"{'layers':>6} {'ours on GPU':>11} {'clients':>7} {'ours-pN':>9} {'llama-srv':>9} {'ratio':>6}  tokens    wall s"  # noqa: E501
+    )
     for r in table:
-        print(f"{r['n_gpu_layers']!s:>6} {r['ours_layers_on_gpu']!s:>11} {r['clients']:>7} {r['ours_pN']!s:>9} "
-              f"{r['llama_server_pN']!s:>9} {r['ratio']!s:>6}  {r['tokens']}  {r['wall_s']}")
+        print(
+            f"{r['n_gpu_layers']!s:>6} {r['ours_layers_on_gpu']!s:>11} {r['clients']:>7} {r['ours_pN']!s:>9} "
+            f"{r['llama_server_pN']!s:>9} {r['ratio']!s:>6}  {r['tokens']}  {r['wall_s']}"
+        )
 
 
 def publish(path: Path, a: argparse.Namespace) -> None:

@@ -26,14 +26,47 @@ RESULTS = REPO / "bench" / "results" / "gpu-llama-bench.json"
 # (ngl list, flash-attn list, repetitions): all layers and 16 on GPU get both attention paths
 # and 5 reps; the slow CPU-heavy settings get 3 reps so the run stays within minutes.
 RUNS = [("99,16", "0,1", 5), ("8,0", "0", 3)]
-KEEP = ("n_gpu_layers", "flash_attn", "n_prompt", "n_gen", "n_threads", "n_batch", "n_ubatch",
-        "avg_ts", "stddev_ts", "samples_ts", "model_size", "model_n_params", "build_commit",
-        "build_number", "gpu_info", "cpu_info", "backends", "type_k", "type_v")
+KEEP = (
+    "n_gpu_layers",
+    "flash_attn",
+    "n_prompt",
+    "n_gen",
+    "n_threads",
+    "n_batch",
+    "n_ubatch",
+    "avg_ts",
+    "stddev_ts",
+    "samples_ts",
+    "model_size",
+    "model_n_params",
+    "build_commit",
+    "build_number",
+    "gpu_info",
+    "cpu_info",
+    "backends",
+    "type_k",
+    "type_v",
+)
 
 
 def run_bench(binary: Path, model: Path, ngl: str, fa: str, reps: int, raw: Path | None) -> list[dict]:
-    argv = [str(binary), "-m", str(model), "-ngl", ngl, "-fa", fa, "-p", "512", "-n", "128",
-            "-r", str(reps), "-o", "json"]
+    argv = [
+        str(binary),
+        "-m",
+        str(model),
+        "-ngl",
+        ngl,
+        "-fa",
+        fa,
+        "-p",
+        "512",
+        "-n",
+        "128",
+        "-r",
+        str(reps),
+        "-o",
+        "json",
+    ]
     print("+", " ".join(argv), flush=True)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=420)
     if raw:
@@ -73,9 +106,14 @@ def main(argv: list[str]) -> int:
     for ngl, fa, reps in RUNS:
         records += run_bench(a.bin, a.model, ngl, fa, reps, a.raw)
     result = {
-        "benchmark": "llama-bench", "when": started, "machine": gpu_info(),
-        "model": {"file": a.model.name, "bytes": a.model.stat().st_size,
-                  "made_by": "bench/gpu/prepare_model.py (random weights, Llama-2-7B shapes, our converter + quantizer)"},
+        "benchmark": "llama-bench",
+        "when": started,
+        "machine": gpu_info(),
+        "model": {
+            "file": a.model.name,
+            "bytes": a.model.stat().st_size,
+            "made_by": "bench/gpu/prepare_model.py (random weights, Llama-2-7B shapes, our converter + quantizer)",
+        },
         "llama_cpp_commit": a.commit.read_text().strip() if a.commit and a.commit.exists() else None,
         "build": json.loads(a.build.read_text()) if a.build and a.build.exists() else None,
         "runs": [{"ngl": n, "flash_attn": f, "reps": r} for n, f, r in RUNS],

@@ -48,11 +48,17 @@ def quantize(work: Path, record: dict) -> None:
     # otherwise), so even the f16 step waits for the build, not only the quantizer.
     ckpt, f16, out = work / "ckpt", work / f"{NAME}.f16.gguf", work / f"{NAME}.Q4_K_M.gguf"
     if not f16.exists():
-        timed(record, "convert_f16_s", [sys.executable, "-m", "conversion", "convert", str(ckpt),
-                                        "--out", str(f16), "--outtype", "f16"])
+        timed(
+            record,
+            "convert_f16_s",
+            [sys.executable, "-m", "conversion", "convert", str(ckpt), "--out", str(f16), "--outtype", "f16"],
+        )
     if not out.exists():
-        timed(record, "quantize_Q4_K_M_s", [sys.executable, "-m", "conversion", "quantize", str(f16),
-                                            "--out", str(out), "--type", "Q4_K_M"])
+        timed(
+            record,
+            "quantize_Q4_K_M_s",
+            [sys.executable, "-m", "conversion", "quantize", str(f16), "--out", str(out), "--type", "Q4_K_M"],
+        )
     record["Q4_K_M_bytes"] = out.stat().st_size
 
 

@@ -18,7 +18,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,16 +39,34 @@ def main(argv: list[str]) -> int:
     if not Path(pyspy).exists():
         print("py-spy is not installed here (it travels as a wheel in the bundle)", file=sys.stderr)
         return 1
-    opts = argparse.Namespace(n_ctx=1024, n_gpu_layers=a.n_gpu_layers, threads=a.threads, tokens=128,
-                              flash_attn="auto", vram_budget_mb=None)
+    opts = argparse.Namespace(
+        n_ctx=1024, n_gpu_layers=a.n_gpu_layers, threads=a.threads, tokens=128, flash_attn="auto", vram_budget_mb=None
+    )
     proc, base, health = serve.start_server(a.model.resolve(), opts)
     speeds: list[float] = []
     try:
         serve.via_http(base, serve.question(-1), 128)  # warm-up
         # --nonblocking: sampling must not stop the process it measures.
-        spy = subprocess.Popen([pyspy, "record", "--pid", str(proc.pid), "--subprocesses", "--idle",
-                                "--threads", "--nonblocking", "--rate", str(a.rate), "--duration",
-                                str(a.seconds), "--format", "raw", "--output", str(a.out)])
+        spy = subprocess.Popen(
+            [
+                pyspy,
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--subprocesses",
+                "--idle",
+                "--threads",
+                "--nonblocking",
+                "--rate",
+                str(a.rate),
+                "--duration",
+                str(a.seconds),
+                "--format",
+                "raw",
+                "--output",
+                str(a.out),
+            ]
+        )
         i = 0
         while spy.poll() is None:
             speeds.append(serve.via_http(base, serve.question(i), 128)["decode_tps"])
@@ -58,8 +75,14 @@ def main(argv: list[str]) -> int:
     finally:
         proc.terminate()
         proc.wait(60)
-    record = {"py_spy_rc": rc, "seconds": a.seconds, "rate": a.rate, "decode_tps_while_sampled": speeds,
-              "server_offload": health.get("offload"), "server_parallel": health.get("parallel")}
+    record = {
+        "py_spy_rc": rc,
+        "seconds": a.seconds,
+        "rate": a.rate,
+        "decode_tps_while_sampled": speeds,
+        "server_offload": health.get("offload"),
+        "server_parallel": health.get("parallel"),
+    }
     a.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record))
     return rc

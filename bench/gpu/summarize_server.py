@@ -55,14 +55,25 @@ def serve_rows(serve: dict, tg: dict) -> list[dict]:
         ref_fa = want if (key_layers, want) in tg else 0
         ref = tg.get((key_layers, ref_fa))
         dec = r["medians"]["server"]["decode_tps"]
-        rows.append({"case": name, "n_gpu_layers": r["n_gpu_layers"], "vram_budget_mb": r.get("vram_budget_mb"),
-                     "flash_attn": fa, "repeat_penalty": r.get("repeat_penalty", 1.1), "tokens": r["tokens"],
-                     "reps": r["reps"], "layers_on_gpu": f"{layers}/{total}",
-                     "slots": (r.get("server_parallel") or {}).get("n_parallel"),
-                     "server_decode_tps": round(dec, 1), "server_ttft_ms": round(r["medians"]["server"]["ttft_ms"], 1),
-                     "llama_cpp_python_decode_tps": round(r["medians"]["in_process"]["decode_tps"], 1),
-                     "llama_bench_tg128": round(ref, 1) if ref else None, "llama_bench_fa": ref_fa if ref else None,
-                     "vs_llama_bench": round(dec / ref, 3) if ref else None})
+        rows.append(
+            {
+                "case": name,
+                "n_gpu_layers": r["n_gpu_layers"],
+                "vram_budget_mb": r.get("vram_budget_mb"),
+                "flash_attn": fa,
+                "repeat_penalty": r.get("repeat_penalty", 1.1),
+                "tokens": r["tokens"],
+                "reps": r["reps"],
+                "layers_on_gpu": f"{layers}/{total}",
+                "slots": (r.get("server_parallel") or {}).get("n_parallel"),
+                "server_decode_tps": round(dec, 1),
+                "server_ttft_ms": round(r["medians"]["server"]["ttft_ms"], 1),
+                "llama_cpp_python_decode_tps": round(r["medians"]["in_process"]["decode_tps"], 1),
+                "llama_bench_tg128": round(ref, 1) if ref else None,
+                "llama_bench_fa": ref_fa if ref else None,
+                "vs_llama_bench": round(dec / ref, 3) if ref else None,
+            }
+        )
     return rows
 
 
@@ -71,12 +82,18 @@ def side_by_side(side: dict) -> dict | None:
     if not lb:
         return None
     ref = statistics.mean(lb)
-    ours = {"repeat_penalty_" + k.removeprefix("serve-all-rp"): v["medians"]["server"]["decode_tps"] for k, v in side.items()
-            if k.startswith("serve-all-")}
-    return {"llama_bench_tg128_runs": [round(x, 1) for x in lb], "llama_bench_tg128_mean": round(ref, 1),
-            "note": "llama-bench -ngl 99 -fa 1 -p 0 -n 128 -d 0,64 -r 5, before and after our two runs",
-            "ours_decode_tps": {k: round(v, 1) for k, v in ours.items()},
-            "ours_vs_llama_bench": {k: round(v / ref, 3) for k, v in ours.items()}}
+    ours = {
+        "repeat_penalty_" + k.removeprefix("serve-all-rp"): v["medians"]["server"]["decode_tps"]
+        for k, v in side.items()
+        if k.startswith("serve-all-")
+    }
+    return {
+        "llama_bench_tg128_runs": [round(x, 1) for x in lb],
+        "llama_bench_tg128_mean": round(ref, 1),
+        "note": "llama-bench -ngl 99 -fa 1 -p 0 -n 128 -d 0,64 -r 5, before and after our two runs",
+        "ours_decode_tps": {k: round(v, 1) for k, v in ours.items()},
+        "ours_vs_llama_bench": {k: round(v / ref, 3) for k, v in ours.items()},
+    }
 
 
 def profile_split(raw: Path) -> dict:
@@ -96,21 +113,31 @@ def profile_split(raw: Path) -> dict:
         if "llama_decode" in src:
             return "llama_decode (graph build and launch)"
         return "Python between tokens (sampling, bookkeeping, events)"
+
     total = sum(leaves.values())
     split: collections.Counter = collections.Counter()
     for frame, n in leaves.items():
         split[kind(frame)] += n
-    return {"engine_thread_samples": total, "share": {k: round(v / total, 3) for k, v in split.most_common()},
-            "top_frames": {k: round(v / total, 3) for k, v in leaves.most_common(8)}}
+    return {
+        "engine_thread_samples": total,
+        "share": {k: round(v / total, 3) for k, v in split.most_common()},
+        "top_frames": {k: round(v / total, 3) for k, v in leaves.most_common(8)},
+    }
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| case | layers on GPU | slots | our server t/s | llama-bench tg128 | ours/llama-bench | llama-cpp-python t/s |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "| case | layers on GPU | slots | our server t/s | llama-bench tg128 | ours/llama-bench | llama-cpp-python t/s |",  # noqa: E501
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        ref = f"{r['llama_bench_tg128']} (fa {'on' if r['llama_bench_fa'] else 'off'})" if r["llama_bench_tg128"] else "-"
-        out.append(f"| {r['case']} | {r['layers_on_gpu']} | {r['slots']} | {r['server_decode_tps']} | {ref} | "
-                   f"{r['vs_llama_bench'] or '-'} | {r['llama_cpp_python_decode_tps']} |")
+        ref = (
+            f"{r['llama_bench_tg128']} (fa {'on' if r['llama_bench_fa'] else 'off'})" if r["llama_bench_tg128"] else "-"
+        )
+        out.append(
+            f"| {r['case']} | {r['layers_on_gpu']} | {r['slots']} | {r['server_decode_tps']} | {ref} | "
+            f"{r['vs_llama_bench'] or '-'} | {r['llama_cpp_python_decode_tps']} |"
+        )
     return "\n".join(out)
 
 
@@ -130,24 +157,47 @@ def main(argv: list[str] | None = None) -> int:
     side = side_by_side(found["side"])
     single = side["ours_vs_llama_bench"] if side else {}
     auto = [r for r in rows if r["n_gpu_layers"] == "auto"]
-    result = {"benchmark": "our server on the GPU (issue #5)", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "machine": found.get("gpu-info.json"), "model": lb["model"], "llama_cpp_commit": lb["llama_cpp_commit"],
-              "serve": rows, "single_stream_side_by_side": side,
-              "concurrency": {k: conc[k] for k in ("settings", "rows", "ratios_by_clients")} if conc else None,
-              "profile": {**profile_split(found["profile"]), **(found.get("profile-raw.json") or {})}
-              if "profile" in found else None,
-              "targets": {"single_stream_vs_llama_bench_tg128": {"target": TARGET, "measured": single,
-                                                                  "met": {k: v >= TARGET for k, v in single.items()}},
-                          "8_clients_vs_llama_server_8_slots": {"target": TARGET, "measured": at8,
-                                                                "met": at8 is not None and at8 >= TARGET},
-                          "auto_always_loads": {"cases": [r["case"] for r in auto], "met": bool(auto)}}}
+    result = {
+        "benchmark": "our server on the GPU (issue #5)",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": found.get("gpu-info.json"),
+        "model": lb["model"],
+        "llama_cpp_commit": lb["llama_cpp_commit"],
+        "serve": rows,
+        "single_stream_side_by_side": side,
+        "concurrency": {k: conc[k] for k in ("settings", "rows", "ratios_by_clients")} if conc else None,
+        "profile": {**profile_split(found["profile"]), **(found.get("profile-raw.json") or {})}
+        if "profile" in found
+        else None,
+        "targets": {
+            "single_stream_vs_llama_bench_tg128": {
+                "target": TARGET,
+                "measured": single,
+                "met": {k: v >= TARGET for k, v in single.items()},
+            },
+            "8_clients_vs_llama_server_8_slots": {
+                "target": TARGET,
+                "measured": at8,
+                "met": at8 is not None and at8 >= TARGET,
+            },
+            "auto_always_loads": {"cases": [r["case"] for r in auto], "met": bool(auto)},
+        },
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_name(a.out.name + ".partial")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(a.out)
     print(table(rows))
-    print(json.dumps({"side_by_side": side, "targets": result["targets"], "profile": result["profile"] and
-                      result["profile"]["share"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "side_by_side": side,
+                "targets": result["targets"],
+                "profile": result["profile"] and result["profile"]["share"],
+            },
+            indent=1,
+        )
+    )
     print(f"results: {a.out}")
     return 0
 

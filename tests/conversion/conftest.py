@@ -13,8 +13,9 @@ from tests.tiny_llama import TinySpec, write_tiny_llama
 @pytest.fixture(scope="session")
 def bf16_checkpoint(tmp_path_factory):
     """bf16 storage, plain multi-head attention, tied embeddings, three shards, another rope base."""
-    spec = TinySpec(dtype="BF16", num_key_value_heads=4, tie_word_embeddings=True, shards=3,
-                    rope_theta=500000.0, seed=1)
+    spec = TinySpec(
+        dtype="BF16", num_key_value_heads=4, tie_word_embeddings=True, shards=3, rope_theta=500000.0, seed=1
+    )
     return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama-bf16"), spec)
 
 
@@ -39,8 +40,16 @@ def llama_logits(gguf_path, tokens: list[int]) -> np.ndarray:
     """Logits of every position from llama.cpp, with an f32 KV cache so only the weights differ."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(gguf_path), n_ctx=64, n_batch=64, logits_all=True, verbose=False,
-                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, seed=0)
+    llm = llama_cpp.Llama(
+        str(gguf_path),
+        n_ctx=64,
+        n_batch=64,
+        logits_all=True,
+        verbose=False,
+        type_k=llama_cpp.GGML_TYPE_F32,
+        type_v=llama_cpp.GGML_TYPE_F32,
+        seed=0,
+    )
     try:
         llm.eval(tokens)
         return np.array(llm.scores[: len(tokens)], dtype=np.float64)

@@ -36,7 +36,11 @@ def test_killed_conversion_leaves_no_output(tmp_path, tiny_llama_checkpoint):
     out = tmp_path / "model.gguf"
     child = subprocess.run(
         [sys.executable, "-c", KILL_HALF_WAY, "convert", str(tiny_llama_checkpoint), "--out", str(out)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=120)
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL
     partial = out.with_name(out.name + ".partial")
     assert partial.is_file() and partial.stat().st_size > 0  # it really was writing

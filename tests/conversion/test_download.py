@@ -24,11 +24,16 @@ ROUTES = {
     "/api/models/org/gated": error(403, "GatedRepo", "Access to model org/gated is restricted."),
     "/api/models/org/missing": error(401, "RepoNotFound", "Repository not found"),
     "/api/models/org/tiny/revision/nope": error(404, "RevisionNotFound", "Invalid rev id: nope"),
-    "/api/models/org/huge": model_info("org/huge", {
-        "config.json": 600, "model-00001-of-00002.safetensors": 10**15,
-        "model-00002-of-00002.safetensors": 10**15, "README.md": 10**16}),
-    "/api/models/org/pytorch-only": model_info("org/pytorch-only", {
-        "config.json": 600, "pytorch_model.bin": 10**9}),
+    "/api/models/org/huge": model_info(
+        "org/huge",
+        {
+            "config.json": 600,
+            "model-00001-of-00002.safetensors": 10**15,
+            "model-00002-of-00002.safetensors": 10**15,
+            "README.md": 10**16,
+        },
+    ),
+    "/api/models/org/pytorch-only": model_info("org/pytorch-only", {"config.json": 600, "pytorch_model.bin": 10**9}),
 }
 
 
@@ -40,16 +45,20 @@ def hub():
 
 def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    return subprocess.run([sys.executable, "-m", "conversion", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "conversion", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("repo_id, revision, words", [
-    ("org/gated", None, ["gated", "accept", "licence", "hf auth login", "HF_TOKEN"]),
-    ("org/missing", None, ["not found", "org/missing"]),
-    ("org/tiny", "nope", ["Revision 'nope'", "not found"]),
-    ("org/pytorch-only", None, ["safetensors", "LlamaForCausalLM"]),
-])
+@pytest.mark.parametrize(
+    "repo_id, revision, words",
+    [
+        ("org/gated", None, ["gated", "accept", "licence", "hf auth login", "HF_TOKEN"]),
+        ("org/missing", None, ["not found", "org/missing"]),
+        ("org/tiny", "nope", ["Revision 'nope'", "not found"]),
+        ("org/pytorch-only", None, ["safetensors", "LlamaForCausalLM"]),
+    ],
+)
 def test_hub_errors_become_clear_messages(hub, tmp_path, repo_id, revision, words):
     with pytest.raises(DownloadError) as caught:
         download(repo_id, tmp_path / "cache", revision=revision, endpoint=hub.url, progress=False)
@@ -80,17 +89,18 @@ def test_cli_gated_repo_exits_nonzero_without_traceback(hub, tmp_path):
     assert "accept its licence" in result.stderr and "Traceback" not in result.stderr
 
 
-
 def test_all_with_a_mistyped_local_path_says_so_and_creates_nothing(tmp_path):
     """A SOURCE that is no directory is taken for a repo id; an invalid one must not reach the user
     as huggingface-hub's traceback, nor leave a cache folder behind."""
     cache, out = tmp_path / "cache", tmp_path / "models" / "x.gguf"
-    got = run_cli(["all", str(tmp_path / "no-such-checkpoint"), "--dest", str(cache), "--out", str(out)],
-                  HF_HUB_OFFLINE="1")
+    got = run_cli(
+        ["all", str(tmp_path / "no-such-checkpoint"), "--dest", str(cache), "--out", str(out)], HF_HUB_OFFLINE="1"
+    )
     assert got.returncode == 4
     assert "neither an existing checkpoint directory nor a Hugging Face repo id" in got.stderr
     assert "Traceback" not in got.stderr
     assert not cache.exists() and not out.parent.exists()
+
 
 def test_offline_download_and_all_from_cache(tmp_path, tiny_llama_checkpoint):
     cache = tmp_path / "hf-cache"

@@ -19,14 +19,21 @@ import sentencepiece as spm
 from tests.tiny_llama import TinySpec, read_checkpoint, write_tiny_llama
 
 GGUF_NAMES = {  # HF suffix -> GGUF name, per layer
-    "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
-TOP_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
+TOP_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 CHAT_TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
 
 
@@ -82,14 +89,23 @@ def test_llama_metadata(tiny_llama_checkpoint, tiny_llama_gguf):
     config = json.loads((tiny_llama_checkpoint / "config.json").read_text())
     reader = gguf.GGUFReader(tiny_llama_gguf)
     expected = {
-        "general.architecture": "llama", "general.type": "model", "general.file_type": 1,
-        "llama.block_count": config["num_hidden_layers"], "llama.context_length": 2048,
-        "llama.embedding_length": config["hidden_size"], "llama.feed_forward_length": config["intermediate_size"],
-        "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
-        "llama.rope.dimension_count": config["hidden_size"] // 4, "llama.vocab_size": config["vocab_size"],
-        "tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default",
-        "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
-        "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": False,
+        "general.architecture": "llama",
+        "general.type": "model",
+        "general.file_type": 1,
+        "llama.block_count": config["num_hidden_layers"],
+        "llama.context_length": 2048,
+        "llama.embedding_length": config["hidden_size"],
+        "llama.feed_forward_length": config["intermediate_size"],
+        "llama.attention.head_count": 4,
+        "llama.attention.head_count_kv": 2,
+        "llama.rope.dimension_count": config["hidden_size"] // 4,
+        "llama.vocab_size": config["vocab_size"],
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.add_bos_token": True,
+        "tokenizer.ggml.add_eos_token": False,
     }
     assert {k: field(reader, k) for k in expected} == expected
     assert field(reader, "llama.rope.freq_base") == pytest.approx(config["rope_theta"])
@@ -136,5 +152,7 @@ def test_config_gaps_get_llama_config_defaults(tmp_path, converted):
     head_dim = config["hidden_size"] // config["num_attention_heads"]
     assert field(reader, "llama.rope.freq_base") == pytest.approx(10000.0)
     assert field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(1e-6)
-    assert (field(reader, "llama.attention.key_length"), field(reader, "llama.attention.value_length")) == \
-        (head_dim, head_dim)
+    assert (field(reader, "llama.attention.key_length"), field(reader, "llama.attention.value_length")) == (
+        head_dim,
+        head_dim,
+    )

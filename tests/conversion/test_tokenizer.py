@@ -39,4 +39,3 @@ def test_rare_characters_use_byte_tokens(tokenizers):
     sp, _ = tokenizers
     pieces = sp.encode("😀", out_type=str)
     assert pieces and all(p.startswith("<0x") or p == "▁" for p in pieces)
-

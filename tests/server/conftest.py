@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from server.app import create_app
-from server.engine import Engine
-from server.models import ModelChoice
+from server.engine.engine import Engine
+from server.http.app import create_app
+from server.model.files import ModelChoice
 from server.settings import Settings
+
 # Defined there, imported here so that the OpenAI and chat page tests share one server.
 from tests.server.gunicorn_util import keyed_server  # noqa: F401
 
 # Small on purpose: fast prompt evaluation, and "prompt too long" is easy to reach.
 # Two slots: every API test runs through the batching decoder as it serves concurrent clients.
-TEST_SETTINGS = dict(n_ctx=512, max_tokens=8, max_tokens_ceiling=256, queue_size=2, request_timeout=60,
-                     parallel=2)
+TEST_SETTINGS = dict(n_ctx=512, max_tokens=8, max_tokens_ceiling=256, queue_size=2, request_timeout=60, parallel=2)
 
 
 @pytest.fixture(scope="session")

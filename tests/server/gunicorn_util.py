@@ -37,7 +37,14 @@ def run_gunicorn(model: Path, log_dir: Path, command: list[str] | None = None, *
     port = free_port()
     log = open(log_dir / "server.log", "w+")
     env = {**os.environ, **SMALL, **settings, "LLAMA_SERVER_MODEL": str(model), "LLAMA_SERVER_PORT": str(port)}
-    command = command or [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.app:create_app()"]
+    command = command or [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "server/gunicorn.conf.py",
+        "server.http.app:create_app()",
+    ]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -69,6 +76,10 @@ API_KEY = "test-key-0123456789"
 @pytest.fixture(scope="session")
 def keyed_server(gemma_gguf, tmp_path_factory):
     """(process, base URL) of one gunicorn with an API key set, shared by the OpenAI and chat page tests."""
-    with run_gunicorn(gemma_gguf, tmp_path_factory.mktemp("keyed-gunicorn"), LLAMA_SERVER_API_KEY=API_KEY,
-                      LLAMA_SERVER_MAX_TOKENS_CEILING="256") as server:
+    with run_gunicorn(
+        gemma_gguf,
+        tmp_path_factory.mktemp("keyed-gunicorn"),
+        LLAMA_SERVER_API_KEY=API_KEY,
+        LLAMA_SERVER_MAX_TOKENS_CEILING="256",
+    ) as server:
         yield server

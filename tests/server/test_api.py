@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from server.engine import Engine
-from server.models import ModelChoice
+from server.engine.engine import Engine
+from server.engine.request import Message
+from server.http.respond_schema import validate_respond
+from server.model.files import ModelChoice
 from server.settings import Settings
-from server.validation import validate_respond
 from tests.server.conftest import TEST_SETTINGS, make_client, metric
 
 QUESTION = {"query": "What is the capital of France?", "temperature": 0, "seed": 7, "max_tokens": 8}
@@ -19,7 +20,7 @@ QUESTION = {"query": "What is the capital of France?", "temperature": 0, "seed":
 
 def sse_events(response) -> list[dict]:
     text = response.get_data(as_text=True)
-    return [json.loads(chunk[len("data: "):]) for chunk in text.split("\n\n") if chunk.startswith("data: ")]
+    return [json.loads(chunk[len("data: ") :]) for chunk in text.split("\n\n") if chunk.startswith("data: ")]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,13 @@ def test_stream_sends_deltas_then_one_final_event(client, plain):
 
 
 def test_streamed_text_never_splits_a_utf8_character(client):
-    body = {"query": "Écris une phrase avec des emoji 🎉 et des caractères chinois 你好.", "stream": True,
-            "temperature": 1.0, "seed": 3, "max_tokens": 16}
+    body = {
+        "query": "Écris une phrase avec des emoji 🎉 et des caractères chinois 你好.",
+        "stream": True,
+        "temperature": 1.0,
+        "seed": 3,
+        "max_tokens": 16,
+    }
     events = sse_events(client.post("/api/respond", json=body))
     assert events[-1]["type"] == "done"
     assert not any("\ufffd" in e.get("text", "") for e in events)
@@ -77,7 +83,7 @@ def test_stop_string_ends_the_answer_before_it(client, plain):
     stop = words[1]
     answer = client.post("/api/respond", json={**QUESTION, "stop": [stop]}).json
     assert answer["finish_reason"] == "stop"
-    assert answer["response"] == plain["response"][:plain["response"].index(stop)]
+    assert answer["response"] == plain["response"][: plain["response"].index(stop)]
 
 
 BAD_BODIES = [
@@ -127,7 +133,9 @@ def test_bodies_that_are_not_a_json_object_are_400(client, data):
 
 def test_validation_fills_defaults_and_keeps_values():
     req = validate_respond({"query": "hi", "temperature": 1, "stop": ["\n"]}, 8, 256)
-    assert (req.max_tokens, req.temperature, req.stop, req.stream) == (8, 1.0, ("\n",), False)
+    s = req.sampling
+    assert (s.max_tokens, s.temperature, s.stop, req.stream) == (8, 1.0, ("\n",), False)
+    assert req.messages == (Message("user", "hi"),) and req.prompt is None
 
 
 def test_body_over_the_limit_is_413(gemma_engine):
@@ -158,8 +166,9 @@ def test_api_key_is_required_when_set(gemma_engine, header):
 
 def test_right_api_key_is_accepted(gemma_engine):
     client = make_client(gemma_engine, api_key="s3cret")
-    response = client.post("/api/respond", json={**QUESTION, "max_tokens": 2},
-                           headers={"Authorization": "Bearer s3cret"})
+    response = client.post(
+        "/api/respond", json={**QUESTION, "max_tokens": 2}, headers={"Authorization": "Bearer s3cret"}
+    )
     assert response.status_code == 200
 
 
@@ -200,8 +209,7 @@ def test_request_timeout_is_504_and_the_engine_moves_on(gemma_engine):
 
 def test_dropping_a_stream_cancels_its_generation(gemma_engine):
     client = make_client(gemma_engine)
-    response = client.post("/api/respond", json={"query": "Tell me a long story.", "max_tokens": 250,
-                                                 "stream": True})
+    response = client.post("/api/respond", json={"query": "Tell me a long story.", "max_tokens": 250, "stream": True})
     next(iter(response.response))  # the first delta has arrived: the generation is running
     response.close()  # what the server does when a write to a gone client fails
     list(gemma_engine.submit(validate_respond({"query": "hi", "max_tokens": 1}, 8, 256)))  # queue drained
@@ -223,7 +231,7 @@ class _CorruptsFirstPrompt:
     def add(self, prompt, params, on_event):
         if not self.corrupted:
             self.corrupted = True
-            prompt = prompt[:-1] + [10 ** 8]
+            prompt = prompt[:-1] + [10**8]
         return self.decoder.add(prompt, params, on_event)
 
 

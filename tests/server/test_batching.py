@@ -9,30 +9,37 @@ import numpy as np
 import pytest
 from llama_cpp import Llama
 
-from server.batching import BatchDecoder, Delta, Finished, PromptTooLongError, SamplingParams
+from server.engine.batching import BatchDecoder, Delta, Ended, PromptTooLongError, SamplingParams
 
 GREEDY = dict(temperature=0.0, repeat_penalty=1.0)
-PROMPTS = ["The capital of France is", "Once upon a time", "1, 2, 3, 4,", "Water boils at",
-           "def main(argv):", "The quick brown fox"]
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time",
+    "1, 2, 3, 4,",
+    "Water boils at",
+    "def main(argv):",
+    "The quick brown fox",
+]
 # Two candidate tokens whose logits differ by less than this are a near-tie: the
 # order in which a batched matmul adds its terms may flip them (see the test).
 NEAR_TIE = 0.5
 
 
 class Recorder:
-    """Collects one sequence's events; checks the stream ends with exactly one Finished."""
+    """Collects one sequence's events; checks the stream ends with exactly one Ended."""
 
     def __init__(self) -> None:
         self.events: list = []
+        self.late: list = []  # events after Ended: kept here, since the decoder catches what a consumer raises
 
     def __call__(self, event) -> None:
-        assert not self.finished, "event after Finished"
-        self.events.append(event)
+        (self.late if self.finished else self.events).append(event)
 
     @property
-    def finished(self) -> Finished | None:
+    def finished(self) -> Ended | None:
+        assert not self.late, f"events after Ended: {self.late}"
         last = self.events[-1] if self.events else None
-        return last if isinstance(last, Finished) else None
+        return last if isinstance(last, Ended) else None
 
     @property
     def text(self) -> str:
@@ -57,8 +64,10 @@ def model(request):
 def generate(decoder, prompts, max_tokens=16, **params):
     """Run `prompts` together to completion; returns (recorders, sequences)."""
     recs = [Recorder() for _ in prompts]
-    seqs = [decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=max_tokens, **params), r)
-            for p, r in zip(prompts, recs)]
+    seqs = [
+        decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=max_tokens, **params), r)
+        for p, r in zip(prompts, recs)
+    ]
     decoder.run_until_idle()
     decoder.clear_cache()
     return recs, seqs
@@ -78,12 +87,15 @@ def test_greedy_output_is_the_same_alone_and_batched(model):
     alone = [generate(decoder, [p], **GREEDY)[1][0] for p in PROMPTS[:4]]
     # Beside others, and joining while the others are already decoding.
     recs = [Recorder() for _ in PROMPTS]
-    together = [decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=16, **GREEDY), r)
-                for p, r in zip(PROMPTS[:3], recs)]
+    together = [
+        decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=16, **GREEDY), r) for p, r in zip(PROMPTS[:3], recs)
+    ]
     for _ in range(3):
         decoder.step()
-    together += [decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=16, **GREEDY), r)
-                 for p, r in zip(PROMPTS[3:], recs[3:])]
+    together += [
+        decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=16, **GREEDY), r)
+        for p, r in zip(PROMPTS[3:], recs[3:])
+    ]
     decoder.run_until_idle()
     decoder.clear_cache()
     assert all(r.finished.finish_reason in ("stop", "length") for r in recs)
@@ -108,8 +120,9 @@ def test_greedy_fast_path_picks_what_the_llama_cpp_chain_picks(model, penalty):
     _, _, decoder = model
     for prompt in PROMPTS[:3]:
         (fast,), _ = generate(decoder, [prompt], max_tokens=24, temperature=0.0, repeat_penalty=penalty)
-        (chain,), _ = generate(decoder, [prompt], max_tokens=24, temperature=0.7, top_k=1, repeat_penalty=penalty,
-                               seed=1)
+        (chain,), _ = generate(
+            decoder, [prompt], max_tokens=24, temperature=0.7, top_k=1, repeat_penalty=penalty, seed=1
+        )
         assert fast.text == chain.text and fast.finished.usage == chain.finished.usage
 
 
@@ -117,8 +130,10 @@ def test_more_requests_than_slots_all_complete(model):
     _, _, decoder = model
     peak = 0
     recs = [Recorder() for _ in PROMPTS]
-    seqs = [decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=6, seed=7), r)  # 6 requests, 4 slots
-            for p, r in zip(PROMPTS, recs)]
+    seqs = [
+        decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=6, seed=7), r)  # 6 requests, 4 slots
+        for p, r in zip(PROMPTS, recs)
+    ]
     while not decoder.idle:
         decoder.step()
         peak = max(peak, decoder.active)
@@ -134,8 +149,10 @@ def test_more_requests_than_slots_all_complete(model):
 def test_cancel_frees_the_slot_for_the_next_request(model):
     _, _, decoder = model
     recs = [Recorder() for _ in range(5)]
-    seqs = [decoder.add(decoder.tokenize(PROMPTS[i]), SamplingParams(max_tokens=200, **GREEDY), r)
-            for i, r in enumerate(recs)]
+    seqs = [
+        decoder.add(decoder.tokenize(PROMPTS[i]), SamplingParams(max_tokens=200, **GREEDY), r)
+        for i, r in enumerate(recs)
+    ]
     for _ in range(3):
         decoder.step()
     assert decoder.free_slots == 0 and decoder.waiting == 1
@@ -155,8 +172,9 @@ def test_cancel_frees_the_slot_for_the_next_request(model):
 def test_long_prompt_does_not_stall_running_streams(model):
     _, _, decoder = model
     recs = [Recorder() for _ in range(3)]
-    running = [decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=40, **GREEDY), r)
-               for p, r in zip(PROMPTS[:2], recs)]
+    running = [
+        decoder.add(decoder.tokenize(p), SamplingParams(max_tokens=40, **GREEDY), r) for p, r in zip(PROMPTS[:2], recs)
+    ]
     for _ in range(2):
         decoder.step()
     long_prompt = decoder.tokenize(" ".join(PROMPTS * 12))[:180]
@@ -180,8 +198,9 @@ def test_prefix_is_reused_and_gives_the_same_output(model):
     system = "You are a helpful assistant. Answer briefly and truthfully. " * 3
     rec = Recorder()
     prompt = decoder.tokenize(system + "Question: what is fire?")
-    decoder.add(decoder.tokenize(system + "Question: what is water?"),
-                SamplingParams(max_tokens=4, **GREEDY), Recorder())
+    decoder.add(
+        decoder.tokenize(system + "Question: what is water?"), SamplingParams(max_tokens=4, **GREEDY), Recorder()
+    )
     decoder.run_until_idle()  # leaves the cached prefix in an idle slot
     decoder.add(prompt, SamplingParams(max_tokens=8, **GREEDY), rec)
     decoder.run_until_idle()
@@ -201,7 +220,7 @@ def test_stop_string_ends_the_stream_before_it(model):
     stop = words[2]
     (stopped,), _ = generate(decoder, [PROMPTS[0]], max_tokens=16, stop=[stop], **GREEDY)
     assert stopped.finished.finish_reason == "stop"
-    assert stopped.text == free.text[:free.text.index(stop)]
+    assert stopped.text == free.text[: free.text.index(stop)]
 
 
 def test_seeded_sampling_is_reproducible(model):
@@ -235,8 +254,7 @@ def test_thousands_of_short_requests_leave_no_kv_cells(tiny_llama_gguf):
     recs, seqs = [], []
     for i in range(2000):
         recs.append(Recorder())
-        seqs.append(decoder.add(prompts[i % len(prompts)], SamplingParams(max_tokens=1 + i % 3),
-                                recs[-1]))
+        seqs.append(decoder.add(prompts[i % len(prompts)], SamplingParams(max_tokens=1 + i % 3), recs[-1]))
         if i % 7 == 3:
             decoder.cancel(seqs[-1 - i % 3])
         if i % 3 == 0:

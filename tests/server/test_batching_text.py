@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
 import pytest
 
-from server.sampling import SamplingParams, TextAssembler
+from server.engine.sampling import SamplingParams, TextAssembler
 
 
 def stream(pieces: list[bytes], stops=()) -> tuple[list[str], bool, str]:
@@ -60,7 +59,7 @@ def test_sampling_params_normalize_stop_and_check_max_tokens():
 def test_greedy_token_equals_penalizing_a_copy_of_every_logit():
     """The fast path (argmax first, penalize only when the best token is recent) picks what the
     plain method picks: penalize a copy of all logits, then argmax. Ties and zeros included."""
-    from server.sampling import greedy_token
+    from server.engine.sampling import greedy_token
 
     rng = np.random.default_rng(0)
     for case in range(3000):

@@ -20,10 +20,22 @@ from tests.server.conftest import metric
 from tests.server.gunicorn_util import API_KEY
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+    ),
+]
 
 # Counts the distinct texts the newest answer bubble has shown: more than one means it streamed in.
 WATCH_ANSWER = """() => {
@@ -40,8 +52,9 @@ WATCH_ANSWER = """() => {
 def page(keyed_server, tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(str(profile), executable_path=str(CHROMIUM),
-                                                       headless=True, args=FLAGS)
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=FLAGS
+        )
         context.set_default_timeout(60_000)
         expect.set_options(timeout=60_000)
         page = context.pages[0] if context.pages else context.new_page()
@@ -79,7 +92,8 @@ def test_an_answer_streams_in_with_tokens_per_second(page):
     page.fill("#query", "Name three colors.")
     page.press("#query", "Enter")
     expect(page.locator("#status")).to_have_text(
-        re.compile(r"^(done|stopped at max tokens) · \d+ tokens? · [\d.]+ tokens/s$"))
+        re.compile(r"^(done|stopped at max tokens) · \d+ tokens? · [\d.]+ tokens/s$")
+    )
     answer = page.locator(".message.assistant").last.text_content()
     assert answer.strip()
     assert page.evaluate("window.answerStates.size") > 1, "the answer arrived in one piece, not streamed"
@@ -101,8 +115,10 @@ def test_stop_cancels_the_generation(page, keyed_server, tmp_path_factory):
     expect(page.locator("#status")).to_have_text(re.compile(r"^stopped · "))
     shown = page.locator(".message.assistant").last.text_content()
     deadline = time.monotonic() + 30
-    while metric(requests.get(f"{base}/metrics", timeout=5).text, "llama_server_generations_total",
-                 cancelled) != before + 1:
+    while (
+        metric(requests.get(f"{base}/metrics", timeout=5).text, "llama_server_generations_total", cancelled)
+        != before + 1
+    ):
         assert time.monotonic() < deadline, "the server did not cancel the generation"
         time.sleep(0.2)
     assert page.locator(".message.assistant").last.text_content() == shown  # nothing more arrived

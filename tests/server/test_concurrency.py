@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from server.prompt import build_messages
+from server.model.prompt import build_messages
 from tests.server.conftest import TEST_SETTINGS, make_client, metric
 
-QUESTIONS = ["What is the capital of France?", "Name three colours.", "What is 2 + 2?",
-             "Say hello in Spanish."]
+QUESTIONS = ["What is the capital of France?", "Name three colours.", "What is 2 + 2?", "Say hello in Spanish."]
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0, "max_tokens": 8}
 # Logit gap under which two candidates count as a near-tie (as in test_batching.py).
 NEAR_TIE = 0.5
@@ -34,6 +33,7 @@ def greedy_divergence(engine, gguf, query: str, answer: str) -> tuple[int, float
     """Where `answer` leaves the greedy path of a reference llama.cpp run of the same prompt,
     and the logit gap between the two best tokens there; None when it never does."""
     from llama_cpp import Llama
+
     tokens = engine._format.tokens(build_messages(engine.settings.system_prompt, [], query), engine.vocab)
     ref = Llama(str(gguf), n_ctx=256, n_threads=2, logits_all=True, verbose=False)  # scores kept
     try:
@@ -103,8 +103,9 @@ def test_a_dropped_stream_frees_its_slot_for_a_waiting_request(gemma_engine):
         wait_for(lambda: gemma_engine.queue_depth() == 1)  # queued behind the two running
         health = client.get("/api/health").json
         assert health["slots"] == {"busy": 2, "total": 2} and health["queue_depth"] == 1
-        cancelled = metric(client.get("/metrics").get_data(as_text=True), "llama_server_generations_total",
-                           'finish_reason="cancelled"')
+        cancelled = metric(
+            client.get("/metrics").get_data(as_text=True), "llama_server_generations_total", 'finish_reason="cancelled"'
+        )
 
         streams[0].close()  # what the server does when a write to a gone client fails
         third = waiting.result(timeout=30)  # the waiting request got the freed slot: it streams
@@ -116,8 +117,11 @@ def test_a_dropped_stream_frees_its_slot_for_a_waiting_request(gemma_engine):
         assert metric(text, "llama_server_slots_busy") == 2 and metric(text, "llama_server_slots_total") == 2
         assert metric(text, "llama_server_kv_cells_used") > 0
         samples = {line.split(" ")[0] for line in text.splitlines() if not line.startswith("#")}
-        assert {"llama_server_prompt_cache_prompts", "llama_server_prompt_cache_bytes",
-                "llama_server_prompt_cache_hits_total"} <= samples
+        assert {
+            "llama_server_prompt_cache_prompts",
+            "llama_server_prompt_cache_bytes",
+            "llama_server_prompt_cache_hits_total",
+        } <= samples
     finally:
         for s in streams:
             s.close()  # closing twice is harmless: cancel() of an ended generation does nothing
@@ -130,8 +134,10 @@ def test_a_dropped_stream_frees_its_slot_for_a_waiting_request(gemma_engine):
 
 def test_a_repeated_prompt_reuses_its_cached_prefix(app):
     def cached() -> float:
-        return metric(app.test_client().get("/metrics").get_data(as_text=True),
-                      "llama_server_prompt_tokens_cached_total")
+        return metric(
+            app.test_client().get("/metrics").get_data(as_text=True), "llama_server_prompt_tokens_cached_total"
+        )
+
     before = cached()
     first = ask(app, "Which planet is known as the red planet?")
     again = ask(app, "Which planet is known as the red planet?")
@@ -141,14 +147,15 @@ def test_a_repeated_prompt_reuses_its_cached_prefix(app):
 
 
 def test_requests_arriving_together_share_their_first_step(gemma_engine, monkeypatch):
-    """After taking a request the engine waits a moment for companions (server/engine.py,
+    """After taking a request the engine waits a moment for companions (server/engine/engine.py,
     GATHER_*). Gemma's steps are so short that the real window is under a millisecond;
     widened here to 600 ms, a second request sent 150 ms after the first must catch it
     (without the wait, the first one's prompt takes a few tens of milliseconds)."""
-    import server.engine
-    from server.validation import validate_respond
-    monkeypatch.setattr(server.engine, "GATHER_SHARE", 1000.0)
-    monkeypatch.setattr(server.engine, "GATHER_MAX_S", 0.6)
+    import server.engine.engine
+    from server.http.respond_schema import validate_respond
+
+    monkeypatch.setattr(server.engine.engine, "GATHER_SHARE", 1000.0)
+    monkeypatch.setattr(server.engine.engine, "GATHER_MAX_S", 0.6)
     list(gemma_engine.submit(validate_respond({"query": "Hi.", **GREEDY}, 8, 256)))  # a typical step is known
     wait_for(lambda: gemma_engine.active == 0)
     firsts: dict[int, float] = {}

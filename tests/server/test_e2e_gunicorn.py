@@ -43,8 +43,9 @@ def test_plain_and_streamed_answers(server):
     assert plain.status_code == 200 and plain.json()["usage"]["completion_tokens"] > 0
     with requests.post(f"{base}/api/respond", json={**body, "stream": True}, stream=True, timeout=60) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
-        events = [json.loads(line[len("data: "):]) for line in r.iter_lines(decode_unicode=True)
-                  if line.startswith("data: ")]
+        events = [
+            json.loads(line[len("data: ") :]) for line in r.iter_lines(decode_unicode=True) if line.startswith("data: ")
+        ]
     assert events[-1]["type"] == "done"
     assert "".join(e["text"] for e in events[:-1]) == plain.json()["response"]
 
@@ -73,8 +74,13 @@ def test_more_clients_than_slots_are_all_answered_in_shared_steps(server):
 def test_disconnect_mid_stream_stops_the_generation(server):
     _, base = server
     before = metric(metrics_text(base), "llama_server_generated_tokens_total")
-    body = {"query": "Tell me a very long story about the sea.", "max_tokens": 250, "stream": True,
-            "temperature": 1.0, "seed": 5}
+    body = {
+        "query": "Tell me a very long story about the sea.",
+        "max_tokens": 250,
+        "stream": True,
+        "temperature": 1.0,
+        "seed": 5,
+    }
     with requests.post(f"{base}/api/respond", json=body, stream=True, timeout=60) as r:
         lines = r.iter_lines(decode_unicode=True)
         assert next(line for line in lines if line.startswith("data: "))  # it is generating
@@ -96,18 +102,26 @@ def test_disconnect_while_waiting_for_a_plain_answer_stops_the_generation(server
     can tell the server the client left: it watches the connection instead."""
     _, base = server
     text = metrics_text(base)
-    before = (metric(text, "llama_server_generated_tokens_total"),
-              metric(text, "llama_server_generations_total", 'finish_reason="cancelled"'))
-    body = json.dumps({"query": "Tell me a very long story about the sea.", "max_tokens": 400,
-                       "temperature": 1.0, "seed": 5}).encode()
+    before = (
+        metric(text, "llama_server_generated_tokens_total"),
+        metric(text, "llama_server_generations_total", 'finish_reason="cancelled"'),
+    )
+    body = json.dumps(
+        {"query": "Tell me a very long story about the sea.", "max_tokens": 400, "temperature": 1.0, "seed": 5}
+    ).encode()
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall(b"POST /api/respond HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        conn.sendall(
+            b"POST /api/respond HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         wait_until(lambda: metric(metrics_text(base), "llama_server_active_generations") == 1)
     # The client is gone; within a poll interval and a step the server stops generating.
-    wait_until(lambda: metric(metrics_text(base), "llama_server_generations_total",
-                              'finish_reason="cancelled"') == before[1] + 1)
+    wait_until(
+        lambda: (
+            metric(metrics_text(base), "llama_server_generations_total", 'finish_reason="cancelled"') == before[1] + 1
+        )
+    )
     text = metrics_text(base)
     assert metric(text, "llama_server_generated_tokens_total") - before[0] < 400
     assert metric(text, "llama_server_active_generations") == 0
@@ -117,8 +131,13 @@ def test_health_answers_while_every_slot_and_queue_place_holds_a_stream(server):
     """Each open answer holds an HTTP thread, a queued one too; the default thread count
     leaves some for health and metrics (with 8, as it once was, this health check hung)."""
     _, base = server
-    body = {"query": "Tell me a very long story about the sea.", "max_tokens": 250, "stream": True,
-            "temperature": 1.0, "seed": 5}
+    body = {
+        "query": "Tell me a very long story about the sea.",
+        "max_tokens": 250,
+        "stream": True,
+        "temperature": 1.0,
+        "seed": 5,
+    }
 
     def open_stream() -> requests.Response:  # returns once the answer has started
         return requests.post(f"{base}/api/respond", json=body, stream=True, timeout=60)

@@ -17,15 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from server.models import LLAMA2_FILE, MODELS_DIR
-from server.offload import MIB, gpu_devices, kv_bytes_per_layer, read_model_shape, resolve_offload
+from server.model.files import LLAMA2_FILE, MODELS_DIR
+from server.model.offload import MIB, gpu_devices, kv_bytes_per_layer, read_model_shape, resolve_offload
 from server.settings import Settings
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not llama_cpp.llama_supports_gpu_offload(),
-                       reason="llama.cpp has no GPU backend in this build (make install-cuda builds one)"),
+    pytest.mark.skipif(
+        not llama_cpp.llama_supports_gpu_offload(),
+        reason="llama.cpp has no GPU backend in this build (make install-cuda builds one)",
+    ),
 ]
 BUDGETS_MB = [2048, 4096, 6144]
 N_CTX = 4096  # the server's default context
@@ -57,8 +59,9 @@ def test_cuda_build_offers_a_gpu_device():
 
 def test_auto_without_budget_offloads_every_layer(model_7b):
     shape = read_model_shape(model_7b)
-    need = (sum(shape.layer_bytes) + shape.output_bytes
-            + len(shape.layer_bytes) * kv_bytes_per_layer(shape, N_CTX, 1)) // MIB + 2048
+    need = (
+        sum(shape.layer_bytes) + shape.output_bytes + len(shape.layer_bytes) * kv_bytes_per_layer(shape, N_CTX, "f16")
+    ) // MIB + 2048
     if free_mib() < need:
         pytest.skip(f"this GPU has under {need} MiB free: not enough for the whole 7B model")
     plan = plan_for(model_7b, None)
@@ -81,7 +84,7 @@ LOAD_AND_RUN = """
 import llama_cpp  # first: before numpy or any other C++ extension (see above)
 import json, sys
 import numpy as np
-from server.offload import MIB, gpu_devices
+from server.model.offload import MIB, gpu_devices
 
 def free_mib():
     return sum(d.free_bytes for d in gpu_devices()) // MIB
@@ -101,9 +104,14 @@ print(json.dumps({"used_mib": before - free_mib(), "finite": finite}))
 def run_fresh(script: str, *args: str, what: str) -> dict:
     """Run `script` in a fresh interpreter (see above); the JSON of its last output line."""
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=root,
-                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{what} failed ({proc.returncode}): {proc.stderr[-1500:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -126,12 +134,12 @@ def test_budgeted_plan_loads_runs_and_stays_within_budget(model_7b, budget_mb):
     assert used >= budget_mb // 2, f"{plan.n_gpu_layers} layers used only {used} MiB of {budget_mb} MiB"
 
 
-# The RAM prompt cache copies a slot's KV state out of the GPU and back in (server/promptcache.py).
+# The RAM prompt cache copies a slot's KV state out of the GPU and back in (server/engine/promptcache.py).
 # In a fresh interpreter, for the reason given above LOAD_AND_RUN.
 PROMPT_CACHE_RUN = """
 import llama_cpp  # first
 import json, sys
-from server.batching import BatchDecoder, Delta, SamplingParams
+from server.engine.batching import BatchDecoder, Delta, SamplingParams
 
 decoder = BatchDecoder.load(sys.argv[1], n_parallel=1, n_ctx_per_seq=512, n_threads=4, n_gpu_layers=-1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.offload import (MIB, Device, kv_bytes_per_layer, plan_offload, read_model_shape, resolve_offload)
+from server.model.offload import MIB, Device, kv_bytes_per_layer, plan_offload, read_model_shape, resolve_offload
 from server.settings import Settings
 
 # Llama-2-7B-chat Q4_K_M as llama.cpp lays it out: 32 blocks of ~118.6 MiB (Q4_K/Q6_K mix),
@@ -51,8 +51,8 @@ def test_plan_known_points():
 
 def test_output_layer_only_after_every_block():
     blocks = [100, 100]
-    assert plan_offload(blocks, 0, 0, 250, 0, output_bytes=100) == 2   # both blocks, no room for output
-    assert plan_offload(blocks, 0, 0, 300, 0, output_bytes=100) == 3   # everything
+    assert plan_offload(blocks, 0, 0, 250, 0, output_bytes=100) == 2  # both blocks, no room for output
+    assert plan_offload(blocks, 0, 0, 300, 0, output_bytes=100) == 3  # everything
 
 
 def test_blocks_are_placed_from_the_top_of_the_stack():
@@ -69,7 +69,7 @@ def test_reads_layer_sizes_from_the_gguf(gemma_gguf):
     assert shape.output_bytes > 170 * MIB
     assert sum(shape.layer_bytes) + shape.output_bytes < gemma_gguf.stat().st_size
     assert (shape.n_embd, shape.n_head, shape.n_embd_kv, shape.n_vocab) == (640, 4, 256, 262144)
-    assert kv_bytes_per_layer(shape, 1024, 1) == 2 * 1024 * 256 * 2
+    assert kv_bytes_per_layer(shape, 1024, "f16") == 2 * 1024 * 256 * 2
 
 
 def test_cpu_only_build_offloads_nothing(gemma_gguf):
@@ -103,7 +103,8 @@ def test_fixed_counts_are_kept_and_minus_one_means_all(gemma_gguf):
 def test_fast_header_read_agrees_with_gguf_reader(tiny_llama_gguf):
     from gguf import GGUFReader
 
-    from server.ggufinfo import read_gguf_info
+    from server.model.ggufinfo import read_gguf_info
+
     info = read_gguf_info(tiny_llama_gguf)
     reader = GGUFReader(str(tiny_llama_gguf))
     assert info.tensor_bytes == {t.name: int(t.n_bytes) for t in reader.tensors}

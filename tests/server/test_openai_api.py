@@ -18,8 +18,7 @@ from tests.server.conftest import metric
 from tests.server.gunicorn_util import API_KEY
 
 pytestmark = pytest.mark.slow
-CHAT = dict(model="local", messages=[{"role": "user", "content": "Name a color."}], temperature=0, seed=1,
-            max_tokens=6)
+CHAT = dict(model="local", messages=[{"role": "user", "content": "Name a color."}], temperature=0, seed=1, max_tokens=6)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +65,13 @@ def test_streamed_chat_matches_the_plain_answer(client, plain_chat):
 
 def test_stream_wire_format_ends_with_done(base):
     body = {**CHAT, "stream": True}
-    with requests.post(f"{base}/v1/chat/completions", json=body, stream=True, timeout=60,
-                       headers={"Authorization": f"Bearer {API_KEY}"}) as r:
+    with requests.post(
+        f"{base}/v1/chat/completions",
+        json=body,
+        stream=True,
+        timeout=60,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    ) as r:
         assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
         events = r.text.split("\n\n")
     assert events[-1] == "" and events[-2] == "data: [DONE]"
@@ -85,18 +89,21 @@ def test_completion_streams_and_honours_a_stop_string(client):
     streamed = list(client.completions.create(**ask, stream=True))
     assert "".join(c.choices[0].text for c in streamed) == text
     # Stop on a piece the model is known to write: the answer must end right before its first occurrence.
-    stop = text[len(text) // 2:len(text) // 2 + 2]
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
     stopped = client.completions.create(**ask, stop=[stop])
-    assert stopped.choices[0].text == text[:text.index(stop)]
+    assert stopped.choices[0].text == text[: text.index(stop)]
     assert stopped.choices[0].finish_reason == "stop"
 
 
-@pytest.mark.parametrize("extra, status, param, code", [
-    ({"n": 2}, 400, "n", "invalid_request"),
-    ({"max_tokens": 100_000}, 400, "max_tokens", "invalid_request"),
-    ({"messages": [{"role": "user", "content": "word " * 700}]}, 400, None, "context_length_exceeded"),
-    ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages[0].role", "invalid_request"),
-])
+@pytest.mark.parametrize(
+    "extra, status, param, code",
+    [
+        ({"n": 2}, 400, "n", "invalid_request"),
+        ({"max_tokens": 100_000}, 400, "max_tokens", "invalid_request"),
+        ({"messages": [{"role": "user", "content": "word " * 700}]}, 400, None, "context_length_exceeded"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages[0].role", "invalid_request"),
+    ],
+)
 def test_bad_requests_get_openai_errors(client, extra, status, param, code):
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(**{**CHAT, **extra})
@@ -116,12 +123,16 @@ def test_same_engine_and_metrics_as_api_respond(client, base):
     auth = {"Authorization": f"Bearer {API_KEY}"}
     before = requests.get(f"{base}/metrics", timeout=5).text
     client.chat.completions.create(**CHAT)
-    answer = requests.post(f"{base}/api/respond", json={"query": "Name a color.", "max_tokens": 4},
-                           headers=auth, timeout=60)
+    answer = requests.post(
+        f"{base}/api/respond", json={"query": "Name a color.", "max_tokens": 4}, headers=auth, timeout=60
+    )
     assert answer.status_code == 200
     after = requests.get(f"{base}/metrics", timeout=5).text
     chat = 'endpoint="v1.chat_completions",status="200"'
     assert metric(after, "llama_server_requests_total", chat) == metric(before, "llama_server_requests_total", chat) + 1
-    finished = sum(metric(after, "llama_server_generations_total", f'finish_reason="{r}"') -
-                   metric(before, "llama_server_generations_total", f'finish_reason="{r}"') for r in ("stop", "length"))
+    finished = sum(
+        metric(after, "llama_server_generations_total", f'finish_reason="{r}"')
+        - metric(before, "llama_server_generations_total", f'finish_reason="{r}"')
+        for r in ("stop", "length")
+    )
     assert finished == 2  # both went through the one engine the metrics observe

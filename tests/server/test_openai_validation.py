@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from server.app import create_app
-from server.engine import Engine
+from server.engine.engine import Engine
 from server.errors import InvalidRequest
-from server.models import ModelChoice
-from server.openai_validation import validate_openai
-from server.prompt import Message
+from server.http.app import create_app
+from server.http.openai_schema import validate_openai
+from server.model.files import ModelChoice
+from server.model.prompt import Message
 from server.settings import Settings
 from tests.server.conftest import TEST_SETTINGS
 
@@ -25,36 +25,48 @@ def chat(**body):
 
 
 def test_defaults_and_aliases():
-    req = chat(stop="END", max_completion_tokens=20, stream_options={"include_usage": True}, n=1, user="u1",
-               presence_penalty=0, messages=[{"role": "developer", "content": [{"type": "text", "text": "be "},
-                                                                              {"type": "text", "text": "brief"}]},
-                                             {"role": "assistant", "content": "ok", "tool_calls": None}])
-    assert req.stop == ("END",) and req.max_tokens == 20 and req.include_usage and not req.stream
-    assert req.messages == (Message("system", "be brief"), Message("assistant", "ok"))
+    req = chat(
+        stop="END",
+        max_completion_tokens=20,
+        stream_options={"include_usage": True},
+        n=1,
+        user="u1",
+        presence_penalty=0,
+        messages=[
+            {"role": "developer", "content": [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]},
+            {"role": "assistant", "content": "ok", "tool_calls": None},
+        ],
+    )
+    r = req.request
+    assert r.sampling.stop == ("END",) and r.sampling.max_tokens == 20 and req.include_usage and not r.stream
+    assert r.messages == (Message("system", "be brief"), Message("assistant", "ok"))
     plain = validate_openai("completion", {"prompt": "Once"}, 8, 256)
-    assert (plain.prompt, plain.max_tokens, plain.messages, plain.include_usage) == ("Once", 8, (), False)
+    p = plain.request
+    assert (p.prompt, p.sampling.max_tokens, p.messages, plain.include_usage) == ("Once", 8, (), False)
 
 
-@pytest.mark.parametrize("kind, body, param, words", [
-    ("chat", {}, "messages", "required"),
-    ("chat", {"messages": []}, "messages", "at least"),
-    ("chat", {"messages": USER, "prompt": "x"}, "prompt", "unknown"),
-    ("completion", {"prompt": "x", "messages": USER}, "messages", "unknown"),
-    ("completion", {"prompt": "  "}, "prompt", "blank"),
-    ("chat", {"messages": USER, "n": 3}, "n", "n=1"),
-    ("chat", {"messages": USER, "frequency_penalty": 0.5}, "frequency_penalty", "repeat_penalty"),
-    ("chat", {"messages": USER, "temperature": 3}, "temperature", "at most 2"),
-    ("chat", {"messages": USER, "top_p": "high"}, "top_p", "number"),
-    ("chat", {"messages": USER, "max_tokens": 257}, "max_tokens", "at most 256"),
-    ("chat", {"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most length 4"),
-    ("chat", {"messages": USER, "stop": [""]}, "stop[0]", "at least length 1"),
-    ("chat", {"messages": USER, "seed": True}, "seed", "int"),
-    ("chat", {"messages": [{"role": "tool", "content": "1"}]}, "messages[0].role", "tools"),
-    ("chat", {"messages": [{"content": "1"}]}, "messages[0]", "role"),
-    ("chat", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content",
-     "text"),
-    ("chat", {"messages": [{"role": "user", "content": "x" * 32_001}]}, "messages[0].content", "at most"),
-])
+@pytest.mark.parametrize(
+    "kind, body, param, words",
+    [
+        ("chat", {}, "messages", "required"),
+        ("chat", {"messages": []}, "messages", "at least"),
+        ("chat", {"messages": USER, "prompt": "x"}, "prompt", "unknown"),
+        ("completion", {"prompt": "x", "messages": USER}, "messages", "unknown"),
+        ("completion", {"prompt": "  "}, "prompt", "blank"),
+        ("chat", {"messages": USER, "n": 3}, "n", "n=1"),
+        ("chat", {"messages": USER, "frequency_penalty": 0.5}, "frequency_penalty", "repeat_penalty"),
+        ("chat", {"messages": USER, "temperature": 3}, "temperature", "at most 2"),
+        ("chat", {"messages": USER, "top_p": "high"}, "top_p", "number"),
+        ("chat", {"messages": USER, "max_tokens": 257}, "max_tokens", "at most 256"),
+        ("chat", {"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most length 4"),
+        ("chat", {"messages": USER, "stop": [""]}, "stop[0]", "at least length 1"),
+        ("chat", {"messages": USER, "seed": True}, "seed", "must be an integer"),
+        ("chat", {"messages": [{"role": "tool", "content": "1"}]}, "messages[0].role", "tools"),
+        ("chat", {"messages": [{"content": "1"}]}, "messages[0]", "role"),
+        ("chat", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content", "text"),
+        ("chat", {"messages": [{"role": "user", "content": "x" * 32_001}]}, "messages[0].content", "at most"),
+    ],
+)
 def test_bad_bodies_name_the_field(kind, body, param, words):
     with pytest.raises(InvalidRequest) as caught:
         validate_openai(kind, body, 8, 256)
@@ -68,14 +80,23 @@ def loading_client(gemma_gguf):
     return create_app(settings, Engine(settings, ModelChoice(gemma_gguf, is_default=True))).test_client()
 
 
-@pytest.mark.parametrize("method, path, headers, status, error_type, code", [
-    ("get", "/v1/models", {"Authorization": "Bearer k"}, 503, "unavailable_error", "loading"),
-    ("post", "/v1/chat/completions", {"Authorization": "Bearer k"}, 400, "invalid_request_error",
-     "invalid_request"),
-    ("get", "/v1/models", {}, 401, "authentication_error", "invalid_api_key"),
-    ("get", "/v1/nowhere", {"Authorization": "Bearer k"}, 404, "not_found_error", "not_found"),
-    ("get", "/v1/completions", {"Authorization": "Bearer k"}, 405, "invalid_request_error", "method_not_allowed"),
-])
+@pytest.mark.parametrize(
+    "method, path, headers, status, error_type, code",
+    [
+        ("get", "/v1/models", {"Authorization": "Bearer k"}, 503, "unavailable_error", "loading"),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"Authorization": "Bearer k"},
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        ("get", "/v1/models", {}, 401, "authentication_error", "invalid_api_key"),
+        ("get", "/v1/nowhere", {"Authorization": "Bearer k"}, 404, "not_found_error", "not_found"),
+        ("get", "/v1/completions", {"Authorization": "Bearer k"}, 405, "invalid_request_error", "method_not_allowed"),
+    ],
+)
 def test_errors_take_openai_shape(loading_client, method, path, headers, status, error_type, code):
     response = getattr(loading_client, method)(path, headers=headers, data="not json")
     assert response.status_code == status

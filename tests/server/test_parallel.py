@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.offload import MIB, Device, read_model_shape, resolve_offload
-from server.parallel import MAX_AUTO, RAM_SHARE, plan_parallel
+from server.model.offload import MIB, Device, read_model_shape, resolve_offload
+from server.model.parallel import MAX_AUTO, RAM_SHARE, plan_parallel
 from server.settings import Settings
 
 # Gemma 3 270M as published: 18 layers, one KV head of 256 dims; f16 K and V.

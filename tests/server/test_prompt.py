@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from server.chat_templates import GEMMA as GEMMA_TEMPLATE
-from server.engine import Engine
+from server.engine.engine import Engine
 from server.errors import InvalidRequest
-from server.models import ModelChoice
-from server.prompt import JinjaFormat, Llama2Format, Message, build_messages, with_one_bos
+from server.model.chat_templates import GEMMA as GEMMA_TEMPLATE
+from server.model.files import ModelChoice
+from server.model.prompt import JinjaFormat, Llama2Format, Message, build_messages, with_one_bos
 from server.settings import Settings
 from tests.server.conftest import TEST_SETTINGS, make_client
-
 
 
 def text_of(engine, tokens) -> str:
@@ -37,7 +36,7 @@ def test_llama2_history_marks_each_exchange(tiny_engine):
     eos = tokens.index(vocab.eos_id)
     assert tokens[eos + 1] == vocab.bos_id
     assert "Hello!" in text_of(tiny_engine, tokens[:eos])
-    assert text_of(tiny_engine, tokens[eos + 2:]).strip() == "[INST] And now? [/INST]"
+    assert text_of(tiny_engine, tokens[eos + 2 :]).strip() == "[INST] And now? [/INST]"
 
 
 def test_llama2_user_text_cannot_forge_special_tokens(tiny_engine):
@@ -108,4 +107,5 @@ def test_gemma_without_a_template_gets_its_built_in_turn_format(gemma_engine):
     assert gemma_engine.info["prompt_format"] == "built-in gemma3"
     tokens = gemma_engine._format.tokens(build_messages("Be brief.", [], "Hi"), gemma_engine.vocab)
     assert text_of(gemma_engine, tokens) == (
-        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n")
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )

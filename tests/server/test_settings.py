@@ -25,11 +25,20 @@ def test_defaults():
 
 
 def test_values_are_parsed_from_the_environment(gemma_gguf):
-    env = {"LLAMA_SERVER_MODEL": str(gemma_gguf), "LLAMA_SERVER_N_CTX": "2048", "LLAMA_SERVER_N_GPU_LAYERS": "-1",
-           "LLAMA_SERVER_TENSOR_SPLIT": "3,1", "LLAMA_SERVER_FLASH_ATTN": "yes",
-           "LLAMA_SERVER_KV_CACHE_TYPE": "Q8_0", "LLAMA_SERVER_VRAM_BUDGET_MB": "4096",
-           "LLAMA_SERVER_REQUEST_TIMEOUT": "30.5", "LLAMA_SERVER_API_KEY": "k",
-           "LLAMA_SERVER_PARALLEL": "3", "LLAMA_SERVER_PREFILL_CHUNK": "64", "LLAMA_SERVER_PREFIX_CACHE": "off"}
+    env = {
+        "LLAMA_SERVER_MODEL": str(gemma_gguf),
+        "LLAMA_SERVER_N_CTX": "2048",
+        "LLAMA_SERVER_N_GPU_LAYERS": "-1",
+        "LLAMA_SERVER_TENSOR_SPLIT": "3,1",
+        "LLAMA_SERVER_FLASH_ATTN": "yes",
+        "LLAMA_SERVER_KV_CACHE_TYPE": "Q8_0",
+        "LLAMA_SERVER_VRAM_BUDGET_MB": "4096",
+        "LLAMA_SERVER_REQUEST_TIMEOUT": "30.5",
+        "LLAMA_SERVER_API_KEY": "k",
+        "LLAMA_SERVER_PARALLEL": "3",
+        "LLAMA_SERVER_PREFILL_CHUNK": "64",
+        "LLAMA_SERVER_PREFIX_CACHE": "off",
+    }
     s = Settings.from_env(env)
     assert s.model == str(gemma_gguf) and s.n_ctx == 2048 and s.n_gpu_layers == -1
     assert s.tensor_split == (3.0, 1.0) and s.flash_attn == "on"
@@ -47,14 +56,25 @@ def test_cli_overrides_beat_environment_which_beats_defaults():
 
 
 BAD = [
-    ("LLAMA_SERVER_PORT", "eighty"), ("LLAMA_SERVER_PORT", "70000"), ("LLAMA_SERVER_N_CTX", "16"),
-    ("LLAMA_SERVER_N_GPU_LAYERS", "some"), ("LLAMA_SERVER_N_GPU_LAYERS", "-2"),
-    ("LLAMA_SERVER_FLASH_ATTN", "maybe"), ("LLAMA_SERVER_KV_CACHE_TYPE", "q3"),
-    ("LLAMA_SERVER_TENSOR_SPLIT", "1,x"), ("LLAMA_SERVER_TENSOR_SPLIT", "0,0"),
-    ("LLAMA_SERVER_MODEL", "/no/such/model.gguf"), ("LLAMA_SERVER_QUEUE_SIZE", "0"),
-    ("LLAMA_SERVER_VRAM_BUDGET_MB", "-5"), ("LLAMA_SERVER_N_THREADS", "0"),
-    ("LLAMA_SERVER_PARALLEL", "0"), ("LLAMA_SERVER_PARALLEL", "many"), ("LLAMA_SERVER_PREFILL_CHUNK", "0"),
-    ("LLAMA_SERVER_PREFIX_CACHE", "sometimes"), ("LLAMA_SERVER_CACHE_RAM", "-1"), ("LLAMA_SERVER_CACHE_RAM", "lots"),
+    ("LLAMA_SERVER_PORT", "eighty"),
+    ("LLAMA_SERVER_PORT", "70000"),
+    ("LLAMA_SERVER_N_CTX", "16"),
+    ("LLAMA_SERVER_N_GPU_LAYERS", "some"),
+    ("LLAMA_SERVER_N_GPU_LAYERS", "-2"),
+    ("LLAMA_SERVER_FLASH_ATTN", "maybe"),
+    ("LLAMA_SERVER_KV_CACHE_TYPE", "q3"),
+    ("LLAMA_SERVER_TENSOR_SPLIT", "1,x"),
+    ("LLAMA_SERVER_TENSOR_SPLIT", "0,0"),
+    ("LLAMA_SERVER_MODEL", "/no/such/model.gguf"),
+    ("LLAMA_SERVER_QUEUE_SIZE", "0"),
+    ("LLAMA_SERVER_VRAM_BUDGET_MB", "-5"),
+    ("LLAMA_SERVER_N_THREADS", "0"),
+    ("LLAMA_SERVER_PARALLEL", "0"),
+    ("LLAMA_SERVER_PARALLEL", "many"),
+    ("LLAMA_SERVER_PREFILL_CHUNK", "0"),
+    ("LLAMA_SERVER_PREFIX_CACHE", "sometimes"),
+    ("LLAMA_SERVER_CACHE_RAM", "-1"),
+    ("LLAMA_SERVER_CACHE_RAM", "lots"),
 ]
 
 
@@ -64,14 +84,17 @@ def test_bad_values_name_the_variable(name, value):
         Settings.from_env({name: value})
 
 
-@pytest.mark.parametrize("env,named", [
-    ({"LLAMA_SERVER_MAX_TOKENS": "4096"}, "LLAMA_SERVER_MAX_TOKENS"),
-    ({"LLAMA_SERVER_KV_CACHE_TYPE": "q8_0"}, "LLAMA_SERVER_FLASH_ATTN"),
-    ({"LLAMA_SERVER_PARALLEL": "16", "LLAMA_SERVER_N_BATCH": "8"}, "LLAMA_SERVER_N_BATCH"),
-    # Every open answer holds a thread; one must stay free for /api/health and /metrics.
-    ({"LLAMA_SERVER_HTTP_THREADS": "8"}, "LLAMA_SERVER_HTTP_THREADS"),
-    ({"LLAMA_SERVER_PARALLEL": "8", "LLAMA_SERVER_QUEUE_SIZE": "24"}, "LLAMA_SERVER_HTTP_THREADS"),
-])
+@pytest.mark.parametrize(
+    "env,named",
+    [
+        ({"LLAMA_SERVER_MAX_TOKENS": "4096"}, "LLAMA_SERVER_MAX_TOKENS"),
+        ({"LLAMA_SERVER_KV_CACHE_TYPE": "q8_0"}, "LLAMA_SERVER_FLASH_ATTN"),
+        ({"LLAMA_SERVER_PARALLEL": "16", "LLAMA_SERVER_N_BATCH": "8"}, "LLAMA_SERVER_N_BATCH"),
+        # Every open answer holds a thread; one must stay free for /api/health and /metrics.
+        ({"LLAMA_SERVER_HTTP_THREADS": "8"}, "LLAMA_SERVER_HTTP_THREADS"),
+        ({"LLAMA_SERVER_PARALLEL": "8", "LLAMA_SERVER_QUEUE_SIZE": "24"}, "LLAMA_SERVER_HTTP_THREADS"),
+    ],
+)
 def test_settings_that_contradict_each_other(env, named):
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
@@ -97,21 +120,35 @@ def test_every_setting_is_described():
     assert all(var.startswith("LLAMA_SERVER_") and text for var, _, text in rows)
 
 
-@pytest.mark.parametrize("env,named", [({"LLAMA_SERVER_PORT": "abc"}, "LLAMA_SERVER_PORT"),
-                                       ({"LLAMA_SERVER_MODEL": "/missing.gguf"}, "model file not found")])
+@pytest.mark.parametrize(
+    "env,named",
+    [
+        ({"LLAMA_SERVER_PORT": "abc"}, "LLAMA_SERVER_PORT"),
+        ({"LLAMA_SERVER_MODEL": "/missing.gguf"}, "model file not found"),
+    ],
+)
 def test_gunicorn_stops_at_start_with_one_clear_line(env, named):
-    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.app:create_app()"],
-                          cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.http.app:create_app()"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert named in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("name, value, expected", [
-    ("LLAMA_SERVER_N_CTX", "4k", "expected a whole number"),
-    ("LLAMA_SERVER_REQUEST_TIMEOUT", "soon", "expected a number"),
-    ("LLAMA_SERVER_PARALLEL", "zero", "expected auto or a whole number"),
-    ("LLAMA_SERVER_TENSOR_SPLIT", "3,x", "expected a number"),
-])
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("LLAMA_SERVER_N_CTX", "4k", "expected a whole number"),
+        ("LLAMA_SERVER_REQUEST_TIMEOUT", "soon", "expected a number"),
+        ("LLAMA_SERVER_PARALLEL", "zero", "expected auto or a whole number"),
+        ("LLAMA_SERVER_TENSOR_SPLIT", "3,x", "expected a number"),
+    ],
+)
 def test_unparsable_values_say_what_was_expected(name, value, expected):
     """The message is ours, not Python's ("invalid literal for int() with base 10")."""
     with pytest.raises(SettingsError) as err:
@@ -119,15 +156,20 @@ def test_unparsable_values_say_what_was_expected(name, value, expected):
     assert str(err.value) == f"{name}={value!r}: {expected}"
 
 
-@pytest.mark.parametrize("value,gpu_layers,total,mib", [
-    ("auto", 0, 33, 2048),    # CPU only: the KV cache is in RAM, recomputing a prompt is slow
-    ("auto", 16, 33, 2048),   # partial offload: part of it still is
-    ("auto", 33, 33, 0),      # all on the GPU: recomputing beats copying states over PCIe
-    ("512", 33, 33, 512), ("0", 0, 33, 0),  # a number is taken as it is
-])
+@pytest.mark.parametrize(
+    "value,gpu_layers,total,mib",
+    [
+        ("auto", 0, 33, 2048),  # CPU only: the KV cache is in RAM, recomputing a prompt is slow
+        ("auto", 16, 33, 2048),  # partial offload: part of it still is
+        ("auto", 33, 33, 0),  # all on the GPU: recomputing beats copying states over PCIe
+        ("512", 33, 33, 512),
+        ("0", 0, 33, 0),  # a number is taken as it is
+    ],
+)
 def test_cache_ram_auto_is_off_only_when_every_layer_is_on_the_gpu(value, gpu_layers, total, mib):
     from types import SimpleNamespace
 
-    from server.loading import cache_ram_mib
+    from server.engine.loading import cache_ram_mib
+
     plan = SimpleNamespace(offload=SimpleNamespace(n_gpu_layers=gpu_layers, total_layers=total))
     assert cache_ram_mib(Settings.from_env({"LLAMA_SERVER_CACHE_RAM": value}), plan) == mib

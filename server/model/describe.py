@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from server.chat_templates import BY_ARCHITECTURE
+from server.model.chat_templates import BY_ARCHITECTURE
 
 log = logging.getLogger("server")
 
-DEFAULT_MODEL_NOTICE = ("serving the small embedded default model (Gemma 3 270M), not Llama 2: "
-                        "run `make quantize` to build models/llama-2-7b-chat.Q4_K_M.gguf")
+DEFAULT_MODEL_NOTICE = (
+    "serving the small embedded default model (Gemma 3 270M), not Llama 2: "
+    "run `make quantize` to build models/llama-2-7b-chat.Q4_K_M.gguf"
+)
 
 
 def chat_template(settings, metadata: dict[str, str]) -> tuple[str | None, str]:
@@ -28,6 +30,7 @@ def chat_template(settings, metadata: dict[str, str]) -> tuple[str | None, str]:
 
 def quantization(metadata: dict[str, str]) -> str:
     from gguf import LlamaFileType
+
     try:
         return LlamaFileType(int(metadata["general.file_type"])).name.removeprefix("MOSTLY_")
     except (KeyError, ValueError):
@@ -35,7 +38,7 @@ def quantization(metadata: dict[str, str]) -> str:
 
 
 def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format: str) -> dict:
-    """`plan`: the server.parallel.ParallelPlan (slots, and the offload plan made with them)."""
+    """`plan`: the server.model.parallel.ParallelPlan (slots, and the offload plan made with them)."""
     return {
         "model": metadata.get("general.name") or model.path.stem,
         "file": str(model.path),
@@ -53,16 +56,41 @@ def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format:
 
 def announce(info: dict, model) -> None:
     off, par = info["offload"], info["parallel"]
-    log.info("model %s (%s, %s) from %s, n_ctx %d per request, prompt format: %s", info["model"],
-             info["architecture"], info["quantization"], info["file"], info["n_ctx"], info["prompt_format"])
-    log.info("offload (%s): %d/%d layers on GPU, backend %s, device %s, VRAM planned %d MiB of %s MiB free; %s",
-             off["mode"], off["n_gpu_layers"], off["total_layers"], off["backend"], off["device"] or "-",
-             off["vram_planned_mb"], off["vram_free_mb"] if off["vram_free_mb"] is not None else "-", off["reason"])
-    log.info("parallel (%s): %d slots x %d tokens, KV cache %d MiB (%.1f KiB per token), RAM available %s MiB; %s",
-             par["mode"], par["n_parallel"], info["n_ctx"], par["kv_cache_mb"], par["kv_bytes_per_token"] / 1024,
-             par["ram_available_mb"] if par["ram_available_mb"] is not None else "-", par["reason"])
-    log.info("prompt cache: up to %d MiB of RAM for the states of prompts that slots give up%s",
-             info["prompt_cache_mib"], "" if info["prompt_cache_mib"] else " (off)")
+    log.info(
+        "model %s (%s, %s) from %s, n_ctx %d per request, prompt format: %s",
+        info["model"],
+        info["architecture"],
+        info["quantization"],
+        info["file"],
+        info["n_ctx"],
+        info["prompt_format"],
+    )
+    log.info(
+        "offload (%s): %d/%d layers on GPU, backend %s, device %s, VRAM planned %d MiB of %s MiB free; %s",
+        off["mode"],
+        off["n_gpu_layers"],
+        off["total_layers"],
+        off["backend"],
+        off["device"] or "-",
+        off["vram_planned_mb"],
+        off["vram_free_mb"] if off["vram_free_mb"] is not None else "-",
+        off["reason"],
+    )
+    log.info(
+        "parallel (%s): %d slots x %d tokens, KV cache %d MiB (%.1f KiB per token), RAM available %s MiB; %s",
+        par["mode"],
+        par["n_parallel"],
+        info["n_ctx"],
+        par["kv_cache_mb"],
+        par["kv_bytes_per_token"] / 1024,
+        par["ram_available_mb"] if par["ram_available_mb"] is not None else "-",
+        par["reason"],
+    )
+    log.info(
+        "prompt cache: up to %d MiB of RAM for the states of prompts that slots give up%s",
+        info["prompt_cache_mib"],
+        "" if info["prompt_cache_mib"] else " (off)",
+    )
     if model.is_default:
         banner = "!" * 78
         log.warning("%s\n%s\n%s", banner, DEFAULT_MODEL_NOTICE, banner)

@@ -36,6 +36,7 @@ class Message:
 @dataclass(frozen=True)
 class Vocab:
     """The few vocabulary facts prompt building needs."""
+
     tokenize: Tokenize
     bos_id: int
     eos_id: int
@@ -45,8 +46,11 @@ class Vocab:
 
 
 def build_messages(system: str, history: Sequence[dict], query: str) -> list[Message]:
-    return ([Message("system", system)] if system else []) + \
-        [Message(h["role"], h["content"]) for h in history] + [Message("user", query)]
+    return (
+        ([Message("system", system)] if system else [])
+        + [Message(h["role"], h["content"]) for h in history]
+        + [Message("user", query)]
+    )
 
 
 def _raise_exception(message: str):
@@ -61,8 +65,9 @@ class JinjaFormat:
     """A chat template from model metadata, rendered in a sandbox."""
 
     def __init__(self, template: str):
-        env = ImmutableSandboxedEnvironment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True,
-                                            extensions=[jinja2.ext.loopcontrols])
+        env = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+        )
         env.filters["tojson"] = _tojson
         self._template = env.from_string(template)
 
@@ -70,11 +75,14 @@ class JinjaFormat:
         try:
             text = self._template.render(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
-                bos_token=vocab.bos_text, eos_token=vocab.eos_text,
-                add_generation_prompt=True, raise_exception=_raise_exception)
+                bos_token=vocab.bos_text,
+                eos_token=vocab.eos_text,
+                add_generation_prompt=True,
+                raise_exception=_raise_exception,
+            )
         except jinja2.TemplateError as exc:
             # The template's own words (e.g. "roles must alternate") describe the caller's mistake.
-            raise InvalidRequest(f"the model's chat template rejected the conversation: {exc}", "history") from None
+            raise InvalidRequest(f"the model's chat template rejected the conversation: {exc}", "messages") from None
         tokens = vocab.tokenize(text, True)
         return with_one_bos(tokens, vocab)
 

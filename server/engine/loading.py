@@ -1,9 +1,9 @@
 """Loading what the engine serves: the slot and offload plan, the decoder, the prompt format.
 
 Runs once, on the engine's worker thread, before the first request. The plan
-(server/parallel.py) decides PARALLEL and the GPU layers; the decoder holds the
+(server/model/parallel.py) decides PARALLEL and the GPU layers; the decoder holds the
 only copy of the weights, and the vocabulary facts prompt building needs come
-from it; server/describe.py turns it all into what /api/health and the start-up
+from it; server/model/describe.py turns it all into what /api/health and the start-up
 log say.
 """
 
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from server import describe
-from server.batching import BatchDecoder
-from server.parallel import plan_parallel
-from server.prompt import Vocab, choose_format
+from server.engine.batching import BatchDecoder
+from server.model import describe
+from server.model.parallel import plan_parallel
+from server.model.prompt import Vocab, choose_format
 
 
 @dataclass(frozen=True)
 class Loaded:
     decoder: BatchDecoder
     vocab: Vocab
-    prompt_format: object  # server.prompt.JinjaFormat or Llama2Format
+    prompt_format: object  # server.model.prompt.JinjaFormat or Llama2Format
     info: dict
 
 
@@ -34,21 +34,33 @@ def load(settings, model, decoder: BatchDecoder | None = None) -> Loaded:
         plan = replace(plan, n_parallel=decoder.cfg.n_parallel, mode="given", reason="a decoder loaded by the caller")
     metadata = decoder.metadata()
     template, prompt_format = describe.chat_template(settings, metadata)
-    info = {**describe.model_info(model, metadata, decoder.n_ctx, plan, prompt_format),
-            "prompt_cache_mib": decoder.cfg.cache_ram_mib}
+    info = {
+        **describe.model_info(model, metadata, decoder.n_ctx, plan, prompt_format),
+        "prompt_cache_mib": decoder.cfg.cache_ram_mib,
+    }
     describe.announce(info, model)
     return Loaded(decoder, vocab_of(decoder), choose_format(template), info)
 
 
 def decoder_settings(settings, plan) -> dict:
     """BatchDecoder.load arguments from the server settings and the slot/offload plan."""
-    return dict(n_parallel=plan.n_parallel, n_ctx_per_seq=settings.n_ctx,
-                n_batch=max(settings.n_batch, plan.n_parallel), prefill_chunk=settings.prefill_chunk,
-                n_threads=settings.n_threads, n_threads_batch=settings.n_threads,
-                n_gpu_layers=plan.offload.n_gpu_layers, main_gpu=settings.main_gpu,
-                tensor_split=settings.tensor_split, use_mlock=settings.use_mlock, flash_attn=settings.flash_attn,
-                type_k=settings.kv_cache_type, type_v=settings.kv_cache_type, prefix_cache=settings.prefix_cache,
-                cache_ram_mib=cache_ram_mib(settings, plan))
+    return dict(
+        n_parallel=plan.n_parallel,
+        n_ctx_per_seq=settings.n_ctx,
+        n_batch=max(settings.n_batch, plan.n_parallel),
+        prefill_chunk=settings.prefill_chunk,
+        n_threads=settings.n_threads,
+        n_threads_batch=settings.n_threads,
+        n_gpu_layers=plan.offload.n_gpu_layers,
+        main_gpu=settings.main_gpu,
+        tensor_split=settings.tensor_split,
+        use_mlock=settings.use_mlock,
+        flash_attn=settings.flash_attn,
+        type_k=settings.kv_cache_type,
+        type_v=settings.kv_cache_type,
+        prefix_cache=settings.prefix_cache,
+        cache_ram_mib=cache_ram_mib(settings, plan),
+    )
 
 
 # CACHE_RAM=auto while any of the KV cache is in RAM. With every layer on the GPU, a prompt is
@@ -71,5 +83,6 @@ def vocab_of(decoder: BatchDecoder) -> Vocab:
         # Tokenizing only reads the vocabulary: safe from HTTP threads while the worker decodes.
         return decoder.tokenize(text, add_bos=False, special=special)
 
-    return Vocab(tokenize, bos, eos, decoder.token_text(bos), decoder.token_text(eos),
-                 add_bos=decoder.add_bos and bos >= 0)
+    return Vocab(
+        tokenize, bos, eos, decoder.token_text(bos), decoder.token_text(eos), add_bos=decoder.add_bos and bos >= 0
+    )

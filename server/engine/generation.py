@@ -1,8 +1,8 @@
 """One request's handle between an HTTP thread and the engine's worker.
 
 The HTTP side iterates a `Generation` for `Delta` events and one final
-`Finished` (or gets the request's error raised), and calls `cancel()` when the
-client goes away. The worker side puts events in with `_emit`/`_end`; it reads
+`Done` (or gets the request's error raised), and calls `cancel()` when the
+client goes away. The engine's worker puts events in with `put`/`finish`; it reads
 `interrupt_reason()` once per decode step, so a cancel or a passed deadline
 stops the sequence within one step.
 """
@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from server.decoder_types import Delta, SamplingParams
+from server.engine.decoder_types import Ended
+from server.engine.request import Delta, Done, SamplingParams
 from server.errors import ClientGone, RequestTimeout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GenerationRequest", "Delta", "Finished", "Generation", "api_finished"]
+__all__ = ["GenerationRequest", "Generation", "done_event"]
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,10 @@ class GenerationRequest:
     deadline: float  # time.monotonic() by which the answer must be complete
 
 
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: str  # "stop" | "length", or "cancelled" | "timeout" | "error" (never shown to a client)
-    usage: dict
-    timings: dict
-    cached_tokens: int = 0  # prompt tokens reused from a slot's cache (metrics only, not in the API)
-
-
 class Generation:
     """One request's handle: iterate for events, cancel() to stop."""
 
-    def __init__(self, request: GenerationRequest, on_done: Callable[[Finished], None] | None):
+    def __init__(self, request: GenerationRequest, on_done: Callable[[Done], None] | None):
         self.request = request
         self.submitted = time.monotonic()
         self._on_done = on_done
@@ -58,12 +51,11 @@ class Generation:
             return "cancelled"
         return "timeout" if time.monotonic() > self.request.deadline else None
 
-    def __iter__(self) -> Iterator[Delta | Finished]:
+    def __iter__(self) -> Iterator[Delta | Done]:
         return self.events()
 
-    def events(self, client_gone: Callable[[], bool] | None = None,
-               every: float = 0.25) -> Iterator[Delta | Finished]:
-        """The events up to and including Finished. `client_gone` is asked every `every`
+    def events(self, client_gone: Callable[[], bool] | None = None, every: float = 0.25) -> Iterator[Delta | Done]:
+        """The events up to and including Done. `client_gone` is asked every `every`
         seconds, so a reader that writes nothing before the end (a non-streamed answer)
         notices a closed connection and stops the generation."""
         # The worker always ends a generation; the bound only guards against a wedged model.
@@ -87,14 +79,14 @@ class Generation:
             if isinstance(event, Exception):
                 raise event
             yield event
-            if isinstance(event, Finished):
+            if isinstance(event, Done):
                 return
 
-    # Worker side.
-    def _emit(self, delta: Delta) -> None:
+    # The engine's worker side.
+    def put(self, delta: Delta) -> None:
         self._events.put(delta)
 
-    def _end(self, finished: Finished, error: Exception | None = None) -> None:
+    def finish(self, finished: Done, error: Exception | None = None) -> None:
         self._events.put(error or finished)
         if self._on_done is not None:
             try:
@@ -103,15 +95,23 @@ class Generation:
                 log.exception("on_done callback failed")
 
 
-def api_finished(generation: Generation, handed: float, reason: str, usage=None, timings=None) -> Finished:
-    """The end of a generation in the API's terms, from the decoder's Usage and Timings
+def done_event(generation: Generation, handed: float, reason: str, ended: Ended | None = None) -> Done:
+    """The end of a generation in the API's terms, from the decoder's last event
     (None when it ended before reaching the decoder). `handed`: time.monotonic() when the
     engine gave it to the decoder; queue_ms counts the wait for a slot on both sides."""
+    usage, timings = (ended.usage, ended.timings) if ended is not None else (None, None)
     prompt, done = len(generation.request.prompt_tokens), usage.completion_tokens if usage else 0
     waited = (handed - generation.submitted) * 1000 + (timings.queued_ms if timings else 0.0)
     t = {"queue_ms": round(waited, 2), "prompt_ms": 0.0, "generation_ms": 0.0, "tokens_per_second": 0.0}
     if timings is not None:
-        t.update(prompt_ms=round(timings.prompt_ms, 2), generation_ms=round(timings.generation_ms, 2),
-                 tokens_per_second=round(timings.tokens_per_second, 2))
-    return Finished(reason, {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},
-                    t, usage.cached_tokens if usage else 0)
+        t.update(
+            prompt_ms=round(timings.prompt_ms, 2),
+            generation_ms=round(timings.generation_ms, 2),
+            tokens_per_second=round(timings.tokens_per_second, 2),
+        )
+    return Done(
+        reason,
+        {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},
+        t,
+        usage.cached_tokens if usage else 0,
+    )

@@ -65,8 +65,7 @@ class PromptCache:
         size = lc.llama_state_seq_get_size(self._ctx, seq_id)
         if size > self.limit:
             return False
-        self._entries = collections.deque(e for e in self._entries
-                                          if common_prefix(e.tokens, tokens) < len(e.tokens))
+        self._entries = collections.deque(e for e in self._entries if common_prefix(e.tokens, tokens) < len(e.tokens))
         self._make_room(size)
         try:
             # Uninitialised (llama.cpp writes every byte): zeroing a state first costs as much as the copy.

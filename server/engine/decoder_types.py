@@ -1,5 +1,7 @@
 """Value types the batch decoder exchanges with its caller: settings, events, errors, statistics.
 
+SamplingParams is the engine request's (server/engine/request.py), re-exported here.
+
 Nothing here touches llama.cpp's state; `context_params` only fills in the
 struct the context is created from. Kept apart from the decode loop so the
 engine (and tests) can import the types without reading the loop.
@@ -9,37 +11,14 @@ from __future__ import annotations
 
 import bisect
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import llama_cpp.llama_cpp as lc
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """What one request asks of the sampler; temperature <= 0 means greedy."""
-
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    seed: int | None = None
-    max_tokens: int = 256
-    stop: tuple[str, ...] = field(default_factory=tuple)
-
-    def __post_init__(self) -> None:
-        # Lists arrive from JSON; a tuple keeps the dataclass hashable and frozen.
-        object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-
+from server.engine.request import SamplingParams  # noqa: F401  (re-exported)
+from server.settings import KV_CACHE_TYPES
 
 # --- decoder settings ---------------------------------------------------------------
-KV_TYPES = {"f32": lc.GGML_TYPE_F32, "f16": lc.GGML_TYPE_F16, "bf16": 30,
-            "q8_0": lc.GGML_TYPE_Q8_0, "q5_1": lc.GGML_TYPE_Q5_1, "q5_0": lc.GGML_TYPE_Q5_0,
-            "q4_1": lc.GGML_TYPE_Q4_1, "q4_0": lc.GGML_TYPE_Q4_0, "iq4_nl": lc.GGML_TYPE_IQ4_NL}
-# (30 is GGML_TYPE_BF16, which the bindings do not export.)
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
@@ -48,9 +27,9 @@ class DecoderConfig:
     """How the shared context is built. The KV cache holds n_parallel * n_ctx_per_seq cells."""
 
     n_parallel: int = 4
-    n_ctx_per_seq: int = 4096   # the context one request gets, whatever the others do
-    n_batch: int = 512          # most tokens in one llama_decode
-    prefill_chunk: int = 128    # prompt tokens per step while other sequences decode
+    n_ctx_per_seq: int = 4096  # the context one request gets, whatever the others do
+    n_batch: int = 512  # most tokens in one llama_decode
+    prefill_chunk: int = 128  # prompt tokens per step while other sequences decode
     n_threads: int = 2
     n_threads_batch: int | None = None
     n_gpu_layers: int = 0
@@ -60,9 +39,9 @@ class DecoderConfig:
     flash_attn: str = "auto"
     type_k: str = "f16"
     type_v: str = "f16"
-    kv_unified: bool = False    # False: each slot its own KV stream (llama-server's -np N default)
-    prefix_cache: bool = True   # idle slots keep their tokens for prefix reuse
-    cache_ram_mib: int = 2048   # RAM for prompt states that slots gave up (0: none)
+    kv_unified: bool = False  # False: each slot its own KV stream (llama-server's -np N default)
+    prefix_cache: bool = True  # idle slots keep their tokens for prefix reuse
+    cache_ram_mib: int = 2048  # RAM for prompt states that slots gave up (0: none)
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -72,7 +51,7 @@ class DecoderConfig:
             raise ValueError("cache_ram_mib must be >= 0")
         if self.n_batch < self.n_parallel:
             raise ValueError("n_batch must hold at least one token per slot")
-        for name, table in (("flash_attn", FLASH_ATTN), ("type_k", KV_TYPES), ("type_v", KV_TYPES)):
+        for name, table in (("flash_attn", FLASH_ATTN), ("type_k", KV_CACHE_TYPES), ("type_v", KV_CACHE_TYPES)):
             if getattr(self, name) not in table:
                 raise ValueError(f"{name} must be one of {sorted(table)}")
 
@@ -86,7 +65,7 @@ def context_params(cfg: DecoderConfig) -> "lc.llama_context_params":
     p.n_threads = cfg.n_threads
     p.n_threads_batch = cfg.n_threads_batch or cfg.n_threads
     p.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
-    p.type_k, p.type_v = KV_TYPES[cfg.type_k], KV_TYPES[cfg.type_v]
+    p.type_k, p.type_v = KV_CACHE_TYPES[cfg.type_k].ggml, KV_CACHE_TYPES[cfg.type_v].ggml
     p.kv_unified = cfg.kv_unified
     return p
 
@@ -111,13 +90,13 @@ class Delta:
 class Usage:
     prompt_tokens: int
     completion_tokens: int  # sampled tokens, the end-of-generation token excluded
-    cached_tokens: int      # prompt tokens whose KV cells were reused, not recomputed
+    cached_tokens: int  # prompt tokens whose KV cells were reused, not recomputed
 
 
 @dataclass(frozen=True)
 class Timings:
-    queued_ms: float   # waiting for a free slot
-    prompt_ms: float   # slot granted -> first token (prefill, shared with other streams)
+    queued_ms: float  # waiting for a free slot
+    prompt_ms: float  # slot granted -> first token (prefill, shared with other streams)
     generation_ms: float
     total_ms: float
     tokens_per_second: float  # samples after the first / (last sample - first sample)
@@ -129,12 +108,13 @@ class Timings:
         ms = 1000.0
         span = seq.t_end - first
         rate = (seq.n_generated - 1) / span if seq.n_generated > 1 and span > 0 else 0.0
-        return cls((start - seq.t_add) * ms, (first - start) * ms, span * ms,
-                   (seq.t_end - seq.t_add) * ms, rate)
+        return cls((start - seq.t_add) * ms, (first - start) * ms, span * ms, (seq.t_end - seq.t_add) * ms, rate)
 
 
 @dataclass(frozen=True)
-class Finished:
+class Ended:
+    """A sequence's last event in the decoder (the engine turns it into a request's Done)."""
+
     finish_reason: str  # stop | length | cancelled | error
     usage: Usage
     timings: Timings
@@ -155,17 +135,17 @@ class DecoderStats:
     slots_busy: int = 0
     waiting: int = 0
     steps: int = 0
-    tokens: int = 0            # tokens through llama_decode, prompt chunks included
-    sequences: int = 0         # sum over steps of the sequences in the step
+    tokens: int = 0  # tokens through llama_decode, prompt chunks included
+    sequences: int = 0  # sum over steps of the sequences in the step
     sequences_per_step: float = 0.0
     last_batch_tokens: int = 0
     last_batch_sequences: int = 0
     kv_cells_used: int = 0
-    prompt_cache_prompts: int = 0  # prompt states held in RAM (server/promptcache.py)
+    prompt_cache_prompts: int = 0  # prompt states held in RAM (server/engine/promptcache.py)
     prompt_cache_bytes: int = 0
-    prompt_cache_hits: int = 0     # prompts that got a saved state back
+    prompt_cache_hits: int = 0  # prompts that got a saved state back
     decode_seconds: float = 0.0
-    tokens_histogram: tuple[int, ...] = ()     # per TOKENS_PER_STEP_BUCKETS, then +Inf (not cumulative)
+    tokens_histogram: tuple[int, ...] = ()  # per TOKENS_PER_STEP_BUCKETS, then +Inf (not cumulative)
     sequences_histogram: tuple[int, ...] = ()  # per SEQUENCES_PER_STEP_BUCKETS, then +Inf
 
     @classmethod
@@ -180,8 +160,7 @@ class DecoderStats:
 class _StatsCounter:
     """Mutable accumulator owned by the decode thread; readers get frozen snapshots."""
 
-    __slots__ = ("base", "steps", "tokens", "seqs", "last_tokens", "last_seqs", "t0", "busy_s",
-                 "tok_hist", "seq_hist")
+    __slots__ = ("base", "steps", "tokens", "seqs", "last_tokens", "last_seqs", "t0", "busy_s", "tok_hist", "seq_hist")
 
     def __init__(self, base: DecoderStats) -> None:
         self.base, self.steps, self.tokens, self.seqs = base, 0, 0, 0
@@ -202,12 +181,24 @@ class _StatsCounter:
         self.seq_hist[bisect.bisect_left(SEQUENCES_PER_STEP_BUCKETS, n_seqs)] += 1
         self.busy_s += time.perf_counter() - self.t0
 
-    def snapshot(self, busy: int, waiting: int, kv_cells: int, ram_prompts: int = 0, ram_bytes: int = 0,
-                 ram_hits: int = 0) -> DecoderStats:
-        return replace(self.base, slots_busy=busy, waiting=waiting, steps=self.steps,
-                       prompt_cache_prompts=ram_prompts, prompt_cache_bytes=ram_bytes, prompt_cache_hits=ram_hits,
-                       tokens=self.tokens, sequences=self.seqs,
-                       sequences_per_step=self.seqs / max(self.steps, 1),
-                       last_batch_tokens=self.last_tokens, last_batch_sequences=self.last_seqs,
-                       kv_cells_used=kv_cells, decode_seconds=self.busy_s,
-                       tokens_histogram=tuple(self.tok_hist), sequences_histogram=tuple(self.seq_hist))
+    def snapshot(
+        self, busy: int, waiting: int, kv_cells: int, ram_prompts: int = 0, ram_bytes: int = 0, ram_hits: int = 0
+    ) -> DecoderStats:
+        return replace(
+            self.base,
+            slots_busy=busy,
+            waiting=waiting,
+            steps=self.steps,
+            prompt_cache_prompts=ram_prompts,
+            prompt_cache_bytes=ram_bytes,
+            prompt_cache_hits=ram_hits,
+            tokens=self.tokens,
+            sequences=self.seqs,
+            sequences_per_step=self.seqs / max(self.steps, 1),
+            last_batch_tokens=self.last_tokens,
+            last_batch_sequences=self.last_seqs,
+            kv_cells_used=kv_cells,
+            decode_seconds=self.busy_s,
+            tokens_histogram=tuple(self.tok_hist),
+            sequences_histogram=tuple(self.seq_hist),
+        )

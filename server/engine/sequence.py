@@ -15,8 +15,8 @@ from typing import Callable
 
 import llama_cpp.llama_cpp as lc
 
-from server.decoder_types import SamplingParams
-from server.sampling import TextAssembler
+from server.engine.decoder_types import SamplingParams
+from server.engine.sampling import TextAssembler
 
 WAITING, PREFILL, DECODING, DONE = range(4)
 EOG = None  # what Pieces gives for an end-of-generation token
@@ -25,12 +25,33 @@ EOG = None  # what Pieces gives for an end-of-generation token
 class Sequence:
     """Handle for one request inside the decoder; events go to its `on_event`."""
 
-    __slots__ = ("id", "prompt", "params", "on_event", "state", "slot", "n_past", "n_feed",
-                 "i_batch", "next_token", "tokens", "n_generated", "n_cached", "chain", "text",
-                 "finish_reason", "cancel_requested", "t_add", "t_start", "t_first", "t_end")
+    __slots__ = (
+        "id",
+        "prompt",
+        "params",
+        "on_event",
+        "state",
+        "slot",
+        "n_past",
+        "n_feed",
+        "i_batch",
+        "next_token",
+        "tokens",
+        "n_generated",
+        "n_cached",
+        "chain",
+        "text",
+        "finish_reason",
+        "cancel_requested",
+        "t_add",
+        "t_start",
+        "t_first",
+        "t_end",
+    )
 
-    def __init__(self, seq_id: int, prompt: list[int], params: SamplingParams,
-                 on_event: Callable[[object], None]) -> None:
+    def __init__(
+        self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]
+    ) -> None:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
         self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
@@ -58,7 +79,13 @@ class Pieces:
         if lc.llama_vocab_is_eog(self._vocab, token):
             piece = EOG
         else:
-            n = lc.llama_token_to_piece(self._vocab, token, self._buf, 256, 0, False)
-            piece = self._buf.raw[:max(n, 0)]
+            piece = self._piece(token)
         self._known[token] = piece
         return piece
+
+    def _piece(self, token: int) -> bytes:
+        n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+        if n < 0:  # the piece is longer than the buffer: llama.cpp says how long, as -n
+            self._buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+        return self._buf.raw[: max(n, 0)]

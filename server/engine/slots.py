@@ -4,7 +4,7 @@ Slot i is llama.cpp sequence id i. A busy slot belongs to one request; an idle
 slot keeps the tokens of its last request in its cells, so the next prompt
 that starts the same way (same system prompt, earlier turns of a conversation)
 is given that slot and only its new tail is computed. With a RAM prompt cache
-(server/promptcache.py), what a slot is about to lose is saved there first, and
+(server/engine/promptcache.py), what a slot is about to lose is saved there first, and
 a prompt that shares more with a saved state than with its slot gets that state
 back. Everything here touches llama.cpp's memory, so it runs on the decoder's
 stepping thread only, except `free_count`, which only reads Python fields.
@@ -16,20 +16,19 @@ from dataclasses import dataclass, field
 
 import llama_cpp.llama_cpp as lc
 
-from server.promptcache import PromptCache, common_prefix
+from server.engine.promptcache import PromptCache, common_prefix
 
 
 @dataclass(eq=False)
 class Slot:
     id: int
     cached: list[int] = field(default_factory=list)  # exactly the tokens this sequence id holds
-    seq: object | None = None                        # the Sequence using it, None when idle
+    seq: object | None = None  # the Sequence using it, None when idle
     last_used: int = 0
 
 
 class SlotTable:
-    def __init__(self, mem, n_parallel: int, n_swa: int, prefix_cache: bool,
-                 ram: PromptCache | None = None) -> None:
+    def __init__(self, mem, n_parallel: int, n_swa: int, prefix_cache: bool, ram: PromptCache | None = None) -> None:
         self._mem, self._n_swa, self.prefix_cache = mem, n_swa, prefix_cache
         self.ram = ram if prefix_cache else None
         self.slots = [Slot(i) for i in range(n_parallel)]
@@ -44,8 +43,9 @@ class SlotTable:
     def assign(self, seq, prompt: list[int]) -> tuple[Slot, int]:
         """A free slot for `prompt`, the one sharing the longest cached prefix (then the
         least recently used); returns it and how many prompt tokens it already holds."""
-        slot = max((s for s in self.slots if s.seq is None),
-                   key=lambda s: (self._common_prefix(s, prompt), -s.last_used))
+        slot = max(
+            (s for s in self.slots if s.seq is None), key=lambda s: (self._common_prefix(s, prompt), -s.last_used)
+        )
         if self.ram is not None:
             self._swap_in(slot, prompt)
         keep = self._reuse_prefix(slot, prompt)

@@ -3,7 +3,7 @@
 A base model's GGUF (the embedded Gemma 3 270M among them) often has no
 `tokenizer.chat_template`. Like llama.cpp and Ollama, we then fall back on the
 format the model family was trained with, chosen by `general.architecture`;
-families not listed here get the Llama-2-chat format (server/prompt.py).
+families not listed here get the Llama-2-chat format (server/model/prompt.py).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ _STRING, _ARRAY = 8, 9
 
 @dataclass(frozen=True)
 class GGUFInfo:
-    metadata: dict[str, object]      # scalars and strings; arrays as their length
-    tensor_bytes: dict[str, int]     # tensor name -> bytes in the file
+    metadata: dict[str, object]  # scalars and strings; arrays as their length
+    tensor_bytes: dict[str, int]  # tensor name -> bytes in the file
 
 
 class _Cursor:
@@ -38,7 +38,7 @@ class _Cursor:
     def string(self) -> str:
         n = self.take("<Q")
         self.pos += n
-        return bytes(self.buf[self.pos - n:self.pos]).decode("utf-8", errors="replace")
+        return bytes(self.buf[self.pos - n : self.pos]).decode("utf-8", errors="replace")
 
     def value(self, kind: int):
         if kind in _SCALARS:

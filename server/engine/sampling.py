@@ -4,7 +4,7 @@ Each sequence in a batch owns a llama.cpp sampler chain (its own temperature,
 top-p, seed...) and a `TextAssembler` that turns sampled token pieces into
 UTF-8-safe text deltas while holding back anything that could still become a
 stop string. The value types (SamplingParams among them) live in
-server/decoder_types.py.
+server/engine/decoder_types.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import codecs
 import llama_cpp.llama_cpp as lc
 import numpy as np
 
-from server.decoder_types import SamplingParams
+from server.engine.decoder_types import SamplingParams
 
 # Seed used when a request gives none: llama.cpp's "pick a random seed".
 RANDOM_SEED = lc.LLAMA_DEFAULT_SEED
@@ -50,7 +50,7 @@ def greedy_token(logits: np.ndarray, recent: list[int], penalty: float) -> int:
     return int(logits.argmax())
 
 
-def build_sampler_chain(params: SamplingParams, n_vocab: int) -> int:
+def build_sampler_chain(params: SamplingParams, n_vocab: int, banned: list[int] | None = None) -> int:
     """A new llama.cpp sampler chain for `params`; free it with `free_sampler_chain`.
 
     The order follows llama.cpp's common defaults (penalties, top-k, top-p,
@@ -59,9 +59,11 @@ def build_sampler_chain(params: SamplingParams, n_vocab: int) -> int:
     """
     chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     stages = []
+    if banned:  # tokens that must never be drawn (end-of-generation under ignore_eos)
+        biases = (lc.llama_logit_bias * len(banned))(*((t, float("-inf")) for t in banned))
+        stages.append(lc.llama_sampler_init_logit_bias(n_vocab, len(banned), biases))
     if params.repeat_penalty != 1.0 and params.repeat_last_n != 0:
-        stages.append(lc.llama_sampler_init_penalties(
-            n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
+        stages.append(lc.llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
     if params.temperature <= 0:
         stages.append(lc.llama_sampler_init_greedy())
     else:
@@ -110,8 +112,8 @@ class TextAssembler:
             self._held = ""
             return buf[:hit], True
         keep = self._partial_suffix(buf)
-        self._held = buf[len(buf) - keep:] if keep else ""
-        return buf[:len(buf) - keep], False
+        self._held = buf[len(buf) - keep :] if keep else ""
+        return buf[: len(buf) - keep], False
 
     def flush(self) -> str:
         """Whatever is held back, at the end of a stream that did not stop on a string."""

@@ -17,23 +17,30 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from server.offload import (MIB, Device, OffloadPlan, gpu_devices, kv_bytes_per_layer, read_model_shape,
-                            resolve_offload)
+from server.model.offload import (
+    MIB,
+    Device,
+    OffloadPlan,
+    gpu_devices,
+    kv_bytes_per_layer,
+    read_model_shape,
+    resolve_offload,
+)
 from server.settings import AUTO_PARALLEL_MAX
 
 MAX_AUTO = AUTO_PARALLEL_MAX  # 4: beyond this, a laptop's cores gain little aggregate speed per added stream
-RAM_SHARE = 0.5   # of the RAM left after the weights, what the KV cache may take
+RAM_SHARE = 0.5  # of the RAM left after the weights, what the KV cache may take
 
 
 @dataclass(frozen=True)
 class ParallelPlan:
     n_parallel: int
-    mode: str               # "auto" or "fixed"
+    mode: str  # "auto" or "fixed"
     kv_bytes_per_token: int
-    kv_cache_mb: int        # all slots together
+    kv_cache_mb: int  # all slots together
     ram_available_mb: int | None
     reason: str
-    offload: OffloadPlan    # made for the KV cache of all slots
+    offload: OffloadPlan  # made for the KV cache of all slots
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "offload"}
@@ -54,22 +61,24 @@ def available_ram() -> int | None:
         return None
 
 
-def plan_parallel(settings, model_path: Path, devices: Sequence[Device] | None = None,
-                  ram_bytes: int | None = -1) -> ParallelPlan:
+def plan_parallel(
+    settings, model_path: Path, devices: Sequence[Device] | None = None, ram_bytes: int | None = -1
+) -> ParallelPlan:
     """Resolve PARALLEL (and the offload plan that goes with it). `ram_bytes`: -1 reads it."""
     shape = read_model_shape(model_path)
     devices = gpu_devices() if devices is None else list(devices)
     ram = available_ram() if ram_bytes == -1 else ram_bytes
     blocks = len(shape.layer_bytes)
-    per_slot = kv_bytes_per_layer(shape, settings.n_ctx, settings.kv_cache_ggml_type) * blocks
+    per_slot = kv_bytes_per_layer(shape, settings.n_ctx, settings.kv_cache_type) * blocks
     per_token = per_slot // settings.n_ctx
 
     def offload_for(n: int) -> OffloadPlan:
         return resolve_offload(replace(settings, n_ctx=settings.n_ctx * n), model_path, devices)
 
     def plan(n: int, mode: str, reason: str, offload: OffloadPlan) -> ParallelPlan:
-        return ParallelPlan(n, mode, per_token, n * per_slot // MIB, None if ram is None else ram // MIB,
-                            reason, offload)
+        return ParallelPlan(
+            n, mode, per_token, n * per_slot // MIB, None if ram is None else ram // MIB, reason, offload
+        )
 
     if settings.parallel != "auto":
         n = settings.parallel
@@ -92,8 +101,7 @@ def _problem(shape, offload: OffloadPlan, base: OffloadPlan, kv_bytes: int, ram:
     blocks = len(shape.layer_bytes)
     if offload.n_gpu_layers < base.n_gpu_layers:
         return f"the KV cache would push {base.n_gpu_layers - offload.n_gpu_layers} layers off the GPU"
-    if offload.n_gpu_layers and offload.vram_free_mb is not None \
-            and offload.vram_planned_mb > offload.vram_free_mb:
+    if offload.n_gpu_layers and offload.vram_free_mb is not None and offload.vram_planned_mb > offload.vram_free_mb:
         return f"the GPU part needs {offload.vram_planned_mb} MiB of {offload.vram_free_mb} MiB free"
     if ram is None:
         return None
@@ -102,6 +110,8 @@ def _problem(shape, offload: OffloadPlan, base: OffloadPlan, kv_bytes: int, ram:
     kv_ram = kv_bytes * cpu_blocks // blocks
     room = int((ram - weights) * RAM_SHARE)
     if kv_ram > room:
-        return (f"KV cache {kv_ram // MIB} MiB in RAM is over {int(RAM_SHARE * 100)}% of the "
-                f"{max(ram - weights, 0) // MIB} MiB left after the weights")
+        return (
+            f"KV cache {kv_ram // MIB} MiB in RAM is over {int(RAM_SHARE * 100)}% of the "
+            f"{max(ram - weights, 0) // MIB} MiB left after the weights"
+        )
     return None

@@ -8,7 +8,7 @@ prefill, so a long prompt never stalls the streams already running), calls
 Sequences join and leave between steps. An idle slot keeps the tokens of its
 last request in its KV cache, so a new prompt that shares their prefix (same
 system prompt, earlier turns of a conversation) reuses those cells; a RAM
-prompt cache keeps the states slots gave up (server/promptcache.py).
+prompt cache keeps the states slots gave up (server/engine/promptcache.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import itertools
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,15 +25,34 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
-from server.decoder_types import (DecodeError, DecoderConfig, DecoderStats, Delta, Finished,
-                                  PromptTooLongError, SamplingParams, Timings, Usage, context_params)
-from server.kvslots import SlotTable
-from server.promptcache import PromptCache
-from server.sampling import build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
-from server.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
+from server.engine.decoder_types import (
+    DecodeError,
+    DecoderConfig,
+    DecoderStats,
+    Ended,
+    PromptTooLongError,
+    Timings,
+    Usage,
+    context_params,
+)
+from server.engine.promptcache import PromptCache
+from server.engine.request import Delta, SamplingParams
+from server.engine.sampling import build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
+from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
+from server.engine.slots import SlotTable
 
-__all__ = ["BatchDecoder", "Sequence", "SamplingParams", "DecoderConfig", "Delta", "Finished",
-           "DecodeError", "PromptTooLongError"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BatchDecoder",
+    "Sequence",
+    "SamplingParams",
+    "DecoderConfig",
+    "Delta",
+    "Ended",
+    "DecodeError",
+    "PromptTooLongError",
+]
 
 
 class BatchDecoder:
@@ -43,8 +63,7 @@ class BatchDecoder:
     because llama.cpp's context is not thread-safe.
     """
 
-    def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext,
-                 cfg: DecoderConfig) -> None:
+    def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext, cfg: DecoderConfig) -> None:
         self.cfg, self._model, self._ctx = cfg, model, ctx
         self._vocab, self._c = model.vocab, ctx.ctx
         self._mem = lc.llama_get_memory(self._c)
@@ -67,6 +86,7 @@ class BatchDecoder:
         self._ids = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
         self._memory = (0, 0, 0, 0)  # see _read_memory
+        self._eog: list[int] | None = None  # see _eog_tokens
 
     @classmethod
     def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
@@ -85,8 +105,10 @@ class BatchDecoder:
         if per_seq < cfg.n_ctx_per_seq:
             ctx.close()
             model.close()
-            raise DecodeError(f"the KV cache gives each of {cfg.n_parallel} slots {per_seq} tokens, "
-                              f"fewer than n_ctx_per_seq={cfg.n_ctx_per_seq}: lower one of them")
+            raise DecodeError(
+                f"the KV cache gives each of {cfg.n_parallel} slots {per_seq} tokens, "
+                f"fewer than n_ctx_per_seq={cfg.n_ctx_per_seq}: lower one of them"
+            )
         return cls(model, ctx, cfg)
 
     # --- model facts, so the caller needs no second copy of the weights ---------------
@@ -111,10 +133,10 @@ class BatchDecoder:
     add_bos = property(lambda self: bool(self._model.add_bos_token()))
     n_ctx_train = property(lambda self: self._model.n_ctx_train())
     n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
+    n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
-    def add(self, prompt: list[int], params: SamplingParams,
-            on_event: Callable[[object], None]) -> Sequence:
+    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]) -> Sequence:
         """Queue a request; it joins the batch at the next step with a free slot."""
         if not prompt:
             raise ValueError("empty prompt")
@@ -217,7 +239,8 @@ class BatchDecoder:
             slot, keep = self._table.assign(seq, seq.prompt)
             seq.slot, seq.n_past, seq.n_cached, seq.state = slot, keep, keep, PREFILL
             # Greedy sequences need no chain: see sampling.greedy_token.
-            seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab)
+            banned = self._eog_tokens() if seq.params.ignore_eos else None
+            seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
             seq.t_start = time.perf_counter()
 
     def _fill_batch(self) -> int:
@@ -239,7 +262,7 @@ class BatchDecoder:
             if k <= 0:
                 break
             end = n + k
-            self._tok[n:end] = seq.prompt[seq.n_past:seq.n_past + k]
+            self._tok[n:end] = seq.prompt[seq.n_past : seq.n_past + k]
             self._pos[n:end] = np.arange(seq.n_past, seq.n_past + k, dtype=np.int32)
             self._logits[n:end] = 0
             for i in range(n, end):
@@ -255,7 +278,7 @@ class BatchDecoder:
         if seq.state == DECODING:
             slot.cached.append(seq.next_token)
         else:
-            slot.cached.extend(seq.prompt[seq.n_past:seq.n_past + seq.n_feed])
+            slot.cached.extend(seq.prompt[seq.n_past : seq.n_past + seq.n_feed])
         seq.n_past += seq.n_feed
         if seq.i_batch >= 0:
             self._on_token(seq, self._sample(seq))
@@ -265,8 +288,16 @@ class BatchDecoder:
             return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
         p = seq.params
-        recent = seq.tokens[-p.repeat_last_n:] if p.repeat_last_n > 0 else []
+        if p.ignore_eos:
+            logits[self._eog_tokens()] = -np.inf
+        recent = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         return greedy_token(logits, recent, p.repeat_penalty)
+
+    def _eog_tokens(self) -> list[int]:
+        """Every end-of-generation token id, found once (a scan of the vocabulary) when needed."""
+        if self._eog is None:
+            self._eog = [t for t in range(self._n_vocab) if lc.llama_vocab_is_eog(self._vocab, t)]
+        return self._eog
 
     def _on_token(self, seq: Sequence, token: int) -> None:
         if seq.n_generated == 0:
@@ -279,6 +310,8 @@ class BatchDecoder:
         text, hit = seq.text.feed(piece)
         if text:
             self._emit(seq, Delta(text))
+            if seq.state == DONE:  # its consumer failed
+                return
         if hit:
             self._finish(seq, "stop")
         elif seq.n_generated >= seq.params.max_tokens or seq.n_past + 1 >= self.cfg.n_ctx_per_seq:
@@ -291,21 +324,23 @@ class BatchDecoder:
             tail = seq.text.flush()
             if tail:
                 self._emit(seq, Delta(tail))
+                if seq.state == DONE:  # its consumer failed and it ended as an error
+                    return
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
         free_sampler_chain(seq.chain)
         seq.chain = None
         if seq.slot is not None:
             # A cancelled or failed sequence's cells may be half-written: never reuse them.
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
-        self._emit(seq, Finished(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached),
-                                 Timings.of(seq)))
+        self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), Timings.of(seq)))
 
     def _emit(self, seq: Sequence, event: object) -> None:
         try:
             seq.on_event(event)
-        except Exception:  # a broken consumer must not stop the other streams
+        except Exception:  # a broken consumer must not stop the other streams: end only its own
+            log.exception("the consumer of sequence %d failed on %s; ending it", seq.id, type(event).__name__)
             if seq.state != DONE:
-                self.cancel(seq)
+                self._finish(seq, "error")
 
     def close(self) -> None:
         for s in self._slots:

@@ -16,25 +16,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from server.ggufinfo import read_gguf_info
+from server.model.ggufinfo import read_gguf_info
+from server.settings import KV_CACHE_TYPES
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
 # ggml_backend_dev_type values that hold layers on their own memory.
 GPU_DEVICE_TYPES = {1: "GPU", 2: "IGPU"}
-# Bytes per KV cache element by ggml type (quantized types: block bytes / 32).
-KV_ELEMENT_BYTES = {0: 4.0, 1: 2.0, 2: 18 / 32, 3: 20 / 32, 6: 22 / 32, 7: 24 / 32, 8: 34 / 32}
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
 @dataclass(frozen=True)
 class ModelShape:
     """What auto offload needs to know about a GGUF file."""
+
     layer_bytes: tuple[int, ...]  # repeating blocks, blk.0 first
-    output_bytes: int             # the output layer llama.cpp offloads as layer n_layer+1
+    output_bytes: int  # the output layer llama.cpp offloads as layer n_layer+1
     n_embd: int
     n_head: int
-    n_embd_kv: int                # K (= V) width per token per layer: head_dim * n_head_kv
+    n_embd_kv: int  # K (= V) width per token per layer: head_dim * n_head_kv
     n_vocab: int
 
 
@@ -49,9 +49,9 @@ class Device:
 
 @dataclass(frozen=True)
 class OffloadPlan:
-    n_gpu_layers: int   # what llama.cpp gets: 0 .. total_layers
-    total_layers: int   # repeating blocks + the output layer
-    mode: str           # "auto" or "fixed"
+    n_gpu_layers: int  # what llama.cpp gets: 0 .. total_layers
+    total_layers: int  # repeating blocks + the output layer
+    mode: str  # "auto" or "fixed"
     backend: str
     device: str | None
     vram_free_mb: int | None
@@ -62,8 +62,14 @@ class OffloadPlan:
         return asdict(self)
 
 
-def plan_offload(layer_bytes: Sequence[int], kv_bytes_per_layer: int, compute_bytes: int,
-                 free_bytes: int, margin: int, output_bytes: int = 0) -> int:
+def plan_offload(
+    layer_bytes: Sequence[int],
+    kv_bytes_per_layer: int,
+    compute_bytes: int,
+    free_bytes: int,
+    margin: int,
+    output_bytes: int = 0,
+) -> int:
     """Layers that fit in `free_bytes - margin - compute_bytes`.
 
     llama.cpp offloads the *last* n layers of the stack, and the output layer
@@ -102,12 +108,14 @@ def read_model_shape(path: Path) -> ModelShape:
     n_embd, n_head = int(key("embedding_length")), int(key("attention.head_count"))
     n_head_kv = int(key("attention.head_count_kv", n_head))
     head_dim = int(key("attention.key_length", n_embd // n_head))
-    return ModelShape(tuple(layers), output, n_embd, n_head, head_dim * n_head_kv,
-                      int(meta.get("tokenizer.ggml.tokens", 32000)))
+    return ModelShape(
+        tuple(layers), output, n_embd, n_head, head_dim * n_head_kv, int(meta.get("tokenizer.ggml.tokens", 32000))
+    )
 
 
-def kv_bytes_per_layer(shape: ModelShape, n_ctx: int, kv_type: int) -> int:
-    return int(2 * n_ctx * shape.n_embd_kv * KV_ELEMENT_BYTES[kv_type])
+def kv_bytes_per_layer(shape: ModelShape, n_ctx: int, kv_type: str) -> int:
+    """K and V of one layer for `n_ctx` tokens; `kv_type` names a row of KV_CACHE_TYPES."""
+    return int(2 * n_ctx * shape.n_embd_kv * KV_CACHE_TYPES[kv_type].bytes)
 
 
 def compute_allowance(shape: ModelShape, n_ctx: int, n_batch: int) -> int:
@@ -128,11 +136,14 @@ def gpu_devices() -> list[Device]:
     if not llama_cpp.llama_supports_gpu_offload():
         return []
     p, size = ctypes.c_void_p, ctypes.c_size_t
-    for fn, res, args in (("ggml_backend_dev_count", size, []), ("ggml_backend_dev_get", p, [size]),
-                          ("ggml_backend_dev_name", ctypes.c_char_p, [p]),
-                          ("ggml_backend_dev_description", ctypes.c_char_p, [p]),
-                          ("ggml_backend_dev_type", ctypes.c_int, [p]),
-                          ("ggml_backend_dev_memory", None, [p, ctypes.POINTER(size), ctypes.POINTER(size)])):
+    for fn, res, args in (
+        ("ggml_backend_dev_count", size, []),
+        ("ggml_backend_dev_get", p, [size]),
+        ("ggml_backend_dev_name", ctypes.c_char_p, [p]),
+        ("ggml_backend_dev_description", ctypes.c_char_p, [p]),
+        ("ggml_backend_dev_type", ctypes.c_int, [p]),
+        ("ggml_backend_dev_memory", None, [p, ctypes.POINTER(size), ctypes.POINTER(size)]),
+    ):
         getattr(g, fn).restype, getattr(g, fn).argtypes = res, args
     found = []
     for i in range(g.ggml_backend_dev_count()):
@@ -142,8 +153,15 @@ def gpu_devices() -> list[Device]:
             continue
         free, total = size(), size()
         g.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        found.append(Device(g.ggml_backend_dev_name(dev).decode(), g.ggml_backend_dev_description(dev).decode(),
-                            kind, free.value, total.value))
+        found.append(
+            Device(
+                g.ggml_backend_dev_name(dev).decode(),
+                g.ggml_backend_dev_description(dev).decode(),
+                kind,
+                free.value,
+                total.value,
+            )
+        )
     return found
 
 
@@ -154,10 +172,18 @@ def resolve_offload(settings, model_path: Path, devices: Sequence[Device] | None
     devices = gpu_devices() if devices is None else list(devices)
     backend = devices[0].name.rstrip("0123456789") if devices else "CPU"
     device = ", ".join(d.description for d in devices) or None
-    kv = kv_bytes_per_layer(shape, settings.n_ctx, settings.kv_cache_ggml_type)
+    kv = kv_bytes_per_layer(shape, settings.n_ctx, settings.kv_cache_type)
     if not devices:
-        return OffloadPlan(0, total, "auto" if settings.n_gpu_layers == "auto" else "fixed", "CPU", None,
-                           None, 0, "no GPU backend or device: all layers on CPU")
+        return OffloadPlan(
+            0,
+            total,
+            "auto" if settings.n_gpu_layers == "auto" else "fixed",
+            "CPU",
+            None,
+            None,
+            0,
+            "no GPU backend or device: all layers on CPU",
+        )
     free = sum(d.free_bytes for d in devices)
     if settings.vram_budget_mb is not None:
         free = min(free, settings.vram_budget_mb * MIB)
@@ -169,6 +195,6 @@ def resolve_offload(settings, model_path: Path, devices: Sequence[Device] | None
         n = plan_offload(shape.layer_bytes, kv, compute, free, settings.vram_margin_mb * MIB, shape.output_bytes)
         mode, reason = "auto", f"fits {free // MIB} MiB free minus {settings.vram_margin_mb} MiB margin"
     blocks = min(n, len(shape.layer_bytes))
-    on_gpu = shape.layer_bytes[len(shape.layer_bytes) - blocks:]
+    on_gpu = shape.layer_bytes[len(shape.layer_bytes) - blocks :]
     planned = sum(on_gpu) + kv * len(on_gpu) + (shape.output_bytes if n == total else 0)
     return OffloadPlan(n, total, mode, backend, device, free // MIB, planned // MIB, reason)

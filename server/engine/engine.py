@@ -1,13 +1,14 @@
 """The engine: the only owner of the llama.cpp context, and its request queue.
 
-HTTP handlers validate, call `engine.submit(request)` (or `submit_messages`,
-`submit_prompt`) and read the returned `Generation` (server/generation.py):
-iterate it for `Delta` events and one final `Finished`, call `.cancel()` to stop
-it. Prompt rendering, tokenization and the context-fit check happen in the
+Every HTTP dialect validates its JSON into one `Request` (server/engine/request.py),
+calls `engine.submit(request)` and reads the returned `Generation`
+(server/engine/generation.py): iterate it for `Delta` events and one final
+`Done`, call `.cancel()` to stop it. Prompt rendering, tokenization and the context-fit check happen in the
 caller's thread, so a bad request fails at once; a good one waits in a bounded
 queue (QUEUE_SIZE: the admission control, 503 when full).
 
-One worker thread drives the continuous-batching decoder (server/batching.py):
+One worker thread drives the continuous-batching decoder (server/engine/batching.py,
+through the small protocol in server/engine/protocol.py):
 it moves queued generations into the decoder while a slot is free, steps while
 any is running (one llama_decode for all of them per step) and blocks on the
 queue when there is nothing to do. Between steps it reads each running
@@ -25,25 +26,27 @@ import threading
 import time
 from typing import Callable
 
-from server.batching import BatchDecoder, DecodeError
-from server.decoder_types import Delta as DecoderDelta
-from server.decoder_types import SamplingParams
+from server.engine.decoder_types import DecodeError, DecoderStats, Ended
+from server.engine.generation import Generation, GenerationRequest, done_event
+from server.engine.protocol import Decoder
+from server.engine.request import Delta, Done, Request
 from server.errors import GenerationFailed, ModelFailed, ModelLoading, PromptTooLong, QueueFull, RequestTimeout
-from server.generation import Delta, Finished, Generation, GenerationRequest, api_finished
-from server.prompt import Message, build_messages, with_one_bos
+from server.model.prompt import Message, with_one_bos
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "Generation", "GenerationRequest", "Delta", "Finished"]
+__all__ = ["Engine", "Generation", "Request", "Delta", "Done"]
 
 # The error a client gets for a generation that ended this way (other reasons end normally).
 ERRORS: dict[str, Callable[[], Exception]] = {
     "timeout": lambda: RequestTimeout("the answer did not complete within the request timeout"),
     "error": GenerationFailed,
 }
-STATE_ERRORS = {"loading": lambda: ModelLoading("the model is still loading"),
-                "failed": lambda: ModelFailed("the model failed to load; see the server log"),
-                "stopped": lambda: ModelFailed("the server is shutting down")}
+STATE_ERRORS = {
+    "loading": lambda: ModelLoading("the model is still loading"),
+    "failed": lambda: ModelFailed("the model failed to load; see the server log"),
+    "stopped": lambda: ModelFailed("the server is shutting down"),
+}
 
 
 # How long a new request waits for others to share its first step: see Engine._take_new.
@@ -53,6 +56,7 @@ GATHER_MAX_S = 0.02
 
 class _Running:
     """A generation handed to the decoder, and why the engine stopped it (if it did)."""
+
     __slots__ = ("generation", "handed", "seq", "reason", "ended")
 
     def __init__(self, generation: Generation) -> None:
@@ -61,15 +65,19 @@ class _Running:
 
 
 class Engine:
-    def __init__(self, settings, model=None, decoder: BatchDecoder | None = None):
-        """`model`: a server.models.ModelChoice (resolved from the settings when None).
-        `decoder`: an already loaded BatchDecoder to drive instead of loading one; its owner
-        closes it (tests share one between engines that never run at the same time)."""
-        from server.models import resolve_model
+    def __init__(self, settings, model=None, decoder: Decoder | None = None, loader=None):
+        """`model`: a server.model.files.ModelChoice (resolved from the settings when None).
+        `decoder`: an already loaded decoder to drive instead of loading one; its owner
+        closes it (tests share one between engines that never run at the same time).
+        `loader`: what loads it (default server.engine.loading.load), for a test that drives
+        the engine with a decoder of its own making."""
+        from server.model.files import resolve_model
+
         self.settings = settings
         self.model = model or resolve_model(settings.model)
         self._decoder = decoder
         self._owns_decoder = decoder is None
+        self._loader = loader
         # Admission: at most PARALLEL running plus QUEUE_SIZE waiting. Counted under a lock
         # rather than by a bounded queue, so a burst into free slots is never refused just
         # because the worker has not yet taken the first requests off the queue.
@@ -98,53 +106,43 @@ class Engine:
         """Generations in the decoder's slots (or about to take one at the next step)."""
         return len(self._running)
 
-    def decoder_stats(self):
-        """The decoder's counters (server.decoder_types.DecoderStats), None until loaded."""
+    def decoder_stats(self) -> DecoderStats | None:
+        """The decoder's counters, None until loaded."""
         return self._decoder.stats() if self.state in ("ready", "stopped") else None
 
     @property
     def vocab(self):
         return self._vocab
 
-    def submit(self, req, on_done: Callable[[Finished], None] | None = None,
-               timeout: float | None = None) -> Generation:
-        """Render, tokenize and check `req` (a validation.RespondRequest), then queue it.
+    def submit(self, request: Request, on_done: Callable[[Done], None] | None = None) -> Generation:
+        """Render, tokenize and check `request`, then queue it; returns its handle at once.
 
-        `timeout`: seconds the answer may take, queue wait included (default: REQUEST_TIMEOUT).
+        Prompt building runs here, in the caller's thread, so a bad request fails before it
+        waits. A conversation without a system message gets the SYSTEM_PROMPT setting, if any.
+        A raw prompt has no template, and its special tokens are parsed, as llama.cpp's server
+        does: whoever writes a raw prompt writes all of it.
         """
         self.check_ready()
-        messages = build_messages(req.system if req.system is not None else self.settings.system_prompt,
-                                  req.history, req.query)
-        return self._enqueue(self._format.tokens(messages, self._vocab), req, on_done, timeout)
-
-    def submit_messages(self, messages: list[Message], req, on_done: Callable[[Finished], None] | None = None,
-                        timeout: float | None = None) -> Generation:
-        """Like `submit`, for a conversation already built (an OpenAI message list); `req` gives
-        the limits and sampling (max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, seed,
-        stop, stream)."""
-        self.check_ready()
-        return self._enqueue(self._format.tokens(messages, self._vocab), req, on_done, timeout)
-
-    def submit_prompt(self, text: str, req, on_done: Callable[[Finished], None] | None = None,
-                      timeout: float | None = None) -> Generation:
-        """Like `submit`, for raw text with no chat template (/v1/completions). Special tokens in
-        the text are parsed, as llama.cpp's server does: whoever writes a raw prompt writes all of it."""
-        self.check_ready()
-        return self._enqueue(with_one_bos(self._vocab.tokenize(text, True), self._vocab), req, on_done, timeout)
+        if request.prompt is not None:
+            tokens = with_one_bos(self._vocab.tokenize(request.prompt, True), self._vocab)
+        else:
+            messages = list(request.messages)
+            if self.settings.system_prompt and not any(m.role == "system" for m in messages):
+                messages.insert(0, Message("system", self.settings.system_prompt))
+            tokens = self._format.tokens(messages, self._vocab)
+        return self._enqueue(tokens, request, on_done)
 
     def check_ready(self) -> None:
         """Raise the error a request gets while the model is loading or failed to load."""
         if self.state != "ready":
             raise STATE_ERRORS[self.state]()
 
-    def _enqueue(self, tokens: list[int], req, on_done, timeout) -> Generation:
-        if len(tokens) + req.max_tokens > self._decoder.n_ctx:
-            raise PromptTooLong(len(tokens), req.max_tokens, self._decoder.n_ctx)
-        params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
-                                repeat_penalty=req.repeat_penalty, seed=req.seed, max_tokens=req.max_tokens,
-                                stop=req.stop)
-        deadline = time.monotonic() + (timeout or self.settings.request_timeout)
-        generation = Generation(GenerationRequest(tuple(tokens), params, req.stream, deadline), on_done)
+    def _enqueue(self, tokens: list[int], request: Request, on_done) -> Generation:
+        params = request.sampling
+        if len(tokens) + params.max_tokens > self._decoder.n_ctx:
+            raise PromptTooLong(len(tokens), params.max_tokens, self._decoder.n_ctx)
+        deadline = time.monotonic() + (request.timeout or self.settings.request_timeout)
+        generation = Generation(GenerationRequest(tuple(tokens), params, request.stream, deadline), on_done)
         with self._admission:
             if self._admitted >= self._n_slots + self.settings.queue_size:
                 raise QueueFull(self.settings.queue_size)
@@ -177,10 +175,11 @@ class Engine:
                 self._decoder.close()
 
     def _load(self) -> None:
-        from server.loading import load
-        loaded = load(self.settings, self.model, self._decoder)
+        from server.engine.loading import load
+
+        loaded = (self._loader or load)(self.settings, self.model, self._decoder)
         self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
-        self._n_slots = loaded.decoder.cfg.n_parallel
+        self._n_slots = loaded.decoder.n_slots
         self.info = loaded.info
 
     def _serve(self) -> None:
@@ -257,19 +256,19 @@ class Engine:
         """The decoder's events for one sequence, during step() on this thread."""
         if entry.ended:
             return
-        if type(event) is DecoderDelta:
-            return entry.generation._emit(event)
+        if type(event) is Delta:
+            return entry.generation.put(event)
+        assert isinstance(event, Ended)
         reason = event.finish_reason
         if reason == "cancelled" and entry.reason:
             reason = entry.reason  # "timeout" when the deadline passed
-        self._end(entry, reason, event.usage, event.timings)
+        self._end(entry, reason, event)
 
-    def _end(self, entry: _Running, reason: str, usage=None, timings=None) -> None:
+    def _end(self, entry: _Running, reason: str, ended: Ended | None = None) -> None:
         entry.ended = True
         if entry in self._running:
             self._running.remove(entry)
         with self._admission:
             self._admitted -= 1
         error = ERRORS.get(reason)
-        entry.generation._end(api_finished(entry.generation, entry.handed, reason, usage, timings),
-                              error() if error else None)
+        entry.generation.finish(done_event(entry.generation, entry.handed, reason, ended), error() if error else None)

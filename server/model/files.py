@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 LLAMA2_FILE = "llama-2-7b-chat.Q4_K_M.gguf"
 DEFAULT_FILE = "gemma-3-270m-q4_k_m.gguf"
 GGUF_MAGIC = b"GGUF"

@@ -1,0 +1,43 @@
+"""The seam between the engine and its decoder: what the engine's worker needs of one.
+
+`BatchDecoder` (server/engine/batching.py) is the real one. A test may hand the
+engine another object with these members to produce conditions real inference
+cannot on demand (a decode error in the middle of a batch, a step that raises).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from server.engine.decoder_types import DecoderStats
+from server.engine.request import SamplingParams
+
+
+class Decoder(Protocol):
+    """Sequences join with `add`, advance one token per `step`, and report through their
+    `on_event` callback (request.Delta, then one decoder_types.Ended) during `step`."""
+
+    @property
+    def n_ctx(self) -> int:
+        """The context one request gets, in tokens."""
+        ...
+
+    @property
+    def n_slots(self) -> int:
+        """How many sequences can decode together."""
+        ...
+
+    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]) -> object:
+        """Queue a tokenized prompt; returns a handle for `cancel`."""
+        ...
+
+    def cancel(self, seq: object) -> None: ...
+
+    def step(self) -> int:
+        """One decode over every running sequence; decoder_types.DecodeError if llama.cpp failed
+        (the batch's sequences have then ended with "error")."""
+        ...
+
+    def stats(self) -> DecoderStats: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,93 @@
+"""The one table of request fields every dialect shares: types, limits and defaults.
+
+A dialect's validator (respond_schema.py, openai_schema.py, ...) reads its JSON
+field by field through `check`, taking the limit from LIMITS under the engine's
+name for the field and naming the field in errors as its users wrote it
+(`history[0].content` on /api/respond, `messages[2].content` on /v1). What comes
+out is one engine Request (server/engine/request.py), built by `sampling`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from server.engine.request import SamplingParams
+from server.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class Limit:
+    kind: type | tuple[type, ...]
+    low: float | None = None
+    high: float | None = None  # for str: max length; for list: max items
+    required: bool = False
+
+
+# The whole contract, by the engine's names. `None` as high for max_tokens means the settings' ceiling.
+LIMITS: dict[str, Limit] = {
+    "query": Limit(str, 1, 32_000, required=True),
+    "system": Limit(str, 0, 8_000),
+    "history": Limit(list, 0, 64),
+    "content": Limit(str, 0, 32_000),
+    "max_tokens": Limit(int, 1, None),
+    "temperature": Limit((int, float), 0.0, 2.0),
+    "top_p": Limit((int, float), 0.0, 1.0),
+    "top_k": Limit(int, 0, 1000),
+    "min_p": Limit((int, float), 0.0, 1.0),
+    "repeat_penalty": Limit((int, float), 0.5, 2.0),
+    "seed": Limit(int, 0, 2**32 - 1),
+    "stop": Limit(list, 0, 4),
+    "stop.item": Limit(str, 1, 64),
+    "stream": Limit(bool),
+    "ignore_eos": Limit(bool),
+    "model": Limit(str, 0, 256),
+}
+
+# Sampling defaults of every dialect (llama.cpp's, except a lower temperature for chat).
+DEFAULTS: dict[str, Any] = {
+    "temperature": 0.7,
+    "top_p": 0.95,
+    "top_k": 40,
+    "min_p": 0.05,
+    "repeat_penalty": 1.1,
+    "seed": None,
+    "stop": [],
+    "ignore_eos": False,
+}
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "ignore_eos")
+_NAMES = {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object", bool: "a boolean"}
+
+
+def check(name: str, value: Any, limit: Limit, high: float | None = None) -> None:
+    """Raise InvalidRequest naming `name` unless `value` has the limit's type and range."""
+    high = limit.high if high is None else high
+    kinds = limit.kind if isinstance(limit.kind, tuple) else (limit.kind,)
+    # JSON true/false arrive as bool, which Python also counts as int: refuse them for numbers.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(dict.fromkeys(_NAMES[float if k is int and float in kinds else k] for k in kinds))
+        raise InvalidRequest(f"'{name}' must be {names}", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest(f"'{name}' must be a finite number", name)
+    if isinstance(value, bool):
+        return
+    size = len(value) if isinstance(value, (str, list)) else value
+    what = "at least length" if isinstance(value, (str, list)) else "at least"
+    if limit.low is not None and size < limit.low:
+        raise InvalidRequest(f"'{name}' must be {what} {limit.low}", name)
+    if high is not None and size > high:
+        raise InvalidRequest(f"'{name}' must be {what.replace('at least', 'at most')} {high}", name)
+
+
+def check_stop(values: dict[str, Any], name: str = "stop") -> None:
+    for i, item in enumerate(values["stop"]):
+        check(f"{name}[{i}]", item, LIMITS["stop.item"])
+
+
+def sampling(values: dict[str, Any]) -> SamplingParams:
+    """The sampling part of a request from checked values (DEFAULTS filled in, max_tokens set)."""
+    floats = {k: float(values[k]) for k in ("temperature", "top_p", "min_p", "repeat_penalty")}
+    return SamplingParams(
+        **{**{k: values[k] for k in SAMPLING}, **floats}, max_tokens=values["max_tokens"], stop=tuple(values["stop"])
+    )

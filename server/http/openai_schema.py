@@ -1,0 +1,140 @@
+"""OpenAI's bodies (/v1/chat/completions, /v1/completions) -> the engine's Request.
+
+Limits come from the shared table (server/http/fields.py). Fields OpenAI defines
+that we cannot honour are accepted only at their neutral value (NEUTRAL), so a
+client that sends `n: 1` or `presence_penalty: 0` works and one that asks for
+more hears why it cannot. What OpenAI's wire format needs beyond the engine
+request (the model name, whether to send usage in the stream) travels beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from server.engine.request import Message, Request
+from server.errors import InvalidRequest
+from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_stop, sampling
+
+# Each OpenAI field -> the row of the shared table that limits it.
+ROWS: dict[str, str] = {
+    "model": "model",
+    "prompt": "query",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "seed": "seed",
+    "stop": "stop",
+    "stream": "stream",
+    "ignore_eos": "ignore_eos",
+}
+EXTRA: dict[str, Limit] = {
+    "messages": Limit(list, 1, LIMITS["history"].high * 2 + 2),  # a whole conversation: turns + system + query
+    "stream_options": Limit(dict),
+    "user": Limit(str, 0, 256),  # OpenAI's end-user id: accepted, unused
+    "n": Limit(int),
+    "presence_penalty": Limit((int, float)),
+    "frequency_penalty": Limit((int, float)),
+    "logprobs": Limit((bool, int)),
+    "echo": Limit(bool),
+    "best_of": Limit(int),
+}
+# Accepted only at these values: the one answer, no penalties, no log probabilities.
+NEUTRAL = {
+    "n": (1, "send the request again for another answer"),
+    "presence_penalty": (0, "use repeat_penalty"),
+    "frequency_penalty": (0, "use repeat_penalty"),
+    "logprobs": (False, "log probabilities are not returned"),
+    "echo": (False, "the prompt is not echoed"),
+    "best_of": (1, "send the request again for another answer"),
+}
+
+KIND_FIELDS = {"chat": {"messages"}, "completion": {"prompt"}}
+REQUIRED = {"chat": "messages", "completion": "prompt"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+MESSAGE_KEYS = {"role", "content", "name"}
+NAMES = {"query": "prompt"}  # the engine's field names as OpenAI's users know them
+
+
+@dataclass(frozen=True)
+class OpenAICall:
+    request: Request
+    model: str | None
+    include_usage: bool
+
+
+def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> OpenAICall:
+    """Check a chat ("chat") or completion ("completion") body; return the engine request and extras."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    other_kind = set().union(*(f for k, f in KIND_FIELDS.items() if k != kind))
+    unknown = sorted((set(body) - set(ROWS) - set(EXTRA)) | (set(body) & other_kind))
+    if unknown:
+        raise InvalidRequest(f"unknown field '{unknown[0]}'", unknown[0])
+    if isinstance(body.get("stop"), str):  # OpenAI allows one stop string as well as a list
+        body = {**body, "stop": [body["stop"]]}
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
+        body = {**body, "max_tokens": body["max_completion_tokens"]}  # the newer name for the same limit
+    values: dict[str, Any] = dict(
+        DEFAULTS, max_tokens=max_tokens_default, model=None, messages=[], prompt=None, stream=False, stream_options=None
+    )
+    for name in (*ROWS, *EXTRA):
+        if body.get(name) is None:
+            continue
+        limit = EXTRA.get(name) or LIMITS[ROWS[name]]
+        check(name, body[name], limit, max_tokens_ceiling if ROWS.get(name) == "max_tokens" else None)
+        values[name] = body[name]
+    required = REQUIRED[kind]
+    if body.get(required) is None:
+        raise InvalidRequest(f"'{required}' is required", required)
+    for name, (neutral, advice) in NEUTRAL.items():
+        if body.get(name) is not None and body[name] != neutral:
+            raise InvalidRequest(f"only {name}={str(neutral).lower()} is supported: {advice}", name)
+    check_stop(values)
+    if kind == "completion" and not values["prompt"].strip():
+        raise InvalidRequest("'prompt' must not be blank", "prompt")
+    if kind == "chat":
+        request = Request(
+            messages=tuple(_message(i, m) for i, m in enumerate(values["messages"])),
+            sampling=sampling(values),
+            stream=values["stream"],
+        )
+    else:
+        request = Request(prompt=values["prompt"], sampling=sampling(values), stream=values["stream"])
+    options = values["stream_options"] or {}
+    return OpenAICall(request, values["model"], options.get("include_usage") is True)
+
+
+def _message(i: int, item: Any) -> Message:
+    where = f"messages[{i}]"
+    # Client libraries echo back assistant messages with null extras (tool_calls, refusal): ignore those.
+    if (
+        not isinstance(item, dict)
+        or "role" not in item
+        or any(v is not None for k, v in item.items() if k not in MESSAGE_KEYS)
+    ):
+        raise InvalidRequest(f"'{where}' must be an object with 'role' and 'content'", where)
+    if not isinstance(item["role"], str) or item["role"] not in ROLES:
+        raise InvalidRequest(
+            f"'{where}.role' must be one of {', '.join(ROLES)} (tools are not supported)", f"{where}.role"
+        )
+    content = _text(where, item.get("content"))
+    check(f"{where}.content", content, LIMITS["content"])
+    return Message(ROLES[item["role"]], content)
+
+
+def _text(where: str, content: Any) -> str:
+    """A message's text: a string, or a list of {"type": "text", "text": ...} parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise InvalidRequest(
+        f"'{where}.content' must be a string or a list of text parts (only text is supported)", f"{where}.content"
+    )

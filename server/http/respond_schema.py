@@ -1,0 +1,68 @@
+"""Our own dialect's body (/api/respond) -> the engine's Request.
+
+`validate_respond` is the only function that reads /api/respond's JSON; the
+limits come from the shared table in server/http/fields.py and errors name the
+field as written here (`history[0].content`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.engine.request import Message, Request
+from server.errors import InvalidRequest
+from server.http.fields import DEFAULTS, LIMITS, check, check_stop, sampling
+
+ROLES = ("user", "assistant")
+FIELDS = (
+    "query",
+    "system",
+    "history",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "seed",
+    "stop",
+    "stream",
+    "ignore_eos",
+)
+# The engine's field names as this dialect's users know them (for errors the engine raises).
+NAMES = {"messages": "history", "prompt": "query"}
+
+
+def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> Request:
+    """Check a parsed JSON body field by field; return the engine request with defaults filled."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise InvalidRequest(f"unknown field '{unknown[0]}'", unknown[0])
+    values = dict(DEFAULTS, max_tokens=max_tokens_default, stream=False, history=[], system=None)
+    for name in FIELDS:
+        limit = LIMITS[name]
+        if body.get(name) is None:
+            if limit.required:
+                raise InvalidRequest(f"'{name}' is required", name)
+            continue
+        check(name, body[name], limit, max_tokens_ceiling if name == "max_tokens" else None)
+        values[name] = body[name]
+    check_stop(values)
+    if not values["query"].strip():
+        raise InvalidRequest("'query' must not be blank", "query")
+    messages = [Message("system", values["system"])] if values["system"] else []
+    messages += [_turn(i, item) for i, item in enumerate(values["history"])]
+    messages.append(Message("user", values["query"]))
+    return Request(messages=tuple(messages), sampling=sampling(values), stream=values["stream"])
+
+
+def _turn(i: int, item: Any) -> Message:
+    where = f"history[{i}]"
+    if not isinstance(item, dict) or set(item) != {"role", "content"}:
+        raise InvalidRequest(f"'{where}' must be an object with 'role' and 'content'", where)
+    if not isinstance(item["role"], str) or item["role"] not in ROLES:
+        raise InvalidRequest(f"'{where}.role' must be one of {', '.join(ROLES)}", f"{where}.role")
+    check(f"{where}.content", item["content"], LIMITS["content"])
+    return Message(item["role"], item["content"])

@@ -498,6 +498,14 @@ def summarize(raw: list[dict], names: list[str], clients: list[int]) -> list[dic
 
 
 # --- results ------------------------------------------------------------------------
+def _gpu_info() -> dict:
+    """What GPU the run used (bench/gpu/_gpuinfo.py: nvidia-smi and nvcc; empty values without them)."""
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    from _gpuinfo import gpu_info
+
+    return gpu_info()
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
@@ -588,6 +596,8 @@ def main(argv: list[str]) -> int:
             "loadavg_after": os.getloadavg(),
         },
         "llama_cpp_python": PIN,
+        "command": "bench/concurrency.py " + " ".join(argv),
+        "gpu": _gpu_info() if args.n_gpu_layers else None,
         "settings": {
             **{
                 k: v

@@ -52,17 +52,17 @@ def median_ci(values: Iterable[float], level: float = LEVEL) -> tuple[float, flo
     return (vals[k - 1], vals[n - k]) if k >= 1 else None
 
 
-def claim(ratios: list[float], a: str, b: str, level: float = LEVEL) -> dict:
-    """What the per-round ratios a/b support, as numbers and one sentence."""
+def claim(ratios: list[float], a: str, b: str, level: float = LEVEL, unit: str = "rounds") -> dict:
+    """What the per-round ratios a/b support, as numbers and one sentence (`unit`: what a ratio came from)."""
     s = spread(ratios)
     ci = median_ci(ratios, level)
     out = {**s, "ci_level": level, "ci": [round(ci[0], 3), round(ci[1], 3)] if ci else None}
     if ci is None:
-        out.update(supported=None, text=f"{a}/{b}: {s['n']} rounds, too few for a {level:.0%} interval")
+        out.update(supported=None, text=f"{a}/{b}: {s['n']} {unit}, too few for a {level:.0%} interval")
         return out
     lo, hi = ci
     med = s["median"]
-    every = " (and in every round)" if s["min"] > 1 or s["max"] < 1 else ""
+    every = f" (and in every one of the {s['n']} {unit})" if s["min"] > 1 or s["max"] < 1 else ""
     if lo > 1 or hi < 1:
         word = "faster" if lo > 1 else "slower"
         text = f"{a} {word} than {b}: median {med:.3f}x, {level:.0%} interval {lo:.3f}-{hi:.3f} excludes 1{every}"

@@ -223,7 +223,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         "equal_length_reps": len(pairs),
         "reps": len(runs["server"]),
         "decode_ratio": ratio,
-        "decode_ratio_spread": _spread.claim(ratios, "server", "in-process"),
+        "decode_ratio_spread": _spread.claim(ratios, "server", "in-process", unit="repetitions"),
         "ttft_overhead_ms": overhead,
         "ttft_overhead_ms_spread": _spread.spread(overheads, 2),
         "decode_ratio_ok": ratio >= DECODE_RATIO_TARGET,

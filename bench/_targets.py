@@ -58,7 +58,8 @@ def prepare_llama_server() -> Path:
         with tarfile.open(WORK / "src" / f"llama_cpp_python-{PIN}.tar.gz") as tar:
             tar.extractall(WORK / "src", filter="data")
     build = LLAMA_SERVER.parent.parent
-    # No web UI download (offline machines) and no TLS: only the HTTP API is measured.
+    # No web UI download (offline machines) and no TLS: only the HTTP API is measured. The same
+    # compiler flags as our llama.cpp build (the Makefile's LLAMA_CMAKE_ARGS: no AMX kernels).
     sh(
         [
             "cmake",
@@ -73,10 +74,22 @@ def prepare_llama_server() -> Path:
             "-DLLAMA_USE_PREBUILT_UI=OFF",
             "-DLLAMA_OPENSSL=OFF",
             "-DBUILD_SHARED_LIBS=OFF",
+            *LLAMA_CMAKE_ARGS,
         ]
     )
     sh(["cmake", "--build", build, "--target", "llama-server", "-j", str(os.cpu_count() or 2)])
     return LLAMA_SERVER
+
+
+def _makefile_cmake_args() -> list[str]:
+    """The Makefile's LLAMA_CMAKE_ARGS, so llama-server is compiled as our llama.cpp is."""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("LLAMA_CMAKE_ARGS ?="):
+            return line.split("?=", 1)[1].split()
+    return []
+
+
+LLAMA_CMAKE_ARGS = _makefile_cmake_args()
 
 
 def prepare_lcp_venv() -> Path:

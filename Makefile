@@ -18,7 +18,7 @@ LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
 # library is built without it (a stale wheel built with other flags would be reused silently).
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
 
-.PHONY: help install install-cuda serve browser test quantize bench-conversion bench-serve bench-concurrency clean
+.PHONY: help install install-cuda serve browser lint test quantize bench-conversion bench-serve bench-concurrency clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -51,9 +51,15 @@ browser: install  ## install Chromium for the chat page tests when missing
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  $(PY) -m playwright install chromium
 
+# make lint  -> ruff (lint and format check), then mypy (strict on server/engine and server/model; pyproject.toml)
+lint: install  ## check style, formatting and types
+	$(PY) -m ruff check server conversion tests bench
+	$(PY) -m ruff format --check server conversion tests bench
+	$(PY) -m mypy
+
 # make test                         -> the whole suite (real llama.cpp inference on small models, Chromium)
 # make test PYTEST_ARGS="-k server"  -> a subset
-test: install browser  ## run the test suite
+test: install lint browser  ## lint, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # make quantize                               -> download Llama-2-7B-chat, convert, quantize to Q4_K_M, verify

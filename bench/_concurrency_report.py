@@ -11,6 +11,7 @@ import _spread
 # Ratios worth reporting, where both columns ran.
 PAIRS = [
     ("ours-pN", "llama-server-pN"),
+    ("ours-pN", "before-pN"),
     ("ours-pN", "llama-cpp-python"),
     ("decoder-pN", "llama-server-pN"),
     ("decoder-pN", "llama-cpp-python"),

@@ -114,6 +114,7 @@ class Target:
     body: Callable[[str, int], dict]
     tokens: Callable[[dict], int]
     eos: str = "field"  # how to ask it to ignore end of sequence: body field, logit bias, decoder params
+    home: Callable[[argparse.Namespace], Path] = lambda a: ROOT  # the folder it runs in
 
 
 # Every server gets the same system prompt and question, for equal prompt work.
@@ -160,6 +161,13 @@ def _ours(fixed_slots: int | None):
         ], env
 
     return command
+
+
+def _before(model, port, a):
+    """Another checkout of this server (--before DIR, e.g. `git worktree add DIR <commit>` with its
+    own .venv): `python -m server` starts gunicorn with that checkout's own app path."""
+    _, env = _ours(None)(model, port, a)
+    return [a.before / ".venv" / "bin" / "python", "-m", "server"], env
 
 
 def _llama_server(fixed_slots: int | None):
@@ -225,6 +233,16 @@ TARGETS = {
     for t in [
         Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
         Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
+        Target(
+            "before-pN",
+            lambda: None,
+            _before,
+            "/api/respond",
+            "/api/health",
+            _ours_body,
+            _usage,
+            home=lambda a: a.before,
+        ),
         Target("decoder-pN", lambda: None, None, "", "", _chat, _usage, eos="params"),  # in-process, see InProcess
         Target(
             "llama-cpp-python",

@@ -179,7 +179,7 @@ class Served:
             self.log = open(WORK / f"{t.name}.log", "w")
             self.proc = subprocess.Popen(
                 [str(a) for a in argv],
-                cwd=ROOT,
+                cwd=t.home(args),
                 env={**os.environ, **env},
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
@@ -295,7 +295,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: the server's default model)")
-    ap.add_argument("--servers", default=",".join(TARGETS), help="comma list of " + ", ".join(TARGETS))
+    ap.add_argument(
+        "--servers",
+        default=",".join(n for n in TARGETS if n != "before-pN"),
+        help="comma list of " + ", ".join(TARGETS) + " (before-pN needs --before)",
+    )
+    ap.add_argument("--before", type=Path, help="another checkout of this server, for the before-pN column")
     ap.add_argument("--clients", default="1,2,4,8", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots for the -pN servers")
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
@@ -353,6 +358,9 @@ def main(argv: list[str]) -> int:
         return 1
     names = [n for n in args.servers.split(",") if n]
     unknown = [n for n in names if n not in TARGETS]
+    if "before-pN" in names and not (args.before and (args.before / "server").is_dir()):
+        print("before-pN needs --before DIR, a checkout of this server (with its .venv)", file=sys.stderr)
+        return 2
     if unknown:
         print(f"unknown servers {unknown}; choose from {list(TARGETS)}", file=sys.stderr)
         return 2

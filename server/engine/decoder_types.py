@@ -12,11 +12,16 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Union
 
 import llama_cpp.llama_cpp as lc
 
-from server.engine.request import SamplingParams  # noqa: F401  (re-exported)
+from server.engine.request import Delta
+from server.engine.request import SamplingParams as SamplingParams  # re-exported
 from server.settings import KV_CACHE_TYPES
+
+if TYPE_CHECKING:
+    from server.engine.sequence import Sequence
 
 # --- decoder settings ---------------------------------------------------------------
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
@@ -91,11 +96,6 @@ class PromptTooLongError(ValueError):
 
 
 @dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int  # sampled tokens, the end-of-generation token excluded
@@ -113,7 +113,7 @@ class Timings:
     draft_accepted: int = 0
 
     @classmethod
-    def of(cls, seq) -> "Timings":
+    def of(cls, seq: Sequence) -> "Timings":
         start = seq.t_start or seq.t_end
         first = seq.t_first or seq.t_end
         ms = 1000.0
@@ -140,6 +140,9 @@ class Ended:
     usage: Usage
     timings: Timings
 
+
+# What a sequence's `on_event` receives: Delta events, then exactly one Ended.
+Event = Union[Delta, Ended]
 
 # --- statistics -------------------------------------------------------------------
 # Upper bounds ("le") of the per-step histograms: tokens in one llama_decode, and

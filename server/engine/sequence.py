@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import llama_cpp.llama_cpp as lc
 
-from server.engine.decoder_types import SamplingParams
+from server.engine.decoder_types import Event, SamplingParams
 from server.engine.sampling import TextAssembler
 from server.engine.speculative import DraftState
+
+if TYPE_CHECKING:
+    from server.engine.slots import Slot
 
 WAITING, PREFILL, DECODING, DONE = range(4)
 EOG = None  # what Pieces gives for an end-of-generation token
@@ -50,9 +53,11 @@ class Sequence:
         "t_end",
         "spec",
     )
+    slot: Slot | None  # None until admitted
+    chain: int | None  # its llama.cpp sampler chain; None when greedy or ended
 
     def __init__(
-        self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]
+        self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]
     ) -> None:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
         self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
@@ -72,7 +77,7 @@ class Sequence:
 class Pieces:
     """token id -> its text bytes, or EOG; stepping thread only (one shared buffer)."""
 
-    def __init__(self, vocab) -> None:
+    def __init__(self, vocab: object) -> None:  # a llama_vocab pointer
         self._vocab, self._buf = vocab, ctypes.create_string_buffer(256)
         self._known: dict[int, bytes | None] = {}
 

@@ -19,6 +19,7 @@ our text without (temperature 0), and the same for llama-server.
 
     python bench/speculative.py                     # writes bench/results/speculative-<model>.json
     python bench/speculative.py --rounds 5 --clients 1 --threads 2
+    OMP_WAIT_POLICY=PASSIVE python bench/speculative.py ...   # on a machine busy with other work
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ def main(argv: list[str]) -> int:
             "machine": platform.machine(),
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
+            # OpenMP threads that spin while waiting starve each other on a busy machine; every side inherits it.
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "note": args.note,
         "llama_cpp_python": PIN,

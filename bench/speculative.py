@@ -59,7 +59,8 @@ class Side:
         elif name == "ours-off":
             env = {**env, "LLAMA_SERVER_SPECULATIVE": "off"}
         elif name == "llama-server-ngram":
-            argv = [*argv, "--spec-type", "ngram-mod", "--draft-max", args.draft_max]
+            # This llama.cpp removed --draft-max; ngram-mod has its own cap on drafted tokens.
+            argv = [*argv, "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", args.draft_max]
         self.log = open(WORK / f"spec-{name}.log", "w")
         self.proc = subprocess.Popen(
             [str(a) for a in argv],

@@ -18,8 +18,10 @@ ARG CUDA_VERSION=12.6.3
 
 # ---- Build stages: compile llama.cpp (through llama-cpp-python) into /opt/venv.
 FROM python:3.11-slim-bookworm AS build-cpu
-# Portable: AVX2/FMA/F16C, not the build machine's every instruction (-march=native).
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
+# Portable: AVX2/FMA/F16C (x86-64 CPUs of the last decade), not the build machine's every
+# instruction (-march=native). Named explicitly: with SOURCE_DATE_EPOCH set, ggml would drop them.
+ARG CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+ENV CMAKE_ARGS="${CPU_FLAGS}"
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
@@ -28,7 +30,8 @@ RUN apt-get update \
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu24.04 AS build-cuda
 # 75 Turing, 80 A100, 86 RTX 30xx, 89 RTX 40xx / L4, 90 H100
 ARG CUDA_ARCHS="75;80;86;89;90"
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS}"
+ARG CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+ENV CMAKE_ARGS="${CPU_FLAGS} -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS}"
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential python3 python3-venv \

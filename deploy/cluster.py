@@ -110,7 +110,8 @@ class Cluster:
             time.sleep(POLL_S)
         failed = not self.stopping
         if failed:
-            self.log(f"nginx exited with status {self.nginx.returncode}; see {self.run_dir}/nginx-error.log")
+            errors = (self.run_dir / "nginx-error.log").read_text().strip().splitlines()[-5:]
+            self.log(f"nginx exited with status {self.nginx.returncode}:\n" + "\n".join(errors))
         self.shutdown()
         return 1 if failed else 0
 

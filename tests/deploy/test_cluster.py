@@ -150,22 +150,13 @@ def session_pids(session: int) -> list[int]:
     return pids
 
 
-def test_a_replica_killed_under_load_costs_no_plain_answer_and_comes_back(cluster):
-    victim_id = f"victim-{uuid.uuid4()}"  # its conversation id pins requests to one replica
-    assert one_request(cluster.base, False, {"query": "Hi.", "max_tokens": 1}, victim_id)["complete"]
-    (victim_addr,) = {e["upstream"] for e in log_entries(cluster, victim_id)}
-    victim = next(r for r in cluster.state()["replicas"] if f"127.0.0.1:{r['port']}" == victim_addr)
-
-    stop, records = threading.Event(), []
-    clients = [threading.Thread(target=load, args=(cluster.base, i, stop, records)) for i in range(CLIENTS)]
-    started = time.monotonic()
-    for c in clients:
-        c.start()
-    time.sleep(LOAD_S / 4)
-
-    # On the victim: a plain answer and a stream, both long, both running when it dies.
+def kill_during_answers(cluster, victim: dict, victim_id: str) -> float:
+    """Kill the victim replica (SIGKILL, master and worker) while it sends a stream and works on a
+    plain answer, both pinned to it by their conversation id; check what each client sees. Returns
+    when it was killed."""
     plain = {}
-    plain_thread = threading.Thread(target=lambda: plain.update(one_request(cluster.base, False, LONG, victim_id, timeout=90)))
+    plain_thread = threading.Thread(target=lambda: plain.update(one_request(cluster.base, False, LONG, victim_id,
+                                                                            timeout=90)))
     plain_thread.start()
     stream = requests.post(f"{cluster.base}/api/respond", json={**LONG, "stream": True}, stream=True, timeout=30,
                            headers={"X-Conversation-Id": victim_id})
@@ -180,7 +171,43 @@ def test_a_replica_killed_under_load_costs_no_plain_answer_and_comes_back(cluste
     assert time.monotonic() - killed_at < 10  # promptly, not after a timeout
     plain_thread.join(100)
     assert plain["status"] == 200 and plain["complete"], plain  # nginx retried it on the other replica
+    return killed_at
 
+
+def check_clients(records: list[dict], killed_at: float) -> None:
+    plain = [r for r in records if not r["stream"]]
+    streams = [r for r in records if r["stream"]]
+    assert len(records) > 50 and plain and streams
+    assert all(r["status"] == 200 and r["complete"] for r in plain), [r for r in plain if not r["complete"]]
+    for r in streams:  # complete, or cut by the kill with an error the client sees
+        assert r["complete"] or (r["error"] in ("ChunkedEncodingError", "ConnectionError")
+                                 and r["start"] <= killed_at <= r["end"]), r
+
+
+def check_balancer_log(entries: list[dict], victim_addr: str, back: dict) -> None:
+    """From nginx's side: no replica was asked while loading, and the restarted one answers again."""
+    assert not [e for e in entries if "503" in e["upstream_status"]]
+    while_loading = [e for e in entries if victim_addr in e["upstream"]
+                     and back["started_at"] <= e["time"] - e["request_time"] < back["ready_at"]]
+    assert not while_loading
+    after = [e for e in entries if e["upstream"] == victim_addr and e["time"] > back["ready_at"]
+             and e["status"] == 200]
+    assert len(after) >= 3, f"{len(after)} answers from the restarted replica"
+
+
+def test_a_replica_killed_under_load_costs_no_plain_answer_and_comes_back(cluster):
+    victim_id = f"victim-{uuid.uuid4()}"  # its conversation id pins requests to one replica
+    assert one_request(cluster.base, False, {"query": "Hi.", "max_tokens": 1}, victim_id)["complete"]
+    (victim_addr,) = {e["upstream"] for e in log_entries(cluster, victim_id)}
+    victim = next(r for r in cluster.state()["replicas"] if f"127.0.0.1:{r['port']}" == victim_addr)
+
+    stop, records = threading.Event(), []
+    clients = [threading.Thread(target=load, args=(cluster.base, i, stop, records)) for i in range(CLIENTS)]
+    started = time.monotonic()
+    for c in clients:
+        c.start()
+    time.sleep(LOAD_S / 4)
+    killed_at = kill_during_answers(cluster, victim, victim_id)
     state = cluster.wait_ready(limit=90, restarts=1)
     back = next(r for r in state["replicas"] if r["index"] == victim["index"])
     assert back["pid"] != victim["pid"]
@@ -188,23 +215,8 @@ def test_a_replica_killed_under_load_costs_no_plain_answer_and_comes_back(cluste
     stop.set()
     for c in clients:
         c.join(60)
-
-    plain_records = [r for r in records if not r["stream"]]
-    streams = [r for r in records if r["stream"]]
-    assert len(records) > 50 and plain_records and streams
-    assert all(r["status"] == 200 and r["complete"] for r in plain_records), \
-        [r for r in plain_records if not r["complete"]]
-    for r in streams:  # complete, or cut by the kill with an error the client sees
-        assert r["complete"] or (r["error"] in ("ChunkedEncodingError", "ConnectionError")
-                                 and r["start"] <= killed_at <= r["end"]), r
-    entries = cluster.access_log()
-    assert not [e for e in entries if "503" in e["upstream_status"]]  # no replica was asked while loading
-    while_loading = [e for e in entries if victim_addr in e["upstream"]
-                     and back["started_at"] <= e["time"] - e["request_time"] < back["ready_at"]]
-    assert not while_loading
-    after = [e for e in entries if e["upstream"] == victim_addr and e["time"] > back["ready_at"]
-             and e["status"] == 200]
-    assert len(after) >= 3, f"{len(after)} answers from the restarted replica"
+    check_clients(records, killed_at)
+    check_balancer_log(cluster.access_log(), victim_addr, back)
 
 
 def test_sigterm_drains_then_stops_everything(cluster):

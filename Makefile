@@ -54,8 +54,8 @@ browser: install  ## install Chromium for the chat page tests when missing
 
 # make lint  -> ruff (lint and format check), then mypy (strict on server/engine and server/model; pyproject.toml)
 lint: install  ## check style, formatting and types
-	$(PY) -m ruff check server conversion tests bench
-	$(PY) -m ruff format --check server conversion tests bench
+	$(PY) -m ruff check server conversion tests bench deploy
+	$(PY) -m ruff format --check server conversion tests bench deploy
 	$(PY) -m mypy
 
 # make test                         -> the whole suite (real llama.cpp inference on small models, Chromium)

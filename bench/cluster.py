@@ -40,9 +40,9 @@ from concurrency import PIN, TARGETS, free_port, run_round, wait_ready, write_at
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
-from deploy.cluster import NGINX
-from server.models import resolve_model
-from server.settings import physical_cores
+from deploy.cluster import NGINX  # noqa: E402
+from server.model.files import resolve_model  # noqa: E402
+from server.settings import physical_cores  # noqa: E402
 
 
 def free_ports(count: int) -> int:
@@ -67,12 +67,24 @@ class Config:
         self.replicas = replicas or 1
         self.threads = max(1, physical_cores() // self.replicas)
         port = free_ports(self.replicas + 1)
-        env = {**os.environ, "LLAMA_SERVER_MODEL": str(args.model), "LLAMA_SERVER_PARALLEL": str(args.parallel),
-               "LLAMA_SERVER_N_CTX": str(args.ctx), "LLAMA_SERVER_N_THREADS": str(self.threads),
-               "LLAMA_SERVER_PORT": str(port)}
+        env = {
+            **os.environ,
+            "LLAMA_SERVER_MODEL": str(args.model),
+            "LLAMA_SERVER_PARALLEL": str(args.parallel),
+            "LLAMA_SERVER_N_CTX": str(args.ctx),
+            "LLAMA_SERVER_N_THREADS": str(self.threads),
+            "LLAMA_SERVER_PORT": str(port),
+        }
         if replicas:
-            command = [sys.executable, "-m", "deploy.cluster", "--replicas", str(replicas),
-                       "--run-dir", str(run_dir / self.name)]
+            command = [
+                sys.executable,
+                "-m",
+                "deploy.cluster",
+                "--replicas",
+                str(replicas),
+                "--run-dir",
+                str(run_dir / self.name),
+            ]
         else:
             command = [sys.executable, "-m", "server"]
         self.log = open(run_dir / f"{self.name}.log", "w")  # noqa: SIM115 - open while the config runs
@@ -100,8 +112,7 @@ class Config:
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3)}
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
 
 
 def summarize(raw: list[dict], configs: list[Config], clients: list[int]) -> list[dict]:
@@ -109,11 +120,20 @@ def summarize(raw: list[dict], configs: list[Config], clients: list[int]) -> lis
     for cfg in configs:
         for c in clients:
             runs = [r for r in raw if r["config"] == cfg.name and r["clients"] == c]
-            rows.append({"config": cfg.name, "replicas": cfg.replicas, "threads_per_replica": cfg.threads,
-                         "clients": c, "rounds": len(runs), "requests": sum(r["requests"] for r in runs),
-                         "errors": sum(r["errors"] for r in runs),
-                         "tokens_per_s": spread([r["tokens_per_s"] for r in runs]),
-                         "p50_s": spread([r["p50_s"] for r in runs]), "p95_s": spread([r["p95_s"] for r in runs])})
+            rows.append(
+                {
+                    "config": cfg.name,
+                    "replicas": cfg.replicas,
+                    "threads_per_replica": cfg.threads,
+                    "clients": c,
+                    "rounds": len(runs),
+                    "requests": sum(r["requests"] for r in runs),
+                    "errors": sum(r["errors"] for r in runs),
+                    "tokens_per_s": spread([r["tokens_per_s"] for r in runs]),
+                    "p50_s": spread([r["p50_s"] for r in runs]),
+                    "p95_s": spread([r["p95_s"] for r in runs]),
+                }
+            )
     return rows
 
 
@@ -160,26 +180,42 @@ def main(argv: list[str]) -> int:
                 cfg.wait()
             for r in range(args.rounds):
                 for c in args.clients:
-                    order = configs[r % len(configs):] + configs[:r % len(configs)]
+                    order = configs[r % len(configs) :] + configs[: r % len(configs)]
                     for cfg in order:
                         result = run_round(target, cfg.base, c, args.requests, args.max_tokens, tag=f"({r}.{c}) ")
                         raw.append({"config": cfg.name, "round": r, **result})
-                        print(f"round {r + 1}/{args.rounds} {cfg.name:9} {c:>2} clients: "
-                              f"{result['tokens_per_s']:7.1f} tokens/s, p95 {result['p95_s']:.2f} s", flush=True)
+                        print(
+                            f"round {r + 1}/{args.rounds} {cfg.name:9} {c:>2} clients: "
+                            f"{result['tokens_per_s']:7.1f} tokens/s, p95 {result['p95_s']:.2f} s",
+                            flush=True,
+                        )
         finally:
             for cfg in configs:
                 cfg.close()
     rows = summarize(raw, configs, args.clients)
     print_table(rows, args.clients)
-    doc = {"command": "python bench/cluster.py " + " ".join(argv), "model": args.model.name,
-           "model_bytes": args.model.stat().st_size, "llama_cpp_python": PIN,
-           "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False).stderr.strip(),
-           "host": {"cpus": os.cpu_count(), "physical_cores": physical_cores(), "machine": platform.machine(),
-                    "python": platform.python_version(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg()},
-           "settings": {k: v for k, v in vars(args).items() if k in
-                        ("replicas", "clients", "parallel", "requests", "rounds", "max_tokens", "ctx")},
-           "rows": rows, "rounds": raw}
+    doc = {
+        "command": "python bench/cluster.py " + " ".join(argv),
+        "model": args.model.name,
+        "model_bytes": args.model.stat().st_size,
+        "llama_cpp_python": PIN,
+        "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False).stderr.strip(),
+        "host": {
+            "cpus": os.cpu_count(),
+            "physical_cores": physical_cores(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "settings": {
+            k: v
+            for k, v in vars(args).items()
+            if k in ("replicas", "clients", "parallel", "requests", "rounds", "max_tokens", "ctx")
+        },
+        "rows": rows,
+        "rounds": raw,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, json.dumps(doc, indent=1).encode())
     print(f"wrote {args.out}")

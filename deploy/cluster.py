@@ -26,7 +26,7 @@ from pathlib import Path
 from deploy import nginx_conf
 from deploy.replica import Replica, start_process
 from server.__main__ import settings_environ
-from server.models import ModelFileError, resolve_model
+from server.model.files import ModelFileError, resolve_model
 from server.settings import Settings, SettingsError, env_name, physical_cores
 
 NGINX = "/usr/sbin/nginx"  # Debian's package: apt-get install nginx
@@ -38,8 +38,9 @@ class Cluster:
     def __init__(self, replicas: int, settings: Settings, env: dict[str, str], run_dir: Path, nginx: str):
         self.settings, self.run_dir, self.nginx_path = settings, run_dir, nginx
         self.listen = f"{settings.host}:{settings.port}"
-        self.replicas = [Replica(i, settings.port + i, env, run_dir / f"replica-{i}.log")
-                         for i in range(1, replicas + 1)]
+        self.replicas = [
+            Replica(i, settings.port + i, env, run_dir / f"replica-{i}.log") for i in range(1, replicas + 1)
+        ]
         self.nginx = None
         self.stopping = False
 
@@ -48,28 +49,45 @@ class Cluster:
 
     def write_conf(self) -> None:
         ready = [r.port for r in self.replicas if r.ready]
-        text = nginx_conf.render(self.listen, self.run_dir, ready, [r.port for r in self.replicas],
-                                 self.settings.request_timeout, self.settings.max_body_bytes)
+        text = nginx_conf.render(
+            self.listen,
+            self.run_dir,
+            ready,
+            [r.port for r in self.replicas],
+            self.settings.request_timeout,
+            self.settings.max_body_bytes,
+        )
         nginx_conf.write(self.run_dir / "nginx.conf", text)
 
     def write_state(self) -> None:
-        state = {"listen": self.listen, "nginx_pid": self.nginx.pid if self.nginx else None,
-                 "replicas": [r.state() for r in self.replicas]}
+        state = {
+            "listen": self.listen,
+            "nginx_pid": self.nginx.pid if self.nginx else None,
+            "replicas": [r.state() for r in self.replicas],
+        }
         partial = self.run_dir / "state.json.partial"
         partial.write_text(json.dumps(state, indent=1))
         os.replace(partial, self.run_dir / "state.json")
 
     def start(self) -> None:
         self.write_conf()
-        command = [self.nginx_path, "-p", str(self.run_dir), "-c", str(self.run_dir / "nginx.conf"),
-                   "-e", str(self.run_dir / "nginx-error.log")]
+        command = [
+            self.nginx_path,
+            "-p",
+            str(self.run_dir),
+            "-c",
+            str(self.run_dir / "nginx.conf"),
+            "-e",
+            str(self.run_dir / "nginx-error.log"),
+        ]
         self.nginx = start_process(command, dict(os.environ), self.run_dir / "nginx.log")
         for replica in self.replicas:
             replica.start()
         self.write_state()
         first, last = self.replicas[0].port, self.replicas[-1].port
-        self.log(f"nginx on http://{self.listen}, replicas on 127.0.0.1:{first}..{last} loading; "
-                 f"logs in {self.run_dir}")
+        self.log(
+            f"nginx on http://{self.listen}, replicas on 127.0.0.1:{first}..{last} loading; logs in {self.run_dir}"
+        )
 
     def step(self) -> None:
         """One round of watching: restart dead replicas, probe live ones, reload nginx on a change."""
@@ -85,13 +103,17 @@ class Cluster:
             if status is not None:
                 reload |= r.ready
                 r.died(now)
-                self.log(f"replica {r.index} exited with status {status}: out of rotation, starting again in "
-                         f"{r.next_start - now:.0f} s (log: {r.log_path})")
+                self.log(
+                    f"replica {r.index} exited with status {status}: out of rotation, starting again in "
+                    f"{r.next_start - now:.0f} s (log: {r.log_path})"
+                )
                 changed = True
             elif r.check():
                 reload = changed = True
-                self.log(f"replica {r.index} (127.0.0.1:{r.port}) "
-                         + ("ready: in rotation" if r.ready else "not answering: out of rotation"))
+                self.log(
+                    f"replica {r.index} (127.0.0.1:{r.port}) "
+                    + ("ready: in rotation" if r.ready else "not answering: out of rotation")
+                )
         if reload:
             self.write_conf()
             self.nginx.send_signal(signal.SIGHUP)  # reload: new workers take the new lists, old ones finish
@@ -154,12 +176,17 @@ def _wait(proc, deadline: float) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.cluster", description="N replicas of the server behind nginx on one host.",
+        prog="python -m deploy.cluster",
+        description="N replicas of the server behind nginx on one host.",
         epilog="Every other flag (--port, --host, --model, --n-threads, ...) is a server setting, as for "
-               "`python -m server`; nginx listens on --host/--port, replica i on 127.0.0.1:port+i.")
+        "`python -m server`; nginx listens on --host/--port, replica i on 127.0.0.1:port+i.",
+    )
     parser.add_argument("--replicas", type=int, default=2, help="how many replicas (default 2)")
-    parser.add_argument("--run-dir", type=Path, help="where the nginx configuration, logs and state.json go "
-                        "(default: a temporary directory, removed at exit)")
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="where the nginx configuration, logs and state.json go (default: a temporary directory, removed at exit)",
+    )
     parser.add_argument("--nginx", default=NGINX, help=f"the nginx binary (default {NGINX})")
     return parser.parse_known_args(argv)
 
@@ -181,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("cluster: --replicas must be at least 1\n")
         return 2
     if not shutil.which(args.nginx):
-        sys.stderr.write(f"cluster: no nginx at {args.nginx}; install Debian's package (apt-get install nginx) "
-                         "or run `make deploy-tools` as root\n")
+        sys.stderr.write(
+            f"cluster: no nginx at {args.nginx}; install Debian's package (apt-get install nginx) "
+            "or run `make deploy-tools` as root\n"
+        )
         return 2
     try:
         settings, environ = replica_environ(server_args, args.replicas)

@@ -24,17 +24,29 @@ def server_lines(ready_ports: list[int], all_ports: list[int]) -> str:
     """The `server` lines of an upstream block: the ready replicas, or one placeholder marked down."""
     if not ready_ports:
         return f"        server 127.0.0.1:{all_ports[0]} down;  # no replica is ready yet"
-    return "\n".join(f"        server 127.0.0.1:{port} max_fails={MAX_FAILS} fail_timeout={FAIL_TIMEOUT};"
-                     for port in ready_ports)
+    return "\n".join(
+        f"        server 127.0.0.1:{port} max_fails={MAX_FAILS} fail_timeout={FAIL_TIMEOUT};" for port in ready_ports
+    )
 
 
-def render(listen: str, run_dir: Path, ready_ports: list[int], all_ports: list[int],
-           request_timeout: float, max_body_bytes: int) -> str:
+def render(
+    listen: str,
+    run_dir: Path,
+    ready_ports: list[int],
+    all_ports: list[int],
+    request_timeout: float,
+    max_body_bytes: int,
+) -> str:
     """The nginx configuration text; ValueError if the template has a field this does not fill."""
     timeout = math.ceil(request_timeout)
-    fields = {"LISTEN": listen, "RUN_DIR": str(run_dir), "SERVERS": server_lines(ready_ports, all_ports),
-              "REQUEST_TIMEOUT": str(timeout), "PROXY_TIMEOUT": str(timeout + PROXY_MARGIN_S),
-              "MAX_BODY_BYTES": str(max_body_bytes)}
+    fields = {
+        "LISTEN": listen,
+        "RUN_DIR": str(run_dir),
+        "SERVERS": server_lines(ready_ports, all_ports),
+        "REQUEST_TIMEOUT": str(timeout),
+        "PROXY_TIMEOUT": str(timeout + PROXY_MARGIN_S),
+        "MAX_BODY_BYTES": str(max_body_bytes),
+    }
     text = re.sub(r"@([A-Z_]+)@", lambda m: fields.get(m.group(1), m.group(0)), TEMPLATE.read_text())
     left = sorted(set(re.findall(r"@[A-Z_]+@", text)))
     if left:

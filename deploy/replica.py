@@ -37,8 +37,15 @@ def start_process(command: list[str], env: dict[str, str], log_path: Path) -> su
 
     preexec_fn is safe here: the launcher runs a single thread."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_die_with_launcher)  # noqa: PLW1509
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_launcher,
+        )  # noqa: PLW1509
 
 
 def health_ok(port: int, timeout: float = 2.0) -> bool | None:
@@ -112,6 +119,13 @@ class Replica:
             self.proc.wait()
 
     def state(self) -> dict:
-        return {"index": self.index, "port": self.port, "pid": self.proc.pid if self.proc else None,
-                "ready": self.ready, "restarts": self.restarts, "started_at": self.started_at,
-                "ready_at": self.ready_at if self.ready else None, "log": str(self.log_path)}
+        return {
+            "index": self.index,
+            "port": self.port,
+            "pid": self.proc.pid if self.proc else None,
+            "ready": self.ready,
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+            "ready_at": self.ready_at if self.ready else None,
+            "log": str(self.log_path),
+        }

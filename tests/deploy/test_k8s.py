@@ -30,19 +30,37 @@ SCALED_OBJECT = {  # keda.sh/v1alpha1 ScaledObject, the fields this project uses
         "apiVersion": {"const": "keda.sh/v1alpha1"},
         "metadata": {"type": "object", "required": ["name"]},
         "spec": {
-            "type": "object", "required": ["scaleTargetRef", "triggers"], "additionalProperties": False,
+            "type": "object",
+            "required": ["scaleTargetRef", "triggers"],
+            "additionalProperties": False,
             "properties": {
-                "scaleTargetRef": {"type": "object", "required": ["name"],
-                                   "properties": {"name": {"type": "string"}}},
-                **{k: {"type": "integer", "minimum": 0} for k in (
-                    "minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod")},
-                "advanced": {"type": "object", "additionalProperties": False, "properties": {
-                    "horizontalPodAutoscalerConfig": {"type": "object", "properties": {
-                        "behavior": {"type": "object"}}}}},
-                "triggers": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["type", "metadata"],
-                    "properties": {"type": {"type": "string"},
-                                   "metadata": {"type": "object", "additionalProperties": {"type": "string"}}}}},
+                "scaleTargetRef": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+                **{
+                    k: {"type": "integer", "minimum": 0}
+                    for k in ("minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod")
+                },
+                "advanced": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object",
+                            "properties": {"behavior": {"type": "object"}},
+                        }
+                    },
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": {"type": "string"},
+                            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                        },
+                    },
+                },
             },
         },
     },
@@ -75,7 +93,11 @@ def quantity(text: str) -> int:
     return int(number) * {"Gi": GIB, "Mi": 1 << 20}[unit]
 
 
-@pytest.mark.parametrize("path,doc", manifests(), ids=lambda v: f"{v.parent.name}/{v.name}" if isinstance(v, Path) else v["kind"])
+def _case_id(v) -> str:
+    return f"{v.parent.name}/{v.name}" if isinstance(v, Path) else v["kind"]
+
+
+@pytest.mark.parametrize("path,doc", manifests(), ids=_case_id)
 def test_manifest_is_valid(path, doc):
     if doc["kind"] == "ScaledObject":
         jsonschema.validate(doc, SCALED_OBJECT)
@@ -100,8 +122,12 @@ def test_cpu_memory_is_sized_from_the_model():
     # Llama-2-7B-chat Q4_K_M: a 4.08 GB file; 32 layers, K and V of 4096 f16 values per token each.
     weights, kv_per_token, overhead = 4.08e9, 32 * 2 * 4096 * 2, 0.7 * GIB
     e, resources = env("cpu"), container("cpu")["resources"]
-    need = (weights + int(e["LLAMA_SERVER_PARALLEL"]) * int(e["LLAMA_SERVER_N_CTX"]) * kv_per_token
-            + int(e["LLAMA_SERVER_CACHE_RAM"]) * (1 << 20) + overhead)
+    need = (
+        weights
+        + int(e["LLAMA_SERVER_PARALLEL"]) * int(e["LLAMA_SERVER_N_CTX"]) * kv_per_token
+        + int(e["LLAMA_SERVER_CACHE_RAM"]) * (1 << 20)
+        + overhead
+    )
     assert need <= quantity(resources["requests"]["memory"]) == quantity(resources["limits"]["memory"])
     assert int(resources["requests"]["cpu"]) == int(e["LLAMA_SERVER_N_THREADS"])
 
@@ -110,8 +136,9 @@ def test_the_gpu_variant_differs_only_where_a_gpu_needs_it():
     cpu, gpu = deployment("cpu"), deployment("gpu")
     assert container("gpu")["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert env("gpu")["LLAMA_SERVER_N_GPU_LAYERS"] == "-1"
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
-        gpu["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["spec"]["template"]["spec"][
+        "tolerations"
+    ]
 
     def without_gpu_parts(doc: dict) -> dict:
         doc = copy.deepcopy(doc)
@@ -120,8 +147,17 @@ def test_the_gpu_variant_differs_only_where_a_gpu_needs_it():
         c = pod["containers"][0]
         for key in ("image", "resources"):
             c.pop(key)
-        c["env"] = [e for e in c["env"] if e["name"] not in (
-            "LLAMA_SERVER_N_GPU_LAYERS", "LLAMA_SERVER_PARALLEL", "LLAMA_SERVER_N_THREADS", "LLAMA_SERVER_CACHE_RAM")]
+        c["env"] = [
+            e
+            for e in c["env"]
+            if e["name"]
+            not in (
+                "LLAMA_SERVER_N_GPU_LAYERS",
+                "LLAMA_SERVER_PARALLEL",
+                "LLAMA_SERVER_N_THREADS",
+                "LLAMA_SERVER_CACHE_RAM",
+            )
+        ]
         return doc
 
     assert without_gpu_parts(gpu) == without_gpu_parts(cpu)

@@ -67,7 +67,7 @@ class SlowStream(Loading):
         self.send_header("Connection", "close")
         self.end_headers()
         for i in range(4):
-            self.wfile.write(f"data: {{\"n\": {i}}}\n\n".encode())
+            self.wfile.write(f'data: {{"n": {i}}}\n\n'.encode())
             self.wfile.flush()
             time.sleep(0.3)
 
@@ -76,11 +76,14 @@ class SlowStream(Loading):
 def nginx_on(nginx: str, tmp_path: Path, ready_ports: list[int], request_timeout: float = 30):
     """Real nginx with the rendered template; yields (base URL, access log path)."""
     port = free_ports(1)
-    text = nginx_conf.render(f"127.0.0.1:{port}", tmp_path, ready_ports, ready_ports or [port + 1],
-                             request_timeout, MAX_BODY)
+    text = nginx_conf.render(
+        f"127.0.0.1:{port}", tmp_path, ready_ports, ready_ports or [port + 1], request_timeout, MAX_BODY
+    )
     nginx_conf.write(tmp_path / "nginx.conf", text)
-    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                             "-e", str(tmp_path / "nginx-error.log")], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "nginx-error.log")],
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_listening(port, proc, tmp_path / "nginx-error.log")
         yield f"http://127.0.0.1:{port}", tmp_path / "access.log"
@@ -116,17 +119,34 @@ def test_a_field_the_launcher_does_not_know_is_an_error(tmp_path, monkeypatch):
 
 def test_nginx_accepts_the_file_with_and_without_ready_replicas(nginx, tmp_path):
     for ready in ([], [9001], [9001, 9002]):
-        nginx_conf.write(tmp_path / "nginx.conf",
-                         nginx_conf.render("127.0.0.1:9000", tmp_path, ready, [9001, 9002], 300, 1 << 20))
-        test = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                               "-e", str(tmp_path / "nginx-error.log")], capture_output=True, text=True, check=False)
+        nginx_conf.write(
+            tmp_path / "nginx.conf", nginx_conf.render("127.0.0.1:9000", tmp_path, ready, [9001, 9002], 300, 1 << 20)
+        )
+        test = subprocess.run(
+            [
+                nginx,
+                "-t",
+                "-p",
+                str(tmp_path),
+                "-c",
+                str(tmp_path / "nginx.conf"),
+                "-e",
+                str(tmp_path / "nginx-error.log"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert test.returncode == 0, test.stderr
 
 
 def test_a_replica_answering_503_or_refusing_is_skipped(nginx, tmp_path):
     closed = free_ports(1)
-    with stub_upstream(Loading) as loading, stub_upstream(Answers) as answers, \
-            nginx_on(nginx, tmp_path, [loading, closed, answers]) as (base, access_log):
+    with (
+        stub_upstream(Loading) as loading,
+        stub_upstream(Answers) as answers,
+        nginx_on(nginx, tmp_path, [loading, closed, answers]) as (base, access_log),
+    ):
         for i in range(6):  # least_conn takes the three in turn: each one is tried first twice
             r = requests.post(f"{base}/api/respond", json={"query": f"q{i}"}, timeout=10)
             assert r.status_code == 200 and json.loads(r.json()["echo"]) == {"query": f"q{i}"}
@@ -150,11 +170,14 @@ def test_no_replica_ready_is_a_json_503_from_nginx(nginx, tmp_path):
 
 def test_a_body_over_max_body_bytes_is_a_json_413_from_nginx(nginx, tmp_path):
     with stub_upstream(Answers) as answers, nginx_on(nginx, tmp_path, [answers]) as (base, _):
-        big = requests.post(f"{base}/api/respond", data=b"x" * (MAX_BODY + 1), timeout=10,
-                            headers={"Content-Type": "application/json"})
+        big = requests.post(
+            f"{base}/api/respond", data=b"x" * (MAX_BODY + 1), timeout=10, headers={"Content-Type": "application/json"}
+        )
         fits = requests.post(f"{base}/api/respond", json={"query": "x" * (MAX_BODY - 20)}, timeout=10)
     assert big.status_code == 413 and big.json()["error"] == {
-        "type": "body_too_large", "message": f"request body is larger than {MAX_BODY} bytes"}
+        "type": "body_too_large",
+        "message": f"request body is larger than {MAX_BODY} bytes",
+    }
     assert fits.status_code == 200
 
 

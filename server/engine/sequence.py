@@ -17,6 +17,7 @@ import llama_cpp.llama_cpp as lc
 
 from server.engine.decoder_types import Event, SamplingParams
 from server.engine.sampling import TextAssembler
+from server.engine.speculative import DraftState
 
 if TYPE_CHECKING:
     from server.engine.slots import Slot
@@ -50,6 +51,7 @@ class Sequence:
         "t_start",
         "t_first",
         "t_end",
+        "spec",
     )
     slot: Slot | None  # None until admitted
     chain: int | None  # its llama.cpp sampler chain; None when greedy or ended
@@ -61,6 +63,7 @@ class Sequence:
         self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
+        self.spec: DraftState | None = None  # speculation, for a greedy sequence when the decoder drafts
         self.text = TextAssembler(params.stop)
         self.finish_reason: str | None = None
         self.cancel_requested = False

@@ -63,6 +63,8 @@ def split_render(render: Callable[[list[str]], str], contents: Sequence[str], re
     cursor = 0
     for match in pattern.finditer(marked):
         i = int(match.group(1))
+        if i >= len(contents):
+            return None
         pieces += [(marked[cursor : match.start()], True), (contents[i].strip(), False)]
         cursor = match.end()
     pieces.append((marked[cursor:], True))

@@ -10,9 +10,9 @@ dialects added later too) and an after-request hook on every response, errors in
 - CORS: headers only for an Origin listed in ALLOWED_ORIGINS; a preflight (OPTIONS with
   Access-Control-Request-Method) from one is answered here, before the key is asked for
   (browsers send no credentials on preflights).
-- API key: with API_KEY set, every route needs it except the liveness probe
-  (/api/health, which then says only whether the server is up) and the chat page with
-  its static files (the page asks for the key).
+- API key: with API_KEY set, every route needs it except the liveness probes
+  (/api/health, which then says only whether the server is up, and Ollama's /api/version)
+  and the chat page with its static files (the page asks for the key).
 - Content type: POST bodies must be declared application/json (415 otherwise), so a
   page elsewhere cannot send one as a "simple" request that skips the CORS preflight.
 - Every response: X-Content-Type-Options: nosniff, and a Content-Security-Policy that
@@ -28,8 +28,9 @@ from flask import Flask, Response, request
 from server.errors import Forbidden, UnsupportedMediaType
 from server.http.state import app_state, authorize
 
-# Routes open without the API key: the liveness probe and the chat page with its files.
-PUBLIC = {"ops.health", "ops.index", "static"}
+# Routes open without the API key: the liveness probes (ours, and the version Ollama's clients
+# ask for first) and the chat page with its files.
+PUBLIC = {"ops.health", "ollama.version", "ops.index", "static"}
 LOCAL_NAMES = {"localhost"}
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"

@@ -13,6 +13,7 @@ import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -22,15 +23,16 @@ _STRING, _ARRAY = 8, 9
 
 @dataclass(frozen=True)
 class GGUFInfo:
-    metadata: dict[str, object]  # scalars and strings; arrays as their length
+    metadata: dict[str, Any]  # scalars and strings; arrays as their length
     tensor_bytes: dict[str, int]  # tensor name -> bytes in the file
+    arrays: frozenset[str] = frozenset()  # the metadata keys that hold arrays
 
 
 class _Cursor:
-    def __init__(self, buf):
+    def __init__(self, buf: mmap.mmap) -> None:
         self.buf, self.pos = buf, 0
 
-    def take(self, fmt: str):
+    def take(self, fmt: str) -> Any:  # what struct unpacked: int, float or bool
         value = struct.unpack_from(fmt, self.buf, self.pos)[0]
         self.pos += struct.calcsize(fmt)
         return value
@@ -40,7 +42,7 @@ class _Cursor:
         self.pos += n
         return bytes(self.buf[self.pos - n : self.pos]).decode("utf-8", errors="replace")
 
-    def value(self, kind: int):
+    def value(self, kind: int) -> object:
         if kind in _SCALARS:
             return self.take(_SCALARS[kind])
         if kind == _STRING:
@@ -63,11 +65,15 @@ def read_gguf_info(path: Path) -> GGUFInfo:
             raise ValueError(f"not a GGUF file: {path}")
         cur.pos = 4
         _version, n_tensors, n_kv = cur.take("<I"), cur.take("<Q"), cur.take("<Q")
-        metadata = {}
+        metadata: dict[str, Any] = {}
+        arrays: set[str] = set()
         for _ in range(n_kv):
             key = cur.string()
-            metadata[key] = cur.value(cur.take("<I"))
-        sizes = {}
+            kind = cur.take("<I")
+            metadata[key] = cur.value(kind)
+            if kind == _ARRAY:
+                arrays.add(key)
+        sizes: dict[str, int] = {}
         for _ in range(n_tensors):
             name = cur.string()
             dims = [cur.take("<Q") for _ in range(cur.take("<I"))]
@@ -77,4 +83,4 @@ def read_gguf_info(path: Path) -> GGUFInfo:
             for d in dims:
                 elements *= d
             sizes[name] = elements // block * block_bytes
-        return GGUFInfo(metadata, sizes)
+        return GGUFInfo(metadata, sizes, frozenset(arrays))

@@ -12,6 +12,7 @@ into a one-line message and a non-zero exit.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
@@ -99,6 +100,11 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-cased (host names and origins compare without case)."""
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
 def _gpu_layers(text: str) -> int | str:
     text = text.strip().lower()
     if text == "auto":
@@ -148,6 +154,17 @@ def _cache_ram_ok(v) -> str | None:
 
 def _split_ok(v) -> str | None:
     return None if v is None or (all(x >= 0 for x in v) and sum(v) > 0) else "must be non-negative weights, not all 0"
+
+
+def _hosts_ok(v) -> str | None:
+    bad = [h for h in v if not h or "/" in h or h.count(":") == 1 or " " in h]
+    return f"{bad[0]!r} is not a host name (no scheme, port or path)" if bad else None
+
+
+def _origins_ok(v) -> str | None:
+    pattern = re.compile(r"^https?://[^/\s]+$")
+    bad = [o for o in v if not pattern.match(o)]
+    return f"{bad[0]!r} is not an origin like https://example.com or http://localhost:3000" if bad else None
 
 
 def _model_ok(v) -> str | None:
@@ -239,7 +256,15 @@ class Settings:
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")
-    api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond and /v1", secret=True)
+    api_key: str | None = setting(
+        None, _optional_str, None, "bearer key required on every route but health and the page's files", secret=True
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (), _names, _hosts_ok, "host names besides localhost, IP addresses and HOST that requests may be addressed to"
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (), _names, _origins_ok, "web origins whose pages may call the API (CORS), e.g. https://app.example.com"
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -154,6 +154,9 @@ class BatchDecoder:
     def token_text(self, token: int) -> str:
         return str(self._model.token_get_text(token))
 
+    def token_attr(self, token: int) -> int:
+        return self._model.token_get_attr(token)
+
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
     add_bos = property(lambda self: bool(self._model.add_bos_token()))

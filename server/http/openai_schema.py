@@ -122,6 +122,8 @@ def _message(i: int, item: Any) -> Message:
         raise InvalidRequest(
             f"'{where}.role' must be one of {', '.join(ROLES)} (tools are not supported)", f"{where}.role"
         )
+    if item.get("name") is not None:
+        check(f"{where}.name", item["name"], LIMITS["model"])  # a participant's name: a short string
     content = _text(where, item.get("content"))
     check(f"{where}.content", content, LIMITS["content"])
     return Message(ROLES[item["role"]], content)

@@ -155,7 +155,7 @@ class BatchDecoder:
         return str(self._model.token_get_text(token))
 
     def token_attr(self, token: int) -> int:
-        return self._model.token_get_attr(token)
+        return int(self._model.token_get_attr(token))
 
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())

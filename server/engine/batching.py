@@ -37,7 +37,14 @@ from server.engine.decoder_types import (
 )
 from server.engine.promptcache import PromptCache
 from server.engine.request import Delta, SamplingParams
-from server.engine.sampling import build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
+from server.engine.sampling import (
+    apply_bias,
+    bias_entries,
+    build_sampler_chain,
+    free_sampler_chain,
+    greedy_token,
+    is_greedy,
+)
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
 
@@ -133,6 +140,7 @@ class BatchDecoder:
     add_bos = property(lambda self: bool(self._model.add_bos_token()))
     n_ctx_train = property(lambda self: self._model.n_ctx_train())
     n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
+    n_vocab = property(lambda self: self._n_vocab, doc="token ids are below this")
     n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
@@ -288,10 +296,10 @@ class BatchDecoder:
             return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
         p = seq.params
-        if p.ignore_eos:
-            logits[self._eog_tokens()] = -np.inf
+        if p.logit_bias or p.ignore_eos:
+            apply_bias(logits, bias_entries(p, self._eog_tokens() if p.ignore_eos else None))
         recent = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
-        return greedy_token(logits, recent, p.repeat_penalty)
+        return greedy_token(logits, recent, p)
 
     def _eog_tokens(self) -> list[int]:
         """Every end-of-generation token id, found once (a scan of the vocabulary) when needed."""

@@ -30,7 +30,15 @@ from server.engine.decoder_types import DecodeError, DecoderStats, Ended
 from server.engine.generation import Generation, GenerationRequest, done_event
 from server.engine.protocol import Decoder
 from server.engine.request import Delta, Done, Request
-from server.errors import GenerationFailed, ModelFailed, ModelLoading, PromptTooLong, QueueFull, RequestTimeout
+from server.errors import (
+    GenerationFailed,
+    InvalidRequest,
+    ModelFailed,
+    ModelLoading,
+    PromptTooLong,
+    QueueFull,
+    RequestTimeout,
+)
 from server.model.prompt import Message, with_one_bos
 
 log = logging.getLogger(__name__)
@@ -139,6 +147,12 @@ class Engine:
 
     def _enqueue(self, tokens: list[int], request: Request, on_done) -> Generation:
         params = request.sampling
+        unknown = [t for t, _ in params.logit_bias if t >= self._decoder.n_vocab]
+        if unknown:
+            raise InvalidRequest(
+                f"'logit_bias' names token {unknown[0]}; the model's token ids are below {self._decoder.n_vocab}",
+                "logit_bias",
+            )
         if len(tokens) + params.max_tokens > self._decoder.n_ctx:
             raise PromptTooLong(len(tokens), params.max_tokens, self._decoder.n_ctx)
         deadline = time.monotonic() + (request.timeout or self.settings.request_timeout)

@@ -23,6 +23,11 @@ class Decoder(Protocol):
         ...
 
     @property
+    def n_vocab(self) -> int:
+        """Token ids are below this."""
+        ...
+
+    @property
     def n_slots(self) -> int:
         """How many sequences can decode together."""
         ...

@@ -25,14 +25,26 @@ class SamplingParams:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
+    presence_penalty: float = 0.0  # subtracted once from each token among the last repeat_last_n
+    frequency_penalty: float = 0.0  # subtracted per occurrence among the last repeat_last_n
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); -inf bans the token
     seed: int | None = None
     max_tokens: int = 256
     stop: tuple[str, ...] = field(default_factory=tuple)
     ignore_eos: bool = False  # generate max_tokens even past end-of-generation (benchmarks: equal work)
 
+    @property
+    def penalized(self) -> bool:
+        """Whether llama.cpp's penalties sampler would change any logit (it is off otherwise)."""
+        return self.repeat_last_n != 0 and (
+            self.repeat_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+        )
+
     def __post_init__(self) -> None:
         # Lists arrive from JSON; a tuple keeps the dataclass hashable and frozen.
         object.__setattr__(self, "stop", tuple(s for s in self.stop if s))
+        if isinstance(self.logit_bias, dict):
+            object.__setattr__(self, "logit_bias", tuple(sorted(self.logit_bias.items())))
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
 

@@ -2,7 +2,7 @@
 
 Limits come from the shared table (server/http/fields.py). Fields OpenAI defines
 that we cannot honour are accepted only at their neutral value (NEUTRAL), so a
-client that sends `n: 1` or `presence_penalty: 0` works and one that asks for
+client that sends `n: 1` or `echo: false` works and one that asks for
 more hears why it cannot. What OpenAI's wire format needs beyond the engine
 request (the model name, whether to send usage in the stream) travels beside it.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from server.engine.request import Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_stop, sampling
+from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_logit_bias, check_stop, sampling
 
 # Each OpenAI field -> the row of the shared table that limits it.
 ROWS: dict[str, str] = {
@@ -27,6 +27,9 @@ ROWS: dict[str, str] = {
     "top_k": "top_k",
     "min_p": "min_p",
     "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "logit_bias": "logit_bias",
     "seed": "seed",
     "stop": "stop",
     "stream": "stream",
@@ -37,17 +40,13 @@ EXTRA: dict[str, Limit] = {
     "stream_options": Limit(dict),
     "user": Limit(str, 0, 256),  # OpenAI's end-user id: accepted, unused
     "n": Limit(int),
-    "presence_penalty": Limit((int, float)),
-    "frequency_penalty": Limit((int, float)),
     "logprobs": Limit((bool, int)),
     "echo": Limit(bool),
     "best_of": Limit(int),
 }
-# Accepted only at these values: the one answer, no penalties, no log probabilities.
+# Accepted only at these values: the one answer, no log probabilities.
 NEUTRAL = {
     "n": (1, "send the request again for another answer"),
-    "presence_penalty": (0, "use repeat_penalty"),
-    "frequency_penalty": (0, "use repeat_penalty"),
     "logprobs": (False, "log probabilities are not returned"),
     "echo": (False, "the prompt is not echoed"),
     "best_of": (1, "send the request again for another answer"),
@@ -95,6 +94,7 @@ def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ce
         if body.get(name) is not None and body[name] != neutral:
             raise InvalidRequest(f"only {name}={str(neutral).lower()} is supported: {advice}", name)
     check_stop(values)
+    check_logit_bias(values)
     if kind == "completion" and not values["prompt"].strip():
         raise InvalidRequest("'prompt' must not be blank", "prompt")
     if kind == "chat":

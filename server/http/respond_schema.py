@@ -11,7 +11,7 @@ from typing import Any
 
 from server.engine.request import Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, check, check_stop, sampling
+from server.http.fields import DEFAULTS, LIMITS, check, check_logit_bias, check_stop, sampling
 
 ROLES = ("user", "assistant")
 FIELDS = (
@@ -24,6 +24,9 @@ FIELDS = (
     "top_k",
     "min_p",
     "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
     "seed",
     "stop",
     "stream",
@@ -50,6 +53,7 @@ def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int
         check(name, body[name], limit, max_tokens_ceiling if name == "max_tokens" else None)
         values[name] = body[name]
     check_stop(values)
+    check_logit_bias(values)
     if not values["query"].strip():
         raise InvalidRequest("'query' must not be blank", "query")
     messages = [Message("system", values["system"])] if values["system"] else []

@@ -54,7 +54,7 @@ def test_defaults_and_aliases():
         ("completion", {"prompt": "x", "messages": USER}, "messages", "unknown"),
         ("completion", {"prompt": "  "}, "prompt", "blank"),
         ("chat", {"messages": USER, "n": 3}, "n", "n=1"),
-        ("chat", {"messages": USER, "frequency_penalty": 0.5}, "frequency_penalty", "repeat_penalty"),
+        ("chat", {"messages": USER, "frequency_penalty": 3}, "frequency_penalty", "at most 2"),
         ("chat", {"messages": USER, "temperature": 3}, "temperature", "at most 2"),
         ("chat", {"messages": USER, "top_p": "high"}, "top_p", "number"),
         ("chat", {"messages": USER, "max_tokens": 257}, "max_tokens", "at most 256"),

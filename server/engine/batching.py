@@ -25,6 +25,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
+from server.engine.constrained import ConstrainedSampler, GrammarStuck
 from server.engine.decoder_types import (
     DecodeError,
     DecoderConfig,
@@ -35,6 +36,8 @@ from server.engine.decoder_types import (
     Usage,
     context_params,
 )
+from server.engine.grammar import Candidates, LlamaGrammar, check_grammar
+from server.engine.logprobs import Before
 from server.engine.promptcache import PromptCache
 from server.engine.request import Delta, SamplingParams
 from server.engine.sampling import (
@@ -94,6 +97,7 @@ class BatchDecoder:
         self._stats = DecoderStats.empty(cfg.n_parallel)
         self._memory = (0, 0, 0, 0)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
+        self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
 
     @classmethod
     def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
@@ -131,6 +135,10 @@ class BatchDecoder:
     def chat_template(self) -> str | None:
         raw = lc.llama_model_chat_template(self._model.model, None)
         return raw.decode("utf-8") if raw else None
+
+    def check_grammar(self, gbnf: str) -> None:
+        """grammar.GrammarError unless llama.cpp parses `gbnf` (any thread: the vocabulary is read-only)."""
+        check_grammar(self._vocab, gbnf)
 
     def token_text(self, token: int) -> str:
         return self._model.token_get_text(token)
@@ -246,10 +254,20 @@ class BatchDecoder:
             seq = self._waiting.popleft()
             slot, keep = self._table.assign(seq, seq.prompt)
             seq.slot, seq.n_past, seq.n_cached, seq.state = slot, keep, keep, PREFILL
+            seq.t_start = time.perf_counter()
+            if seq.params.grammar is not None:
+                seq.constraint = self._constrained(seq.params)
+                continue
             # Greedy sequences need no chain: see sampling.greedy_token.
             banned = self._eog_tokens() if seq.params.ignore_eos else None
             seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
-            seq.t_start = time.perf_counter()
+
+    def _constrained(self, params: SamplingParams) -> ConstrainedSampler:
+        if self._candidates is None:
+            self._candidates = Candidates(self._n_vocab)
+        grammar = LlamaGrammar(self._vocab, params.grammar)
+        eog = self._model.token_eos() if self._model.token_eos() >= 0 else self._eog_tokens()[0]
+        return ConstrainedSampler(grammar, params, self._n_vocab, eog, self._pieces, self._candidates)
 
     def _fill_batch(self) -> int:
         """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
@@ -289,16 +307,27 @@ class BatchDecoder:
             slot.cached.extend(seq.prompt[seq.n_past : seq.n_past + seq.n_feed])
         seq.n_past += seq.n_feed
         if seq.i_batch >= 0:
-            self._on_token(seq, self._sample(seq))
+            try:
+                token = self._sample(seq)
+            except GrammarStuck as exc:
+                log.warning("sequence %d ends: %s", seq.id, exc)
+                return self._finish(seq, "stop")
+            self._on_token(seq, token)
 
     def _sample(self, seq: Sequence) -> int:
-        if seq.chain is not None:
+        p = seq.params
+        if seq.chain is not None and p.logprobs is None:
             return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
-        p = seq.params
+        if p.logprobs is not None:  # read before sampling changes the logits in place
+            seq.before = Before(logits, p.logprobs)
+        if seq.chain is not None:
+            return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
+        recent = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
+        if seq.constraint is not None:
+            return seq.constraint.sample(logits, recent)
         if p.logit_bias or p.ignore_eos:
             apply_bias(logits, bias_entries(p, self._eog_tokens() if p.ignore_eos else None))
-        recent = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         return greedy_token(logits, recent, p)
 
     def _eog_tokens(self) -> list[int]:
@@ -314,10 +343,15 @@ class BatchDecoder:
         piece = self._pieces(token)
         if piece is EOG:
             return self._finish(seq, "stop")
+        if seq.constraint is not None:
+            seq.constraint.accept(token)
+        if seq.before is not None:
+            seq.pending.append(seq.before.record(token, self._pieces.text_bytes))
         seq.tokens.append(token)
         text, hit = seq.text.feed(piece)
         if text:
-            self._emit(seq, Delta(text))
+            self._emit(seq, Delta(text, tuple(seq.pending)))
+            seq.pending.clear()
             if seq.state == DONE:  # its consumer failed
                 return
         if hit:
@@ -331,12 +365,11 @@ class BatchDecoder:
         if reason in ("stop", "length"):
             tail = seq.text.flush()
             if tail:
-                self._emit(seq, Delta(tail))
+                self._emit(seq, Delta(tail, tuple(seq.pending)))
                 if seq.state == DONE:  # its consumer failed and it ended as an error
                     return
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
-        free_sampler_chain(seq.chain)
-        seq.chain = None
+        self._free_samplers(seq)
         if seq.slot is not None:
             # A cancelled or failed sequence's cells may be half-written: never reuse them.
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
@@ -350,11 +383,18 @@ class BatchDecoder:
             if seq.state != DONE:
                 self._finish(seq, "error")
 
+    @staticmethod
+    def _free_samplers(seq: Sequence) -> None:
+        free_sampler_chain(seq.chain)
+        seq.chain = None
+        if seq.constraint is not None:
+            seq.constraint.free()
+            seq.constraint = None
+
     def close(self) -> None:
         for s in self._slots:
             if s.seq is not None:
-                free_sampler_chain(s.seq.chain)
-                s.seq.chain = None
+                self._free_samplers(s.seq)
         self._batch.close()
         self._ctx.close()
         self._model.close()

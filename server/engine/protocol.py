@@ -38,6 +38,10 @@ class Decoder(Protocol):
 
     def cancel(self, seq: object) -> None: ...
 
+    def check_grammar(self, gbnf: str) -> None:
+        """Raise grammar.GrammarError unless the decoder can sample under `gbnf` (any thread)."""
+        ...
+
     def step(self) -> int:
         """One decode over every running sequence; decoder_types.DecodeError if llama.cpp failed
         (the batch's sequences have then ended with "error")."""

@@ -9,10 +9,24 @@ raised). Each dialect only translates: JSON -> Request, events -> its wire forma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from server.model.prompt import Message
+from server.engine.logprobs import TokenLogprob
+from server.model.prompt import Message, ToolCall
+from server.model.tools import Tool, ToolChoice
 
-__all__ = ["Message", "SamplingParams", "Request", "Delta", "Done"]
+__all__ = [
+    "Message",
+    "SamplingParams",
+    "Grammar",
+    "Request",
+    "Delta",
+    "Done",
+    "TokenLogprob",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,8 @@ class SamplingParams:
     max_tokens: int = 256
     stop: tuple[str, ...] = field(default_factory=tuple)
     ignore_eos: bool = False  # generate max_tokens even past end-of-generation (benchmarks: equal work)
+    grammar: str | None = None  # GBNF the answer must match; the engine sets it from Request.grammar
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives (None: no)
 
     @property
     def penalized(self) -> bool:
@@ -50,6 +66,24 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class Grammar:
+    """What an answer must match: a JSON Schema (`schema`) or a GBNF grammar (`gbnf`, llama.cpp's
+    format, root rule `root`). The engine turns it into GBNF and checks it before queuing."""
+
+    schema: Any = None
+    gbnf: str | None = None
+
+    @classmethod
+    def json_object(cls) -> "Grammar":
+        """Any JSON object (OpenAI's json_object, our format "json")."""
+        return cls(schema={"type": "object"})
+
+    def __post_init__(self) -> None:
+        if (self.schema is None) == (self.gbnf is None):
+            raise ValueError("a grammar is either a schema or GBNF text")
+
+
+@dataclass(frozen=True)
 class Request:
     """One generation: a conversation (rendered with the model's chat format) or a raw prompt."""
 
@@ -58,6 +92,14 @@ class Request:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stream: bool = False
     timeout: float | None = None  # seconds, queue wait included (None: the server's REQUEST_TIMEOUT)
+    grammar: Grammar | None = None  # constrained decoding: the answer matches it
+    tools: tuple[Tool, ...] = ()  # functions the model may call (server/model/tools.py's format)
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether the answer is in the tool format: a call or a direct response."""
+        return bool(self.tools) and self.tool_choice.mode != "none"
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (not self.messages):
@@ -66,9 +108,11 @@ class Request:
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of the answer's text (never a split UTF-8 character, never part of a stop string)."""
+    """A piece of the answer's text (never a split UTF-8 character, never part of a stop string),
+    with the log-probabilities of the tokens it completes when the request asked for them."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

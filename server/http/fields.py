@@ -45,6 +45,8 @@ LIMITS: dict[str, Limit] = {
     "stop": Limit(list, 0, 4),
     "stop.item": Limit(str, 1, 64),
     "stream": Limit(bool),
+    "format": Limit((str, dict)),  # "json" or a JSON Schema
+    "grammar": Limit(str, 1, 32_000),  # GBNF
     "ignore_eos": Limit(bool),
     "model": Limit(str, 0, 256),
 }

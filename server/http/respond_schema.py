@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.engine.request import Message, Request
+from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
 from server.http.fields import DEFAULTS, LIMITS, check, check_logit_bias, check_stop, sampling
 
@@ -31,9 +31,11 @@ FIELDS = (
     "stop",
     "stream",
     "ignore_eos",
+    "format",
+    "grammar",
 )
 # The engine's field names as this dialect's users know them (for errors the engine raises).
-NAMES = {"messages": "history", "prompt": "query"}
+NAMES = {"messages": "history", "prompt": "query", "schema": "format"}
 
 
 def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> Request:
@@ -59,7 +61,23 @@ def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int
     messages = [Message("system", values["system"])] if values["system"] else []
     messages += [_turn(i, item) for i, item in enumerate(values["history"])]
     messages.append(Message("user", values["query"]))
-    return Request(messages=tuple(messages), sampling=sampling(values), stream=values["stream"])
+    return Request(
+        messages=tuple(messages), sampling=sampling(values), stream=values["stream"], grammar=_grammar(values)
+    )
+
+
+def _grammar(values: dict[str, Any]) -> Grammar | None:
+    """`format` ("json" or a JSON Schema) or `grammar` (GBNF): what the answer must match."""
+    fmt, gbnf = values.get("format"), values.get("grammar")
+    if fmt is not None and gbnf is not None:
+        raise InvalidRequest("give 'format' or 'grammar', not both", "grammar")
+    if isinstance(fmt, str):
+        if fmt != "json":
+            raise InvalidRequest("'format' must be \"json\" or a JSON Schema object", "format")
+        return Grammar.json_object()
+    if fmt is not None:
+        return Grammar(schema=fmt)
+    return Grammar(gbnf=gbnf) if gbnf is not None else None
 
 
 def _turn(i: int, item: Any) -> Message:

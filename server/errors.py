@@ -54,6 +54,10 @@ class PromptTooLong(ServerError):
         )
 
 
+class ModelNotFound(ServerError):
+    status, type = 404, "model_not_found"
+
+
 class Unauthorized(ServerError):
     status, type = 401, "unauthorized"
     headers = {"WWW-Authenticate": "Bearer"}

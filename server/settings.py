@@ -225,6 +225,15 @@ class Settings:
         "MiB of RAM keeping prompt states that slots gave up, for reuse: auto (2048 "
         "unless every layer is on the GPU, then 0), N, or 0 (off)",
     )
+    speculative: str = setting(
+        "off",
+        str.lower,
+        _one_of(("off", "ngram", "draft")),
+        "speculative decoding: off, ngram (drafts copied from the prompt and answer) or draft (DRAFT_MODEL)",
+    )
+    draft_max: int = setting(16, _int, _between(1, 64), "most tokens drafted for one request in one step")
+    draft_model: str | None = setting(None, _optional_str, _model_ok, "GGUF draft model (same vocabulary)")
+    draft_n_gpu_layers: int = setting(0, _int, _at_least(-1), "draft model layers on the GPU (-1: all)")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")
@@ -244,6 +253,8 @@ class Settings:
         # llama.cpp only stores a quantized V cache with flash attention on.
         if self.kv_cache_type not in ("f16", "f32", "bf16") and self.flash_attn != "on":
             raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs {env_name('flash_attn')}=on")
+        if (self.speculative == "draft") != (self.draft_model is not None):
+            raise SettingsError(f"{env_name('speculative')}=draft and {env_name('draft_model')} go together")
         # Every slot decodes one token per step, so a step must hold one per slot.
         if self.parallel != "auto" and self.parallel > self.n_batch:
             raise SettingsError(f"{env_name('parallel')}: must not exceed {env_name('n_batch')} ({self.n_batch})")

@@ -18,6 +18,7 @@ import ctypes
 import itertools
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
+from server.engine import vocabtext
 from server.engine.constrained import ConstrainedSampler, GrammarStuck
 from server.engine.decoder_types import (
     DecodeError,
@@ -36,6 +38,8 @@ from server.engine.decoder_types import (
     Usage,
     context_params,
 )
+from server.engine.draft_model import DraftModel
+from server.engine.drafts import NgramDraft
 from server.engine.grammar import Candidates, LlamaGrammar, check_grammar
 from server.engine.logprobs import Before
 from server.engine.promptcache import PromptCache
@@ -50,6 +54,7 @@ from server.engine.sampling import (
 )
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
+from server.engine.speculative import Speculator
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,13 @@ class BatchDecoder:
     because llama.cpp's context is not thread-safe.
     """
 
-    def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext, cfg: DecoderConfig) -> None:
+    def __init__(
+        self,
+        model: _internals.LlamaModel,
+        ctx: _internals.LlamaContext,
+        cfg: DecoderConfig,
+        speculator: Speculator | None = None,
+    ) -> None:
         self.cfg, self._model, self._ctx = cfg, model, ctx
         self._vocab, self._c = model.vocab, ctx.ctx
         self._mem = lc.llama_get_memory(self._c)
@@ -98,6 +109,7 @@ class BatchDecoder:
         self._memory = (0, 0, 0, 0)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
         self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
+        self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
 
     @classmethod
     def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
@@ -120,7 +132,13 @@ class BatchDecoder:
                 f"the KV cache gives each of {cfg.n_parallel} slots {per_seq} tokens, "
                 f"fewer than n_ctx_per_seq={cfg.n_ctx_per_seq}: lower one of them"
             )
-        return cls(model, ctx, cfg)
+        try:
+            speculator = make_speculator(cfg, model)
+        except Exception:
+            ctx.close()
+            model.close()
+            raise
+        return cls(model, ctx, cfg, speculator)
 
     # --- model facts, so the caller needs no second copy of the weights ---------------
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
@@ -128,6 +146,13 @@ class BatchDecoder:
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
         return self._model.detokenize(tokens, special).decode("utf-8", errors="replace")
+
+    def text_of(self, tokens: list[int]) -> str:
+        """Tokens -> text as /detokenize gives it (server/engine/vocabtext.py); any thread."""
+        return vocabtext.detokenize(self._vocab, tokens)
+
+    def piece_of(self, token: int) -> bytes:
+        return vocabtext.piece(self._vocab, token)
 
     def metadata(self) -> dict[str, str]:
         return self._model.metadata()
@@ -191,7 +216,10 @@ class BatchDecoder:
 
     def stats(self) -> DecoderStats:
         """Counters for health and metrics; safe from any thread (KV use as of the last step)."""
-        return self._stats.snapshot(self.active, self.waiting, *self._memory)
+        stats = self._stats.snapshot(self.active, self.waiting, *self._memory)
+        if self._spec is None:
+            return stats
+        return replace(stats, draft_tokens=self._spec.drafted, draft_accepted=self._spec.accepted)
 
     def clear_cache(self) -> None:
         """Drop the prefix caches of idle slots (all their KV cells)."""
@@ -261,8 +289,13 @@ class BatchDecoder:
             # Greedy sequences need no chain: see sampling.greedy_token.
             banned = self._eog_tokens() if seq.params.ignore_eos else None
             seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
+            # Speculation checks drafts against plain greedy picks: not for sampled requests, nor for
+            # those with log-probabilities (one record per sampled token).
+            if self._spec is not None and seq.chain is None and seq.params.logprobs is None:
+                seq.spec = self._spec.begin(slot.id, seq.prompt)
 
     def _constrained(self, params: SamplingParams) -> ConstrainedSampler:
+        """Constrained sequences never speculate: a grammar cannot take back a token it accepted."""
         if self._candidates is None:
             self._candidates = Candidates(self._n_vocab)
         grammar = LlamaGrammar(self._vocab, params.grammar)
@@ -273,13 +306,19 @@ class BatchDecoder:
         """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
         cfg, n = self.cfg, 0
         running = [s.seq for s in self._slots if s.seq is not None]
+        self._plan_drafts(running)
         for seq in running:
             seq.n_feed, seq.i_batch = 0, -1
             if seq.state == DECODING:
-                self._tok[n], self._pos[n], self._logits[n] = seq.next_token, seq.n_past, 1
-                self._seq_ids[n][0] = seq.slot.id
-                seq.n_feed, seq.i_batch = 1, n
-                n += 1
+                # Its next token, then its draft (if any), every position with logits to verify it.
+                tokens = (seq.next_token, *seq.spec.draft) if seq.spec is not None else (seq.next_token,)
+                end = n + len(tokens)
+                self._tok[n:end] = tokens
+                self._pos[n:end] = np.arange(seq.n_past, seq.n_past + len(tokens), dtype=np.int32)
+                self._logits[n:end] = 1
+                for i in range(n, end):
+                    self._seq_ids[i][0] = seq.slot.id
+                seq.n_feed, seq.i_batch, n = len(tokens), n, end
         # While others decode, a prompt gets only `prefill_chunk` tokens per step so
         # their streams keep advancing; alone it may fill the whole batch.
         budget = min(cfg.n_batch - n, cfg.prefill_chunk if n else cfg.n_batch)
@@ -299,7 +338,30 @@ class BatchDecoder:
         self._batch.batch.n_tokens = n
         return n
 
+    def _plan_drafts(self, running: list[Sequence]) -> None:
+        """Drafts for this step's decoding sequences (none while a prompt is being evaluated:
+        the batch is busy already)."""
+        if self._spec is None:
+            return
+        decoding = [s for s in running if s.state == DECODING]
+        if any(s.state == PREFILL for s in running):
+            candidates = []
+        else:
+            candidates = [
+                (s.slot.id, s.spec, [*s.prompt, *s.tokens], self._draft_room(s)) for s in decoding if s.spec is not None
+            ]
+        for s in decoding:
+            if s.spec is not None:
+                s.spec.draft = ()
+        self._spec.plan(candidates, len(decoding))
+
+    def _draft_room(self, seq: Sequence) -> int:
+        """How many drafted tokens `seq` could still use: answer length and context left."""
+        return min(seq.params.max_tokens - seq.n_generated - 1, self.cfg.n_ctx_per_seq - seq.n_past - 2)
+
     def _after_decode(self, seq: Sequence) -> None:
+        if seq.state == DECODING and seq.spec is not None and seq.spec.draft:
+            return self._after_verify(seq)
         slot = seq.slot
         if seq.state == DECODING:
             slot.cached.append(seq.next_token)
@@ -314,16 +376,35 @@ class BatchDecoder:
                 return self._finish(seq, "stop")
             self._on_token(seq, token)
 
-    def _sample(self, seq: Sequence) -> int:
-        p = seq.params
+    def _after_verify(self, seq: Sequence) -> None:
+        """Keep the longest prefix of `seq`'s draft the target agrees with, plus the target's
+        own next token; drop the rejected draft's KV cells."""
+        slot, draft, base = seq.slot, seq.spec.draft, seq.n_past
+        out = self._spec.accept(seq.spec, lambda i, kept: self._sample(seq, seq.i_batch + i, kept))
+        kept = len(out) - 1
+        if kept < len(draft):
+            lc.llama_memory_seq_rm(self._mem, slot.id, base + 1 + kept, -1)
+        slot.cached.append(seq.next_token)
+        slot.cached.extend(draft[:kept])
+        seq.n_past = base + 1 + kept
+        for token in out:
+            self._on_token(seq, token)
+            if seq.state == DONE:
+                return
+
+    def _sample(self, seq: Sequence, i: int | None = None, extra: list[int] | tuple[int, ...] = ()) -> int:
+        """The token for the logits at batch row `i` (default: the sequence's own row);
+        `extra`: tokens accepted after seq.tokens but not yet emitted (a verified draft)."""
+        i, p = seq.i_batch if i is None else i, seq.params
         if seq.chain is not None and p.logprobs is None:
-            return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
+            return lc.llama_sampler_sample(seq.chain, self._c, i)
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, i), shape=(self._n_vocab,))
         if p.logprobs is not None:  # read before sampling changes the logits in place
             seq.before = Before(logits, p.logprobs)
         if seq.chain is not None:
-            return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
-        recent = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
+            return lc.llama_sampler_sample(seq.chain, self._c, i)
+        history = [*seq.tokens, *extra] if extra else seq.tokens
+        recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         if seq.constraint is not None:
             return seq.constraint.sample(logits, recent)
         if p.logit_bias or p.ignore_eos:
@@ -369,6 +450,8 @@ class BatchDecoder:
                 if seq.state == DONE:  # its consumer failed and it ended as an error
                     return
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
+        if seq.spec is not None and seq.slot is not None:
+            self._spec.end(seq.slot.id)
         self._free_samplers(seq)
         if seq.slot is not None:
             # A cancelled or failed sequence's cells may be half-written: never reuse them.
@@ -398,3 +481,17 @@ class BatchDecoder:
         self._batch.close()
         self._ctx.close()
         self._model.close()
+
+
+def make_speculator(cfg: DecoderConfig, model: _internals.LlamaModel) -> Speculator | None:
+    """The draft source the settings ask for (a draft model is loaded here, once)."""
+    if cfg.speculative == "off":
+        return None
+    if cfg.speculative == "ngram":
+        source = NgramDraft()
+    else:
+        target = (model.n_vocab(), model.token_bos(), model.token_eos())
+        source = DraftModel(
+            cfg.draft_model, cfg.n_parallel, cfg.n_ctx_per_seq, cfg.draft_n_gpu_layers, cfg.n_threads, target
+        )
+    return Speculator(source, cfg.draft_max, min(cfg.draft_step_tokens, cfg.n_batch))

@@ -142,6 +142,29 @@ class Engine:
             tokens = self._format.tokens(conversation(request, messages), self._vocab)
         return self._enqueue(tokens, request, on_done)
 
+    # --- the vocabulary (/tokenize, /detokenize): it is only read, so any thread may ask ----
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of `text`, special tokens parsed as in a raw prompt; `add_special` adds
+        what the model puts around a prompt (its BOS), so the count matches a raw prompt's."""
+        self.check_ready()
+        return self._decoder.tokenize(text, add_bos=add_special, special=True)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        self._check_ids(tokens)
+        return self._decoder.text_of(tokens)
+
+    def pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's bytes (a piece may be part of a UTF-8 character)."""
+        self._check_ids(tokens)
+        return [self._decoder.piece_of(t) for t in tokens]
+
+    def _check_ids(self, tokens: list[int]) -> None:
+        self.check_ready()
+        n_vocab = self._decoder.n_vocab
+        for i, t in enumerate(tokens):
+            if not 0 <= t < n_vocab:  # llama.cpp would read past its vocabulary
+                raise InvalidRequest(f"'tokens[{i}]' must be a token id from 0 to {n_vocab - 1}", f"tokens[{i}]")
+
     def check_ready(self) -> None:
         """Raise the error a request gets while the model is loading or failed to load."""
         if self.state != "ready":

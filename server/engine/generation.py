@@ -109,6 +109,8 @@ def done_event(generation: Generation, handed: float, reason: str, ended: Ended 
             generation_ms=round(timings.generation_ms, 2),
             tokens_per_second=round(timings.tokens_per_second, 2),
         )
+        if timings.draft_tokens:  # speculative decoding: what was drafted for it, and kept
+            t.update(draft_tokens=timings.draft_tokens, draft_accepted=timings.draft_accepted)
     return Done(
         reason,
         {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},

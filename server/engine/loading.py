@@ -60,6 +60,10 @@ def decoder_settings(settings, plan) -> dict:
         type_v=settings.kv_cache_type,
         prefix_cache=settings.prefix_cache,
         cache_ram_mib=cache_ram_mib(settings, plan),
+        speculative=settings.speculative,
+        draft_max=settings.draft_max,
+        draft_model=settings.draft_model,
+        draft_n_gpu_layers=settings.draft_n_gpu_layers,
     )
 
 

@@ -17,6 +17,7 @@ import llama_cpp.llama_cpp as lc
 
 from server.engine.decoder_types import SamplingParams
 from server.engine.sampling import TextAssembler
+from server.engine.speculative import DraftState
 
 WAITING, PREFILL, DECODING, DONE = range(4)
 EOG = None  # what Pieces gives for an end-of-generation token
@@ -50,6 +51,7 @@ class Sequence:
         "t_start",
         "t_first",
         "t_end",
+        "spec",
     )
 
     def __init__(
@@ -62,6 +64,7 @@ class Sequence:
         self.before = None  # logprobs.Before of the token being sampled, when logprobs were asked for
         self.pending: list = []  # logprobs.TokenLogprob of tokens whose text is not out yet
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
+        self.spec: DraftState | None = None  # speculation, for a greedy sequence when the decoder drafts
         self.text = TextAssembler(params.stop)
         self.finish_reason: str | None = None
         self.cancel_requested = False

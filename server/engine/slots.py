@@ -78,12 +78,12 @@ class SlotTable:
 
     def cells_used(self) -> int:
         """KV cells holding tokens, over all slots (idle slots keep their prefix cache)."""
-        total = 0
-        for s in self.slots:
-            hi = lc.llama_memory_seq_pos_max(self._mem, s.id)
-            if hi >= 0:
-                total += hi - lc.llama_memory_seq_pos_min(self._mem, s.id) + 1
-        return total
+        return sum(self.cells_for(s) for s in self.slots)
+
+    def cells_for(self, slot: Slot) -> int:
+        """The positions `slot`'s sequence holds in the KV cache."""
+        hi = lc.llama_memory_seq_pos_max(self._mem, slot.id)
+        return hi - lc.llama_memory_seq_pos_min(self._mem, slot.id) + 1 if hi >= 0 else 0
 
     def _common_prefix(self, slot: Slot, prompt: list[int]) -> int:
         if not self.prefix_cache:

@@ -15,6 +15,7 @@ from typing import Any
 
 from server.engine.request import SamplingParams
 from server.errors import InvalidRequest
+from server.model.schema_check import SchemaError, check_schema
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,16 @@ def check_logit_bias(values: dict[str, Any], name: str = "logit_bias") -> None:
         if not (isinstance(key, str) and key.isdigit() and len(key) <= 9):
             raise InvalidRequest(f"'{name}' keys must be token ids (non-negative integers), not '{key[:20]}'", name)
         check(f"{name}.{key}", bias, LIMITS["logit_bias.item"])
+
+
+def check_json_schema(schema: Any, where: str) -> None:
+    """A JSON Schema the answer must match, checked here (plain Python) so that an error names
+    the keyword under the dialect's field: `format.properties.tags.uniqueItems`."""
+    try:
+        check_schema(schema)
+    except SchemaError as exc:
+        field = f"{where}.{exc.path}" if exc.path and not exc.path.startswith("[") else where + exc.path
+        raise InvalidRequest(f"'{field}': {exc.message}", field) from None
 
 
 def sampling(values: dict[str, Any]) -> SamplingParams:

@@ -2,7 +2,7 @@
 messages that carry tool calls and tool results.
 
 Only translation and checking: each tool's parameters and a response_format schema are
-checked here (server/model/schema_check.py, plain Python) so that an error names the
+checked here (fields.check_json_schema, plain Python) so that an error names the
 field as the client wrote it (`tools[1].function.parameters.properties.x.multipleOf`);
 turning them into a grammar is the engine's.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from server.engine.request import Grammar, Message, Tool, ToolCall, ToolChoice
 from server.errors import InvalidRequest
-from server.model.schema_check import SchemaError, check_schema
+from server.http.fields import check_json_schema
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_TOOLS = 64
@@ -41,7 +41,7 @@ def response_grammar(value: Any) -> Grammar | None:
     schema = spec.get("schema")
     if schema is None:
         return Grammar.json_object()
-    _checked(schema, f"{where}.json_schema.schema")
+    check_json_schema(schema, f"{where}.json_schema.schema")
     return Grammar(schema=schema)
 
 
@@ -66,7 +66,7 @@ def tools_of(value: Any) -> tuple[Tool, ...]:
         description = _optional(spec, "description", str, f"{where}.function") or ""
         parameters = _optional(spec, "parameters", dict, f"{where}.function")
         if parameters is not None:
-            _checked(parameters, f"{where}.function.parameters")
+            check_json_schema(parameters, f"{where}.function.parameters")
         tools.append(Tool(name, description, parameters))
     return tuple(tools)
 
@@ -112,14 +112,6 @@ def _name(name: str, where: str) -> str:
     if not NAME.match(name):
         raise InvalidRequest(f"'{where}' must be 1-64 letters, digits, _ or -", where)
     return name
-
-
-def _checked(schema: Any, where: str) -> None:
-    try:
-        check_schema(schema)
-    except SchemaError as exc:
-        field = f"{where}.{exc.path}" if exc.path and not exc.path.startswith("[") else where + exc.path
-        raise InvalidRequest(f"'{field}': {exc.message}", field) from None
 
 
 def _get(obj: Any, key: str, kind: type, where: str) -> Any:

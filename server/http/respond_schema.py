@@ -11,7 +11,7 @@ from typing import Any
 
 from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, check, check_logit_bias, check_stop, sampling
+from server.http.fields import DEFAULTS, LIMITS, check, check_json_schema, check_logit_bias, check_stop, sampling
 
 ROLES = ("user", "assistant")
 FIELDS = (
@@ -76,6 +76,7 @@ def _grammar(values: dict[str, Any]) -> Grammar | None:
             raise InvalidRequest("'format' must be \"json\" or a JSON Schema object", "format")
         return Grammar.json_object()
     if fmt is not None:
+        check_json_schema(fmt, "format")
         return Grammar(schema=fmt)
     return Grammar(gbnf=gbnf) if gbnf is not None else None
 

@@ -9,10 +9,15 @@ from server.model.chat_templates import BY_ARCHITECTURE
 
 log = logging.getLogger("server")
 
-DEFAULT_MODEL_NOTICE = (
-    "serving the small embedded default model (Gemma 3 270M), not Llama 2: "
-    "run `make quantize` to build models/llama-2-7b-chat.Q4_K_M.gguf"
-)
+
+def default_model_notice(model) -> str:
+    """What the log and /api/health say when the small embedded model is served."""
+    return (
+        f"serving the small embedded default model ({model.path.name}), not Llama 2. To serve Llama 2: "
+        "accept Meta's licence on Hugging Face, log in (`hf auth login` or HF_TOKEN), run `make quantize` "
+        "(writes models/llama-2-7b-chat.Q4_K_M.gguf, which is then served by default), or set "
+        "LLAMA_SERVER_MODEL to any GGUF file"
+    )
 
 
 def chat_template(settings, metadata: dict[str, str]) -> tuple[str | None, str]:
@@ -50,7 +55,7 @@ def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format:
         "offload": plan.offload.as_dict(),
         "parallel": plan.as_dict(),
         "default_model": model.is_default,
-        **({"notice": DEFAULT_MODEL_NOTICE} if model.is_default else {}),
+        **({"notice": default_model_notice(model)} if model.is_default else {}),
     }
 
 
@@ -93,4 +98,4 @@ def announce(info: dict, model) -> None:
     )
     if model.is_default:
         banner = "!" * 78
-        log.warning("%s\n%s\n%s", banner, DEFAULT_MODEL_NOTICE, banner)
+        log.warning("%s\n%s\n%s", banner, default_model_notice(model), banner)

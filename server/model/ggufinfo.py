@@ -24,6 +24,7 @@ _STRING, _ARRAY = 8, 9
 class GGUFInfo:
     metadata: dict[str, object]  # scalars and strings; arrays as their length
     tensor_bytes: dict[str, int]  # tensor name -> bytes in the file
+    arrays: frozenset[str] = frozenset()  # the metadata keys that hold arrays
 
 
 class _Cursor:
@@ -63,10 +64,13 @@ def read_gguf_info(path: Path) -> GGUFInfo:
             raise ValueError(f"not a GGUF file: {path}")
         cur.pos = 4
         _version, n_tensors, n_kv = cur.take("<I"), cur.take("<Q"), cur.take("<Q")
-        metadata = {}
+        metadata, arrays = {}, set()
         for _ in range(n_kv):
             key = cur.string()
-            metadata[key] = cur.value(cur.take("<I"))
+            kind = cur.take("<I")
+            metadata[key] = cur.value(kind)
+            if kind == _ARRAY:
+                arrays.add(key)
         sizes = {}
         for _ in range(n_tensors):
             name = cur.string()
@@ -77,4 +81,4 @@ def read_gguf_info(path: Path) -> GGUFInfo:
             for d in dims:
                 elements *= d
             sizes[name] = elements // block * block_bytes
-        return GGUFInfo(metadata, sizes)
+        return GGUFInfo(metadata, sizes, frozenset(arrays))

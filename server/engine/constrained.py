@@ -4,11 +4,13 @@ As llama.cpp's common sampler does: sample as if unconstrained, ask the grammar 
 that one token, and only when it is rejected mask the candidates and sample again.
 Masking the whole vocabulary costs about 100 ms for Gemma's 262k tokens (the grammar
 decodes every piece), so the mask is first applied to the best 64 candidates by
-logit, then the best 4096, and to all of them only when neither holds a token the
-draw needs. That is exact, not an approximation: an allowed token outside the best N
-has a lower logit than every token inside, so greedy picks the same token, and so
-does a top-k draw once the subset holds k allowed tokens (with top_k 0 the draw
-needs every allowed token: the whole vocabulary is masked).
+logit, then the best 4096, and to all of them only when neither holds what the draw
+needs. That is exact, not an approximation: an allowed token outside the best N has
+a lower logit than every token inside, so greedy picks the same token, a top-k draw
+too once the subset holds k allowed tokens, and so does a draw whose min-p would
+drop every token outside (their logits are all below the best allowed one's plus
+ln(min_p)); top-p is applied before min-p in the chain, so with both on, the
+last case may move top-p's cut by tokens that min-p then drops.
 
 Two rules llama.cpp's sampler leaves to its caller:
   - the answer ends when the grammar is complete and the model's choice does not
@@ -106,9 +108,8 @@ class ConstrainedSampler:
 
     def _masked(self, logits: np.ndarray) -> int:
         """The draw over the tokens the grammar allows, trying the best-logit subsets first."""
-        top_k = 1 if self._chain is None else self.params.top_k
-        best = np.argpartition(logits, -SUBSETS[-1])[-SUBSETS[-1] :] if top_k > 0 else None
-        for size in (*SUBSETS, self.n_vocab) if top_k > 0 else (self.n_vocab,):
+        best = np.argpartition(logits, -SUBSETS[-1])[-SUBSETS[-1] :]
+        for size in (*SUBSETS, self.n_vocab):
             if size >= self.n_vocab:
                 ids = self._candidates.every_id
             elif size == SUBSETS[-1]:
@@ -117,13 +118,23 @@ class ConstrainedSampler:
                 ids = best[np.argpartition(logits[best], -size)[-size:]]
             cand = self._candidates
             cand.fill(ids, logits[ids])
+            floor = float(cand.logits.min())  # every token outside the subset has at most this logit
             if self._blank_run >= WHITESPACE_RUN:
                 cand.logits[self._blank_mask(cand.ids)] = -np.inf
             self.grammar.mask(cand)
-            allowed = int(np.isfinite(cand.logits).sum())
-            if allowed >= top_k or (allowed and size >= self.n_vocab):
+            allowed = np.isfinite(cand.logits)
+            if allowed.any() and (size >= self.n_vocab or self._enough(int(allowed.sum()), cand, floor)):
                 return self._draw(cand)
         raise GrammarStuck("no token of the vocabulary fits the grammar")
+
+    def _enough(self, allowed: int, cand: Candidates, floor: float) -> bool:
+        """Whether a draw over this subset's allowed tokens is the draw over all allowed tokens:
+        greedy needs one (the best allowed token is inside); top-k needs k; and no token outside
+        could pass min-p (they are all below the best allowed logit + ln(min_p))."""
+        p = self.params
+        if self._chain is None or (p.top_k > 0 and allowed >= p.top_k):
+            return True
+        return p.min_p > 0 and floor < float(cand.logits.max()) + float(np.log(p.min_p))
 
     def _draw(self, cand: Candidates) -> int:
         if self._chain is None:

@@ -103,10 +103,15 @@ def test_subset_masking_picks_what_masking_the_whole_vocabulary_picks(decoder):
     vocab, n, eos = decoder._vocab, decoder.n_vocab, decoder.token_eos
     rng = np.random.default_rng(3)
     whole = Candidates(n)
-    for case in range(8):
-        gbnf = "root ::= [0-9]+" if case < 4 else "root ::= [a-z]+"
+    digits = [decoder.tokenize(str(d), add_bos=False)[0] for d in range(10)]
+    for case in range(12):
+        gbnf = "root ::= [0-9]+" if case < 4 or case >= 8 else "root ::= [a-z]+"
         logits = rng.normal(size=n).astype(np.float32) * 3
-        params = SamplingParams(repeat_penalty=1.0, temperature=0.0 if case % 2 == 0 else 0.8, top_k=5, seed=case)
+        if case >= 8:  # the digits far ahead: a few allowed tokens, and min-p drops everything else
+            logits[digits] += 25
+        # Sampled: top-k with min-p off, or min-p with top-p off (see constrained.py's docstring).
+        sampled = dict(top_k=5, min_p=0.0) if case % 4 == 1 else dict(top_k=40, min_p=0.05, top_p=1.0)
+        params = SamplingParams(repeat_penalty=1.0, temperature=0.0 if case % 2 == 0 else 0.8, seed=case, **sampled)
         fast = ConstrainedSampler(LlamaGrammar(vocab, gbnf), params, n, eos, decoder._pieces, Candidates(n))
         plain = ConstrainedSampler(LlamaGrammar(vocab, gbnf), params, n, eos, decoder._pieces, Candidates(n))
         got = fast.sample(logits.copy(), [])

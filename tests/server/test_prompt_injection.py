@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from conversion.convert import convert
+from conversion.converter import convert
 from server.engine.engine import Engine
 from server.model.chat_templates import GEMMA as GEMMA_TEMPLATE
 from server.model.files import ModelChoice

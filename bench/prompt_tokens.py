@@ -64,7 +64,7 @@ FORGED = {
 
 
 def chatml_model(work: Path) -> Path:
-    from conversion.convert import convert
+    from conversion.converter import convert
     from tests.tiny_llama import write_tiny_chatml
 
     return convert(write_tiny_chatml(work / "tiny-chatml"), work / "tiny-chatml.gguf", progress=False)

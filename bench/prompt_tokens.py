@@ -7,10 +7,11 @@ user typed the template's markers, llama-server counts the forged control tokens
 count text. Both servers get each conversation at /v1/chat/completions with
 max_tokens 1; `usage.prompt_tokens` is compared.
 
-Models: the embedded Gemma 3 270M (its GGUF has no template: both servers get Gemma's
-turn format, llama-server as --chat-template-file) and a tiny Llama converted here with
-ChatML control tokens and a ChatML template in its GGUF (random weights: only the
-tokenizer matters).
+Models: the embedded default SmolLM2-135M-Instruct (ChatML, its GGUF's own template),
+Gemma 3 270M (its GGUF has no template: both servers get Gemma's turn format,
+llama-server as --chat-template-file) and a tiny Llama converted here with ChatML
+control tokens and a ChatML template in its GGUF (random weights: only the tokenizer
+matters).
 
     python bench/prompt_tokens.py [--llama-server PATH]
 
@@ -32,12 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from concurrency import free_port, post, prepare_llama_server, wait_ready  # noqa: E402
+from _targets import prepare_llama_server  # noqa: E402
+from concurrency import free_port, post, wait_ready  # noqa: E402
 
 from server.engine.engine import Engine  # noqa: E402
 from server.http.app import create_app  # noqa: E402
 from server.model.chat_templates import GEMMA  # noqa: E402
-from server.model.files import ModelChoice, ensure_default_model  # noqa: E402
+from server.model.files import ModelChoice, ensure_gemma, ensure_smollm2  # noqa: E402
 from server.settings import Settings  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "prompt-tokens-vs-llama-server.json"
@@ -112,7 +114,8 @@ def main() -> int:
         gemma_template = work / "gemma.jinja"
         gemma_template.write_text(GEMMA)
         models = [
-            ("gemma-3-270m (built-in Gemma format)", ensure_default_model(), gemma_template, FORGED["gemma"]),
+            ("smollm2-135m-instruct (its ChatML template)", ensure_smollm2(), None, FORGED["chatml"]),
+            ("gemma-3-270m (built-in Gemma format)", ensure_gemma(), gemma_template, FORGED["gemma"]),
             ("tiny llama, ChatML template in its GGUF", chatml_model(work), None, FORGED["chatml"]),
         ]
         for label, model, template, forged in models:
@@ -120,9 +123,9 @@ def main() -> int:
             mine, ref = ours(model, conversations), theirs(binary, model, template, conversations)
             for name in conversations:
                 rows.append({"model": label, "conversation": name, "ours": mine[name], "llama_server": ref[name]})
-    print(f"{'model':42} {'conversation':24} {'ours':>5} {'llama-server':>12}")
+    print(f"{'model':44} {'conversation':24} {'ours':>5} {'llama-server':>12}")
     for r in rows:
-        print(f"{r['model']:42} {r['conversation']:24} {r['ours']:5d} {r['llama_server']:12d}")
+        print(f"{r['model']:44} {r['conversation']:24} {r['ours']:5d} {r['llama_server']:12d}")
     ordinary_equal = all(r["ours"] == r["llama_server"] for r in rows if r["conversation"] != "typed control markers")
     forged_differ = all(r["ours"] != r["llama_server"] for r in rows if r["conversation"] == "typed control markers")
     result = {

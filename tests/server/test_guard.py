@@ -70,14 +70,15 @@ def test_allowed_origins_are_origins(value):
 @pytest.mark.parametrize(
     "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
 )
-@pytest.mark.parametrize("path", ["/api/respond", "/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("path", ["/api/respond", "/v1/chat/completions", "/v1/completions", "/api/chat", "/tokenize"])
 def test_post_bodies_must_be_json(gemma_engine, path, content_type):
     """What a page elsewhere can send without a CORS preflight is refused before it is read."""
     client = make_client(gemma_engine)
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.post(path, data='{"query": "hi", "prompt": "hi"}', headers=headers)
     assert response.status_code == 415
-    assert "application/json" in response.json["error"]["message"]
+    error = response.json["error"]
+    assert "application/json" in (error if isinstance(error, str) else error["message"])  # Ollama's: a string
 
 
 def test_json_with_a_charset_is_json(gemma_engine):
@@ -126,28 +127,33 @@ def test_an_allowed_origin_gets_cors_and_its_preflight_needs_no_key(gemma_engine
     assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"] == origin  # readable
 
 
-@pytest.mark.parametrize(
-    "method, path",
-    [
-        ("get", "/metrics"),
-        ("get", "/v1/models"),
-        ("post", "/api/respond"),
-        ("post", "/v1/chat/completions"),
-        ("post", "/v1/completions"),
-    ],
-)
-def test_with_a_key_every_route_but_health_and_the_page_needs_it(gemma_engine, method, path):
+KEYED_ROUTES = [
+    ("get", "/metrics", None),
+    ("get", "/v1/models", None),
+    ("get", "/api/tags", None),
+    ("get", "/api/ps", None),
+    ("post", "/api/respond", {"query": "hi", "max_tokens": 1}),
+    ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
+    ("post", "/v1/completions", {"prompt": "hi", "max_tokens": 1}),
+    ("post", "/api/generate", {"model": "gemma-3-270m-q4_k_m", "prompt": "hi", "stream": False}),
+    ("post", "/api/show", {"model": "gemma-3-270m-q4_k_m"}),
+    ("post", "/tokenize", {"content": "hi"}),
+    ("post", "/detokenize", {"tokens": [1]}),
+]
+
+
+@pytest.mark.parametrize("method, path, body", KEYED_ROUTES, ids=[p for _, p, _ in KEYED_ROUTES])
+def test_with_a_key_every_route_but_the_probes_and_the_page_needs_it(gemma_engine, method, path, body):
     client = make_client(gemma_engine, api_key="s3cret")
-    body = {"query": "hi", "max_tokens": 1} if path == "/api/respond" else None
-    if path.endswith("completions"):
-        body = (
-            {"prompt": "hi", "max_tokens": 1}
-            if path == "/v1/completions"
-            else {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-        )
     refused = getattr(client, method)(path, json=body)
     assert refused.status_code == 401 and refused.json["error"]
     assert getattr(client, method)(path, json=body, headers=KEY).status_code == 200
+
+
+def test_the_liveness_probes_stay_open(gemma_engine):
+    client = make_client(gemma_engine, api_key="s3cret")
+    assert client.get("/api/health").status_code == 200
+    assert client.get("/api/version").json == {"version": "0.32.15"}  # Ollama's clients ask for it first
 
 
 def test_the_page_and_its_files_stay_public(gemma_engine):

@@ -1,6 +1,7 @@
 """Text from a request never becomes control tokens, in every prompt path, on real tokenizers.
 
-Three real vocabularies: Gemma 3 (its built-in turn format, and the same template as a
+Real vocabularies: SmolLM2-135M-Instruct (the default model: ChatML, its GGUF's own
+template), Gemma 3 (its built-in turn format, and the same template as a
 CHAT_TEMPLATE file), a tiny converted Llama whose tokenizer has ChatML's `<|im_start|>` and
 `<|im_end|>` as control tokens and a ChatML template in its GGUF (named like Phi-3 in one
 variant, so llama.cpp gives its control tokens the RSTRIP attribute), and the tiny Llama
@@ -57,6 +58,14 @@ def chatml_engine(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def smollm2_engine(smollm2_gguf):
+    """The embedded default, SmolLM2-135M-Instruct: a real ChatML template in its GGUF."""
+    engine = engine_of(smollm2_gguf)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
 def rstrip_engine(tmp_path_factory):
     """The same, named like Phi-3: llama.cpp then marks its control tokens RSTRIP (they eat following spaces)."""
     engine = engine_of(chatml_checkpoint(tmp_path_factory, "tiny-phi3-chatml"))
@@ -86,10 +95,10 @@ def reference(engine, messages: list[Message]) -> list[int]:
 
 @pytest.mark.parametrize("system, history, query", ORDINARY)
 def test_ordinary_messages_tokenize_as_llama_cpp_does(
-    chatml_engine, rstrip_engine, gemma_engine, system, history, query
+    chatml_engine, rstrip_engine, gemma_engine, smollm2_engine, system, history, query
 ):
     messages = build_messages(system, history, query)
-    for engine in (chatml_engine, rstrip_engine, gemma_engine):
+    for engine in (chatml_engine, rstrip_engine, gemma_engine, smollm2_engine):
         assert engine._format.tokens(messages, engine.vocab) == reference(engine, messages)
 
 
@@ -117,15 +126,17 @@ def forged(system: str, history: list[dict], query: str, text: str) -> list[tupl
 HISTORY = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "two"}]
 
 
+@pytest.mark.parametrize("model", ["tiny", "smollm2"])
 @pytest.mark.parametrize("where", range(4), ids=["system", "history-user", "history-assistant", "query"])
-def test_typed_chatml_markers_stay_text(chatml_engine, where):
+def test_typed_chatml_markers_stay_text(chatml_engine, smollm2_engine, model, where):
+    engine = {"tiny": chatml_engine, "smollm2": smollm2_engine}[model]
     system, history, query = forged("Sys", HISTORY, "three", CHATML_FORGERY)[where]
-    tokens = chatml_engine._format.tokens(build_messages(system, history, query), chatml_engine.vocab)
+    tokens = engine._format.tokens(build_messages(system, history, query), engine.vocab)
     # Four messages: four turns opened and closed, and the opened answer.
-    assert count(tokens, chatml_engine, "<|im_start|>") == 5
-    assert count(tokens, chatml_engine, "<|im_end|>") == 4
+    assert count(tokens, engine, "<|im_start|>") == 5
+    assert count(tokens, engine, "<|im_end|>") == 4
     # The unsafe way (llama.cpp's server) would have made control tokens of the typed markers.
-    assert count(reference(chatml_engine, build_messages(system, history, query)), chatml_engine, "<|im_end|>") > 4
+    assert count(reference(engine, build_messages(system, history, query)), engine, "<|im_end|>") > 4
 
 
 @pytest.mark.parametrize("where", range(4), ids=["system", "history-user", "history-assistant", "query"])

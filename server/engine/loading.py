@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from server.engine.batching import BatchDecoder
 from server.model import describe
-from server.model.parallel import plan_parallel
+from server.model.parallel import available_ram, plan_parallel
 from server.model.prompt import Vocab, choose_format
 
 
@@ -63,17 +63,26 @@ def decoder_settings(settings, plan) -> dict:
     )
 
 
-# CACHE_RAM=auto while any of the KV cache is in RAM. With every layer on the GPU, a prompt is
-# recomputed faster than its state crosses PCIe twice: on an H100, 8 clients got 600 tokens/s
-# with the RAM cache and 817 without (bench/results/gpu-concurrency-cache-ram-*.json).
+# CACHE_RAM=auto while any of the KV cache is in RAM: the smaller of 2 GiB and a tenth of the
+# RAM available at start, so the cache never crowds out the model or the rest of the machine.
+# With every layer on the GPU, a prompt is recomputed faster than its state crosses PCIe twice:
+# on an H100, 8 clients got 600 tokens/s with the RAM cache and 817 without
+# (bench/results/gpu-concurrency-cache-ram-*.json), so auto turns it off there.
 AUTO_CACHE_RAM_MIB = 2048
+AUTO_CACHE_RAM_SHARE = 0.1
 
 
-def cache_ram_mib(settings, plan) -> int:
+def cache_ram_mib(settings, plan, ram_bytes: int | None = -1) -> int:
+    """MiB for the RAM prompt cache; `ram_bytes`: what is available (-1 reads it)."""
     if settings.cache_ram != "auto":
         return settings.cache_ram
     offload = plan.offload
-    return 0 if offload.n_gpu_layers >= offload.total_layers else AUTO_CACHE_RAM_MIB
+    if offload.n_gpu_layers >= offload.total_layers:
+        return 0
+    ram = available_ram() if ram_bytes == -1 else ram_bytes
+    if ram is None:  # unknown: the fixed cap
+        return AUTO_CACHE_RAM_MIB
+    return min(AUTO_CACHE_RAM_MIB, int(ram * AUTO_CACHE_RAM_SHARE) >> 20)
 
 
 def vocab_of(decoder: BatchDecoder) -> Vocab:

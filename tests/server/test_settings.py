@@ -156,20 +156,27 @@ def test_unparsable_values_say_what_was_expected(name, value, expected):
     assert str(err.value) == f"{name}={value!r}: {expected}"
 
 
+GIB = 1 << 30
+
+
 @pytest.mark.parametrize(
-    "value,gpu_layers,total,mib",
+    "value,gpu_layers,total,ram,mib",
     [
-        ("auto", 0, 33, 2048),  # CPU only: the KV cache is in RAM, recomputing a prompt is slow
-        ("auto", 16, 33, 2048),  # partial offload: part of it still is
-        ("auto", 33, 33, 0),  # all on the GPU: recomputing beats copying states over PCIe
-        ("512", 33, 33, 512),
-        ("0", 0, 33, 0),  # a number is taken as it is
+        ("auto", 0, 33, 64 * GIB, 2048),  # CPU only: the KV cache is in RAM, recomputing a prompt is slow
+        ("auto", 16, 33, 64 * GIB, 2048),  # partial offload: part of it still is
+        ("auto", 0, 33, 8 * GIB, 819),  # a smaller machine: a tenth of what is available
+        ("auto", 0, 33, None, 2048),  # available RAM unknown: the cap
+        ("auto", 33, 33, 64 * GIB, 0),  # all on the GPU: recomputing beats copying states over PCIe
+        ("512", 33, 33, 64 * GIB, 512),
+        ("0", 0, 33, 64 * GIB, 0),  # a number is taken as it is
     ],
 )
-def test_cache_ram_auto_is_off_only_when_every_layer_is_on_the_gpu(value, gpu_layers, total, mib):
+def test_cache_ram_auto_follows_the_machine_and_is_off_when_every_layer_is_on_the_gpu(
+    value, gpu_layers, total, ram, mib
+):
     from types import SimpleNamespace
 
     from server.engine.loading import cache_ram_mib
 
     plan = SimpleNamespace(offload=SimpleNamespace(n_gpu_layers=gpu_layers, total_layers=total))
-    assert cache_ram_mib(Settings.from_env({"LLAMA_SERVER_CACHE_RAM": value}), plan) == mib
+    assert cache_ram_mib(Settings.from_env({"LLAMA_SERVER_CACHE_RAM": value}), plan, ram) == mib

@@ -20,8 +20,13 @@ bind = [f"{_settings.host}:{_settings.port}"]
 # Each worker holds its own model and context, so one by default; threads serve
 # concurrent connections while the engine's queue orders the work.
 workers = _settings.workers
-worker_class = "gthread"
+# gthread, except that a thread gets a request only once all of it has arrived (and a request
+# must arrive within READ_TIMEOUT): clients sending slowly, or not at all, cannot take the threads.
+worker_class = "server.http.worker.BufferingWorker"
 threads = _settings.http_threads
+# Connections open at once per worker (reading, answering or kept alive); when all are taken,
+# the ones that have been sending a request the longest make room.
+worker_connections = 1000
 # The model loads in each worker after fork (never in the master).
 preload_app = False
 # gthread workers heartbeat from their main loop, not from request threads, so this

@@ -228,6 +228,9 @@ class Settings:
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")
+    read_timeout: float = setting(
+        30.0, _float, _at_least(0.1), "seconds a client has to send a whole request (head and body), else 408"
+    )
     api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond and /v1", secret=True)
 
     def __post_init__(self) -> None:

@@ -3,6 +3,8 @@
 Side by side in one run, on the same model file and thread count:
   ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
   ours-p1          the same with one slot (requests served one at a time)
+  ours-gthread-pN  ours-pN on gunicorn's plain gthread worker instead of the server's own
+                   (which reads each request whole before a thread takes it)
   decoder-pN       the batching decoder in this process, no HTTP (its ceiling)
   llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
   llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp
@@ -172,7 +174,7 @@ def _ours_body(question: str, max_tokens: int) -> dict:
     }
 
 
-def _ours(fixed_slots: int | None):
+def _ours(fixed_slots: int | None, worker_class: str | None = None):
     def command(model, port, a):
         env = dict(
             LLAMA_SERVER_MODEL=str(model),
@@ -187,6 +189,7 @@ def _ours(fixed_slots: int | None):
             ROOT / ".venv" / "bin" / "gunicorn",
             "-c",
             "server/gunicorn.conf.py",
+            *(["--worker-class", worker_class] if worker_class else []),
             "server.http.app:create_app()",
         ], env
 
@@ -256,6 +259,9 @@ TARGETS = {
     for t in [
         Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
         Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
+        Target(
+            "ours-gthread-pN", lambda: None, _ours(None, "gthread"), "/api/respond", "/api/health", _ours_body, _usage
+        ),
         Target("decoder-pN", lambda: None, None, "", "", _chat, _usage),  # in-process, see InProcess
         Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models", _chat, _usage),
         Target(
@@ -527,6 +533,7 @@ def ratios(rows: list[dict], at: int) -> dict:
         ("decoder-pN", "llama-server-pN"),
         ("decoder-pN", "llama-cpp-python"),
         ("ours-pN", "ours-p1"),
+        ("ours-pN", "ours-gthread-pN"),
         ("llama-server-pN", "llama-server-p1"),
     ]
     return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in pairs if tps.get(a) and tps.get(b)}

@@ -160,7 +160,7 @@ def burst(base: str, rng: random.Random, ctx) -> list[tuple[int, bool]]:
 
 # Kind -> (function, weight): mostly real answers, with every odd case mixed in.
 KINDS = {
-    "plain": (plain, 5),
+    "plain": (plain, 6),
     "repeated": (repeated, 2),
     "stream": (stream, 3),
     "v1_stream": (v1_stream, 2),

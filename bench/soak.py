@@ -69,9 +69,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of `pid`: VmRSS in all, or RssAnon (the heap, without the mapped model file)."""
     with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 
 def worker_pid(master: int) -> int | None:
@@ -116,6 +117,7 @@ class Soak:
         worker = worker_pid(self.master)
         row = {"t_s": round(time.monotonic() - self.t0, 1), "master_rss": rss_bytes(self.master)}
         row["worker_rss"] = rss_bytes(worker) if worker else None
+        row["worker_rss_anon"] = rss_bytes(worker, "RssAnon") if worker else None
         try:
             health = requests.get(self.base + "/api/health", timeout=30).json()
             row["prompt_cache"] = health.get("prompt_cache")
@@ -159,17 +161,20 @@ def growth(samples: list[dict], warmup_s: float) -> dict:
     )
     cache_on = any((s.get("prompt_cache") or {}).get("limit_bytes") for s in rows)
     start = full_at if cache_on else warmup_s
-    after = [s["worker_rss"] for s in rows if start is not None and s["t_s"] >= start]
+    after = [s for s in rows if start is not None and s["t_s"] >= start]
     out = {"cache_on": cache_on, "cache_full_at_s": full_at, "growth_counted_from_s": start}
     if len(after) >= 6:
-        base, last = statistics.median(after[:3]), statistics.median(after[-3:])
-        out.update(
-            rss_at_start_bytes=int(base),
-            rss_at_end_bytes=int(last),
-            rss_max_bytes=max(after),
-            growth=round(last / base - 1, 4),
-            growth_ok=last / base - 1 <= GROWTH_LIMIT,
-        )
+        for key, name in (("worker_rss", "rss"), ("worker_rss_anon", "rss_anon")):
+            values = [s[key] for s in after]
+            base, last = statistics.median(values[:3]), statistics.median(values[-3:])
+            out[name] = {
+                "at_start_bytes": int(base),
+                "at_end_bytes": int(last),
+                "max_bytes": max(values),
+                "growth": round(last / base - 1, 4),
+                "max_growth": round(max(values) / base - 1, 4),
+            }
+        out["growth_ok"] = out["rss"]["growth"] <= GROWTH_LIMIT
     return out
 
 
@@ -216,7 +221,8 @@ def run(a: argparse.Namespace, base: str, proc: subprocess.Popen, out: Path) -> 
         write(soak.report(finished=False), out)
         s = soak.samples[-1]
         print(
-            f"{s['t_s']:7.0f} s  worker RSS {(s['worker_rss'] or 0) / 2**20:7.1f} MiB  cache "
+            f"{s['t_s']:7.0f} s  worker RSS {(s['worker_rss'] or 0) / 2**20:7.1f} MiB "
+            f"(anon {(s['worker_rss_anon'] or 0) / 2**20:7.1f})  cache "
             f"{(s.get('prompt_cache') or {}).get('bytes', 0) / 2**20:7.1f} MiB  requests {s['requests']:6d}  "
             f"5xx {s['server_errors']}",
             flush=True,
@@ -248,12 +254,13 @@ def print_summary(result: dict, out: Path) -> None:
         print(f"{kind:18} {', '.join(f'{s}: {n}' for s, n in sorted(counts.items()))}")
     mem = result["memory"]
     print(f"\nserver errors (5xx): {result['server_errors_5xx']}, unexpected answers: {result['unexpected_answers']}")
-    if "growth" in mem:
-        print(
-            f"worker RSS from {mem['growth_counted_from_s']} s: {mem['rss_at_start_bytes'] / 2**20:.1f} MiB -> "
-            f"{mem['rss_at_end_bytes'] / 2**20:.1f} MiB (growth {mem['growth']:+.2%}, max "
-            f"{mem['rss_max_bytes'] / 2**20:.1f} MiB)"
-        )
+    if "rss" in mem:
+        for name in ("rss", "rss_anon"):
+            m = mem[name]
+            print(
+                f"worker {name} from {mem['growth_counted_from_s']} s: {m['at_start_bytes'] / 2**20:.1f} MiB -> "
+                f"{m['at_end_bytes'] / 2**20:.1f} MiB (growth {m['growth']:+.2%}, max {m['max_bytes'] / 2**20:.1f} MiB)"
+            )
     else:
         print("too few samples after the cache filled (or warm-up) to judge growth")
     print(f"results: {out.relative_to(ROOT)}")

@@ -5,6 +5,9 @@ A bad setting or model path stops here, in the master, with one line naming it.
 """
 
 import sys
+import threading
+
+from gunicorn.arbiter import Arbiter
 
 from server.model.files import ModelFileError, resolve_model
 from server.settings import Settings, SettingsError
@@ -41,9 +44,28 @@ control_socket_disable = True
 accesslog = "-"
 
 
+def _app_state(worker):
+    app = getattr(worker, "wsgi", None)
+    return getattr(app, "extensions", {}).get("laptop_llama") if app is not None else None
+
+
+def post_worker_init(worker):
+    """A model that fails to load stops the whole server, rather than leaving a worker that
+    answers 503 forever: the engine logs one line saying why, and the worker exits with
+    APP_LOAD_ERROR, on which gunicorn's master halts with that exit code."""
+    state = _app_state(worker)
+    if state is None or not hasattr(worker, "stop_with"):
+        return
+
+    def watch() -> None:
+        if not state.engine.wait_ready() and state.engine.state == "failed":
+            worker.stop_with(Arbiter.APP_LOAD_ERROR)
+
+    threading.Thread(target=watch, name="load-watch", daemon=True).start()
+
+
 def worker_exit(server, worker):
     """Free the model cleanly once the worker's requests are done."""
-    app = getattr(worker, "wsgi", None)
-    state = getattr(app, "extensions", {}).get("laptop_llama") if app is not None else None
+    state = _app_state(worker)
     if state is not None:
         state.engine.close(timeout=5)

@@ -148,20 +148,6 @@ def _split_ok(v) -> str | None:
     return None if v is None or (all(x >= 0 for x in v) and sum(v) > 0) else "must be non-negative weights, not all 0"
 
 
-def _model_ok(v) -> str | None:
-    if v is None:
-        return None
-    from pathlib import Path
-
-    from server.model.files import ModelFileError, check_gguf
-
-    try:
-        check_gguf(Path(v).expanduser())
-    except ModelFileError as exc:
-        return str(exc)
-    return None
-
-
 def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = "", factory=None, secret=False):
     meta = {"parse": parse, "check": check, "help": help}
     if factory is not None:
@@ -175,7 +161,8 @@ AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/model/parall
 
 @dataclass(frozen=True)
 class Settings:
-    model: str | None = setting(None, _optional_str, _model_ok, "GGUF file to serve (default: models/)")
+    # Checked (exists, a whole GGUF file) by the entry points through server/model/files.py.
+    model: str | None = setting(None, _optional_str, None, "GGUF file to serve (default: models/)")
     n_ctx: int = setting(4096, _int, _at_least(64), "context of one request in tokens (every slot gets this much)")
     n_threads: int = setting(None, _int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
     n_batch: int = setting(512, _int, _at_least(1), "prompt tokens per batch")

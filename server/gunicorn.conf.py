@@ -9,12 +9,12 @@ import threading
 
 from gunicorn.arbiter import Arbiter
 
-from server.model.files import ModelFileError, resolve_model
+from server.model.files import ModelFileError, check_model_files
 from server.settings import Settings, SettingsError
 
 try:
     _settings = Settings.from_env()
-    resolve_model(_settings.model)  # also assembles the embedded default once, before any fork
+    check_model_files(_settings)  # also makes the embedded default once, before any fork
 except (SettingsError, ModelFileError) as exc:
     sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
     sys.exit(2)

@@ -18,28 +18,34 @@ import ctypes
 import itertools
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
+from server.engine import vocabtext
 from server.engine.decoder_types import (
     DecodeError,
     DecoderConfig,
     DecoderStats,
     Ended,
+    Event,
     PromptTooLongError,
     Timings,
     Usage,
     context_params,
 )
+from server.engine.draft_model import DraftModel
+from server.engine.drafts import DraftSource, NgramDraft
 from server.engine.promptcache import PromptCache
 from server.engine.request import Delta, SamplingParams
 from server.engine.sampling import build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
+from server.engine.speculative import DraftState, Speculator
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,13 @@ class BatchDecoder:
     because llama.cpp's context is not thread-safe.
     """
 
-    def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext, cfg: DecoderConfig) -> None:
+    def __init__(
+        self,
+        model: _internals.LlamaModel,
+        ctx: _internals.LlamaContext,
+        cfg: DecoderConfig,
+        speculator: Speculator | None = None,
+    ) -> None:
         self.cfg, self._model, self._ctx = cfg, model, ctx
         self._vocab, self._c = model.vocab, ctx.ctx
         self._mem = lc.llama_get_memory(self._c)
@@ -81,15 +93,16 @@ class BatchDecoder:
         ram = PromptCache(self._c, cfg.cache_ram_mib << 20) if cfg.cache_ram_mib else None
         self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache, ram)
         self._slots = self._table.slots
-        self._inbox: collections.deque = collections.deque()  # (op, Sequence) from any thread
+        self._inbox: collections.deque[tuple[str, Sequence]] = collections.deque()  # (op, Sequence) from any thread
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._ids = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
         self._memory = (0, 0, 0, 0, 0 if self._table.ram is None else self._table.ram.limit)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
+        self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
 
     @classmethod
-    def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
+    def load(cls, model_path: str | Path, **settings: Any) -> "BatchDecoder":
         """Load the weights once and create the shared context (settings: DecoderConfig fields)."""
         cfg = DecoderConfig(**settings)
         _logger.set_verbose(cfg.verbose)
@@ -109,34 +122,48 @@ class BatchDecoder:
                 f"the KV cache gives each of {cfg.n_parallel} slots {per_seq} tokens, "
                 f"fewer than n_ctx_per_seq={cfg.n_ctx_per_seq}: lower one of them"
             )
-        return cls(model, ctx, cfg)
+        try:
+            speculator = make_speculator(cfg, model)
+        except Exception:
+            ctx.close()
+            model.close()
+            raise
+        return cls(model, ctx, cfg, speculator)
 
     # --- model facts, so the caller needs no second copy of the weights ---------------
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
-        return self._model.tokenize(text.encode("utf-8"), add_bos, special)
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
-        return self._model.detokenize(tokens, special).decode("utf-8", errors="replace")
+        return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))
+
+    def text_of(self, tokens: list[int]) -> str:
+        """Tokens -> text as /detokenize gives it (server/engine/vocabtext.py); any thread."""
+        return vocabtext.detokenize(self._vocab, tokens)
+
+    def piece_of(self, token: int) -> bytes:
+        return vocabtext.piece(self._vocab, token)
 
     def metadata(self) -> dict[str, str]:
-        return self._model.metadata()
+        return dict(self._model.metadata())
 
     def chat_template(self) -> str | None:
         raw = lc.llama_model_chat_template(self._model.model, None)
-        return raw.decode("utf-8") if raw else None
+        return str(raw.decode("utf-8")) if raw else None
 
     def token_text(self, token: int) -> str:
-        return self._model.token_get_text(token)
+        return str(self._model.token_get_text(token))
 
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
     add_bos = property(lambda self: bool(self._model.add_bos_token()))
+    n_vocab = property(lambda self: self._n_vocab)
     n_ctx_train = property(lambda self: self._model.n_ctx_train())
     n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
     n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
-    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]) -> Sequence:
+    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]) -> Sequence:
         """Queue a request; it joins the batch at the next step with a free slot."""
         if not prompt:
             raise ValueError("empty prompt")
@@ -175,7 +202,10 @@ class BatchDecoder:
 
     def stats(self) -> DecoderStats:
         """Counters for health and metrics; safe from any thread (KV use as of the last step)."""
-        return self._stats.snapshot(self.active, self.waiting, *self._memory)
+        stats = self._stats.snapshot(self.active, self.waiting, *self._memory)
+        if self._spec is None:
+            return stats
+        return replace(stats, draft_tokens=self._spec.drafted, draft_accepted=self._spec.accepted)
 
     def clear_cache(self) -> None:
         """Drop the prefix caches of idle slots (all their KV cells)."""
@@ -242,23 +272,33 @@ class BatchDecoder:
             # Greedy sequences need no chain: see sampling.greedy_token.
             banned = self._eog_tokens() if seq.params.ignore_eos else None
             seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
+            if self._spec is not None and seq.chain is None:  # sampled requests decode plainly
+                seq.spec = self._spec.begin(slot.id, seq.prompt)
             seq.t_start = time.perf_counter()
 
     def _fill_batch(self) -> int:
         """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
         cfg, n = self.cfg, 0
         running = [s.seq for s in self._slots if s.seq is not None]
+        self._plan_drafts(running)
         for seq in running:
+            assert seq.slot is not None  # every running sequence holds one
             seq.n_feed, seq.i_batch = 0, -1
             if seq.state == DECODING:
-                self._tok[n], self._pos[n], self._logits[n] = seq.next_token, seq.n_past, 1
-                self._seq_ids[n][0] = seq.slot.id
-                seq.n_feed, seq.i_batch = 1, n
-                n += 1
+                # Its next token, then its draft (if any), every position with logits to verify it.
+                tokens = (seq.next_token, *seq.spec.draft) if seq.spec is not None else (seq.next_token,)
+                end = n + len(tokens)
+                self._tok[n:end] = tokens
+                self._pos[n:end] = np.arange(seq.n_past, seq.n_past + len(tokens), dtype=np.int32)
+                self._logits[n:end] = 1
+                for i in range(n, end):
+                    self._seq_ids[i][0] = seq.slot.id
+                seq.n_feed, seq.i_batch, n = len(tokens), n, end
         # While others decode, a prompt gets only `prefill_chunk` tokens per step so
         # their streams keep advancing; alone it may fill the whole batch.
         budget = min(cfg.n_batch - n, cfg.prefill_chunk if n else cfg.n_batch)
         for seq in sorted((s for s in running if s.state == PREFILL), key=lambda s: s.id):
+            assert seq.slot is not None
             k = min(budget, len(seq.prompt) - seq.n_past)
             if k <= 0:
                 break
@@ -274,8 +314,33 @@ class BatchDecoder:
         self._batch.batch.n_tokens = n
         return n
 
+    def _plan_drafts(self, running: list[Sequence]) -> None:
+        """Drafts for this step's decoding sequences (none while a prompt is being evaluated:
+        the batch is busy already)."""
+        if self._spec is None:
+            return
+        decoding = [s for s in running if s.state == DECODING]
+        candidates: list[tuple[int, DraftState, list[int], int]] = []
+        if not any(s.state == PREFILL for s in running):
+            candidates = [
+                (s.slot.id, s.spec, [*s.prompt, *s.tokens], self._draft_room(s))
+                for s in decoding
+                if s.spec is not None and s.slot is not None
+            ]
+        for s in decoding:
+            if s.spec is not None:
+                s.spec.draft = ()
+        self._spec.plan(candidates, len(decoding))
+
+    def _draft_room(self, seq: Sequence) -> int:
+        """How many drafted tokens `seq` could still use: answer length and context left."""
+        return min(seq.params.max_tokens - seq.n_generated - 1, self.cfg.n_ctx_per_seq - seq.n_past - 2)
+
     def _after_decode(self, seq: Sequence) -> None:
+        if seq.state == DECODING and seq.spec is not None and seq.spec.draft:
+            return self._after_verify(seq)
         slot = seq.slot
+        assert slot is not None
         if seq.state == DECODING:
             slot.cached.append(seq.next_token)
         else:
@@ -284,14 +349,36 @@ class BatchDecoder:
         if seq.i_batch >= 0:
             self._on_token(seq, self._sample(seq))
 
-    def _sample(self, seq: Sequence) -> int:
+    def _after_verify(self, seq: Sequence) -> None:
+        """Keep the longest prefix of `seq`'s draft the target agrees with, plus the target's
+        own next token; drop the rejected draft's KV cells."""
+        slot, spec, speculator, base = seq.slot, seq.spec, self._spec, seq.n_past
+        assert slot is not None and spec is not None and speculator is not None  # only called with a draft
+        draft = spec.draft
+        out = speculator.accept(spec, lambda i, kept: self._sample(seq, seq.i_batch + i, kept))
+        kept = len(out) - 1
+        if kept < len(draft):
+            lc.llama_memory_seq_rm(self._mem, slot.id, base + 1 + kept, -1)
+        slot.cached.append(seq.next_token)
+        slot.cached.extend(draft[:kept])
+        seq.n_past = base + 1 + kept
+        for token in out:
+            self._on_token(seq, token)
+            if seq.state == DONE:
+                return
+
+    def _sample(self, seq: Sequence, i: int | None = None, extra: list[int] | tuple[int, ...] = ()) -> int:
+        """The token for the logits at batch row `i` (default: the sequence's own row);
+        `extra`: tokens accepted after seq.tokens but not yet emitted (a verified draft)."""
+        i = seq.i_batch if i is None else i
         if seq.chain is not None:
-            return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, i), shape=(self._n_vocab,))
         p = seq.params
         if p.ignore_eos:
             logits[self._eog_tokens()] = -np.inf
-        recent = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
+        history = [*seq.tokens, *extra] if extra else seq.tokens
+        recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         return greedy_token(logits, recent, p.repeat_penalty)
 
     def _eog_tokens(self) -> list[int]:
@@ -328,6 +415,8 @@ class BatchDecoder:
                 if seq.state == DONE:  # its consumer failed and it ended as an error
                     return
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
+        if self._spec is not None and seq.spec is not None and seq.slot is not None:
+            self._spec.end(seq.slot.id)
         free_sampler_chain(seq.chain)
         seq.chain = None
         if seq.slot is not None:
@@ -335,7 +424,7 @@ class BatchDecoder:
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
         self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), Timings.of(seq)))
 
-    def _emit(self, seq: Sequence, event: object) -> None:
+    def _emit(self, seq: Sequence, event: Event) -> None:
         try:
             seq.on_event(event)
         except Exception:  # a broken consumer must not stop the other streams: end only its own
@@ -351,3 +440,18 @@ class BatchDecoder:
         self._batch.close()
         self._ctx.close()
         self._model.close()
+
+
+def make_speculator(cfg: DecoderConfig, model: _internals.LlamaModel) -> Speculator | None:
+    """The draft source the settings ask for (a draft model is loaded here, once)."""
+    if cfg.speculative == "off":
+        return None
+    source: DraftSource
+    if cfg.speculative == "ngram" or cfg.draft_model is None:
+        source = NgramDraft()
+    else:
+        target = (model.n_vocab(), model.token_bos(), model.token_eos())
+        source = DraftModel(
+            cfg.draft_model, cfg.n_parallel, cfg.n_ctx_per_seq, cfg.draft_n_gpu_layers, cfg.n_threads, target
+        )
+    return Speculator(source, cfg.draft_max, min(cfg.draft_step_tokens, cfg.n_batch))

@@ -24,14 +24,28 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from server.engine.decoder_types import DecodeError, DecoderStats, Ended
+from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
 from server.engine.generation import Generation, GenerationRequest, done_event
-from server.engine.protocol import Decoder
+from server.engine.protocol import Decoder, Handle
 from server.engine.request import Delta, Done, Request
-from server.errors import GenerationFailed, ModelFailed, ModelLoading, PromptTooLong, QueueFull, RequestTimeout
-from server.model.prompt import Message, with_one_bos
+from server.errors import (
+    GenerationFailed,
+    InvalidRequest,
+    ModelFailed,
+    ModelLoading,
+    PromptTooLong,
+    QueueFull,
+    RequestTimeout,
+)
+from server.model.files import ModelChoice
+from server.model.prompt import Message, PromptFormat, Vocab, with_one_bos
+from server.settings import Settings
+
+if TYPE_CHECKING:  # loading imports the decoder; the worker imports it when it starts
+    from server.engine.batching import BatchDecoder
+    from server.engine.loading import Loader
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +56,7 @@ ERRORS: dict[str, Callable[[], Exception]] = {
     "timeout": lambda: RequestTimeout("the answer did not complete within the request timeout"),
     "error": GenerationFailed,
 }
-STATE_ERRORS = {
+STATE_ERRORS: dict[str, Callable[[], Exception]] = {
     "loading": lambda: ModelLoading("the model is still loading"),
     "failed": lambda: ModelFailed("the model failed to load; see the server log"),
     "stopped": lambda: ModelFailed("the server is shutting down"),
@@ -58,6 +72,8 @@ class _Running:
     """A generation handed to the decoder, and why the engine stopped it (if it did)."""
 
     __slots__ = ("generation", "handed", "seq", "reason", "ended")
+    seq: Handle  # the decoder's, once added
+    reason: str | None
 
     def __init__(self, generation: Generation) -> None:
         self.generation, self.handed = generation, time.monotonic()
@@ -65,7 +81,19 @@ class _Running:
 
 
 class Engine:
-    def __init__(self, settings, model=None, decoder: Decoder | None = None, loader=None):
+    # Set on the worker thread by _load, before the state becomes "ready".
+    _decoder: Decoder
+    _vocab: Vocab
+    _format: PromptFormat
+    _n_slots: int
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ModelChoice | None = None,
+        decoder: BatchDecoder | None = None,
+        loader: Loader | None = None,
+    ) -> None:
         """`model`: a server.model.files.ModelChoice (resolved from the settings when None).
         `decoder`: an already loaded decoder to drive instead of loading one; its owner
         closes it (tests share one between engines that never run at the same time).
@@ -75,7 +103,7 @@ class Engine:
 
         self.settings = settings
         self.model = model or resolve_model(settings.model)
-        self._decoder = decoder
+        self._given = decoder
         self._owns_decoder = decoder is None
         self._loader = loader
         # Admission: at most PARALLEL running plus QUEUE_SIZE waiting. Counted under a lock
@@ -87,7 +115,7 @@ class Engine:
         self._ready = threading.Event()
         self.state = "loading"
         self.load_error: str | None = None  # why, once state is "failed"
-        self.info: dict = {}
+        self.info: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._main, name="llama-engine", daemon=True)
 
     def start(self) -> "Engine":
@@ -112,7 +140,7 @@ class Engine:
         return self._decoder.stats() if self.state in ("ready", "stopped") else None
 
     @property
-    def vocab(self):
+    def vocab(self) -> Vocab:
         return self._vocab
 
     def submit(self, request: Request, on_done: Callable[[Done], None] | None = None) -> Generation:
@@ -133,12 +161,35 @@ class Engine:
             tokens = self._format.tokens(messages, self._vocab)
         return self._enqueue(tokens, request, on_done)
 
+    # --- the vocabulary (/tokenize, /detokenize): it is only read, so any thread may ask ----
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of `text`, special tokens parsed as in a raw prompt; `add_special` adds
+        what the model puts around a prompt (its BOS), so the count matches a raw prompt's."""
+        self.check_ready()
+        return self._decoder.tokenize(text, add_bos=add_special, special=True)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        self._check_ids(tokens)
+        return self._decoder.text_of(tokens)
+
+    def pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's bytes (a piece may be part of a UTF-8 character)."""
+        self._check_ids(tokens)
+        return [self._decoder.piece_of(t) for t in tokens]
+
+    def _check_ids(self, tokens: list[int]) -> None:
+        self.check_ready()
+        n_vocab = self._decoder.n_vocab
+        for i, t in enumerate(tokens):
+            if not 0 <= t < n_vocab:  # llama.cpp would read past its vocabulary
+                raise InvalidRequest(f"'tokens[{i}]' must be a token id from 0 to {n_vocab - 1}", f"tokens[{i}]")
+
     def check_ready(self) -> None:
         """Raise the error a request gets while the model is loading or failed to load."""
         if self.state != "ready":
             raise STATE_ERRORS[self.state]()
 
-    def _enqueue(self, tokens: list[int], request: Request, on_done) -> Generation:
+    def _enqueue(self, tokens: list[int], request: Request, on_done: Callable[[Done], None] | None) -> Generation:
         params = request.sampling
         if len(tokens) + params.max_tokens > self._decoder.n_ctx:
             raise PromptTooLong(len(tokens), params.max_tokens, self._decoder.n_ctx)
@@ -183,7 +234,7 @@ class Engine:
     def _load(self) -> None:
         from server.engine.loading import load
 
-        loaded = (self._loader or load)(self.settings, self.model, self._decoder)
+        loaded = (self._loader or load)(self.settings, self.model, self._given)
         self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
         self._n_slots = loaded.decoder.n_slots
         self.info = loaded.info
@@ -258,7 +309,7 @@ class Engine:
                 self._decoder.cancel(entry.seq)
                 self._end(entry, "error")
 
-    def _on_event(self, entry: _Running, event) -> None:
+    def _on_event(self, entry: _Running, event: Event) -> None:
         """The decoder's events for one sequence, during step() on this thread."""
         if entry.ended:
             return

@@ -27,14 +27,14 @@ def captured_errors() -> Iterator[list[str]]:
     lines: list[str] = []
     last = [0]
 
-    @llama_cpp.llama_log_callback
-    def keep(level: int, text: bytes, _user_data) -> None:
+    def keep(level: int, text: bytes, _user_data: object) -> None:
         if level == _ERROR or (level == _CONTINUED and last[0] == _ERROR):
             lines.append(text.decode("utf-8", errors="replace"))
         if level != _CONTINUED:
             last[0] = level
 
-    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+    callback = llama_cpp.llama_log_callback(keep)  # referenced until restored: ctypes must not free it
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
     try:
         yield lines
     finally:

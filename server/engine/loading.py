@@ -10,12 +10,16 @@ log say.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from server.engine.batching import BatchDecoder
 from server.engine.llamalog import captured_errors, one_line
+from server.engine.protocol import Decoder
 from server.model import describe
-from server.model.parallel import available_ram, plan_parallel
-from server.model.prompt import Vocab, choose_format
+from server.model.files import ModelChoice
+from server.model.parallel import ParallelPlan, available_ram, plan_parallel
+from server.model.prompt import PromptFormat, Vocab, choose_format
+from server.settings import Settings
 
 
 class LoadError(RuntimeError):
@@ -24,13 +28,18 @@ class LoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Loaded:
-    decoder: BatchDecoder
+    decoder: Decoder
     vocab: Vocab
-    prompt_format: object  # server.model.prompt.JinjaFormat or Llama2Format
-    info: dict
+    prompt_format: PromptFormat
+    info: dict[str, Any]  # what /api/health says about the model
 
 
-def load(settings, model, decoder: BatchDecoder | None = None) -> Loaded:
+# What the engine calls, on its worker, to get what it serves: `load` below, or a test's own
+# (settings, model, the decoder given to the engine or None) -> Loaded.
+Loader = Callable[[Settings, ModelChoice, "BatchDecoder | None"], Loaded]
+
+
+def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = None) -> Loaded:
     """Plan and load `model` (a ModelChoice), or describe the already loaded `decoder`.
     LoadError when the file cannot be loaded, with llama.cpp's reason."""
     try:
@@ -55,7 +64,7 @@ def load(settings, model, decoder: BatchDecoder | None = None) -> Loaded:
     return Loaded(decoder, vocab_of(decoder), choose_format(template), info)
 
 
-def decoder_settings(settings, plan) -> dict:
+def decoder_settings(settings: Settings, plan: ParallelPlan) -> dict[str, Any]:
     """BatchDecoder.load arguments from the server settings and the slot/offload plan."""
     return dict(
         n_parallel=plan.n_parallel,
@@ -73,6 +82,10 @@ def decoder_settings(settings, plan) -> dict:
         type_v=settings.kv_cache_type,
         prefix_cache=settings.prefix_cache,
         cache_ram_mib=cache_ram_mib(settings, plan),
+        speculative=settings.speculative,
+        draft_max=settings.draft_max,
+        draft_model=settings.draft_model,
+        draft_n_gpu_layers=settings.draft_n_gpu_layers,
     )
 
 
@@ -85,9 +98,9 @@ AUTO_CACHE_RAM_MIB = 2048
 AUTO_CACHE_RAM_SHARE = 0.1
 
 
-def cache_ram_mib(settings, plan, ram_bytes: int | None = -1) -> int:
+def cache_ram_mib(settings: Settings, plan: ParallelPlan, ram_bytes: int | None = -1) -> int:
     """MiB for the RAM prompt cache; `ram_bytes`: what is available (-1 reads it)."""
-    if settings.cache_ram != "auto":
+    if isinstance(settings.cache_ram, int):  # else "auto"
         return settings.cache_ram
     offload = plan.offload
     if offload.n_gpu_layers >= offload.total_layers:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import ctypes
 from dataclasses import dataclass
+from typing import Sequence
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
@@ -27,7 +28,7 @@ import numpy as np
 MIN_KEEP = 0.25
 
 
-def common_prefix(a, b) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -41,12 +42,12 @@ class Entry:
     tokens: tuple[int, ...]
     state: np.ndarray  # uint8: what llama_state_seq_get_data wrote
 
-    def pointer(self):
+    def pointer(self) -> ctypes._Pointer[ctypes.c_uint8]:
         return self.state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 class PromptCache:
-    def __init__(self, ctx, limit_bytes: int) -> None:
+    def __init__(self, ctx: object, limit_bytes: int) -> None:  # a llama_context pointer
         self._ctx, self.limit = ctx, limit_bytes
         self._entries: collections.deque[Entry] = collections.deque()  # oldest first
         self.hits = 0
@@ -100,7 +101,7 @@ class PromptCache:
         """Replace sequence `seq_id`'s cells with `entry`'s; False if llama.cpp refused
         (the sequence must then be cleared: it may be half-written)."""
         size = entry.state.nbytes
-        ok = lc.llama_state_seq_set_data(self._ctx, entry.pointer(), size, seq_id) == size
+        ok: bool = lc.llama_state_seq_set_data(self._ctx, entry.pointer(), size, seq_id) == size
         self.hits += ok
         return ok
 

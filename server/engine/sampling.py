@@ -57,7 +57,7 @@ def build_sampler_chain(params: SamplingParams, n_vocab: int, banned: list[int] 
     min-p, temperature, then the random draw), so one request samples the same
     here as under llama-server with the same settings.
     """
-    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    chain: int = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     stages = []
     if banned:  # tokens that must never be drawn (end-of-generation under ignore_eos)
         biases = (lc.llama_logit_bias * len(banned))(*((t, float("-inf")) for t in banned))

@@ -13,7 +13,7 @@ import logging
 from flask import Flask, Response, request
 
 from server.engine.engine import Engine
-from server.http import ops, respond
+from server.http import ollama, ops, respond, tokens
 from server.http.errors import register_error_handlers
 from server.http.metrics import Metrics
 from server.http.openai import blueprint as openai_blueprint
@@ -28,6 +28,9 @@ ENDPOINTS = {
     "v1.chat_completions",
     "v1.completions",
     "v1.models",
+    "tokens.tokenize",
+    "tokens.detokenize",
+    *(f"ollama.{name}" for name in ("chat", "generate", "tags", "show", "ps", "version")),
 }
 
 
@@ -42,7 +45,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = AppState(settings, engine, Metrics(engine))
     register_error_handlers(app)
-    for blueprint in (respond.blueprint, openai_blueprint, ops.blueprint):
+    for blueprint in (respond.blueprint, openai_blueprint, ollama.blueprint, tokens.blueprint, ops.blueprint):
         app.register_blueprint(blueprint)
     app.after_request(_count_request)
     return app
@@ -50,8 +53,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
 def _count_request(response: Response) -> Response:
     endpoint = request.endpoint if request.endpoint in ENDPOINTS else "other"
-    # The label names our routes by their path's last word, OpenAI's as v1.<route>.
-    label = endpoint if endpoint.startswith("v1.") else endpoint.rsplit(".", 1)[-1]
+    # The label names our routes by their path's last word, OpenAI's and Ollama's as v1.<route>, ollama.<route>.
+    label = endpoint if endpoint.startswith(("v1.", "ollama.")) else endpoint.rsplit(".", 1)[-1]
     app_state().metrics.count_request(label, response.status_code)
     return response
 

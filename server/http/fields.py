@@ -72,7 +72,7 @@ def check(name: str, value: Any, limit: Limit, high: float | None = None) -> Non
         raise InvalidRequest(f"'{name}' must be a finite number", name)
     if isinstance(value, bool):
         return
-    size = len(value) if isinstance(value, (str, list)) else value
+    size: Any = len(value) if isinstance(value, (str, list)) else value
     what = "at least length" if isinstance(value, (str, list)) else "at least"
     if limit.low is not None and size < limit.low:
         raise InvalidRequest(f"'{name}' must be {what} {limit.low}", name)

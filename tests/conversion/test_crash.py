@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # on a conversion this small.
 KILL_HALF_WAY = """
 import os, signal, sys
-import conversion.convert as c
+import conversion.converter as c
 real, seen = c.read_chunks, []
 def read_chunks(plan):
     seen.append(plan.name)

@@ -1,13 +1,19 @@
 """The chat page in headless Chromium, against real gunicorn (API key set) serving Gemma 3 270M.
 
-Playwright drives Debian's /usr/bin/chromium (never a browser of its own). A
-person's path: enter the key, ask, watch the answer stream in with tokens/s,
-ask for a long story and press Stop; the server must really stop (its metrics
-count a cancelled generation). A screenshot of the page is saved; its path is printed.
+Playwright drives Debian's /usr/bin/chromium, else the Chromium Playwright downloaded
+(`make test` installs one of them). A person's path: enter the key, ask, watch the answer
+stream in as Markdown with the model's name and tokens/s, ask for a long story and press
+Stop; the server must really stop (its metrics count a cancelled generation).
+
+The Markdown and raw-HTML tests need an exact answer text, which a real model does not
+write on demand: the real server answers, and only the text of its stream is swapped for
+a crafted one on the way to the page (Playwright's route). Screenshots are saved; their
+paths are printed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -19,7 +25,7 @@ from playwright.sync_api import expect, sync_playwright
 from tests.server.conftest import metric
 from tests.server.gunicorn_util import API_KEY
 
-CHROMIUM = Path("/usr/bin/chromium")
+DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -30,12 +36,14 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
-    ),
-]
+pytestmark = pytest.mark.slow
+RATE = re.compile(r"^(done|stopped at max tokens) · \d+ tokens? · [\d.]+ tokens/s$")
+
+
+def answered_by(model: str) -> re.Pattern:
+    """The line under an answer: the model's name, how many tokens and how fast."""
+    return re.compile(rf"^{re.escape(model)} · \d+ tokens? · [\d.]+ tokens/s$")
+
 
 # Counts the distinct texts the newest answer bubble has shown: more than one means it streamed in.
 WATCH_ANSWER = """() => {
@@ -46,21 +54,52 @@ WATCH_ANSWER = """() => {
     if (last && last.textContent) window.answerStates.add(last.textContent);
   }).observe(document.getElementById('conversation'), {childList: true, subtree: true, characterData: true});
 }"""
+# Every Content-Security-Policy refusal on the page (an inline style or handler the page should not make).
+RECORD_CSP_VIOLATIONS = """window.cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => window.cspViolations.push(e.violatedDirective));"""
 
 
 @pytest.fixture(scope="module")
-def page(keyed_server, tmp_path_factory):
-    profile = tmp_path_factory.mktemp("chromium-profile")
+def browser(keyed_server, tmp_path_factory):
+    """One Chromium profile for the module: the API key saved by the first test is kept for the others."""
     with sync_playwright() as p:
+        if DEBIAN_CHROMIUM.exists():
+            executable = str(DEBIAN_CHROMIUM)
+        elif Path(p.chromium.executable_path).exists():
+            executable = None  # Playwright's own
+        else:
+            pytest.skip("needs Chromium: apt-get install chromium, or python -m playwright install chromium")
         context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), headless=True, args=FLAGS
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable, headless=True, args=FLAGS
         )
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=keyed_server[1])
+        context.add_init_script(RECORD_CSP_VIOLATIONS)
         context.set_default_timeout(60_000)
         expect.set_options(timeout=60_000)
-        page = context.pages[0] if context.pages else context.new_page()
-        page.goto(keyed_server[1] + "/")
-        yield page
+        yield context
         context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, keyed_server):
+    page = browser.pages[0] if browser.pages else browser.new_page()
+    page.goto(keyed_server[1] + "/")
+    return page
+
+
+@pytest.fixture
+def fresh_page(browser, keyed_server):
+    """A new tab with the API key saved and few tokens per answer."""
+    page = browser.new_page()
+    page.goto(keyed_server[1] + "/")
+    page.evaluate(
+        "key => { localStorage.setItem('laptop-llama.api-key', key); "
+        "localStorage.setItem('laptop-llama.max-tokens', '4'); }",
+        API_KEY,
+    )
+    page.reload()
+    yield page
+    page.close()
 
 
 def open_settings(page) -> None:
@@ -71,6 +110,36 @@ def open_settings(page) -> None:
 def set_field(page, selector: str, value: str) -> None:
     page.fill(selector, value)
     page.dispatch_event(selector, "change")  # the page saves settings on change
+
+
+def answer_with(page, pieces: list[str]) -> None:
+    """Let the real server answer the page's next question, but with `pieces` as the text of its stream."""
+
+    def swap(route):
+        real = route.fetch()
+        events = [e for e in real.text().split("\n\n") if e.startswith("data: {")]
+        chunks = [json.loads(e[len("data: ") :]) for e in events]
+        texts = [i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0]["delta"].get("content")]
+        assert texts, f"the server sent no text: {real.text()}"
+        template = chunks[texts[0]]
+        crafted = [{**template, "choices": [{**template["choices"][0], "delta": {"content": p}}]} for p in pieces]
+        stream = chunks[: texts[0]] + crafted + chunks[texts[-1] + 1 :]
+        route.fulfill(response=real, body="".join(f"data: {json.dumps(c)}\n\n" for c in stream) + "data: [DONE]\n\n")
+
+    page.route("**/v1/chat/completions", swap)
+
+
+def ask(page, question: str) -> None:
+    page.fill("#query", question)
+    page.press("#query", "Enter")
+    expect(page.locator("#status")).to_have_text(RATE)
+
+
+def screenshot(page, tmp_path_factory, name: str) -> None:
+    shot = tmp_path_factory.mktemp("screenshots") / name
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"chat page screenshot: {shot}")
+    assert shot.stat().st_size > 0
 
 
 def test_the_api_key_is_entered_once_and_kept(page, keyed_server):
@@ -84,19 +153,18 @@ def test_the_api_key_is_entered_once_and_kept(page, keyed_server):
     expect(page.locator("#model")).to_have_text(served)
 
 
-def test_an_answer_streams_in_with_tokens_per_second(page):
+def test_an_answer_streams_in_as_markdown_with_model_and_tokens_per_second(page, keyed_server):
     open_settings(page)
     set_field(page, "#max-tokens", "12")
     set_field(page, "#temperature", "0")
     page.evaluate(WATCH_ANSWER)
-    page.fill("#query", "Name three colors.")
-    page.press("#query", "Enter")
-    expect(page.locator("#status")).to_have_text(
-        re.compile(r"^(done|stopped at max tokens) · \d+ tokens? · [\d.]+ tokens/s$")
-    )
-    answer = page.locator(".message.assistant").last.text_content()
-    assert answer.strip()
+    ask(page, "Name three colors.")
+    bubble = page.locator(".message.assistant").last
+    assert bubble.text_content().strip()
+    assert bubble.locator("p, ul, ol, h1, h2, h3, h4, pre, table").count() > 0, bubble.inner_html()
     assert page.evaluate("window.answerStates.size") > 1, "the answer arrived in one piece, not streamed"
+    served = requests.get(f"{keyed_server[1]}/api/health", timeout=5).json()["model"]
+    expect(page.locator(".meta").last).to_have_text(answered_by(served))
     assert page.locator(".message.user").last.text_content() == "Name three colors."
     assert page.is_enabled("#send") and not page.is_enabled("#stop")
 
@@ -123,7 +191,60 @@ def test_stop_cancels_the_generation(page, keyed_server, tmp_path_factory):
         time.sleep(0.2)
     assert page.locator(".message.assistant").last.text_content() == shown  # nothing more arrived
     assert page.is_enabled("#send") and not page.is_enabled("#stop")
-    shot = tmp_path_factory.mktemp("screenshots") / "chat-page.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"chat page screenshot: {shot}")
-    assert shot.stat().st_size > 0
+    screenshot(page, tmp_path_factory, "chat-page.png")
+
+
+# Split mid-table and mid-code-block: the page re-renders the whole answer as each piece arrives.
+MARKDOWN = [
+    "## Three colours\n\n",
+    "- red\n- green\n- blue\n\n",
+    "| colour | hex |\n|:--|--:|\n",
+    "| red | `#f00` |\n| green | `#0f0` |\n\n",
+    "Print one:\n\n```python\nprint('red",
+    "')\n```\n",
+]
+
+
+def test_markdown_renders_headings_lists_tables_and_code_with_a_copy_button(fresh_page, tmp_path_factory):
+    page = fresh_page
+    answer_with(page, MARKDOWN)
+    ask(page, "Three colours, as Markdown.")
+    bubble = page.locator(".message.assistant").last
+    expect(bubble.locator("h2")).to_have_text("Three colours")
+    expect(bubble.locator("ul > li")).to_have_text(["red", "green", "blue"])
+    expect(bubble.locator("table th")).to_have_text(["colour", "hex"])
+    expect(bubble.locator("table td")).to_have_text(["red", "#f00", "green", "#0f0"])
+    assert bubble.locator("td.align-right code").count() == 2  # the hex column, right-aligned by class
+    expect(bubble.locator(".code pre code")).to_have_text("print('red')\n")
+    expect(bubble.locator(".code .code-bar")).to_contain_text("python")
+    copy = bubble.locator(".code button.copy")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "print('red')\n"
+    model = page.locator("#model").text_content()
+    expect(page.locator(".meta").last).to_have_text(answered_by(model))
+    assert page.evaluate("window.cspViolations") == []  # no inline style or script was needed
+    screenshot(page, tmp_path_factory, "chat-page-markdown.png")
+
+
+HOSTILE = [
+    "<script>window.pwned = 'script'</script>\n\n",
+    "<img src=x onerror=\"window.pwned = 'img'\">\n\n",
+    "[click me](javascript:window.pwned='link') and <b>bold</b>",
+]
+
+
+def test_raw_html_in_an_answer_is_shown_as_text_and_never_runs(fresh_page):
+    page = fresh_page
+    answer_with(page, HOSTILE)
+    question = "<img src=y onerror=\"window.pwned = 'question'\">"
+    ask(page, question)
+    bubble = page.locator(".message.assistant").last
+    expect(bubble).to_contain_text("<script>window.pwned = 'script'</script>")
+    expect(bubble).to_contain_text("<img src=x onerror=\"window.pwned = 'img'\">")
+    expect(bubble).to_contain_text("[click me](javascript:window.pwned='link') and <b>bold</b>")
+    assert page.locator(".message.user").last.text_content() == question
+    assert page.locator("#conversation").locator("script, img, b, a").count() == 0
+    page.wait_for_timeout(500)  # time for a broken image's error event, had there been one
+    assert page.evaluate("window.pwned") is None
+    assert page.evaluate("window.cspViolations") == []

@@ -92,3 +92,13 @@ def test_a_load_failure_in_the_worker_ends_the_server_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     said = [line for line in proc.stderr.splitlines() if str(model) in line]
     assert len(said) == 1 and "cannot load the model file" in said[0] and "tokenizer.ggml.model" in said[0]
+
+
+def test_the_draft_model_is_checked_too_naming_its_setting(gemma_gguf, tmp_path):
+    from server.model.files import check_model_files
+    from server.settings import Settings
+
+    cut = truncated_copy(gemma_gguf, tmp_path / "draft.gguf", 5000)
+    settings = Settings(model=str(gemma_gguf), speculative="draft", draft_model=str(cut))
+    with pytest.raises(ModelFileError, match="LLAMA_SERVER_DRAFT_MODEL: the header runs past"):
+        check_model_files(settings)

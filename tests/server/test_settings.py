@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, SettingsError, describe, physical_cores
+from server.__main__ import build_parser, settings_environ
+from server.settings import Settings, SettingsError, env_name, physical_cores
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,9 +51,10 @@ def test_values_are_parsed_from_the_environment(gemma_gguf):
     assert s.vram_budget_mb == 4096 and s.request_timeout == 30.5 and s.api_key == "k"
 
 
-def test_cli_overrides_beat_environment_which_beats_defaults():
-    env = {"LLAMA_SERVER_PORT": "9000", "LLAMA_SERVER_N_CTX": "1024"}
-    s = Settings.from_env(env, overrides={"port": 9100, "host": None})
+def test_flags_beat_the_environment_which_beats_the_defaults():
+    """Through the path `python -m server` takes: flags laid over the environment, then read."""
+    environ = settings_environ(["--port", "9100"], {"LLAMA_SERVER_PORT": "9000", "LLAMA_SERVER_N_CTX": "1024"})
+    s = Settings.from_env(environ)
     assert (s.port, s.n_ctx, s.host) == (9100, 1024, "127.0.0.1")
 
 
@@ -112,10 +115,17 @@ def test_frozen_and_the_key_stays_out_of_repr():
     assert "topsecret" not in repr(s)
 
 
-def test_every_setting_is_described():
-    rows = describe()
-    assert len(rows) == len(dataclasses.fields(Settings))
-    assert all(var.startswith("LLAMA_SERVER_") and text for var, _, text in rows)
+def test_every_setting_is_documented_in_the_readme_and_in_help():
+    """The README's settings table names every setting and nothing else; --help has each flag."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in readme.splitlines() if line.startswith("| `")]
+    in_readme = {name for row in rows for name in re.findall(r"`([A-Z0-9_]+)`", row[1])}
+    names = [f.name for f in dataclasses.fields(Settings)]
+    assert in_readme == {n.upper() for n in names}
+    flags = {flag for row in rows for flag in re.findall(r"`(--[a-z0-9-]+)`", row[2])}
+    assert flags == {"--" + n.replace("_", "-") for n in names}
+    usage = build_parser().format_help()
+    assert all(f"--{n.replace('_', '-')}" in usage and f"[{env_name(n)}]" in usage for n in names)
 
 
 @pytest.mark.parametrize(

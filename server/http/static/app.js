@@ -1,5 +1,6 @@
 // The chat page's behaviour: streams answers from /v1/chat/completions and lets the
-// person stop them. Text goes into the page with textContent only, never as HTML.
+// person stop them. A question goes into the page with textContent; an answer is shown
+// as Markdown by markdown.js, which escapes any raw HTML in it.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -30,10 +31,11 @@ function setStatus(text, isError = false) {
   ui.status.classList.toggle("error", isError);
 }
 
-function addMessage(role, text) {
+// A block at the end of the conversation: "message user", "message assistant" or "meta".
+function addBlock(className, text) {
   ui.hint.hidden = true;
   const div = document.createElement("div");
-  div.className = "message " + role;
+  div.className = className;
   div.textContent = text;
   ui.conversation.append(div);
   div.scrollIntoView({ block: "end" });
@@ -102,9 +104,10 @@ function setBusy(busy) {
 
 async function ask(query) {
   history.push({ role: "user", content: query });
-  addMessage("user", query);
-  const bubble = addMessage("assistant", "");
-  const state = { tokens: 0, first: 0, timings: null, usage: null, reason: null };
+  addBlock("message user", query);
+  const bubble = addBlock("message assistant", "");
+  const meta = addBlock("meta muted", ""); // the model and its rate, under the answer
+  const state = { text: "", model: null, tokens: 0, first: 0, last: 0, timings: null, usage: null, reason: null };
   controller = new AbortController();
   setBusy(true);
   setStatus("waiting for the model…");
@@ -120,15 +123,16 @@ async function ask(query) {
       setStatus(summary(state, "stopped"));
     } else {
       bubble.classList.add("error");
-      if (!bubble.textContent) bubble.textContent = error.message;
+      if (!state.text) bubble.textContent = error.message;
       setStatus(error.message, true);
     }
   } finally {
     controller = null;
     setBusy(false);
+    if (state.tokens) meta.textContent = [state.model || ui.model.textContent, figures(state)].join(" · ");
     // Keep what was said, even a stopped answer, so the next question has its context.
-    if (bubble.textContent && !bubble.classList.contains("error")) {
-      history.push({ role: "assistant", content: bubble.textContent });
+    if (state.text && !bubble.classList.contains("error")) {
+      history.push({ role: "assistant", content: state.text });
     } else {
       history.pop();
     }
@@ -139,26 +143,34 @@ function onChunk(chunk, bubble, state) {
   if (chunk.error) throw new Error(chunk.error.message);
   if (chunk.usage) state.usage = chunk.usage;
   if (chunk.timings) state.timings = chunk.timings;
+  if (chunk.model) state.model = chunk.model;
   const choice = chunk.choices && chunk.choices[0];
   if (!choice) return;
   if (choice.finish_reason) state.reason = choice.finish_reason;
   const text = choice.delta && choice.delta.content;
   if (!text) return;
-  if (!state.tokens) state.first = performance.now();
+  state.last = performance.now();
+  if (!state.tokens) state.first = state.last;
   state.tokens += 1; // the server sends about one chunk per token
-  bubble.textContent += text;
+  state.text += text;
+  markdown.render(bubble, state.text);
   bubble.scrollIntoView({ block: "end" });
   setStatus(summary(state, "answering"));
 }
 
-// "answering · 12 tokens · 18.3 tokens/s": the server's own rate once it has sent it.
-function summary(state, what) {
+// "12 tokens · 18.3 tokens/s": the server's own rate once it has sent it, else the page's estimate.
+function figures(state) {
   const tokens = state.usage ? state.usage.completion_tokens : state.tokens;
   let rate = state.timings ? state.timings.tokens_per_second : null;
-  if (rate === null && state.tokens > 1) rate = (state.tokens - 1) / ((performance.now() - state.first) / 1000);
-  const parts = [what, tokens + (tokens === 1 ? " token" : " tokens")];
+  if (rate === null && state.tokens > 1) rate = (state.tokens - 1) / ((state.last - state.first) / 1000);
+  const parts = [tokens + (tokens === 1 ? " token" : " tokens")];
   if (rate !== null && isFinite(rate)) parts.push(rate.toFixed(1) + " tokens/s");
   return parts.join(" · ");
+}
+
+// "answering · 12 tokens · 18.3 tokens/s"
+function summary(state, what) {
+  return what + " · " + figures(state);
 }
 
 ui.form.addEventListener("submit", (event) => {
@@ -178,11 +190,12 @@ ui.query.addEventListener("keydown", (event) => {
 ui.stop.addEventListener("click", () => controller && controller.abort());
 ui.clear.addEventListener("click", () => {
   history.length = 0;
-  ui.conversation.querySelectorAll(".message").forEach((m) => m.remove());
+  ui.conversation.querySelectorAll(".message, .meta").forEach((m) => m.remove());
   ui.hint.hidden = false;
   setStatus("");
 });
 $("api-key").addEventListener("change", showModel);
 
+markdown.handleCopyButtons(ui.conversation);
 restoreSettings();
 showModel();

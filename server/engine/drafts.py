@@ -1,0 +1,87 @@
+"""Draft sources for speculative decoding: guesses of a sequence's next tokens, cheap to make.
+
+The decoder verifies a slot's draft in the same llama_decode as everyone else's
+tokens and keeps the longest prefix the target model agrees with (at
+temperature 0 a drafted token is kept exactly when it is the target's greedy
+token), so a draft source only changes speed, never the text. `NgramDraft`
+copies from the sequence's own history (prompt lookup: an answer that quotes or
+rewrites its prompt repeats long runs of it); `DraftLength` adapts how much to
+draft from the measured acceptance, so a source that keeps missing costs little.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+
+class DraftSource(Protocol):
+    """Per-sequence drafts; `key` identifies the sequence (its slot) between begin and end."""
+
+    def begin(self, key: int, prompt: Sequence[int]) -> None: ...
+
+    def draft(self, key: int, history: Sequence[int], n_max: int) -> list[int]:
+        """Up to `n_max` tokens that may follow `history` (prompt + answer so far, the token
+        about to be decoded included); [] when there is no good guess."""
+        ...
+
+    def end(self, key: int) -> None: ...
+
+
+class NgramDraft:
+    """Prompt lookup: find the latest earlier occurrence of the last `n` tokens (n from
+    `n_match` down to `n_min`) and propose the tokens that followed it.
+
+    Each sequence keeps, for every n, a map n-gram -> the position after its latest
+    occurrence, extended as the history grows (amortised O(n_match) per token).
+    """
+
+    def __init__(self, n_match: int = 4, n_min: int = 2) -> None:
+        if not 1 <= n_min <= n_match:
+            raise ValueError("need 1 <= n_min <= n_match")
+        self.n_match, self.n_min = n_match, n_min
+        self._index: dict[int, tuple[list[dict[tuple[int, ...], int]], list[int]]] = {}
+
+    def begin(self, key: int, prompt: Sequence[int]) -> None:
+        self._index[key] = ([{} for _ in range(self.n_match + 1)], [0])
+
+    def end(self, key: int) -> None:
+        self._index.pop(key, None)
+
+    def draft(self, key: int, history: Sequence[int], n_max: int) -> list[int]:
+        if n_max <= 0 or key not in self._index:
+            return []
+        maps, done = self._index[key]
+        self._extend(maps, done, history)
+        for n in range(min(self.n_match, len(history) - 1), self.n_min - 1, -1):
+            start = maps[n].get(tuple(history[len(history) - n :]))
+            if start is not None:
+                return list(history[start : start + n_max])
+        return []
+
+    def _extend(self, maps: list[dict[tuple[int, ...], int]], done: list[int], history: Sequence[int]) -> None:
+        """Index every n-gram that ends before the last token (whose continuation is unknown)."""
+        end = len(history) - 1
+        for stop in range(max(done[0], 1), end + 1):  # an n-gram ending at `stop` is followed by history[stop]
+            for n in range(self.n_min, min(self.n_match, stop) + 1):
+                maps[n][tuple(history[stop - n : stop])] = stop
+        done[0] = max(done[0], end + 1)
+
+
+class DraftLength:
+    """How many tokens to draft for one sequence: more while drafts are accepted, fewer (down
+    to none, with an occasional probe) while they are not. An exponential average of the
+    accepted share of recent drafts drives it."""
+
+    def __init__(self, n_max: int, probe_every: int = 8) -> None:
+        self.n_max, self.probe_every = n_max, probe_every
+        self.rate, self._idle = 0.5, 0
+
+    def next(self) -> int:
+        if self.rate < 0.1:  # drafts keep missing: stop, but look again now and then
+            self._idle += 1
+            return 2 if self._idle % self.probe_every == 0 else 0
+        return max(1, min(self.n_max, round(self.n_max * self.rate * 1.5)))
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted:
+            self.rate = 0.7 * self.rate + 0.3 * accepted / drafted

@@ -1,0 +1,69 @@
+"""llama-server's POST /tokenize and POST /detokenize, over the engine's vocabulary.
+
+/tokenize {"content", "add_special"?, "with_pieces"?} -> {"tokens": [id, ...]}, or with
+pieces [{"id", "piece"}, ...] where a piece that is not whole UTF-8 is given as its byte
+values. Special tokens in the content are parsed, as in a raw prompt, so with
+"add_special": true the count is the `usage.prompt_tokens` of the same text sent as a
+raw prompt (/v1/completions). /detokenize {"tokens"} -> {"content"}.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from server.errors import InvalidRequest
+from server.http.fields import Limit, check
+from server.http.state import app_state, authorize
+
+blueprint = Blueprint("tokens", __name__)
+
+FIELDS = {
+    "tokenize": {"content": Limit(str, required=True), "add_special": Limit(bool), "with_pieces": Limit(bool)},
+    # A token list as long as the largest context anyone runs; the body limit caps it too.
+    "detokenize": {"tokens": Limit(list, 0, 131_072, required=True)},
+}
+
+
+def _body(kind: str) -> dict:
+    authorize(app_state().settings.api_key)
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    fields = FIELDS[kind]
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise InvalidRequest(f"unknown field '{unknown[0]}'", unknown[0])
+    for name, limit in fields.items():
+        if body.get(name) is None:
+            if limit.required:
+                raise InvalidRequest(f"'{name}' is required", name)
+            continue
+        check(name, body[name], limit)
+    return body
+
+
+@blueprint.route("/tokenize", methods=["POST"])
+def tokenize():
+    body = _body("tokenize")
+    engine = app_state().engine
+    tokens = engine.tokenize(body["content"], add_special=body.get("add_special") is True)
+    if body.get("with_pieces") is not True:
+        return jsonify({"tokens": tokens})
+    pieces = engine.pieces(tokens)
+    return jsonify({"tokens": [{"id": t, "piece": _piece(p)} for t, p in zip(tokens, pieces)]})
+
+
+@blueprint.route("/detokenize", methods=["POST"])
+def detokenize():
+    tokens = _body("detokenize")["tokens"]
+    for i, token in enumerate(tokens):
+        check(f"tokens[{i}]", token, Limit(int))
+    return jsonify({"content": app_state().engine.detokenize(tokens)})
+
+
+def _piece(raw: bytes) -> str | list[int]:
+    """A string when the bytes are whole UTF-8, else the byte values (as llama-server does)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(raw)

@@ -1,0 +1,76 @@
+"""Draft sources for speculative decoding: what they propose, and how the draft length adapts.
+
+Pure logic over token ids: whether a draft is right is decided by the target model in
+the decoder (tested with real models in test_speculative.py); here, only what is guessed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.engine.drafts import DraftLength, NgramDraft
+
+
+def draft(history, n_max=8, **kw):
+    source = NgramDraft(**kw)
+    source.begin(0, history)
+    return source.draft(0, history, n_max)
+
+
+def test_a_repeated_run_is_proposed_from_its_earlier_occurrence():
+    text = [5, 6, 7, 8, 9, 10, 11, 1, 2, 5, 6, 7]
+    assert draft(text, n_max=3) == [8, 9, 10]
+
+
+def test_the_longest_match_wins_over_a_later_shorter_one():
+    # "2 3" occurs twice; "1 2 3" only once, followed by 4.
+    history = [1, 2, 3, 4, 0, 2, 3, 9, 0, 1, 2, 3]
+    assert draft(history, n_max=1) == [4]
+
+
+def test_no_match_no_draft_and_nothing_for_n_max_zero():
+    assert draft([1, 2, 3, 4]) == []
+    assert draft([1, 2, 1, 2], n_max=0) == []
+
+
+def test_the_index_grows_with_the_answer():
+    source = NgramDraft()
+    history = [1, 2, 3, 4, 5]
+    source.begin(7, history)
+    assert source.draft(7, history, 4) == []
+    history += [9, 1, 2, 3]
+    assert source.draft(7, history, 4) == [4, 5, 9, 1]
+    source.end(7)
+    assert source.draft(7, history, 4) == []  # forgotten after end
+
+
+@given(st.lists(st.integers(0, 5), max_size=60), st.integers(0, 10))
+def test_a_draft_always_continues_an_earlier_occurrence_of_the_history_tail(history, n_max):
+    proposed = draft(history, n_max=n_max, n_match=4, n_min=2)
+    assert len(proposed) <= n_max
+    if proposed:
+        # Some earlier position p has history[p-2:p] == the last two tokens and history[p:] starts with the draft.
+        tail = history[-2:]
+        assert any(
+            history[p - 2 : p] == tail and history[p : p + len(proposed)] == proposed for p in range(2, len(history))
+        )
+
+
+def test_draft_length_backs_off_when_drafts_miss_and_recovers():
+    length = DraftLength(n_max=8)
+    assert length.next() > 0
+    for _ in range(12):
+        length.update(drafted=8, accepted=0)
+    lengths = [length.next() for _ in range(16)]
+    assert lengths.count(0) >= 14 and max(lengths) > 0  # mostly off, with a probe now and then
+    for _ in range(12):
+        length.update(drafted=2, accepted=2)
+    assert length.next() == 8
+
+
+@pytest.mark.parametrize("n_match, n_min", [(0, 0), (2, 3)])
+def test_bad_ngram_sizes_are_refused(n_match, n_min):
+    with pytest.raises(ValueError):
+        NgramDraft(n_match=n_match, n_min=n_min)

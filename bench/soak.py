@@ -10,9 +10,9 @@ and the prompt cache's use from /api/health, and rewrites the results file, so a
 run cut short still leaves its data.
 
 The verdict: no server error (a 5xx other than the 503 `queue_full` a burst above
-the queue is meant to get), no unexpected answer, and the worker's RSS at the end
-within 5% of its RSS once the prompt cache was full (with the cache off: once
-warmed up, after --warmup-s).
+the queue is meant to get), no unexpected answer, and the worker's RSS over the last
+five minutes within 5% of its RSS over the first five minutes once the prompt cache
+was full (with the cache off: once warmed up, after --warmup-s); medians of each.
 
     python bench/soak.py --minutes 60 --label cache-on
     python bench/soak.py --minutes 20 --cache-ram 0 --label cache-off
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 GROWTH_LIMIT = 0.05
 CACHE_FULL = 0.9  # the cache counts as full once it holds this share of its limit
+WINDOW_S = 300  # growth compares the median RSS of the first and the last this many seconds
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -149,7 +150,9 @@ class Soak:
 
 
 def growth(samples: list[dict], warmup_s: float) -> dict:
-    """The worker's RSS once the cache is full (or after warm-up) against its RSS at the end."""
+    """The worker's RSS over the first WINDOW_S once the cache is full (or after warm-up) against
+    its RSS over the last WINDOW_S (medians, so one busy moment moves neither); and the same for
+    its heap beside the cache (RssAnon minus the cache's bytes), where a leak would show."""
     rows = [s for s in samples if s.get("worker_rss")]
     full_at = next(
         (
@@ -162,19 +165,25 @@ def growth(samples: list[dict], warmup_s: float) -> dict:
     cache_on = any((s.get("prompt_cache") or {}).get("limit_bytes") for s in rows)
     start = full_at if cache_on else warmup_s
     after = [s for s in rows if start is not None and s["t_s"] >= start]
-    out = {"cache_on": cache_on, "cache_full_at_s": full_at, "growth_counted_from_s": start}
-    if len(after) >= 6:
-        for key, name in (("worker_rss", "rss"), ("worker_rss_anon", "rss_anon")):
-            values = [s[key] for s in after]
-            base, last = statistics.median(values[:3]), statistics.median(values[-3:])
-            out[name] = {
-                "at_start_bytes": int(base),
-                "at_end_bytes": int(last),
-                "max_bytes": max(values),
-                "growth": round(last / base - 1, 4),
-                "max_growth": round(max(values) / base - 1, 4),
-            }
-        out["growth_ok"] = out["rss"]["growth"] <= GROWTH_LIMIT
+    out = {"cache_on": cache_on, "cache_full_at_s": full_at, "growth_counted_from_s": start, "window_s": WINDOW_S}
+    if not after or after[-1]["t_s"] - start < 2 * WINDOW_S:
+        return out
+    first = [s for s in after if s["t_s"] < start + WINDOW_S]
+    last = [s for s in after if s["t_s"] >= after[-1]["t_s"] - WINDOW_S]
+    beside_cache = {id(s): s["worker_rss_anon"] - (s.get("prompt_cache") or {}).get("bytes", 0) for s in after}
+    for name, value in (
+        ("rss", lambda s: s["worker_rss"]),
+        ("rss_anon", lambda s: s["worker_rss_anon"]),
+        ("anon_beside_cache", lambda s: beside_cache[id(s)]),
+    ):
+        base, end = statistics.median(map(value, first)), statistics.median(map(value, last))
+        out[name] = {
+            "first_window_bytes": int(base),
+            "last_window_bytes": int(end),
+            "max_bytes": max(map(value, after)),
+            "growth": round(end / base - 1, 4),
+        }
+    out["growth_ok"] = out["rss"]["growth"] <= GROWTH_LIMIT
     return out
 
 
@@ -255,11 +264,12 @@ def print_summary(result: dict, out: Path) -> None:
     mem = result["memory"]
     print(f"\nserver errors (5xx): {result['server_errors_5xx']}, unexpected answers: {result['unexpected_answers']}")
     if "rss" in mem:
-        for name in ("rss", "rss_anon"):
+        for name in ("rss", "rss_anon", "anon_beside_cache"):
             m = mem[name]
             print(
-                f"worker {name} from {mem['growth_counted_from_s']} s: {m['at_start_bytes'] / 2**20:.1f} MiB -> "
-                f"{m['at_end_bytes'] / 2**20:.1f} MiB (growth {m['growth']:+.2%}, max {m['max_bytes'] / 2**20:.1f} MiB)"
+                f"worker {name} from {mem['growth_counted_from_s']} s, medians of the first and last "
+                f"{mem['window_s']} s: {m['first_window_bytes'] / 2**20:.1f} MiB -> "
+                f"{m['last_window_bytes'] / 2**20:.1f} MiB ({m['growth']:+.2%}; max {m['max_bytes'] / 2**20:.1f} MiB)"
             )
     else:
         print("too few samples after the cache filled (or warm-up) to judge growth")

@@ -107,7 +107,7 @@ class BatchDecoder:
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._ids = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
-        self._memory = (0, 0, 0, 0)  # see _read_memory
+        self._memory = (0, 0, 0, 0, 0 if self._table.ram is None else self._table.ram.limit)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
         self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
         self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
@@ -242,10 +242,11 @@ class BatchDecoder:
         return n
 
     def _read_memory(self) -> None:
-        """KV cells used, and the RAM prompt cache's prompts, bytes and hits: read here, on
-        the stepping thread, never from another one."""
-        ram = self._table.ram
-        self._memory = (self.kv_cells_used(), *((len(ram), ram.bytes, ram.hits) if ram else (0, 0, 0)))
+        """KV cells used, and the RAM prompt cache's prompts, bytes, hits and limit: read here,
+        on the stepping thread, never from another one."""
+        ram = self._table.ram  # `is None`, not falsiness: an empty cache has len() 0 but still counts hits
+        ram_use = (0, 0, 0, 0) if ram is None else (len(ram), ram.bytes, ram.hits, ram.limit)
+        self._memory = (self.kv_cells_used(), *ram_use)
 
     def _decode(self, n: int) -> None:
         self._stats.start()

@@ -116,6 +116,7 @@ class Engine:
         self._running: list[_Running] = []
         self._ready = threading.Event()
         self.state = "loading"
+        self.load_error: str | None = None  # why, once state is "failed"
         self.info: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._main, name="llama-engine", daemon=True)
 
@@ -222,8 +223,13 @@ class Engine:
     def _main(self) -> None:
         try:
             self._load()
-        except Exception:
-            log.exception("loading %s failed", self.model.path)
+        except Exception as exc:
+            # One line, no traceback: under gunicorn a failed load stops the server
+            # (server/gunicorn.conf.py), and this line is what the operator reads.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            self.load_error = f"cannot load the model file {self.model.path}: {reason}"
+            log.error("%s", self.load_error)
+            log.debug("the load failed here", exc_info=True)
             self.state = "failed"
             self._ready.set()
             return

@@ -246,7 +246,7 @@ class Settings:
     )
     draft_max: int = setting(16, _int, _between(1, 64), "most tokens drafted for one request in one step")
     # Checked (exists, a whole GGUF file) by the entry points, as MODEL is.
-    draft_model: str | None = setting(None, _optional_str, None, "GGUF draft model (same vocabulary)")
+    draft_model: str | None = setting(None, _optional_str, _file_ok, "GGUF draft model (same vocabulary)")
     draft_n_gpu_layers: int = setting(0, _int, _at_least(-1), "draft model layers on the GPU (-1: all)")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")

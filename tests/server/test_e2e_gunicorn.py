@@ -115,8 +115,8 @@ def test_disconnect_while_waiting_for_a_plain_answer_stops_the_generation(server
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         conn.sendall(
-            b"POST /api/respond HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            b"POST /api/respond HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (f"{host}:{port}".encode(), len(body), body)
         )
         wait_until(lambda: metric(metrics_text(base), "llama_server_active_generations") == 1)
     # The client is gone; within a poll interval and a step the server stops generating.

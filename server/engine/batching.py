@@ -303,6 +303,7 @@ class BatchDecoder:
         """Constrained sequences never speculate: a grammar cannot take back a token it accepted."""
         if self._candidates is None:
             self._candidates = Candidates(self._n_vocab)
+        assert params.grammar is not None  # only constrained requests come here
         grammar = LlamaGrammar(self._vocab, params.grammar)
         eog = self._model.token_eos() if self._model.token_eos() >= 0 else self._eog_tokens()[0]
         return ConstrainedSampler(grammar, params, self._n_vocab, eog, self._pieces, self._candidates)
@@ -413,7 +414,7 @@ class BatchDecoder:
         if p.logprobs is not None:  # read before sampling changes the logits in place
             seq.before = Before(logits, p.logprobs)
         if seq.chain is not None:
-            return lc.llama_sampler_sample(seq.chain, self._c, i)
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
         history = [*seq.tokens, *extra] if extra else seq.tokens
         recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         if seq.constraint is not None:

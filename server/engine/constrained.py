@@ -98,7 +98,7 @@ class ConstrainedSampler:
 
     def _is_blank(self, token: int) -> bool:
         piece = self.piece(token)
-        return bool(piece) and set(piece) <= _BLANK
+        return piece is not None and bool(piece) and set(piece) <= _BLANK
 
     def _draw_all(self, logits: np.ndarray) -> int:
         cand = self._candidates
@@ -109,6 +109,7 @@ class ConstrainedSampler:
     def _masked(self, logits: np.ndarray) -> int:
         """The draw over the tokens the grammar allows, trying the best-logit subsets first."""
         best = np.argpartition(logits, -SUBSETS[-1])[-SUBSETS[-1] :]
+        ids: np.ndarray
         for size in (*SUBSETS, self.n_vocab):
             if size >= self.n_vocab:
                 ids = self._candidates.every_id

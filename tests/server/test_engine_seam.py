@@ -109,7 +109,17 @@ class FakeDecoder:
 
 
 def _vocab(fake: FakeDecoder) -> Vocab:
-    return Vocab(lambda text, special: fake.tokenize(text, False), 1, 2, "<s>", "</s>", add_bos=True)
+    texts = {1: "<s>", 2: "</s>"}
+    return Vocab(
+        lambda text, special: fake.tokenize(text, False),
+        1,
+        2,
+        texts[1],
+        texts[2],
+        add_bos=True,
+        token_attr=lambda token: 0,  # no attribute bits: a plain text token
+        token_text=lambda token: texts.get(token, chr(token)),
+    )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import _spread
 PAIRS = [
     ("ours-pN", "llama-server-pN"),
     ("ours-pN", "before-pN"),
+    ("ours-pN", "ours-gthread-pN"),
     ("ours-pN", "llama-cpp-python"),
     ("decoder-pN", "llama-server-pN"),
     ("decoder-pN", "llama-cpp-python"),

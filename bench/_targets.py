@@ -142,7 +142,7 @@ def _ours_body(question: str, max_tokens: int) -> dict:
     }
 
 
-def _ours(fixed_slots: int | None):
+def _ours(fixed_slots: int | None, worker_class: str | None = None):
     def command(model, port, a):
         env = dict(
             LLAMA_SERVER_MODEL=str(model),
@@ -157,6 +157,7 @@ def _ours(fixed_slots: int | None):
             ROOT / ".venv" / "bin" / "gunicorn",
             "-c",
             "server/gunicorn.conf.py",
+            *(["--worker-class", worker_class] if worker_class else []),
             "server.http.app:create_app()",
         ], env
 
@@ -233,6 +234,11 @@ TARGETS = {
     for t in [
         Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
         Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
+        # gunicorn's plain gthread worker instead of ours (server/http/worker.py), which reads each
+        # request whole before a thread takes it
+        Target(
+            "ours-gthread-pN", lambda: None, _ours(None, "gthread"), "/api/respond", "/api/health", _ours_body, _usage
+        ),
         Target(
             "before-pN",
             lambda: None,

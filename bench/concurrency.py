@@ -3,13 +3,16 @@
 Side by side in one run, on the same model file and thread count:
   ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
   ours-p1          the same with one slot (requests served one at a time)
+  ours-gthread-pN  ours-pN on gunicorn's plain gthread worker instead of the server's own
   decoder-pN       the batching decoder in this process, no HTTP (its ceiling)
   llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
   llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp
                    source that the pinned llama-cpp-python source package vendors
   llama-server-p1  the same with one slot
 Each client sends `--requests` chat questions one after another (greedy, --max-tokens).
-Aggregate tokens/s = completion tokens of all clients / wall time of the round.
+Aggregate tokens/s = completion tokens of all clients / wall time of the round. For the
+servers run as processes, their own CPU time per completion token is recorded too: on a
+machine shared with other work it moves much less than the wall-clock figures.
 
 Equal work: every side is asked to ignore end of sequence (`ignore_eos`, llama-server's
 field, which our /api/respond takes too; a logit bias on the end tokens for
@@ -210,8 +213,25 @@ class Served:
     def round(self, clients: int, args, r: int) -> dict:
         # Fresh questions differ from every earlier round's (and from the other client counts').
         tag = f"({r + 1}.{clients}) " if args.fresh_questions else ""
+        cpu = self.cpu_seconds()
         row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag, extra=self.extra)
+        if cpu is not None:  # the server's own CPU time: what it costs, whatever else runs on the machine
+            row["cpu_ms_per_token"] = round((self.cpu_seconds() - cpu) * 1000 / max(row["completion_tokens"], 1), 3)
         return {"server": self.t.name, **row}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) of the server's processes so far; None when it runs in here."""
+        if self.proc is None:
+            return None
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[2]) == self.proc.pid:  # its process group: the server and its workers
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.runner is not None:
@@ -272,6 +292,8 @@ def summarize(raw: list[dict], names: list[str], clients: list[int]) -> list[dic
             for key in ("completion_tokens", "wall_s", "tokens_per_s", "p50_s", "p95_s"):
                 row[key] = statistics.median(r[key] for r in runs)
             row["tokens_per_s_spread"] = _spread.spread((r["tokens_per_s"] for r in runs), 2)
+            if all("cpu_ms_per_token" in r for r in runs):
+                row["cpu_ms_per_token_spread"] = _spread.spread((r["cpu_ms_per_token"] for r in runs), 3)
             row["completion_tokens_seen"] = sorted({r["completion_tokens"] for r in runs})
             rows.append(row)
     return rows
@@ -373,6 +395,12 @@ def main(argv: list[str]) -> int:
     expected = {c: c * args.requests * args.max_tokens for c in args.clients} if args.ignore_eos else None
     work = report.work_summary(raw, ignoring, expected)
     report.print_table(rows, claims, work, args.clients)
+    for r in (r for r in rows if "cpu_ms_per_token_spread" in r):
+        cpu = r["cpu_ms_per_token_spread"]
+        print(
+            f"server CPU per completion token, {r['server']} at {r['clients']} clients: "
+            f"{cpu['median']} ms [{cpu['min']}-{cpu['max']}] over {cpu['n']} rounds"
+        )
     doc = {
         "model": args.model.name,
         "model_bytes": args.model.stat().st_size,

@@ -93,22 +93,24 @@ def run_all(
     threads: int | None = None,
     log=print,
 ) -> StepResult:
+    from conversion.files import output_lock
     from conversion.verifier import verify
 
     started = time.monotonic()
-    hf_dir = Path(source).expanduser()
-    if not hf_dir.is_dir():
-        from huggingface_hub import constants
+    with output_lock(out):  # a second run for the same output refuses now, not after its download
+        hf_dir = Path(source).expanduser()
+        if not hf_dir.is_dir():
+            from huggingface_hub import constants
 
-        from conversion.downloader import download
+            from conversion.downloader import download
 
-        hf_dir = download(source, dest or constants.HF_HUB_CACHE)
-        log(f"download: {hf_dir}")
-    f16 = f16_path(out, qtype)
-    log(convert_step(hf_dir, f16, "f16", force).summary("convert"))
-    log(quantize_step(f16, out, qtype, threads, force).summary("quantize"))
-    for line in verify(out).lines():
-        log(line)
-    if not keep_f16:
-        f16.unlink(missing_ok=True)
+            hf_dir = download(source, dest or constants.HF_HUB_CACHE)
+            log(f"download: {hf_dir}")
+        f16 = f16_path(out, qtype)
+        log(convert_step(hf_dir, f16, "f16", force).summary("convert"))
+        log(quantize_step(f16, out, qtype, threads, force).summary("quantize"))
+        for line in verify(out).lines():
+            log(line)
+        if not keep_f16:
+            f16.unlink(missing_ok=True)
     return StepResult(out, time.monotonic() - started)

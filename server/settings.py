@@ -167,18 +167,11 @@ def _origins_ok(v) -> str | None:
     return f"{bad[0]!r} is not an origin like https://example.com or http://localhost:3000" if bad else None
 
 
-def _model_ok(v) -> str | None:
-    if v is None:
-        return None
+def _file_ok(v) -> str | None:
+    """A path that must name a file (what is in it is checked where it is loaded)."""
     from pathlib import Path
 
-    from server.model.files import ModelFileError, check_gguf
-
-    try:
-        check_gguf(Path(v).expanduser())
-    except ModelFileError as exc:
-        return str(exc)
-    return None
+    return None if v is None or Path(v).expanduser().is_file() else f"no such file: {v}"
 
 
 def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = "", factory=None, secret=False):
@@ -194,7 +187,8 @@ AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/model/parall
 
 @dataclass(frozen=True)
 class Settings:
-    model: str | None = setting(None, _optional_str, _model_ok, "GGUF file to serve (default: models/)")
+    # Checked (exists, a whole GGUF file) by the entry points through server/model/files.py.
+    model: str | None = setting(None, _optional_str, None, "GGUF file to serve (default: models/)")
     n_ctx: int = setting(4096, _int, _at_least(64), "context of one request in tokens (every slot gets this much)")
     n_threads: int = setting(None, _int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
     n_batch: int = setting(512, _int, _at_least(1), "prompt tokens per batch")
@@ -251,11 +245,15 @@ class Settings:
         "speculative decoding: off, ngram (drafts copied from the prompt and answer) or draft (DRAFT_MODEL)",
     )
     draft_max: int = setting(16, _int, _between(1, 64), "most tokens drafted for one request in one step")
-    draft_model: str | None = setting(None, _optional_str, _model_ok, "GGUF draft model (same vocabulary)")
+    # Checked (exists, a whole GGUF file) by the entry points, as MODEL is.
+    draft_model: str | None = setting(None, _optional_str, _file_ok, "GGUF draft model (same vocabulary)")
     draft_n_gpu_layers: int = setting(0, _int, _at_least(-1), "draft model layers on the GPU (-1: all)")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")
+    read_timeout: float = setting(
+        30.0, _float, _at_least(0.1), "seconds a client has to send a whole request (head and body), else 408"
+    )
     api_key: str | None = setting(
         None, _optional_str, None, "bearer key required on every route but health and the page's files", secret=True
     )

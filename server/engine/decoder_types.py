@@ -167,6 +167,7 @@ class DecoderStats:
     kv_cells_used: int = 0
     prompt_cache_prompts: int = 0  # prompt states held in RAM (server/engine/promptcache.py)
     prompt_cache_bytes: int = 0
+    prompt_cache_limit_bytes: int = 0  # the most it may hold (0: off)
     prompt_cache_hits: int = 0  # prompts that got a saved state back
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and how many the target kept
     draft_accepted: int = 0
@@ -208,7 +209,14 @@ class _StatsCounter:
         self.busy_s += time.perf_counter() - self.t0
 
     def snapshot(
-        self, busy: int, waiting: int, kv_cells: int, ram_prompts: int = 0, ram_bytes: int = 0, ram_hits: int = 0
+        self,
+        busy: int,
+        waiting: int,
+        kv_cells: int,
+        ram_prompts: int = 0,
+        ram_bytes: int = 0,
+        ram_hits: int = 0,
+        ram_limit: int = 0,
     ) -> DecoderStats:
         return replace(
             self.base,
@@ -217,6 +225,7 @@ class _StatsCounter:
             steps=self.steps,
             prompt_cache_prompts=ram_prompts,
             prompt_cache_bytes=ram_bytes,
+            prompt_cache_limit_bytes=ram_limit,
             prompt_cache_hits=ram_hits,
             tokens=self.tokens,
             sequences=self.seqs,

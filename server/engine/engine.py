@@ -24,8 +24,10 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
+from server.engine.constraints import conversation, gbnf_for, grammar_of
 from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
 from server.engine.generation import Generation, GenerationRequest, done_event
 from server.engine.protocol import Decoder, Handle
@@ -114,6 +116,7 @@ class Engine:
         self._running: list[_Running] = []
         self._ready = threading.Event()
         self.state = "loading"
+        self.load_error: str | None = None  # why, once state is "failed"
         self.info: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._main, name="llama-engine", daemon=True)
 
@@ -157,7 +160,7 @@ class Engine:
             messages = list(request.messages)
             if self.settings.system_prompt and not any(m.role == "system" for m in messages):
                 messages.insert(0, Message("system", self.settings.system_prompt))
-            tokens = self._format.tokens(messages, self._vocab)
+            tokens = self._format.tokens(conversation(request, messages), self._vocab)
         return self._enqueue(tokens, request, on_done)
 
     # --- the vocabulary (/tokenize, /detokenize): it is only read, so any thread may ask ----
@@ -190,6 +193,15 @@ class Engine:
 
     def _enqueue(self, tokens: list[int], request: Request, on_done: Callable[[Done], None] | None) -> Generation:
         params = request.sampling
+        grammar = grammar_of(request)
+        if grammar is not None:
+            params = replace(params, grammar=gbnf_for(grammar, self._decoder.check_grammar))
+        unknown = [t for t, _ in params.logit_bias if t >= self._decoder.n_vocab]
+        if unknown:
+            raise InvalidRequest(
+                f"'logit_bias' names token {unknown[0]}; the model's token ids are below {self._decoder.n_vocab}",
+                "logit_bias",
+            )
         if len(tokens) + params.max_tokens > self._decoder.n_ctx:
             raise PromptTooLong(len(tokens), params.max_tokens, self._decoder.n_ctx)
         deadline = time.monotonic() + (request.timeout or self.settings.request_timeout)
@@ -211,8 +223,13 @@ class Engine:
     def _main(self) -> None:
         try:
             self._load()
-        except Exception:
-            log.exception("loading %s failed", self.model.path)
+        except Exception as exc:
+            # One line, no traceback: under gunicorn a failed load stops the server
+            # (server/gunicorn.conf.py), and this line is what the operator reads.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            self.load_error = f"cannot load the model file {self.model.path}: {reason}"
+            log.error("%s", self.load_error)
+            log.debug("the load failed here", exc_info=True)
             self.state = "failed"
             self._ready.set()
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import mmap
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,6 +36,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def state_buffer(size: int) -> np.ndarray:
+    """`size` bytes in an anonymous mapping of their own, which goes back to the system the moment
+    the entry is dropped. From malloc, states of every size made and dropped for hours fragment the
+    heap, and the process keeps growing although the cache does not (a 60-minute soak: +52 MiB
+    beside a full 512 MiB cache). Untouched pages cost nothing until llama.cpp writes them."""
+    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), dtype=np.uint8)
 
 
 @dataclass(eq=False)
@@ -64,14 +73,13 @@ class PromptCache:
         if not tokens or any(common_prefix(e.tokens, tokens) == len(tokens) for e in self._entries):
             return False  # nothing to save, or already held by a longer entry
         size = lc.llama_state_seq_get_size(self._ctx, seq_id)
-        if size > self.limit:
+        if not 0 < size <= self.limit:
             return False
         self._entries = collections.deque(e for e in self._entries if common_prefix(e.tokens, tokens) < len(e.tokens))
         self._make_room(size)
         try:
-            # Uninitialised (llama.cpp writes every byte): zeroing a state first costs as much as the copy.
-            entry = Entry(tuple(tokens), np.empty(size, dtype=np.uint8))
-        except MemoryError:  # the machine has less to spare than the limit says: shrink it
+            entry = Entry(tuple(tokens), state_buffer(size))
+        except (MemoryError, OSError):  # the machine has less to spare than the limit says: shrink it
             self.limit = int(0.4 * self.bytes)
             self._make_room(0)
             return False

@@ -26,6 +26,7 @@ def health():
         body["prompt_cache"] = {
             "prompts": stats.prompt_cache_prompts,
             "bytes": stats.prompt_cache_bytes,
+            "limit_bytes": stats.prompt_cache_limit_bytes,
             "hits": stats.prompt_cache_hits,
         }
     return jsonify(body), code

@@ -27,23 +27,24 @@ def respond():
     req = validate_respond(json_body(), state.settings.max_tokens, state.settings.max_tokens_ceiling)
     generation = submit(req, NAMES)
     model = state.engine.info["model"]
+    extra = {"constrained": True} if req.grammar is not None else {}
     if req.stream:
         return Response(
-            EventStream(generation, lambda g: _events(g, model), _error),
+            EventStream(generation, lambda g: _events(g, model, extra), _error),
             mimetype="text/event-stream",
             headers=SSE_HEADERS,
         )
     text, done = collect(generation, client_gone_check(request.environ))
-    return jsonify({"response": text, **final(done, model)})
+    return jsonify({"response": text, **final(done, model), **extra})
 
 
-def _events(generation: Generation, model: str) -> Iterator[str]:
+def _events(generation: Generation, model: str, extra: dict) -> Iterator[str]:
     """One event per text delta, then a final one."""
     for event in generation:
         if isinstance(event, Delta):
             yield sse({"type": "delta", "text": event.text})
         else:
-            yield sse({"type": "done", **final(event, model)})
+            yield sse({"type": "done", **final(event, model), **extra})
 
 
 def _error(exc: ServerError) -> str:

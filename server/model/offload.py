@@ -90,10 +90,15 @@ def read_model_shape(path: Path) -> ModelShape:
     """Per-layer tensor bytes and the KV-cache geometry, from the GGUF header."""
     info = read_gguf_info(path)
     meta = info.metadata
-    arch = meta["general.architecture"]
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise ValueError("the header names no general.architecture")
 
     def key(name: str, default: int | None = None) -> Any:
-        return meta.get(f"{arch}.{name}", default)
+        value = meta.get(f"{arch}.{name}", default)
+        if value is None:  # ValueError naming the key, not int(None)'s TypeError
+            raise ValueError(f"the header has no {arch}.{name}")
+        return value
 
     layers = [0] * int(key("block_count"))
     other: dict[str, int] = {}

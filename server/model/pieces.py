@@ -28,6 +28,8 @@ import re
 import secrets
 from typing import Callable, Sequence
 
+Tokenize = Callable[[str, bool], list[int]]  # (text, parse special tokens) -> ids, never adding BOS
+
 # llama.cpp's token attributes (llama_token_attr): the tokens its special parsing may produce
 # and that plain tokenizing never does, and the whitespace-stripping flags they may carry.
 ATTR_UNKNOWN, ATTR_CONTROL, ATTR_LSTRIP, ATTR_RSTRIP = 1 << 0, 1 << 3, 1 << 7, 1 << 8
@@ -74,7 +76,9 @@ def split_render(render: Callable[[list[str]], str], contents: Sequence[str], re
     return pieces
 
 
-def tokens_of(pieces: Sequence[Piece], tokenize, token_attr, token_text) -> list[int]:
+def tokens_of(
+    pieces: Sequence[Piece], tokenize: Tokenize, token_attr: Callable[[int], int], token_text: Callable[[int], str]
+) -> list[int]:
     """Token ids of the pieces: control tokens only from the template's pieces.
 
     `tokenize(text, special)`, `token_attr(id)` and `token_text(id)` are the vocabulary's.
@@ -103,7 +107,9 @@ def tokens_of(pieces: Sequence[Piece], tokenize, token_attr, token_text) -> list
     return out
 
 
-def _split_special(text: str, tokenize, token_attr, token_text) -> list[str | int]:
+def _split_special(
+    text: str, tokenize: Tokenize, token_attr: Callable[[int], int], token_text: Callable[[int], str]
+) -> list[str | int]:
     """`text` as plain strings and control token ids, where llama.cpp's special parsing splits it."""
     special = [t for t in tokenize(text, True) if token_attr(t) & (ATTR_CONTROL | ATTR_UNKNOWN)]
     parts: list[str | int] = []
@@ -119,6 +125,6 @@ def _split_special(text: str, tokenize, token_attr, token_text) -> list[str | in
     return [p for p in parts if p != ""]
 
 
-def has_control_text(text: str, tokenize, token_attr) -> bool:
+def has_control_text(text: str, tokenize: Tokenize, token_attr: Callable[[int], int]) -> bool:
     """Whether special parsing would find a control token in `text`."""
     return any(token_attr(t) & (ATTR_CONTROL | ATTR_UNKNOWN) for t in tokenize(text, True))

@@ -31,9 +31,20 @@ Tokenize = Callable[[str, bool], list[int]]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call an assistant made: `arguments` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Message:
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool" (a tool's result: see server/model/tools.py)
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None  # for role "tool": the call this result answers
 
 
 @dataclass(frozen=True)

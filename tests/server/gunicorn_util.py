@@ -64,7 +64,7 @@ def _wait_healthy(proc: subprocess.Popen, base: str, log: Path, limit: float = 1
         try:
             if requests.get(f"{base}/api/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow on a busy machine
             pass
         time.sleep(0.5)
     pytest.fail(f"gunicorn did not become healthy in {limit:.0f} s:\n{log.read_text()[-2000:]}")

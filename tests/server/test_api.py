@@ -273,7 +273,8 @@ def test_health_reports_the_model_and_offload(client):
     assert body["parallel"]["n_parallel"] == 2 and body["parallel"]["mode"] == "fixed"
     assert body["parallel"]["kv_bytes_per_token"] == 18 * 2 * 256 * 2  # layers x (K + V) x width x f16
     assert body["slots"] == {"busy": 0, "total": 2} and body["kv_cells_used"] >= 0
-    assert set(body["prompt_cache"]) == {"prompts", "bytes", "hits"}
+    assert set(body["prompt_cache"]) == {"prompts", "bytes", "limit_bytes", "hits"}
+    assert body["prompt_cache"]["limit_bytes"] == body["prompt_cache_mib"] << 20 > 0
     assert body["default_model"] is True and "make quantize" in body["notice"]
     assert body["queue_depth"] == 0
 

@@ -109,16 +109,16 @@ class FakeDecoder:
 
 
 def _vocab(fake: FakeDecoder) -> Vocab:
-    texts = {1: "<s>", 2: "</s>"}
+    specials = {1: "<s>", 2: "</s>"}  # its only control tokens, as llama.cpp marks them (attribute CONTROL = 8)
     return Vocab(
         lambda text, special: fake.tokenize(text, False),
         1,
         2,
-        texts[1],
-        texts[2],
+        "<s>",
+        "</s>",
         add_bos=True,
-        token_attr=lambda token: 0,  # no attribute bits: a plain text token
-        token_text=lambda token: texts.get(token, chr(token)),
+        token_attr=lambda token: 8 if token in specials else 0,
+        token_text=lambda token: specials.get(token, ""),
     )
 
 

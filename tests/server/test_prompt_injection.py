@@ -202,3 +202,22 @@ def test_a_template_that_repeats_a_content_is_still_split(chatml_engine):
     repeat = "{{ messages[0]['content'] }}|{{ messages[0]['content'] }}<|im_end|>"
     tokens = JinjaFormat(repeat).tokens([Message("user", "<|im_end|>")], chatml_engine.vocab)
     assert count(tokens, chatml_engine, "<|im_end|>") == 1
+
+
+def test_tool_results_and_definitions_stay_text(smollm2_engine):
+    """A tool's result and a tool's description come from the request too: written into the
+    conversation as JSON text (server/model/tools.py), they are tokenized as plain text."""
+    from server.model.prompt import ToolCall
+    from server.model.tools import Tool, ToolChoice, tool_conversation
+
+    messages = [
+        Message("user", "What is the weather?"),
+        Message("assistant", "", tool_calls=(ToolCall("c1", "weather", "{}"),)),
+        Message("tool", CHATML_FORGERY, tool_call_id="c1"),
+    ]
+    tools = [Tool("weather", description="Forecast." + CHATML_FORGERY)]
+    plain = tool_conversation(messages, tools, ToolChoice())
+    tokens = smollm2_engine._format.tokens(plain, smollm2_engine.vocab)
+    turns = len(plain)  # the tools' system message, the question, the call, the result
+    assert count(tokens, smollm2_engine, "<|im_start|>") == turns + 1
+    assert count(tokens, smollm2_engine, "<|im_end|>") == turns

@@ -152,9 +152,21 @@ def _parse_capturing_stderr(vocab, gbnf: str):
             logged, _local.sink = _local.sink, None
         tmp.seek(0)
         output = tmp.read().decode("utf-8", errors="replace")
-    if output and sampler:  # not ours: someone else's words, give them back
-        sys.stderr.write(output)
+    others = _without_parse_error(output, gbnf)
+    if others.strip():  # not llama.cpp's words about this grammar: someone else's, give them back
+        sys.stderr.write(others)
     return sampler, output + "".join(logged)
+
+
+def _without_parse_error(output: str, gbnf: str) -> str:
+    """`output` less llama.cpp's "parse: error parsing grammar: ..." paragraph, which ends with
+    an echo of the grammar itself."""
+    start = output.find("parse: error parsing grammar: ")
+    if start < 0:
+        return output
+    end = output.find(gbnf, start)
+    end = end + len(gbnf) + 1 if end >= 0 else len(output)
+    return output[:start] + output[end:]
 
 
 def _parse_message(output: str) -> str:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
@@ -34,13 +34,14 @@ from server.engine.decoder_types import (
     DecoderConfig,
     DecoderStats,
     Ended,
+    Event,
     PromptTooLongError,
     Timings,
     Usage,
     context_params,
 )
 from server.engine.draft_model import DraftModel
-from server.engine.drafts import NgramDraft
+from server.engine.drafts import DraftSource, NgramDraft
 from server.engine.grammar import Candidates, LlamaGrammar, check_grammar
 from server.engine.logprobs import Before
 from server.engine.promptcache import PromptCache
@@ -55,7 +56,7 @@ from server.engine.sampling import (
 )
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
-from server.engine.speculative import Speculator
+from server.engine.speculative import DraftState, Speculator
 from server.engine.vocab_index import VocabIndex
 
 log = logging.getLogger(__name__)
@@ -104,11 +105,11 @@ class BatchDecoder:
         ram = PromptCache(self._c, cfg.cache_ram_mib << 20) if cfg.cache_ram_mib else None
         self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache, ram)
         self._slots = self._table.slots
-        self._inbox: collections.deque = collections.deque()  # (op, Sequence) from any thread
+        self._inbox: collections.deque[tuple[str, Sequence]] = collections.deque()  # (op, Sequence) from any thread
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._ids = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
-        self._memory = (0, 0, 0, 0)  # see _read_memory
+        self._memory = (0, 0, 0, 0, 0 if self._table.ram is None else self._table.ram.limit)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
         self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
         self._index: VocabIndex | None = None  # see vocab_index_
@@ -116,7 +117,7 @@ class BatchDecoder:
         self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
 
     @classmethod
-    def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
+    def load(cls, model_path: str | Path, **settings: Any) -> "BatchDecoder":
         """Load the weights once and create the shared context (settings: DecoderConfig fields)."""
         cfg = DecoderConfig(**settings)
         _logger.set_verbose(cfg.verbose)
@@ -146,10 +147,10 @@ class BatchDecoder:
 
     # --- model facts, so the caller needs no second copy of the weights ---------------
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
-        return self._model.tokenize(text.encode("utf-8"), add_bos, special)
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
-        return self._model.detokenize(tokens, special).decode("utf-8", errors="replace")
+        return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))
 
     def text_of(self, tokens: list[int]) -> str:
         """Tokens -> text as /detokenize gives it (server/engine/vocabtext.py); any thread."""
@@ -159,11 +160,11 @@ class BatchDecoder:
         return vocabtext.piece(self._vocab, token)
 
     def metadata(self) -> dict[str, str]:
-        return self._model.metadata()
+        return dict(self._model.metadata())
 
     def chat_template(self) -> str | None:
         raw = lc.llama_model_chat_template(self._model.model, None)
-        return raw.decode("utf-8") if raw else None
+        return str(raw.decode("utf-8")) if raw else None
 
     def check_grammar(self, gbnf: str) -> None:
         """grammar.GrammarError unless llama.cpp parses `gbnf` (any thread: the vocabulary is read-only).
@@ -180,7 +181,10 @@ class BatchDecoder:
             return self._index
 
     def token_text(self, token: int) -> str:
-        return self._model.token_get_text(token)
+        return str(self._model.token_get_text(token))
+
+    def token_attr(self, token: int) -> int:
+        return int(self._model.token_get_attr(token))
 
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
@@ -191,7 +195,7 @@ class BatchDecoder:
     n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
-    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]) -> Sequence:
+    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]) -> Sequence:
         """Queue a request; it joins the batch at the next step with a free slot."""
         if not prompt:
             raise ValueError("empty prompt")
@@ -252,10 +256,11 @@ class BatchDecoder:
         return n
 
     def _read_memory(self) -> None:
-        """KV cells used, and the RAM prompt cache's prompts, bytes and hits: read here, on
-        the stepping thread, never from another one."""
-        ram = self._table.ram
-        self._memory = (self.kv_cells_used(), *((len(ram), ram.bytes, ram.hits) if ram else (0, 0, 0)))
+        """KV cells used, and the RAM prompt cache's prompts, bytes, hits and limit: read here,
+        on the stepping thread, never from another one."""
+        ram = self._table.ram  # `is None`, not falsiness: an empty cache has len() 0 but still counts hits
+        ram_use = (0, 0, 0, 0) if ram is None else (len(ram), ram.bytes, ram.hits, ram.limit)
+        self._memory = (self.kv_cells_used(), *ram_use)
 
     def _decode(self, n: int) -> None:
         self._stats.start()
@@ -312,6 +317,7 @@ class BatchDecoder:
         """Constrained sequences never speculate: a grammar cannot take back a token it accepted."""
         if self._candidates is None:
             self._candidates = Candidates(self._n_vocab)
+        assert params.grammar is not None  # only constrained requests come here
         grammar = LlamaGrammar(self._vocab, params.grammar)
         eog = self._model.token_eos() if self._model.token_eos() >= 0 else self._eog_tokens()[0]
         index = self.vocab_index()
@@ -323,6 +329,7 @@ class BatchDecoder:
         running = [s.seq for s in self._slots if s.seq is not None]
         self._plan_drafts(running)
         for seq in running:
+            assert seq.slot is not None  # every running sequence holds one
             seq.n_feed, seq.i_batch = 0, -1
             if seq.state == DECODING:
                 # Its next token, then its draft (if any), every position with logits to verify it.
@@ -338,6 +345,7 @@ class BatchDecoder:
         # their streams keep advancing; alone it may fill the whole batch.
         budget = min(cfg.n_batch - n, cfg.prefill_chunk if n else cfg.n_batch)
         for seq in sorted((s for s in running if s.state == PREFILL), key=lambda s: s.id):
+            assert seq.slot is not None
             k = min(budget, len(seq.prompt) - seq.n_past)
             if k <= 0:
                 break
@@ -359,11 +367,12 @@ class BatchDecoder:
         if self._spec is None:
             return
         decoding = [s for s in running if s.state == DECODING]
-        if any(s.state == PREFILL for s in running):
-            candidates = []
-        else:
+        candidates: list[tuple[int, DraftState, list[int], int]] = []
+        if not any(s.state == PREFILL for s in running):
             candidates = [
-                (s.slot.id, s.spec, [*s.prompt, *s.tokens], self._draft_room(s)) for s in decoding if s.spec is not None
+                (s.slot.id, s.spec, [*s.prompt, *s.tokens], self._draft_room(s))
+                for s in decoding
+                if s.spec is not None and s.slot is not None
             ]
         for s in decoding:
             if s.spec is not None:
@@ -378,6 +387,7 @@ class BatchDecoder:
         if seq.state == DECODING and seq.spec is not None and seq.spec.draft:
             return self._after_verify(seq)
         slot = seq.slot
+        assert slot is not None
         if seq.state == DECODING:
             slot.cached.append(seq.next_token)
         else:
@@ -394,8 +404,10 @@ class BatchDecoder:
     def _after_verify(self, seq: Sequence) -> None:
         """Keep the longest prefix of `seq`'s draft the target agrees with, plus the target's
         own next token; drop the rejected draft's KV cells."""
-        slot, draft, base = seq.slot, seq.spec.draft, seq.n_past
-        out = self._spec.accept(seq.spec, lambda i, kept: self._sample(seq, seq.i_batch + i, kept))
+        slot, spec, speculator, base = seq.slot, seq.spec, self._spec, seq.n_past
+        assert slot is not None and spec is not None and speculator is not None  # only called with a draft
+        draft = spec.draft
+        out = speculator.accept(spec, lambda i, kept: self._sample(seq, seq.i_batch + i, kept))
         kept = len(out) - 1
         if kept < len(draft):
             lc.llama_memory_seq_rm(self._mem, slot.id, base + 1 + kept, -1)
@@ -412,12 +424,12 @@ class BatchDecoder:
         `extra`: tokens accepted after seq.tokens but not yet emitted (a verified draft)."""
         i, p = seq.i_batch if i is None else i, seq.params
         if seq.chain is not None and p.logprobs is None:
-            return lc.llama_sampler_sample(seq.chain, self._c, i)
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, i), shape=(self._n_vocab,))
         if p.logprobs is not None:  # read before sampling changes the logits in place
             seq.before = Before(logits, p.logprobs)
         if seq.chain is not None:
-            return lc.llama_sampler_sample(seq.chain, self._c, i)
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
         history = [*seq.tokens, *extra] if extra else seq.tokens
         recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         if seq.constraint is not None:
@@ -465,7 +477,7 @@ class BatchDecoder:
                 if seq.state == DONE:  # its consumer failed and it ended as an error
                     return
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
-        if seq.spec is not None and seq.slot is not None:
+        if self._spec is not None and seq.spec is not None and seq.slot is not None:
             self._spec.end(seq.slot.id)
         self._free_samplers(seq)
         if seq.slot is not None:
@@ -473,7 +485,7 @@ class BatchDecoder:
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
         self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), Timings.of(seq)))
 
-    def _emit(self, seq: Sequence, event: object) -> None:
+    def _emit(self, seq: Sequence, event: Event) -> None:
         try:
             seq.on_event(event)
         except Exception:  # a broken consumer must not stop the other streams: end only its own
@@ -502,7 +514,8 @@ def make_speculator(cfg: DecoderConfig, model: _internals.LlamaModel) -> Specula
     """The draft source the settings ask for (a draft model is loaded here, once)."""
     if cfg.speculative == "off":
         return None
-    if cfg.speculative == "ngram":
+    source: DraftSource
+    if cfg.speculative == "ngram" or cfg.draft_model is None:
         source = NgramDraft()
     else:
         target = (model.n_vocab(), model.token_bos(), model.token_eos())

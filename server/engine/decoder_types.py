@@ -12,11 +12,16 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Union
 
 import llama_cpp.llama_cpp as lc
 
-from server.engine.request import SamplingParams  # noqa: F401  (re-exported)
+from server.engine.request import Delta
+from server.engine.request import SamplingParams as SamplingParams  # re-exported
 from server.settings import KV_CACHE_TYPES
+
+if TYPE_CHECKING:
+    from server.engine.sequence import Sequence
 
 # --- decoder settings ---------------------------------------------------------------
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
@@ -91,11 +96,6 @@ class PromptTooLongError(ValueError):
 
 
 @dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int  # sampled tokens, the end-of-generation token excluded
@@ -113,7 +113,7 @@ class Timings:
     draft_accepted: int = 0
 
     @classmethod
-    def of(cls, seq) -> "Timings":
+    def of(cls, seq: Sequence) -> "Timings":
         start = seq.t_start or seq.t_end
         first = seq.t_first or seq.t_end
         ms = 1000.0
@@ -141,6 +141,9 @@ class Ended:
     timings: Timings
 
 
+# What a sequence's `on_event` receives: Delta events, then exactly one Ended.
+Event = Union[Delta, Ended]
+
 # --- statistics -------------------------------------------------------------------
 # Upper bounds ("le") of the per-step histograms: tokens in one llama_decode, and
 # how many sequences shared it.
@@ -164,6 +167,7 @@ class DecoderStats:
     kv_cells_used: int = 0
     prompt_cache_prompts: int = 0  # prompt states held in RAM (server/engine/promptcache.py)
     prompt_cache_bytes: int = 0
+    prompt_cache_limit_bytes: int = 0  # the most it may hold (0: off)
     prompt_cache_hits: int = 0  # prompts that got a saved state back
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and how many the target kept
     draft_accepted: int = 0
@@ -205,7 +209,14 @@ class _StatsCounter:
         self.busy_s += time.perf_counter() - self.t0
 
     def snapshot(
-        self, busy: int, waiting: int, kv_cells: int, ram_prompts: int = 0, ram_bytes: int = 0, ram_hits: int = 0
+        self,
+        busy: int,
+        waiting: int,
+        kv_cells: int,
+        ram_prompts: int = 0,
+        ram_bytes: int = 0,
+        ram_hits: int = 0,
+        ram_limit: int = 0,
     ) -> DecoderStats:
         return replace(
             self.base,
@@ -214,6 +225,7 @@ class _StatsCounter:
             steps=self.steps,
             prompt_cache_prompts=ram_prompts,
             prompt_cache_bytes=ram_bytes,
+            prompt_cache_limit_bytes=ram_limit,
             prompt_cache_hits=ram_hits,
             tokens=self.tokens,
             sequences=self.seqs,

@@ -25,12 +25,12 @@ import queue
 import threading
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from server.engine.constraints import conversation, gbnf_for, grammar_of
-from server.engine.decoder_types import DecodeError, DecoderStats, Ended
+from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
 from server.engine.generation import Generation, GenerationRequest, done_event
-from server.engine.protocol import Decoder
+from server.engine.protocol import Decoder, Handle
 from server.engine.request import Delta, Done, Request
 from server.errors import (
     GenerationFailed,
@@ -41,7 +41,13 @@ from server.errors import (
     QueueFull,
     RequestTimeout,
 )
-from server.model.prompt import Message, with_one_bos
+from server.model.files import ModelChoice
+from server.model.prompt import Message, PromptFormat, Vocab, with_one_bos
+from server.settings import Settings
+
+if TYPE_CHECKING:  # loading imports the decoder; the worker imports it when it starts
+    from server.engine.batching import BatchDecoder
+    from server.engine.loading import Loader
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ ERRORS: dict[str, Callable[[], Exception]] = {
     "timeout": lambda: RequestTimeout("the answer did not complete within the request timeout"),
     "error": GenerationFailed,
 }
-STATE_ERRORS = {
+STATE_ERRORS: dict[str, Callable[[], Exception]] = {
     "loading": lambda: ModelLoading("the model is still loading"),
     "failed": lambda: ModelFailed("the model failed to load; see the server log"),
     "stopped": lambda: ModelFailed("the server is shutting down"),
@@ -68,6 +74,8 @@ class _Running:
     """A generation handed to the decoder, and why the engine stopped it (if it did)."""
 
     __slots__ = ("generation", "handed", "seq", "reason", "ended")
+    seq: Handle  # the decoder's, once added
+    reason: str | None
 
     def __init__(self, generation: Generation) -> None:
         self.generation, self.handed = generation, time.monotonic()
@@ -75,7 +83,19 @@ class _Running:
 
 
 class Engine:
-    def __init__(self, settings, model=None, decoder: Decoder | None = None, loader=None):
+    # Set on the worker thread by _load, before the state becomes "ready".
+    _decoder: Decoder
+    _vocab: Vocab
+    _format: PromptFormat
+    _n_slots: int
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ModelChoice | None = None,
+        decoder: BatchDecoder | None = None,
+        loader: Loader | None = None,
+    ) -> None:
         """`model`: a server.model.files.ModelChoice (resolved from the settings when None).
         `decoder`: an already loaded decoder to drive instead of loading one; its owner
         closes it (tests share one between engines that never run at the same time).
@@ -85,7 +105,7 @@ class Engine:
 
         self.settings = settings
         self.model = model or resolve_model(settings.model)
-        self._decoder = decoder
+        self._given = decoder
         self._owns_decoder = decoder is None
         self._loader = loader
         # Admission: at most PARALLEL running plus QUEUE_SIZE waiting. Counted under a lock
@@ -96,7 +116,8 @@ class Engine:
         self._running: list[_Running] = []
         self._ready = threading.Event()
         self.state = "loading"
-        self.info: dict = {}
+        self.load_error: str | None = None  # why, once state is "failed"
+        self.info: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._main, name="llama-engine", daemon=True)
 
     def start(self) -> "Engine":
@@ -121,7 +142,7 @@ class Engine:
         return self._decoder.stats() if self.state in ("ready", "stopped") else None
 
     @property
-    def vocab(self):
+    def vocab(self) -> Vocab:
         return self._vocab
 
     def submit(self, request: Request, on_done: Callable[[Done], None] | None = None) -> Generation:
@@ -170,7 +191,7 @@ class Engine:
         if self.state != "ready":
             raise STATE_ERRORS[self.state]()
 
-    def _enqueue(self, tokens: list[int], request: Request, on_done) -> Generation:
+    def _enqueue(self, tokens: list[int], request: Request, on_done: Callable[[Done], None] | None) -> Generation:
         params = request.sampling
         grammar = grammar_of(request)
         if grammar is not None:
@@ -202,8 +223,13 @@ class Engine:
     def _main(self) -> None:
         try:
             self._load()
-        except Exception:
-            log.exception("loading %s failed", self.model.path)
+        except Exception as exc:
+            # One line, no traceback: under gunicorn a failed load stops the server
+            # (server/gunicorn.conf.py), and this line is what the operator reads.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            self.load_error = f"cannot load the model file {self.model.path}: {reason}"
+            log.error("%s", self.load_error)
+            log.debug("the load failed here", exc_info=True)
             self.state = "failed"
             self._ready.set()
             return
@@ -219,7 +245,7 @@ class Engine:
     def _load(self) -> None:
         from server.engine.loading import load
 
-        loaded = (self._loader or load)(self.settings, self.model, self._decoder)
+        loaded = (self._loader or load)(self.settings, self.model, self._given)
         self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
         self._n_slots = loaded.decoder.n_slots
         self.info = loaded.info
@@ -294,7 +320,7 @@ class Engine:
                 self._decoder.cancel(entry.seq)
                 self._end(entry, "error")
 
-    def _on_event(self, entry: _Running, event) -> None:
+    def _on_event(self, entry: _Running, event: Event) -> None:
         """The decoder's events for one sequence, during step() on this thread."""
         if entry.ended:
             return

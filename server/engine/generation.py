@@ -40,7 +40,7 @@ class Generation:
         self.request = request
         self.submitted = time.monotonic()
         self._on_done = on_done
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Delta | Done | Exception] = queue.SimpleQueue()
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:

@@ -121,6 +121,6 @@ class Done:
     "timeout" | "error" reach only the on_done observer (the client gets the error raised)."""
 
     finish_reason: str
-    usage: dict
-    timings: dict
+    usage: dict[str, int]  # prompt_tokens, completion_tokens, total_tokens
+    timings: dict[str, float]  # queue_ms, prompt_ms, generation_ms, tokens_per_second
     cached_tokens: int = 0  # prompt tokens reused from a slot's cache (metrics only, not in the API)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import llama_cpp.llama_cpp as lc
 
-from server.engine.decoder_types import SamplingParams
+from server.engine.decoder_types import Event, SamplingParams
 from server.engine.sampling import TextAssembler
 from server.engine.speculative import DraftState
+
+if TYPE_CHECKING:
+    from server.engine.constrained import ConstrainedSampler
+    from server.engine.logprobs import Before, TokenLogprob
+    from server.engine.slots import Slot
 
 WAITING, PREFILL, DECODING, DONE = range(4)
 EOG = None  # what Pieces gives for an end-of-generation token
@@ -53,16 +58,20 @@ class Sequence:
         "t_end",
         "spec",
     )
+    slot: Slot | None  # None until admitted
+    chain: int | None  # its llama.cpp sampler chain; None when greedy or ended
+    constraint: ConstrainedSampler | None
+    before: Before | None
 
     def __init__(
-        self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]
+        self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]
     ) -> None:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
         self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
         self.constraint = None  # constrained.ConstrainedSampler when the request has a grammar
         self.before = None  # logprobs.Before of the token being sampled, when logprobs were asked for
-        self.pending: list = []  # logprobs.TokenLogprob of tokens whose text is not out yet
+        self.pending: list[TokenLogprob] = []  # logprobs.TokenLogprob of tokens whose text is not out yet
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
         self.spec: DraftState | None = None  # speculation, for a greedy sequence when the decoder drafts
         self.text = TextAssembler(params.stop)
@@ -78,7 +87,7 @@ class Sequence:
 class Pieces:
     """token id -> its text bytes, or EOG; stepping thread only (one shared buffer)."""
 
-    def __init__(self, vocab) -> None:
+    def __init__(self, vocab: object) -> None:  # a llama_vocab pointer
         self._vocab, self._buf = vocab, ctypes.create_string_buffer(256)
         self._known: dict[int, bytes | None] = {}
 

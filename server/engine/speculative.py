@@ -45,7 +45,7 @@ class Speculator:
     def end(self, key: int) -> None:
         self.source.end(key)
 
-    def plan(self, candidates: list[tuple[int, DraftState, Sequence[int], int]], n_decoding: int) -> None:
+    def plan(self, candidates: Sequence[tuple[int, DraftState, Sequence[int], int]], n_decoding: int) -> None:
         """Set each candidate's draft for this step. A candidate: (key, state, history, room),
         room = how many tokens it may still take (max_tokens and context left). The step's
         budget (max_step_tokens minus the decoding sequences' own tokens) goes first come."""

@@ -24,7 +24,7 @@ _BLANK = frozenset(b" \t\n\r")
 
 
 class VocabIndex:
-    def __init__(self, vocab, n_vocab: int) -> None:
+    def __init__(self, vocab: object, n_vocab: int) -> None:
         first = np.full(n_vocab, -1, dtype=np.int16)  # first byte of each token's text; -1: no text
         self.blank = np.zeros(n_vocab, dtype=bool)
         single = np.full(256, -1, dtype=np.int64)

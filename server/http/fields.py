@@ -87,7 +87,7 @@ def check(name: str, value: Any, limit: Limit, high: float | None = None) -> Non
         if high is not None and len(value) > high:
             raise InvalidRequest(f"'{name}' must have at most {high} entries", name)
         return
-    size = len(value) if isinstance(value, (str, list)) else value
+    size: Any = len(value) if isinstance(value, (str, list)) else value
     what = "at least length" if isinstance(value, (str, list)) else "at least"
     if limit.low is not None and size < limit.low:
         raise InvalidRequest(f"'{name}' must be {what} {limit.low}", name)
@@ -125,7 +125,7 @@ def sampling(values: dict[str, Any]) -> SamplingParams:
     bias = {int(k): float(v) for k, v in values["logit_bias"].items()}
     return SamplingParams(
         **{**{k: values[k] for k in SAMPLING}, **floats},
-        logit_bias=bias,
+        logit_bias=tuple(sorted(bias.items())),
         max_tokens=values["max_tokens"],
         stop=tuple(values["stop"]),
     )

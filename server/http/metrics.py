@@ -98,6 +98,7 @@ class DecoderCollector:
             ("kv_cells_used", "KV cache cells holding tokens (idle slots keep a prefix)", stats.kv_cells_used),
             ("prompt_cache_prompts", "Prompt states kept in RAM for reuse", stats.prompt_cache_prompts),
             ("prompt_cache_bytes", "Bytes of prompt states kept in RAM", stats.prompt_cache_bytes),
+            ("prompt_cache_limit_bytes", "Most bytes the RAM prompt cache may hold", stats.prompt_cache_limit_bytes),
         ):
             yield GaugeMetricFamily(f"llama_server_{name}", doc, value=value)
         yield CounterMetricFamily(

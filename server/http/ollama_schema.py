@@ -53,7 +53,7 @@ COMMON = {
     "top_logprobs": INT,
 }
 FIELDS = {
-    "chat": {**COMMON, "messages": Limit(list, 0, LIMITS["history"].high * 2 + 2), "tools": Limit(list)},
+    "chat": {**COMMON, "messages": Limit(list, 0, (LIMITS["history"].high or 0) * 2 + 2), "tools": Limit(list)},
     "generate": {
         **COMMON,
         "prompt": LIMITS["content"],

@@ -21,10 +21,11 @@ from flask import Blueprint, Response, jsonify, request
 
 from server.engine.engine import Generation
 from server.engine.request import Delta
-from server.errors import InvalidRequest, ServerError
+from server.errors import ServerError
+from server.http.body import json_body
 from server.http.openai_answer import ChoiceBuilder
 from server.http.openai_schema import NAMES, OpenAICall, validate_openai
-from server.http.state import app_state, authorize, submit
+from server.http.state import app_state, submit
 from server.http.streaming import SSE_HEADERS, EventStream, client_gone_check, collect_deltas, sse
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,11 @@ blueprint = Blueprint("v1", __name__, url_prefix="/v1")
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     503: "unavailable_error",
     504: "timeout_error",
 }
@@ -68,11 +71,6 @@ SHAPES = {
 }
 
 
-@blueprint.before_request
-def _check_key():
-    authorize(app_state().settings.api_key)
-
-
 @blueprint.route("/models", methods=["GET"])
 def models():
     engine = app_state().engine
@@ -99,10 +97,7 @@ def completions():
 
 def _validated(kind: str) -> OpenAICall:
     settings = app_state().settings
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("the body must be valid JSON")
-    return validate_openai(kind, body, settings.max_tokens, settings.max_tokens_ceiling)
+    return validate_openai(kind, json_body(), settings.max_tokens, settings.max_tokens_ceiling)
 
 
 def _answer(kind: str, call: OpenAICall):
@@ -178,7 +173,7 @@ def openai_error(error: dict, status: int) -> dict:
             "message": error.get("message", ""),
             "type": ERROR_TYPES.get(status, "server_error"),
             "param": field,
-            "code": ERROR_CODES.get(error.get("type"), error.get("type")),
+            "code": ERROR_CODES.get(error.get("type", ""), error.get("type")),
         }
     }
 

@@ -37,7 +37,7 @@ ROWS: dict[str, str] = {
     "ignore_eos": "ignore_eos",
 }
 EXTRA: dict[str, Limit] = {
-    "messages": Limit(list, 1, LIMITS["history"].high * 2 + 2),  # a whole conversation: turns + system + query
+    "messages": Limit(list, 1, (LIMITS["history"].high or 0) * 2 + 2),  # a whole conversation: turns + system + query
     "stream_options": Limit(dict),
     "user": Limit(str, 0, 256),  # OpenAI's end-user id: accepted, unused
     "n": Limit(int),
@@ -168,6 +168,8 @@ def _message(i: int, item: Any) -> Message:
         raise InvalidRequest(f"'{where}' must be an object with 'role' and 'content'", where)
     if not isinstance(item["role"], str) or item["role"] not in ROLES:
         raise InvalidRequest(f"'{where}.role' must be one of {', '.join(ROLES)}", f"{where}.role")
+    if item.get("name") is not None:
+        check(f"{where}.name", item["name"], LIMITS["model"])  # a participant's name: a short string
     content = _text(where, item.get("content"))
     check(f"{where}.content", content, LIMITS["content"])
     if item["role"] == "tool":

@@ -37,10 +37,12 @@ def client_gone_check(environ: dict) -> Callable[[], bool] | None:
 
     def gone() -> bool:
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
+            # poll, not select: with many connections open the descriptor may be past 1024.
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
             # Readable with nothing to read is the client's FIN; waiting bytes (a
             # pipelined request) mean it is still there.
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+            return bool(poller.poll(0)) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
         except (OSError, ValueError):  # reset, or already closed

@@ -29,7 +29,7 @@ from server.model.schema_check import ANNOTATIONS, SchemaError, check_schema, js
 
 __all__ = ["schema_to_gbnf", "SchemaError", "JSON_OBJECT"]
 
-JSON_OBJECT: dict = {"type": "object"}  # any JSON object: OpenAI's json_object, Ollama's "json"
+JSON_OBJECT: dict[str, Any] = {"type": "object"}  # any JSON object: OpenAI's json_object, Ollama's "json"
 SAFE_CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', [])
 LABEL = "[a-z0-9] ([a-z0-9-]{0,18} [a-z0-9])?"  # a DNS label, at most 20 characters
 EXTRA_FORMATS = {
@@ -99,7 +99,7 @@ class _Converter(SchemaConverter):
         return self._format_literal(json.dumps(value))
 
 
-def _has_value(schema: dict, kind: str) -> bool:
+def _has_value(schema: dict[str, Any], kind: str) -> bool:
     """Whether the alternative of type `kind` of a multi-type node can have any value."""
     if "enum" not in schema and "const" not in schema:
         return True

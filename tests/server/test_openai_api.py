@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.server.conftest import metric
-from tests.server.gunicorn_util import API_KEY
+from tests.server.gunicorn_util import API_KEY, KEYED
 
 pytestmark = pytest.mark.slow
 CHAT = dict(model="local", messages=[{"role": "user", "content": "Name a color."}], temperature=0, seed=1, max_tokens=6)
@@ -37,7 +37,7 @@ def plain_chat(client):
 
 
 def test_models_lists_the_served_model(client, base):
-    served = requests.get(f"{base}/api/health", timeout=5).json()["model"]
+    served = requests.get(f"{base}/api/health", headers=KEYED, timeout=5).json()["model"]
     assert [(m.id, m.object) for m in client.models.list().data] == [(served, "model")]
 
 
@@ -121,13 +121,13 @@ def test_a_wrong_key_is_refused(base):
 
 def test_same_engine_and_metrics_as_api_respond(client, base):
     auth = {"Authorization": f"Bearer {API_KEY}"}
-    before = requests.get(f"{base}/metrics", timeout=5).text
+    before = requests.get(f"{base}/metrics", headers=KEYED, timeout=5).text
     client.chat.completions.create(**CHAT)
     answer = requests.post(
         f"{base}/api/respond", json={"query": "Name a color.", "max_tokens": 4}, headers=auth, timeout=60
     )
     assert answer.status_code == 200
-    after = requests.get(f"{base}/metrics", timeout=5).text
+    after = requests.get(f"{base}/metrics", headers=KEYED, timeout=5).text
     chat = 'endpoint="v1.chat_completions",status="200"'
     assert metric(after, "llama_server_requests_total", chat) == metric(before, "llama_server_requests_total", chat) + 1
     finished = sum(

@@ -94,11 +94,28 @@ def loading_client(gemma_gguf):
             "invalid_request",
         ),
         ("get", "/v1/models", {}, 401, "authentication_error", "invalid_api_key"),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"Authorization": "Bearer k", "Content-Type": "text/plain"},
+            415,
+            "invalid_request_error",
+            "unsupported_media_type",
+        ),
+        (
+            "get",
+            "/v1/models",
+            {"Authorization": "Bearer k", "Host": "evil.example"},
+            403,
+            "permission_error",
+            "forbidden",
+        ),
         ("get", "/v1/nowhere", {"Authorization": "Bearer k"}, 404, "not_found_error", "not_found"),
         ("get", "/v1/completions", {"Authorization": "Bearer k"}, 405, "invalid_request_error", "method_not_allowed"),
     ],
 )
 def test_errors_take_openai_shape(loading_client, method, path, headers, status, error_type, code):
+    headers = {"Content-Type": "application/json", **headers}
     response = getattr(loading_client, method)(path, headers=headers, data="not json")
     assert response.status_code == status
     error = response.json["error"]

@@ -18,7 +18,8 @@ LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
 # library is built without it (a stale wheel built with other flags would be reused silently).
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
 
-.PHONY: help install install-cuda serve browser lint test quantize bench-conversion bench-serve bench-concurrency clean \
+.PHONY: help install install-cuda serve browser lint test quantize bench-conversion bench-serve bench-concurrency \
+	bench-structured clean \
 	cluster deploy-tools bench-cluster
 
 help:  ## list the targets
@@ -98,6 +99,10 @@ bench-serve: install  ## benchmark the server against in-process llama-cpp-pytho
 # make bench-concurrency  -> aggregate throughput at 1/2/4/8 clients
 bench-concurrency: install  ## benchmark concurrent clients
 	$(PY) bench/concurrency.py
+
+# make bench-structured -> what a JSON Schema costs: constrained / free, in a batch, and against llama-server
+bench-structured: install  ## benchmark constrained (JSON Schema) answers
+	$(PY) bench/structured.py
 
 # make bench-cluster    -> tokens/s and p95 latency through nginx with 1, 2 and 4 replicas
 bench-cluster: install deploy-tools  ## benchmark replicas behind nginx

@@ -116,16 +116,22 @@ class LlamaGrammar:
             self._sampler = None
 
 
-# {m,n} repetitions outside string literals, character classes and comments.
-_LEXEME = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*|\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}', re.S)
+# {m,n} repetitions and parentheses outside string literals, character classes and comments.
+_LEXEME = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*|\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}|([()])', re.S)
+# llama.cpp parses nested groups recursively: some tens of thousands of "(" overflow its stack.
+MAX_NESTING = 256
 
 
 def check_grammar(vocab: object, gbnf: str) -> None:  # vocab: a llama_vocab pointer
     """Raise GrammarError unless llama.cpp parses `gbnf` (root rule `root`) for this vocabulary."""
+    depth = 0
     for match in _LEXEME.finditer(gbnf):
-        low, comma, high = match.group(1), match.group(2), match.group(3)
+        low, comma, high, paren = match.groups()
         if low is not None and comma and high and int(high) < int(low):
             raise GrammarError(f"the repetition {match.group(0)} has its maximum below its minimum")
+        depth += {"(": 1, ")": -1}.get(paren, 0)
+        if depth > MAX_NESTING:
+            raise GrammarError(f"groups are nested more than {MAX_NESTING} deep")
     sampler, output = _parse_capturing_stderr(vocab, gbnf)
     if sampler:
         lc.llama_sampler_free(sampler)
@@ -152,9 +158,21 @@ def _parse_capturing_stderr(vocab: object, gbnf: str) -> tuple[object, str]:
             logged, _local.sink = _local.sink, None
         tmp.seek(0)
         output = tmp.read().decode("utf-8", errors="replace")
-    if output and sampler:  # not ours: someone else's words, give them back
-        sys.stderr.write(output)
+    others = _without_parse_error(output, gbnf)
+    if others.strip():  # not llama.cpp's words about this grammar: someone else's, give them back
+        sys.stderr.write(others)
     return sampler, output + "".join(logged)
+
+
+def _without_parse_error(output: str, gbnf: str) -> str:
+    """`output` less llama.cpp's "parse: error parsing grammar: ..." paragraph, which ends with
+    an echo of the grammar itself."""
+    start = output.find("parse: error parsing grammar: ")
+    if start < 0:
+        return output
+    end = output.find(gbnf, start)
+    end = end + len(gbnf) + 1 if end >= 0 else len(output)
+    return output[:start] + output[end:]
 
 
 def _parse_message(output: str) -> str:

@@ -117,19 +117,23 @@ def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ce
     # response_format on completions too, as llama-server has it (OpenAI's completions lack it).
     grammar = response_grammar(values["response_format"]) if values.get("response_format") else None
     if kind == "chat":
-        tools = tools_of(values["tools"]) if values.get("tools") is not None else ()
-        request = Request(
-            messages=tuple(_message(i, m) for i, m in enumerate(values["messages"])),
-            sampling=params,
-            stream=values["stream"],
-            grammar=grammar,
-            tools=tools,
-            tool_choice=tool_choice_of(values.get("tool_choice"), tools),
-        )
+        request = _chat_request(values, params, grammar)
     else:
         request = Request(prompt=values["prompt"], sampling=params, stream=values["stream"], grammar=grammar)
     options = values["stream_options"] or {}
     return OpenAICall(request, values["model"], options.get("include_usage") is True, params.logprobs is not None)
+
+
+def _chat_request(values: dict[str, Any], params, grammar) -> Request:
+    tools = tools_of(values["tools"]) if values.get("tools") is not None else ()
+    return Request(
+        messages=tuple(_message(i, m) for i, m in enumerate(values["messages"])),
+        sampling=params,
+        stream=values["stream"],
+        grammar=grammar,
+        tools=tools,
+        tool_choice=tool_choice_of(values.get("tool_choice"), tools),
+    )
 
 
 def _logprobs(kind: str, values: dict[str, Any]) -> int | None:

@@ -202,6 +202,7 @@ def test_grammar_check_refuses_what_llama_cpp_cannot_parse(oracle):
         ('root ::= "a" (', "expecting ')'"),
         ('x ::= "a"', "root"),
         ('root ::= "a"{3,1}', "maximum below its minimum"),  # would hang llama.cpp's parser
+        ("root ::= " + "(" * 30000 + '"a"' + ")" * 30000, "nested more than"),  # would overflow its stack
     ]:
         with pytest.raises(GrammarError) as caught:
             check_grammar(vocab, gbnf)

@@ -10,7 +10,9 @@ Side by side in one run, on the same model file and thread count:
                    source that the pinned llama-cpp-python source package vendors
   llama-server-p1  the same with one slot
 Each client sends `--requests` chat questions one after another (greedy, --max-tokens).
-Aggregate tokens/s = completion tokens of all clients / wall time of the round.
+Aggregate tokens/s = completion tokens of all clients / wall time of the round. For the
+servers run as processes, their own CPU time per completion token is recorded too: on a
+machine shared with other work it moves much less than the wall-clock figures.
 
 Equal work: every side is asked to ignore end of sequence (`ignore_eos`, llama-server's
 field, which our /api/respond takes too; a logit bias on the end tokens for
@@ -211,8 +213,25 @@ class Served:
     def round(self, clients: int, args, r: int) -> dict:
         # Fresh questions differ from every earlier round's (and from the other client counts').
         tag = f"({r + 1}.{clients}) " if args.fresh_questions else ""
+        cpu = self.cpu_seconds()
         row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag, extra=self.extra)
+        if cpu is not None:  # the server's own CPU time: what it costs, whatever else runs on the machine
+            row["cpu_ms_per_token"] = round((self.cpu_seconds() - cpu) * 1000 / max(row["completion_tokens"], 1), 3)
         return {"server": self.t.name, **row}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) of the server's processes so far; None when it runs in here."""
+        if self.proc is None:
+            return None
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[2]) == self.proc.pid:  # its process group: the server and its workers
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.runner is not None:
@@ -273,6 +292,8 @@ def summarize(raw: list[dict], names: list[str], clients: list[int]) -> list[dic
             for key in ("completion_tokens", "wall_s", "tokens_per_s", "p50_s", "p95_s"):
                 row[key] = statistics.median(r[key] for r in runs)
             row["tokens_per_s_spread"] = _spread.spread((r["tokens_per_s"] for r in runs), 2)
+            if all("cpu_ms_per_token" in r for r in runs):
+                row["cpu_ms_per_token_spread"] = _spread.spread((r["cpu_ms_per_token"] for r in runs), 3)
             row["completion_tokens_seen"] = sorted({r["completion_tokens"] for r in runs})
             rows.append(row)
     return rows
@@ -285,6 +306,18 @@ def _gpu_info() -> dict:
     from _gpuinfo import gpu_info
 
     return gpu_info()
+
+
+def commits(args) -> dict:
+    """The commits measured: this tree (with '+' when its server/ has uncommitted changes) and --before's."""
+
+    def commit(tree: Path) -> str:
+        git = ["git", "-C", str(tree)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "server"], capture_output=True, text=True).stdout
+        return head + ("+" if dirty.strip() else "")
+
+    return {"ours": commit(ROOT), **({"before": commit(args.before)} if args.before else {})}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -374,6 +407,12 @@ def main(argv: list[str]) -> int:
     expected = {c: c * args.requests * args.max_tokens for c in args.clients} if args.ignore_eos else None
     work = report.work_summary(raw, ignoring, expected)
     report.print_table(rows, claims, work, args.clients)
+    for r in (r for r in rows if "cpu_ms_per_token_spread" in r):
+        cpu = r["cpu_ms_per_token_spread"]
+        print(
+            f"server CPU per completion token, {r['server']} at {r['clients']} clients: "
+            f"{cpu['median']} ms [{cpu['min']}-{cpu['max']}] over {cpu['n']} rounds"
+        )
     doc = {
         "model": args.model.name,
         "model_bytes": args.model.stat().st_size,
@@ -386,6 +425,7 @@ def main(argv: list[str]) -> int:
         },
         "llama_cpp_python": PIN,
         "command": "bench/concurrency.py " + " ".join(argv),
+        "commits": commits(args),
         "gpu": _gpu_info() if args.n_gpu_layers else None,
         "settings": {
             **{

@@ -174,6 +174,8 @@ class InProcess:
             m.token_get_text(bos),
             m.token_get_text(eos),
             bool(m.add_bos_token()),
+            m.token_get_attr,
+            m.token_get_text,
         )
         self.repeat_penalty = a.repeat_penalty
         self.format = choose_format(chat_template(Settings(), self.llama.metadata)[0])

@@ -65,6 +65,16 @@ class Unauthorized(ServerError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(ServerError):
+    """The request's Host is not one this server answers to (a DNS-rebinding page, or a missing ALLOWED_HOSTS)."""
+
+    status, type = 403, "forbidden"
+
+
+class UnsupportedMediaType(ServerError):
+    status, type = 415, "unsupported_media_type"
+
+
 class ModelLoading(ServerError):
     status, type = 503, "loading"
     headers = {"Retry-After": "5"}

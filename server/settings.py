@@ -12,6 +12,7 @@ into a one-line message and a non-zero exit.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
@@ -99,6 +100,11 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-cased (host names and origins compare without case)."""
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
 def _gpu_layers(text: str) -> int | str:
     text = text.strip().lower()
     if text == "auto":
@@ -148,6 +154,24 @@ def _cache_ram_ok(v) -> str | None:
 
 def _split_ok(v) -> str | None:
     return None if v is None or (all(x >= 0 for x in v) and sum(v) > 0) else "must be non-negative weights, not all 0"
+
+
+def _hosts_ok(v) -> str | None:
+    bad = [h for h in v if not h or "/" in h or h.count(":") == 1 or " " in h]
+    return f"{bad[0]!r} is not a host name (no scheme, port or path)" if bad else None
+
+
+def _origins_ok(v) -> str | None:
+    pattern = re.compile(r"^https?://[^/\s]+$")
+    bad = [o for o in v if not pattern.match(o)]
+    return f"{bad[0]!r} is not an origin like https://example.com or http://localhost:3000" if bad else None
+
+
+def _file_ok(v) -> str | None:
+    """A path that must name a file (what is in it is checked where it is loaded)."""
+    from pathlib import Path
+
+    return None if v is None or Path(v).expanduser().is_file() else f"no such file: {v}"
 
 
 def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = "", factory=None, secret=False):
@@ -222,7 +246,7 @@ class Settings:
     )
     draft_max: int = setting(16, _int, _between(1, 64), "most tokens drafted for one request in one step")
     # Checked (exists, a whole GGUF file) by the entry points, as MODEL is.
-    draft_model: str | None = setting(None, _optional_str, None, "GGUF draft model (same vocabulary)")
+    draft_model: str | None = setting(None, _optional_str, _file_ok, "GGUF draft model (same vocabulary)")
     draft_n_gpu_layers: int = setting(0, _int, _at_least(-1), "draft model layers on the GPU (-1: all)")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
@@ -230,7 +254,15 @@ class Settings:
     read_timeout: float = setting(
         30.0, _float, _at_least(0.1), "seconds a client has to send a whole request (head and body), else 408"
     )
-    api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond and /v1", secret=True)
+    api_key: str | None = setting(
+        None, _optional_str, None, "bearer key required on every route but health and the page's files", secret=True
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (), _names, _hosts_ok, "host names besides localhost, IP addresses and HOST that requests may be addressed to"
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (), _names, _origins_ok, "web origins whose pages may call the API (CORS), e.g. https://app.example.com"
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -231,6 +231,32 @@ def write_tiny_llama(out: Path, spec: TinySpec = TinySpec()) -> Path:
     return out
 
 
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def write_tiny_chatml(out: Path) -> Path:
+    """A tiny Llama whose vocabulary ends with ChatML's control tokens, with a ChatML chat template.
+
+    Named like the directory `out`; a name with "phi3" in it makes llama.cpp give the control
+    tokens the RSTRIP attribute (they eat the whitespace after them), as for Phi-3."""
+    import sentencepiece as spm
+
+    n = spm.SentencePieceProcessor(model_proto=train_tokenizer()).vocab_size()
+    hf_dir = write_tiny_llama(out, TinySpec(vocab_size=n + 3, chat_template=CHATML))
+    config_path = hf_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["added_tokens_decoder"] = {
+        str(n): {"content": "<|im_start|>", "special": True},
+        str(n + 1): {"content": "<|im_end|>", "special": True},
+        str(n + 2): {"content": "<|endoftext|>", "special": True},  # llama.cpp's Phi-3 rules expect it
+    }
+    config_path.write_text(json.dumps(config))
+    return hf_dir
+
+
 def read_checkpoint(hf_dir: Path) -> dict[str, np.ndarray]:
     """All tensors of a sharded checkpoint as float32 (bf16 widened exactly)."""
     index = json.loads((hf_dir / "model.safetensors.index.json").read_text())

@@ -17,6 +17,7 @@ import collections
 import ctypes
 import itertools
 import logging
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 from llama_cpp import _internals, _logger
 
 from server.engine import vocabtext
+from server.engine.constrained import ConstrainedSampler, GrammarStuck
 from server.engine.decoder_types import (
     DecodeError,
     DecoderConfig,
@@ -40,12 +42,22 @@ from server.engine.decoder_types import (
 )
 from server.engine.draft_model import DraftModel
 from server.engine.drafts import DraftSource, NgramDraft
+from server.engine.grammar import Candidates, LlamaGrammar, check_grammar
+from server.engine.logprobs import Before
 from server.engine.promptcache import PromptCache
 from server.engine.request import Delta, SamplingParams
-from server.engine.sampling import build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
+from server.engine.sampling import (
+    apply_bias,
+    bias_entries,
+    build_sampler_chain,
+    free_sampler_chain,
+    greedy_token,
+    is_greedy,
+)
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
 from server.engine.speculative import DraftState, Speculator
+from server.engine.vocab_index import VocabIndex
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +111,9 @@ class BatchDecoder:
         self._stats = DecoderStats.empty(cfg.n_parallel)
         self._memory = (0, 0, 0, 0, 0 if self._table.ram is None else self._table.ram.limit)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
+        self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
+        self._index: VocabIndex | None = None  # see vocab_index_
+        self._index_lock = threading.Lock()
         self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
 
     @classmethod
@@ -151,15 +166,32 @@ class BatchDecoder:
         raw = lc.llama_model_chat_template(self._model.model, None)
         return str(raw.decode("utf-8")) if raw else None
 
+    def check_grammar(self, gbnf: str) -> None:
+        """grammar.GrammarError unless llama.cpp parses `gbnf` (any thread: the vocabulary is read-only).
+        The first time, the vocabulary index constrained sampling needs is built here too, in
+        the caller's thread, rather than in the middle of everyone's step."""
+        check_grammar(self._vocab, gbnf)
+        self.vocab_index()
+
+    def vocab_index(self) -> VocabIndex:
+        """Built once, on first need (any thread: it only reads the vocabulary)."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = VocabIndex(self._vocab, self._n_vocab)
+            return self._index
+
     def token_text(self, token: int) -> str:
         return str(self._model.token_get_text(token))
+
+    def token_attr(self, token: int) -> int:
+        return int(self._model.token_get_attr(token))
 
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
     add_bos = property(lambda self: bool(self._model.add_bos_token()))
-    n_vocab = property(lambda self: self._n_vocab)
     n_ctx_train = property(lambda self: self._model.n_ctx_train())
     n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
+    n_vocab = property(lambda self: self._n_vocab, doc="token ids are below this")
     n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
@@ -269,12 +301,27 @@ class BatchDecoder:
             seq = self._waiting.popleft()
             slot, keep = self._table.assign(seq, seq.prompt)
             seq.slot, seq.n_past, seq.n_cached, seq.state = slot, keep, keep, PREFILL
+            seq.t_start = time.perf_counter()
+            if seq.params.grammar is not None:
+                seq.constraint = self._constrained(seq.params)
+                continue
             # Greedy sequences need no chain: see sampling.greedy_token.
             banned = self._eog_tokens() if seq.params.ignore_eos else None
             seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
-            if self._spec is not None and seq.chain is None:  # sampled requests decode plainly
+            # Speculation checks drafts against plain greedy picks: not for sampled requests, nor for
+            # those with log-probabilities (one record per sampled token).
+            if self._spec is not None and seq.chain is None and seq.params.logprobs is None:
                 seq.spec = self._spec.begin(slot.id, seq.prompt)
-            seq.t_start = time.perf_counter()
+
+    def _constrained(self, params: SamplingParams) -> ConstrainedSampler:
+        """Constrained sequences never speculate: a grammar cannot take back a token it accepted."""
+        if self._candidates is None:
+            self._candidates = Candidates(self._n_vocab)
+        assert params.grammar is not None  # only constrained requests come here
+        grammar = LlamaGrammar(self._vocab, params.grammar)
+        eog = self._model.token_eos() if self._model.token_eos() >= 0 else self._eog_tokens()[0]
+        index = self.vocab_index()
+        return ConstrainedSampler(grammar, params, self._n_vocab, eog, self._pieces, self._candidates, index)
 
     def _fill_batch(self) -> int:
         """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
@@ -347,7 +394,12 @@ class BatchDecoder:
             slot.cached.extend(seq.prompt[seq.n_past : seq.n_past + seq.n_feed])
         seq.n_past += seq.n_feed
         if seq.i_batch >= 0:
-            self._on_token(seq, self._sample(seq))
+            try:
+                token = self._sample(seq)
+            except GrammarStuck as exc:
+                log.warning("sequence %d ends: %s", seq.id, exc)
+                return self._finish(seq, "stop")
+            self._on_token(seq, token)
 
     def _after_verify(self, seq: Sequence) -> None:
         """Keep the longest prefix of `seq`'s draft the target agrees with, plus the target's
@@ -370,16 +422,21 @@ class BatchDecoder:
     def _sample(self, seq: Sequence, i: int | None = None, extra: list[int] | tuple[int, ...] = ()) -> int:
         """The token for the logits at batch row `i` (default: the sequence's own row);
         `extra`: tokens accepted after seq.tokens but not yet emitted (a verified draft)."""
-        i = seq.i_batch if i is None else i
-        if seq.chain is not None:
+        i, p = seq.i_batch if i is None else i, seq.params
+        if seq.chain is not None and p.logprobs is None:
             return int(lc.llama_sampler_sample(seq.chain, self._c, i))
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, i), shape=(self._n_vocab,))
-        p = seq.params
-        if p.ignore_eos:
-            logits[self._eog_tokens()] = -np.inf
+        if p.logprobs is not None:  # read before sampling changes the logits in place
+            seq.before = Before(logits, p.logprobs)
+        if seq.chain is not None:
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
         history = [*seq.tokens, *extra] if extra else seq.tokens
         recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
-        return greedy_token(logits, recent, p.repeat_penalty)
+        if seq.constraint is not None:
+            return seq.constraint.sample(logits, recent)
+        if p.logit_bias or p.ignore_eos:
+            apply_bias(logits, bias_entries(p, self._eog_tokens() if p.ignore_eos else None))
+        return greedy_token(logits, recent, p)
 
     def _eog_tokens(self) -> list[int]:
         """Every end-of-generation token id, found once (a scan of the vocabulary) when needed."""
@@ -394,10 +451,15 @@ class BatchDecoder:
         piece = self._pieces(token)
         if piece is EOG:
             return self._finish(seq, "stop")
+        if seq.constraint is not None:
+            seq.constraint.accept(token)
+        if seq.before is not None:
+            seq.pending.append(seq.before.record(token, self._pieces.text_bytes))
         seq.tokens.append(token)
         text, hit = seq.text.feed(piece)
         if text:
-            self._emit(seq, Delta(text))
+            self._emit(seq, Delta(text, tuple(seq.pending)))
+            seq.pending.clear()
             if seq.state == DONE:  # its consumer failed
                 return
         if hit:
@@ -411,14 +473,13 @@ class BatchDecoder:
         if reason in ("stop", "length"):
             tail = seq.text.flush()
             if tail:
-                self._emit(seq, Delta(tail))
+                self._emit(seq, Delta(tail, tuple(seq.pending)))
                 if seq.state == DONE:  # its consumer failed and it ended as an error
                     return
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
         if self._spec is not None and seq.spec is not None and seq.slot is not None:
             self._spec.end(seq.slot.id)
-        free_sampler_chain(seq.chain)
-        seq.chain = None
+        self._free_samplers(seq)
         if seq.slot is not None:
             # A cancelled or failed sequence's cells may be half-written: never reuse them.
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
@@ -432,11 +493,18 @@ class BatchDecoder:
             if seq.state != DONE:
                 self._finish(seq, "error")
 
+    @staticmethod
+    def _free_samplers(seq: Sequence) -> None:
+        free_sampler_chain(seq.chain)
+        seq.chain = None
+        if seq.constraint is not None:
+            seq.constraint.free()
+            seq.constraint = None
+
     def close(self) -> None:
         for s in self._slots:
             if s.seq is not None:
-                free_sampler_chain(s.seq.chain)
-                s.seq.chain = None
+                self._free_samplers(s.seq)
         self._batch.close()
         self._ctx.close()
         self._model.close()

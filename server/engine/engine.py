@@ -24,8 +24,10 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
+from server.engine.constraints import conversation, gbnf_for, grammar_of
 from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
 from server.engine.generation import Generation, GenerationRequest, done_event
 from server.engine.protocol import Decoder, Handle
@@ -158,7 +160,7 @@ class Engine:
             messages = list(request.messages)
             if self.settings.system_prompt and not any(m.role == "system" for m in messages):
                 messages.insert(0, Message("system", self.settings.system_prompt))
-            tokens = self._format.tokens(messages, self._vocab)
+            tokens = self._format.tokens(conversation(request, messages), self._vocab)
         return self._enqueue(tokens, request, on_done)
 
     # --- the vocabulary (/tokenize, /detokenize): it is only read, so any thread may ask ----
@@ -191,6 +193,15 @@ class Engine:
 
     def _enqueue(self, tokens: list[int], request: Request, on_done: Callable[[Done], None] | None) -> Generation:
         params = request.sampling
+        grammar = grammar_of(request)
+        if grammar is not None:
+            params = replace(params, grammar=gbnf_for(grammar, self._decoder.check_grammar))
+        unknown = [t for t, _ in params.logit_bias if t >= self._decoder.n_vocab]
+        if unknown:
+            raise InvalidRequest(
+                f"'logit_bias' names token {unknown[0]}; the model's token ids are below {self._decoder.n_vocab}",
+                "logit_bias",
+            )
         if len(tokens) + params.max_tokens > self._decoder.n_ctx:
             raise PromptTooLong(len(tokens), params.max_tokens, self._decoder.n_ctx)
         deadline = time.monotonic() + (request.timeout or self.settings.request_timeout)

@@ -119,5 +119,12 @@ def vocab_of(decoder: BatchDecoder) -> Vocab:
         return decoder.tokenize(text, add_bos=False, special=special)
 
     return Vocab(
-        tokenize, bos, eos, decoder.token_text(bos), decoder.token_text(eos), add_bos=decoder.add_bos and bos >= 0
+        tokenize,
+        bos,
+        eos,
+        decoder.token_text(bos),
+        decoder.token_text(eos),
+        add_bos=decoder.add_bos and bos >= 0,
+        token_attr=decoder.token_attr,
+        token_text=decoder.token_text,
     )

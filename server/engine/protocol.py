@@ -26,12 +26,14 @@ class Decoder(Protocol):
         ...
 
     @property
-    def n_slots(self) -> int:
-        """How many sequences can decode together."""
+    def n_vocab(self) -> int:
+        """Token ids are below this."""
         ...
 
     @property
-    def n_vocab(self) -> int: ...
+    def n_slots(self) -> int:
+        """How many sequences can decode together."""
+        ...
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Any thread: tokenizing only reads the vocabulary (so do text_of and piece_of)."""
@@ -46,6 +48,10 @@ class Decoder(Protocol):
         ...
 
     def cancel(self, seq: Handle) -> None: ...
+
+    def check_grammar(self, gbnf: str) -> None:
+        """Raise grammar.GrammarError unless the decoder can sample under `gbnf` (any thread)."""
+        ...
 
     def step(self) -> int:
         """One decode over every running sequence; decoder_types.DecodeError if llama.cpp failed

@@ -20,6 +20,8 @@ from server.engine.sampling import TextAssembler
 from server.engine.speculative import DraftState
 
 if TYPE_CHECKING:
+    from server.engine.constrained import ConstrainedSampler
+    from server.engine.logprobs import Before, TokenLogprob
     from server.engine.slots import Slot
 
 WAITING, PREFILL, DECODING, DONE = range(4)
@@ -44,6 +46,9 @@ class Sequence:
         "n_generated",
         "n_cached",
         "chain",
+        "constraint",
+        "before",
+        "pending",
         "text",
         "finish_reason",
         "cancel_requested",
@@ -55,6 +60,8 @@ class Sequence:
     )
     slot: Slot | None  # None until admitted
     chain: int | None  # its llama.cpp sampler chain; None when greedy or ended
+    constraint: ConstrainedSampler | None
+    before: Before | None
 
     def __init__(
         self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]
@@ -62,6 +69,9 @@ class Sequence:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
         self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
+        self.constraint = None  # constrained.ConstrainedSampler when the request has a grammar
+        self.before = None  # logprobs.Before of the token being sampled, when logprobs were asked for
+        self.pending: list[TokenLogprob] = []  # logprobs.TokenLogprob of tokens whose text is not out yet
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
         self.spec: DraftState | None = None  # speculation, for a greedy sequence when the decoder drafts
         self.text = TextAssembler(params.stop)
@@ -91,9 +101,14 @@ class Pieces:
         self._known[token] = piece
         return piece
 
-    def _piece(self, token: int) -> bytes:
-        n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+    def text_bytes(self, token: int) -> bytes:
+        """The token's bytes; an end-of-generation token's own text (e.g. b"<end_of_turn>")."""
+        piece = self(token)
+        return self._piece(token, special=True) if piece is EOG else piece
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, special)
         if n < 0:  # the piece is longer than the buffer: llama.cpp says how long, as -n
             self._buf = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+            n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, special)
         return self._buf.raw[: max(n, 0)]

@@ -53,13 +53,19 @@ def client_gone_check(environ: dict) -> Callable[[], bool] | None:
 
 def collect(generation: Generation, client_gone: Callable[[], bool] | None = None) -> tuple[str, Done]:
     """The whole answer's text and its Done event."""
-    parts: list[str] = []
+    deltas, done = collect_deltas(generation, client_gone)
+    return "".join(d.text for d in deltas), done
+
+
+def collect_deltas(generation: Generation, client_gone: Callable[[], bool] | None = None) -> tuple[list[Delta], Done]:
+    """Every Delta of the answer (text and log-probabilities) and its Done event."""
+    deltas: list[Delta] = []
     try:
         for event in generation.events(client_gone):
             if isinstance(event, Delta):
-                parts.append(event.text)
+                deltas.append(event)
             else:
-                return "".join(parts), event
+                return deltas, event
     finally:
         generation.cancel()  # no-op once finished; stops the model if we left early
     raise RuntimeError("generation ended without a final event")

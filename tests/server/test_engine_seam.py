@@ -109,7 +109,17 @@ class FakeDecoder:
 
 
 def _vocab(fake: FakeDecoder) -> Vocab:
-    return Vocab(lambda text, special: fake.tokenize(text, False), 1, 2, "<s>", "</s>", add_bos=True)
+    specials = {1: "<s>", 2: "</s>"}  # its only control tokens, as llama.cpp marks them (attribute CONTROL = 8)
+    return Vocab(
+        lambda text, special: fake.tokenize(text, False),
+        1,
+        2,
+        "<s>",
+        "</s>",
+        add_bos=True,
+        token_attr=lambda token: 8 if token in specials else 0,
+        token_text=lambda token: specials.get(token, ""),
+    )
 
 
 @pytest.fixture

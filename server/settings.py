@@ -217,7 +217,7 @@ class Settings:
         32,
         _int,
         _at_least(1),
-        "concurrent connections per worker (more than "
+        "requests answered at once per worker (more than "
         "PARALLEL + QUEUE_SIZE, so health and metrics still answer under load)",
     )
     max_tokens: int = setting(512, _int, _at_least(1), "default max_tokens of a request")

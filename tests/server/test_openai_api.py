@@ -101,7 +101,7 @@ def test_completion_streams_and_honours_a_stop_string(client):
         ({"n": 2}, 400, "n", "invalid_request"),
         ({"max_tokens": 100_000}, 400, "max_tokens", "invalid_request"),
         ({"messages": [{"role": "user", "content": "word " * 700}]}, 400, None, "context_length_exceeded"),
-        ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages[0].role", "invalid_request"),
+        ({"messages": [{"role": "robot", "content": "42"}]}, 400, "messages[0].role", "invalid_request"),
     ],
 )
 def test_bad_requests_get_openai_errors(client, extra, status, param, code):

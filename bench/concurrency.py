@@ -308,6 +308,18 @@ def _gpu_info() -> dict:
     return gpu_info()
 
 
+def commits(args) -> dict:
+    """The commits measured: this tree (with '+' when its server/ has uncommitted changes) and --before's."""
+
+    def commit(tree: Path) -> str:
+        git = ["git", "-C", str(tree)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "server"], capture_output=True, text=True).stdout
+        return head + ("+" if dirty.strip() else "")
+
+    return {"ours": commit(ROOT), **({"before": commit(args.before)} if args.before else {})}
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
@@ -413,6 +425,7 @@ def main(argv: list[str]) -> int:
         },
         "llama_cpp_python": PIN,
         "command": "bench/concurrency.py " + " ".join(argv),
+        "commits": commits(args),
         "gpu": _gpu_info() if args.n_gpu_layers else None,
         "settings": {
             **{

@@ -42,6 +42,7 @@ def output_lock(out: Path) -> Iterator[None]:
     if out in _held:
         yield
         return
+    made = [d for d in (out.parent, *out.parent.parents) if not d.exists()]  # to remove again if left empty
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = out.with_name(out.name + LOCK_SUFFIX)
     for _ in range(10):  # retried only when the holder removed the file as we opened it
@@ -70,6 +71,9 @@ def output_lock(out: Path) -> Iterator[None]:
         _held.discard(out)
         lock.unlink(missing_ok=True)  # still locked: nobody can take it between unlink and close
         os.close(fd)
+        for d in made:  # a run that wrote nothing leaves no folders behind either
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import collections
 import ctypes
 import itertools
 import logging
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +57,7 @@ from server.engine.sampling import (
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
 from server.engine.speculative import DraftState, Speculator
+from server.engine.vocab_index import VocabIndex
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ class BatchDecoder:
         self._memory = (0, 0, 0, 0, 0 if self._table.ram is None else self._table.ram.limit)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
         self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
+        self._index: VocabIndex | None = None  # see vocab_index_
+        self._index_lock = threading.Lock()
         self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
 
     @classmethod
@@ -163,8 +167,18 @@ class BatchDecoder:
         return str(raw.decode("utf-8")) if raw else None
 
     def check_grammar(self, gbnf: str) -> None:
-        """grammar.GrammarError unless llama.cpp parses `gbnf` (any thread: the vocabulary is read-only)."""
+        """grammar.GrammarError unless llama.cpp parses `gbnf` (any thread: the vocabulary is read-only).
+        The first time, the vocabulary index constrained sampling needs is built here too, in
+        the caller's thread, rather than in the middle of everyone's step."""
         check_grammar(self._vocab, gbnf)
+        self.vocab_index()
+
+    def vocab_index(self) -> VocabIndex:
+        """Built once, on first need (any thread: it only reads the vocabulary)."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = VocabIndex(self._vocab, self._n_vocab)
+            return self._index
 
     def token_text(self, token: int) -> str:
         return str(self._model.token_get_text(token))
@@ -303,9 +317,11 @@ class BatchDecoder:
         """Constrained sequences never speculate: a grammar cannot take back a token it accepted."""
         if self._candidates is None:
             self._candidates = Candidates(self._n_vocab)
+        assert params.grammar is not None  # only constrained requests come here
         grammar = LlamaGrammar(self._vocab, params.grammar)
         eog = self._model.token_eos() if self._model.token_eos() >= 0 else self._eog_tokens()[0]
-        return ConstrainedSampler(grammar, params, self._n_vocab, eog, self._pieces, self._candidates)
+        index = self.vocab_index()
+        return ConstrainedSampler(grammar, params, self._n_vocab, eog, self._pieces, self._candidates, index)
 
     def _fill_batch(self) -> int:
         """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
@@ -413,7 +429,7 @@ class BatchDecoder:
         if p.logprobs is not None:  # read before sampling changes the logits in place
             seq.before = Before(logits, p.logprobs)
         if seq.chain is not None:
-            return lc.llama_sampler_sample(seq.chain, self._c, i)
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
         history = [*seq.tokens, *extra] if extra else seq.tokens
         recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         if seq.constraint is not None:

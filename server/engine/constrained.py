@@ -4,13 +4,15 @@ As llama.cpp's common sampler does: sample as if unconstrained, ask the grammar 
 that one token, and only when it is rejected mask the candidates and sample again.
 Masking the whole vocabulary costs about 100 ms for Gemma's 262k tokens (the grammar
 decodes every piece), so the mask is first applied to the best 64 candidates by
-logit, then the best 4096, and to all of them only when neither holds what the draw
-needs. That is exact, not an approximation: an allowed token outside the best N has
-a lower logit than every token inside, so greedy picks the same token, a top-k draw
-too once the subset holds k allowed tokens, and so does a draw whose min-p would
-drop every token outside (their logits are all below the best allowed one's plus
-ln(min_p)); top-p is applied before min-p in the chain, so with both on, the
-last case may move top-p's cut by tokens that min-p then drops.
+logit, then the best 4096, and when neither holds what the draw needs, to the tokens
+that start with a byte the grammar allows there (server/engine/vocab_index.py: every
+allowed token is among them). That is exact, not an approximation: an allowed token
+outside the best N has a lower logit than every token inside, so greedy picks the
+same token, a top-k draw too once the subset holds k allowed tokens, and so does a
+draw whose min-p would drop every token outside (their logits are all below the
+best allowed one's plus ln(min_p)); top-p is applied before min-p in the chain, so
+with both on, the last case may move top-p's cut by tokens that min-p then drops.
+Tokens without text (control tokens) are never drawn: the answer could not show them.
 
 Two rules llama.cpp's sampler leaves to its caller:
   - the answer ends when the grammar is complete and the model's choice does not
@@ -32,6 +34,7 @@ import numpy as np
 from server.engine.grammar import Candidates, Constraint
 from server.engine.request import SamplingParams
 from server.engine.sampling import apply_bias, bias_entries, draw_chain, penalize
+from server.engine.vocab_index import VocabIndex
 
 WHITESPACE_RUN = 32
 SUBSETS = (64, 4096)
@@ -53,13 +56,14 @@ class ConstrainedSampler:
         eog: int,
         piece: Callable[[int], bytes | None],
         candidates: Candidates,
+        index: VocabIndex,
     ) -> None:
         self.grammar, self.params, self.n_vocab, self.eog, self.piece = grammar, params, n_vocab, eog, piece
+        self.index = index
         self._bias = bias_entries(params)
         self._chain = None if params.temperature <= 0 else draw_chain(params)
         self._candidates = candidates  # shared by the decoder's sequences: one step samples one at a time
         self._blank_run = 0
-        self._blank_vocab: np.ndarray | None = None
 
     def sample(self, logits: np.ndarray, recent: list[int]) -> int:
         """The next token from this sequence's row of logits (changed in place); `eog` when the
@@ -92,13 +96,10 @@ class ConstrainedSampler:
 
     # --- internals ------------------------------------------------------------------
     def _fits(self, token: int) -> bool:
-        if self._blank_run >= WHITESPACE_RUN and self._is_blank(token):
-            return False
+        if self.piece(token) is not None:  # not end-of-generation: that one only needs the grammar
+            if self.index.textless[token] or (self._blank_run >= WHITESPACE_RUN and self.index.blank[token]):
+                return False
         return self.grammar.allows(token)
-
-    def _is_blank(self, token: int) -> bool:
-        piece = self.piece(token)
-        return bool(piece) and set(piece) <= _BLANK
 
     def _draw_all(self, logits: np.ndarray) -> int:
         cand = self._candidates
@@ -108,24 +109,31 @@ class ConstrainedSampler:
 
     def _masked(self, logits: np.ndarray) -> int:
         """The draw over the tokens the grammar allows, trying the best-logit subsets first."""
-        best = np.argpartition(logits, -SUBSETS[-1])[-SUBSETS[-1] :]
-        for size in (*SUBSETS, self.n_vocab):
-            if size >= self.n_vocab:
-                ids = self._candidates.every_id
-            elif size == SUBSETS[-1]:
-                ids = best
-            else:
-                ids = best[np.argpartition(logits[best], -size)[-size:]]
-            cand = self._candidates
+        cand, best = self._candidates, np.argpartition(logits, -SUBSETS[-1])[-SUBSETS[-1] :]
+        for size in SUBSETS:
+            ids = best if size == SUBSETS[-1] else best[np.argpartition(logits[best], -size)[-size:]]
             cand.fill(ids, logits[ids])
             floor = float(cand.logits.min())  # every token outside the subset has at most this logit
-            if self._blank_run >= WHITESPACE_RUN:
-                cand.logits[self._blank_mask(cand.ids)] = -np.inf
-            self.grammar.mask(cand)
-            allowed = np.isfinite(cand.logits)
-            if allowed.any() and (size >= self.n_vocab or self._enough(int(allowed.sum()), cand, floor)):
+            allowed = self._mask(cand)
+            if allowed and self._enough(allowed, cand, floor):
                 return self._draw(cand)
+        # Every allowed token starts with a byte whose one-byte token the grammar allows.
+        singles = self.index.single_ids
+        cand.fill(singles, logits[singles])
+        self.grammar.mask(cand)
+        ids = self.index.starting_with(self.index.single_bytes[np.isfinite(cand.logits)])
+        cand.fill(ids, logits[ids])
+        if self._mask(cand):
+            return self._draw(cand)
         raise GrammarStuck("no token of the vocabulary fits the grammar")
+
+    def _mask(self, cand: Candidates) -> int:
+        """Mask what the grammar forbids and what may not be drawn; returns how many are left."""
+        cand.logits[self.index.textless[cand.ids]] = -np.inf
+        if self._blank_run >= WHITESPACE_RUN:
+            cand.logits[self.index.blank[cand.ids]] = -np.inf
+        self.grammar.mask(cand)
+        return int(np.isfinite(cand.logits).sum())
 
     def _enough(self, allowed: int, cand: Candidates, floor: float) -> bool:
         """Whether a draw over this subset's allowed tokens is the draw over all allowed tokens:
@@ -141,10 +149,3 @@ class ConstrainedSampler:
             return int(cand.ids[int(np.argmax(cand.logits))])
         lc.llama_sampler_apply(self._chain, cand.pointer)
         return cand.selected()
-
-    def _blank_mask(self, ids: np.ndarray) -> np.ndarray:
-        if len(ids) < self.n_vocab:
-            return np.fromiter((self._is_blank(int(t)) for t in ids), dtype=bool, count=len(ids))
-        if self._blank_vocab is None:  # once per sequence that gets this far: a pass over every piece
-            self._blank_vocab = np.fromiter((self._is_blank(t) for t in range(self.n_vocab)), bool, self.n_vocab)
-        return self._blank_vocab

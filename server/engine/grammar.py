@@ -32,8 +32,8 @@ _capture = threading.Lock()
 _local = threading.local()  # .sink: where this thread's llama.cpp log lines go while a grammar is parsed
 
 
-@lc.llama_log_callback
-def _log_to_sink(level: int, text: bytes, user_data) -> None:
+@lc.llama_log_callback  # type: ignore[untyped-decorator]  # a ctypes callback type, untyped
+def _log_to_sink(level: int, text: bytes, user_data: object) -> None:
     sink = getattr(_local, "sink", None)
     if sink is not None:
         sink.append(text.decode("utf-8", errors="replace"))
@@ -92,7 +92,7 @@ class Candidates:
 class LlamaGrammar:
     """llama.cpp's grammar sampler over the model's vocabulary."""
 
-    def __init__(self, vocab, gbnf: str) -> None:
+    def __init__(self, vocab: object, gbnf: str) -> None:  # vocab: a llama_vocab pointer
         self._sampler = lc.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
         if not self._sampler:
             raise GrammarError("llama.cpp could not parse the grammar")
@@ -120,7 +120,7 @@ class LlamaGrammar:
 _LEXEME = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*|\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}', re.S)
 
 
-def check_grammar(vocab, gbnf: str) -> None:
+def check_grammar(vocab: object, gbnf: str) -> None:  # vocab: a llama_vocab pointer
     """Raise GrammarError unless llama.cpp parses `gbnf` (root rule `root`) for this vocabulary."""
     for match in _LEXEME.finditer(gbnf):
         low, comma, high = match.group(1), match.group(2), match.group(3)
@@ -133,7 +133,7 @@ def check_grammar(vocab, gbnf: str) -> None:
     raise GrammarError(_parse_message(output))
 
 
-def _parse_capturing_stderr(vocab, gbnf: str):
+def _parse_capturing_stderr(vocab: object, gbnf: str) -> tuple[object, str]:
     """llama.cpp says why a grammar failed partly through its log callback (caught by thread)
     and partly straight to stderr: for those microseconds the whole process's stderr goes to
     a file; anything else written there meanwhile is written back afterwards."""

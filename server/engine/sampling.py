@@ -110,13 +110,13 @@ def build_sampler_chain(params: SamplingParams, n_vocab: int, banned: list[int] 
 
 def draw_chain(params: SamplingParams) -> int:
     """A chain of only the draw stages (no bias, no penalties: the caller applied those)."""
-    chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+    chain: int = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
     for stage in _draw_stages(params):
         lc.llama_sampler_chain_add(chain, stage)
     return chain
 
 
-def _draw_stages(params: SamplingParams) -> list:
+def _draw_stages(params: SamplingParams) -> list[object]:
     """The stages after the penalties: greedy, or top-k, top-p, min-p, temperature and the draw."""
     if params.temperature <= 0:
         return [lc.llama_sampler_init_greedy()]

@@ -20,6 +20,8 @@ from server.engine.sampling import TextAssembler
 from server.engine.speculative import DraftState
 
 if TYPE_CHECKING:
+    from server.engine.constrained import ConstrainedSampler
+    from server.engine.logprobs import Before, TokenLogprob
     from server.engine.slots import Slot
 
 WAITING, PREFILL, DECODING, DONE = range(4)
@@ -58,6 +60,8 @@ class Sequence:
     )
     slot: Slot | None  # None until admitted
     chain: int | None  # its llama.cpp sampler chain; None when greedy or ended
+    constraint: ConstrainedSampler | None
+    before: Before | None
 
     def __init__(
         self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]
@@ -67,7 +71,7 @@ class Sequence:
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
         self.constraint = None  # constrained.ConstrainedSampler when the request has a grammar
         self.before = None  # logprobs.Before of the token being sampled, when logprobs were asked for
-        self.pending: list = []  # logprobs.TokenLogprob of tokens whose text is not out yet
+        self.pending: list[TokenLogprob] = []  # logprobs.TokenLogprob of tokens whose text is not out yet
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
         self.spec: DraftState | None = None  # speculation, for a greedy sequence when the decoder drafts
         self.text = TextAssembler(params.stop)

@@ -125,7 +125,7 @@ def sampling(values: dict[str, Any]) -> SamplingParams:
     bias = {int(k): float(v) for k, v in values["logit_bias"].items()}
     return SamplingParams(
         **{**{k: values[k] for k in SAMPLING}, **floats},
-        logit_bias=bias,
+        logit_bias=tuple(sorted(bias.items())),
         max_tokens=values["max_tokens"],
         stop=tuple(values["stop"]),
     )

@@ -25,6 +25,7 @@ MAX_INTEGER_DIGITS = 16  # as the converter's unbounded integer-part rule
 MAX_SIGNIFICANT = 15
 
 AddRule = Callable[[str, str], str]  # (name, body) -> the name it was given
+_State = tuple[str | None, bool, str | None, bool, int]  # a fraction state: (lo, lo_incl, hi, hi_incl, depth)
 
 
 class RangeError(ValueError):
@@ -106,7 +107,7 @@ class _Fraction:
 
     def __init__(self, allowed: bool, add_rule: AddRule, name: str) -> None:
         self.allowed, self.add_rule, self.name = allowed, add_rule, name
-        self._rules: dict[tuple, str | None] = {}
+        self._rules: dict[_State, str | None] = {}
 
     def expr(self, whole: int, lo: str | None, lo_incl: bool, hi: str | None, hi_incl: bool) -> str | None:
         """What follows the integer part `whole` ("" for nothing); None when no fraction fits."""
@@ -116,7 +117,9 @@ class _Fraction:
             return "" if empty else None
         return f' ("." {digits})?' if empty else f' "." {digits}'
 
-    def _state(self, lo, lo_incl, hi, hi_incl, depth) -> tuple[bool, str | None]:
+    def _state(
+        self, lo: str | None, lo_incl: bool, hi: str | None, hi_incl: bool, depth: int
+    ) -> tuple[bool, str | None]:
         """(whether f = "" fits, a rule for the non-empty f that fit, or None)."""
         empty = (lo is None or (lo == "" and lo_incl)) and (hi != "" or hi_incl)
         if depth == 0:
@@ -128,9 +131,9 @@ class _Fraction:
             self._rules[key] = self._digits(lo, lo_incl, hi, hi_incl, depth)
         return empty, self._rules[key]
 
-    def _digits(self, lo, lo_incl, hi, hi_incl, depth) -> str | None:
+    def _digits(self, lo: str | None, lo_incl: bool, hi: str | None, hi_incl: bool, depth: int) -> str | None:
         """A rule for the non-empty fractions: digits grouped by the state they lead to."""
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[tuple[str | None, bool, str | None, bool], list[int]] = {}
         for d in range(10):
             after = _step(lo, lo_incl, d) + _step(hi, hi_incl, d, upper=True)
             if after[0] != _DEAD[0] and after[2] != _DEAD[0]:
@@ -150,7 +153,7 @@ class _Fraction:
 _DEAD = ("dead", False)
 
 
-def _step(bound: str | None, incl: bool, d: int, upper: bool = False) -> tuple:
+def _step(bound: str | None, incl: bool, d: int, upper: bool = False) -> tuple[str | None, bool]:
     """After digit d: what the rest of f must respect of one bound; _DEAD when d breaks it.
     A bound None is no bound; "" is the value 0 (what a fraction's rest is compared with)."""
     if bound is None:

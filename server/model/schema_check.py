@@ -11,7 +11,7 @@ and ignored, as they assert nothing.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from server.model.decimal_range import RangeError, as_decimal, number_range
 
@@ -56,11 +56,15 @@ class SchemaError(ValueError):
         self.path, self.message = path, message
 
 
+# check_schema applied to a sub-schema at a path: how the per-type checks recurse.
+Visit = Callable[[Any, str], None]
+
+
 def _join(path: str, key: str | int) -> str:
     return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
 
 
-def check_schema(schema: Any, path: str = "", root: Any = None, refs: set | None = None) -> None:
+def check_schema(schema: Any, path: str = "", root: Any = None, refs: set[str] | None = None) -> None:
     """Raise SchemaError for the first keyword this node (or one below it) asks that we cannot enforce.
     `root` is the document references resolve in; `refs` the references already checked."""
     root = schema if root is None else root
@@ -96,7 +100,7 @@ def check_schema(schema: Any, path: str = "", root: Any = None, refs: set | None
             CHECKS[kind](schema, path, lambda sub, where: check_schema(sub, where, root, refs))
 
 
-def _types(schema: dict, path: str) -> list[str]:
+def _types(schema: dict[str, Any], path: str) -> list[str]:
     """The node's types: declared, else implied by its keywords (properties -> object)."""
     declared = schema.get("type")
     if declared is None:
@@ -113,7 +117,7 @@ def _types(schema: dict, path: str) -> list[str]:
     return names
 
 
-def _check_ref(ref: Any, path: str, root: Any, refs: set) -> None:
+def _check_ref(ref: Any, path: str, root: Any, refs: set[str]) -> None:
     if not isinstance(ref, str) or not ref.startswith("#/"):
         raise SchemaError(path, "only local references ('#/$defs/Name') are supported")
     if ref in refs:  # checked already, or being checked (a recursive schema)
@@ -128,7 +132,7 @@ def _check_ref(ref: Any, path: str, root: Any, refs: set) -> None:
     check_schema(node, ref[2:].replace("/", "."), root, refs)
 
 
-def _check_values(schema: dict, path: str, types: list[str]) -> None:
+def _check_values(schema: dict[str, Any], path: str, types: list[str]) -> None:
     extra = set(schema) - ANNOTATIONS - {"type", "enum", "const"}
     if extra:
         other = sorted(extra)[0]
@@ -150,26 +154,27 @@ def json_type_matches(value: Any, kind: str) -> bool:
         return False
     if kind == "integer":
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    return isinstance(value, {"number": (int, float), "string": str, "array": list, "object": dict}[kind])
+    types: dict[str, type | tuple[type, ...]] = {"number": (int, float), "string": str, "array": list, "object": dict}
+    return isinstance(value, types[kind])
 
 
-def _count(schema: dict, key: str, path: str) -> int | None:
+def _count(schema: dict[str, Any], key: str, path: str) -> int | None:
     value = schema.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LENGTH:
         raise SchemaError(_join(path, key), f"'{key}' must be an integer from 0 to {MAX_LENGTH}")
-    return value
+    return int(value)
 
 
-def _range(schema: dict, path: str, low: str, high: str) -> tuple[int | None, int | None]:
+def _range(schema: dict[str, Any], path: str, low: str, high: str) -> tuple[int | None, int | None]:
     lo, hi = _count(schema, low, path), _count(schema, high, path)
     if lo is not None and hi is not None and lo > hi:
         raise SchemaError(_join(path, low), f"'{low}' is greater than '{high}'")
     return lo, hi
 
 
-def _check_object(schema: dict, path: str, visit) -> None:
+def _check_object(schema: dict[str, Any], path: str, visit: Visit) -> None:
     props = schema.get("properties", {})
     if not isinstance(props, dict):
         raise SchemaError(_join(path, "properties"), "'properties' must be an object")
@@ -186,7 +191,7 @@ def _check_object(schema: dict, path: str, visit) -> None:
         visit(extra, _join(path, "additionalProperties"))
 
 
-def _check_array(schema: dict, path: str, visit) -> None:
+def _check_array(schema: dict[str, Any], path: str, visit: Visit) -> None:
     lo, hi = _range(schema, path, "minItems", "maxItems")
     if "prefixItems" in schema:
         items = schema["prefixItems"]
@@ -204,7 +209,7 @@ def _check_array(schema: dict, path: str, visit) -> None:
         raise SchemaError(_join(path, "minItems" if lo else "maxItems"), "item counts need an 'items' schema")
 
 
-def _check_string(schema: dict, path: str, visit) -> None:
+def _check_string(schema: dict[str, Any], path: str, visit: Visit) -> None:
     lo, hi = _range(schema, path, "minLength", "maxLength")
     fmt, pattern = schema.get("format"), schema.get("pattern")
     if pattern is not None:
@@ -226,7 +231,7 @@ def _check_string(schema: dict, path: str, visit) -> None:
             )
 
 
-def _check_number(schema: dict, path: str, visit) -> None:
+def _check_number(schema: dict[str, Any], path: str, visit: Visit) -> None:
     bounds = {}
     for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         value = schema.get(key)
@@ -243,7 +248,7 @@ def _check_number(schema: dict, path: str, visit) -> None:
         raise SchemaError(path, str(exc)) from None
 
 
-def numeric_bounds(bounds: dict) -> tuple:
+def numeric_bounds(bounds: dict[str, Any]) -> tuple[Any, bool, Any, bool]:
     """(lo, lo inclusive, hi, hi inclusive) from minimum/maximum/exclusive* (the tighter of each)."""
     lo, lo_incl, hi, hi_incl = bounds.get("minimum"), True, bounds.get("maximum"), True
     ex_lo, ex_hi = bounds.get("exclusiveMinimum"), bounds.get("exclusiveMaximum")

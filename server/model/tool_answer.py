@@ -22,6 +22,10 @@ PATIENCE = 64  # characters the head may take before the text is taken for somet
 _OPEN, _CLOSE = "{[", "}]"
 
 
+# (kind, text) pieces of the answer, as the reader finds them: kind is content, call or arguments.
+Events = list[tuple[str, str]]
+
+
 @dataclass
 class Answer:
     content: str | None = None  # a direct answer (or the text, if it was not in the format)
@@ -55,7 +59,7 @@ class AnswerReader:
         return events, self.answer
 
     # --- states: each consumes what it can from buf[pos:] ---------------------------
-    def _head(self, events) -> None:
+    def _head(self, events: Events) -> None:
         match = HEAD.match(self.buf)
         if match is None:
             if len(self.buf) > PATIENCE or (self.buf.strip() and not self.buf.lstrip().startswith("{")):
@@ -64,12 +68,12 @@ class AnswerReader:
         self.pos = match.end()
         self.state = "call" if match.group(1) == "tool_call" else "value_start"
 
-    def _raw(self, events) -> None:
+    def _raw(self, events: Events) -> None:
         if self.pos < len(self.buf):
             self._say(events, "content", self.buf[self.pos :])
             self.pos = len(self.buf)
 
-    def _call(self, events) -> None:
+    def _call(self, events: Events) -> None:
         match = CALL.match(self.buf, self.pos)
         if match is None:
             return
@@ -77,7 +81,7 @@ class AnswerReader:
         events.append(("call", self.answer.name))
         self.pos, self.kind, self.state = match.end(), "arguments", "value_start"
 
-    def _value_start(self, events) -> None:
+    def _value_start(self, events: Events) -> None:
         while self.pos < len(self.buf) and self.buf[self.pos].isspace():  # the space after ":" came late
             self.pos += 1
         if self.pos >= len(self.buf):
@@ -89,7 +93,7 @@ class AnswerReader:
         else:
             self.state = "value"
 
-    def _string(self, events) -> None:
+    def _string(self, events: Events) -> None:
         """A direct answer's string: report its characters decoded, escapes included."""
         raw = self.buf[self.pos :]
         end, escaped = None, False
@@ -110,7 +114,7 @@ class AnswerReader:
             self.pos += end + 1
             self.state = "tail"
 
-    def _value(self, events) -> None:
+    def _value(self, events: Events) -> None:
         """A JSON value's text as written, up to its end (a closing bracket at depth 0, or the
         delimiter after a scalar)."""
         start, i = self.pos, self.pos
@@ -141,15 +145,15 @@ class AnswerReader:
             self._say(events, self.kind, self.buf[start:i])
         self.pos = i
 
-    def _finish_value(self, events, start: int, end: int) -> None:
+    def _finish_value(self, events: Events, start: int, end: int) -> None:
         if end > start:
             self._say(events, self.kind, self.buf[start:end])
         self.pos, self.state = end, "tail"
 
-    def _tail(self, events) -> None:
+    def _tail(self, events: Events) -> None:
         self.pos = len(self.buf)
 
-    def _say(self, events, kind: str, text: str) -> None:
+    def _say(self, events: Events, kind: str, text: str) -> None:
         events.append((kind, text))
         field = "arguments" if kind == "arguments" else "content"
         setattr(self.answer, field, (getattr(self.answer, field) or "") + text)

@@ -65,11 +65,11 @@ def tool_conversation(messages: Sequence[Message], tools: Sequence[Tool], choice
     return _merged(out)
 
 
-def answer_schema(tools: Sequence[Tool], choice: ToolChoice, response: Any = None) -> dict:
+def answer_schema(tools: Sequence[Tool], choice: ToolChoice, response: Any = None) -> dict[str, Any]:
     """The JSON Schema an answer must match (`response`: a schema for a direct answer's value,
     instead of a string, as when a response_format comes with the tools)."""
     offered = [t for t in tools if choice.mode != "named" or t.name == choice.name]
-    defs: dict = {}
+    defs: dict[str, Any] = {}
     calls = [_call_schema(i, t, defs) for i, t in enumerate(offered)]
     call = {
         "type": "object",
@@ -86,13 +86,13 @@ def answer_schema(tools: Sequence[Tool], choice: ToolChoice, response: Any = Non
             "required": ["response"],
             "additionalProperties": False,
         }
-        schema: dict = {"anyOf": [call, direct]}
+        schema: dict[str, Any] = {"anyOf": [call, direct]}
     else:
         schema = call
     return {**schema, "$defs": defs} if defs else schema
 
 
-def _call_schema(i: int, tool: Tool, defs: dict) -> dict:
+def _call_schema(i: int, tool: Tool, defs: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {"name": {"const": tool.name}, "arguments": _inlined(tool.arguments_schema(), f"tool{i}", defs)},
@@ -101,7 +101,7 @@ def _call_schema(i: int, tool: Tool, defs: dict) -> dict:
     }
 
 
-def _inlined(schema: Any, prefix: str, defs: dict) -> Any:
+def _inlined(schema: Any, prefix: str, defs: dict[str, Any]) -> Any:
     """`schema` ready to sit inside another: its $defs/definitions moved into `defs` under
     `prefix`, its local references rewritten to match (a reference to "#" itself included)."""
     if not isinstance(schema, dict):

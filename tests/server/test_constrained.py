@@ -112,14 +112,16 @@ def test_subset_masking_picks_what_masking_the_whole_vocabulary_picks(decoder):
         # Sampled: top-k with min-p off, or min-p with top-p off (see constrained.py's docstring).
         sampled = dict(top_k=5, min_p=0.0) if case % 4 == 1 else dict(top_k=40, min_p=0.05, top_p=1.0)
         params = SamplingParams(repeat_penalty=1.0, temperature=0.0 if case % 2 == 0 else 0.8, seed=case, **sampled)
-        fast = ConstrainedSampler(LlamaGrammar(vocab, gbnf), params, n, eos, decoder._pieces, Candidates(n))
-        plain = ConstrainedSampler(LlamaGrammar(vocab, gbnf), params, n, eos, decoder._pieces, Candidates(n))
+        index = decoder.vocab_index()
+        fast = ConstrainedSampler(LlamaGrammar(vocab, gbnf), params, n, eos, decoder._pieces, Candidates(n), index)
+        plain = ConstrainedSampler(LlamaGrammar(vocab, gbnf), params, n, eos, decoder._pieces, Candidates(n), index)
         got = fast.sample(logits.copy(), [])
         # The plain method: the same first draw (so the seeded generator is where fast's is), then
         # mask every token and draw again.
         if plain._chain:
             plain._draw_all(logits.copy())
         whole.fill(whole.every_id, logits)
+        whole.logits[index.textless] = -np.inf  # never drawn: the answer could not show them
         plain.grammar.mask(whole)
         assert got == plain._draw(whole), case
         assert plain.grammar.allows(got)

@@ -104,6 +104,7 @@ def test_completion_streams_and_honours_a_stop_string(client):
         # A tool result must say which call it answers.
         ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages[0].tool_call_id", "invalid_request"),
         ({"messages": [{"role": "function", "content": "42"}]}, 400, "messages[0].role", "invalid_request"),
+        ({"messages": [{"role": "robot", "content": "42"}]}, 400, "messages[0].role", "invalid_request"),
     ],
 )
 def test_bad_requests_get_openai_errors(client, extra, status, param, code):

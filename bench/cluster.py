@@ -183,7 +183,8 @@ def main(argv: list[str]) -> int:
                     order = configs[r % len(configs) :] + configs[: r % len(configs)]
                     for cfg in order:
                         result = run_round(target, cfg.base, c, args.requests, args.max_tokens, tag=f"({r}.{c}) ")
-                        raw.append({"config": cfg.name, "round": r, **result})
+                        # Others' load on the machine during this round, to judge it by.
+                        raw.append({"config": cfg.name, "round": r, **result, "loadavg_1m": os.getloadavg()[0]})
                         print(
                             f"round {r + 1}/{args.rounds} {cfg.name:9} {c:>2} clients: "
                             f"{result['tokens_per_s']:7.1f} tokens/s, p95 {result['p95_s']:.2f} s",

@@ -3,6 +3,7 @@
 Side by side in one run, on the same model file and thread count:
   ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
   ours-p1          the same with one slot (requests served one at a time)
+  base-pN          ours-pN from another checkout (--base-tree), e.g. before a change
   decoder-pN       the batching decoder in this process, no HTTP (its ceiling)
   llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
   llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp
@@ -256,6 +257,7 @@ TARGETS = {
     for t in [
         Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
         Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
+        Target("base-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
         Target("decoder-pN", lambda: None, None, "", "", _chat, _usage),  # in-process, see InProcess
         Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models", _chat, _usage),
         Target(
@@ -437,7 +439,7 @@ class Served:
             self.log = open(WORK / f"{t.name}.log", "w")
             self.proc = subprocess.Popen(
                 [str(a) for a in argv],
-                cwd=ROOT,
+                cwd=args.base_tree if t.name == "base-pN" else ROOT,  # the same venv, its own server code
                 env={**os.environ, **env},
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
@@ -527,6 +529,7 @@ def ratios(rows: list[dict], at: int) -> dict:
         ("decoder-pN", "llama-server-pN"),
         ("decoder-pN", "llama-cpp-python"),
         ("ours-pN", "ours-p1"),
+        ("ours-pN", "base-pN"),
         ("llama-server-pN", "llama-server-p1"),
     ]
     return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in pairs if tps.get(a) and tps.get(b)}
@@ -568,7 +571,11 @@ def plot(json_path: Path, png_path: Path) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: the server's default model)")
-    ap.add_argument("--servers", default=",".join(TARGETS), help="comma list of " + ", ".join(TARGETS))
+    ap.add_argument(
+        "--servers",
+        default=",".join(n for n in TARGETS if n != "base-pN"),
+        help="comma list of " + ", ".join(TARGETS),
+    )
     ap.add_argument("--clients", default="1,2,4,8", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots for the -pN servers")
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
@@ -578,6 +585,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--fresh-questions",
         action="store_true",
         help="new questions every round, so no prompt is ever repeated (no prompt-cache hits)",
+    )
+    ap.add_argument(
+        "--base-tree",
+        type=Path,
+        help="a checkout of this project (e.g. git archive of an older commit) served as base-pN",
     )
     ap.add_argument("--ctx", type=int, default=2048, help="context per request (per slot)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -616,6 +628,9 @@ def main(argv: list[str]) -> int:
         print(f"{out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
         return 1
     names = [n for n in args.servers.split(",") if n]
+    if "base-pN" in names and not (args.base_tree and (args.base_tree / "server").is_dir()):
+        print("base-pN needs --base-tree pointing at a checkout of this project", file=sys.stderr)
+        return 2
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
         print(f"unknown servers {unknown}; choose from {list(TARGETS)}", file=sys.stderr)
@@ -654,6 +669,7 @@ def main(argv: list[str]) -> int:
                 "n_gpu_layers",
                 "flash_attn",
                 "fresh_questions",
+                "base_tree",
             )
         },
         "rows": rows,
@@ -663,7 +679,7 @@ def main(argv: list[str]) -> int:
     }
     for c, r in doc["ratios_by_clients"].items():
         print(f"ratios at {c} clients:", r)
-    write_atomic(out, json.dumps(doc, indent=1).encode())
+    write_atomic(out, json.dumps(doc, indent=1, default=str).encode())
     if args.no_plot:
         print(f"wrote {out}")
         return 0

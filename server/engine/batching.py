@@ -25,7 +25,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
-from server.engine import vocabtext
+from server.engine import invariance, stepplan, vocabtext
 from server.engine.decoder_types import (
     DecodeError,
     DecoderConfig,
@@ -43,6 +43,7 @@ from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequenc
 from server.engine.slots import SlotTable
 
 log = logging.getLogger(__name__)
+invariance.configure_process()  # before any context exists: ggml reads it once
 
 __all__ = [
     "BatchDecoder",
@@ -88,6 +89,11 @@ class BatchDecoder:
         self._stats = DecoderStats.empty(cfg.n_parallel)
         self._memory = (0, 0, 0, 0)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
+        # Batch-invariant shapes (server/engine/invariance.py): CPU only, the GPU kernels differ.
+        self._invariant = cfg.batch_invariant and cfg.n_gpu_layers == 0
+        self._max_rows = invariance.MAX_ROWS if self._invariant else cfg.n_batch
+        self._n_ubatch = lc.llama_n_ubatch(self._c)
+        self._feeds: list[stepplan.Feed] = []
 
     @classmethod
     def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
@@ -96,6 +102,8 @@ class BatchDecoder:
         _logger.set_verbose(cfg.verbose)
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers, mparams.main_gpu, mparams.use_mlock = cfg.n_gpu_layers, cfg.main_gpu, cfg.use_mlock
+        if cfg.batch_invariant and cfg.n_gpu_layers == 0:
+            invariance.model_params(mparams)
         if cfg.tensor_split:
             # Read during loading only; the array must live until then.
             split = (ctypes.c_float * lc.LLAMA_MAX_DEVICES)(*cfg.tensor_split)
@@ -213,14 +221,13 @@ class BatchDecoder:
         rc = lc.llama_decode(self._c, self._batch.batch)
         if rc == 1 and self._table.evict_idle():  # unified KV: idle caches may fill it
             rc = lc.llama_decode(self._c, self._batch.batch)
-        batched = [s.seq for s in self._slots if s.seq is not None and s.seq.n_feed]
         if rc != 0:
-            for seq in batched:
-                self._finish(seq, "error")
+            for f in self._feeds:
+                self._finish(f.seq, "error")
             raise DecodeError(f"llama_decode failed (code {rc})")
-        for seq in batched:
-            self._after_decode(seq)
-        self._stats.record(n, len(batched))
+        for f in self._feeds:
+            self._after_decode(f.seq, f)
+        self._stats.record(n, len(self._feeds))
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         """Step until every queued sequence has finished; returns the number of steps."""
@@ -253,42 +260,40 @@ class BatchDecoder:
             seq.t_start = time.perf_counter()
 
     def _fill_batch(self) -> int:
-        """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
-        cfg, n = self.cfg, 0
+        """Write this step's rows into the batch (see server/engine/stepplan.py)."""
         running = [s.seq for s in self._slots if s.seq is not None]
         for seq in running:
-            seq.n_feed, seq.i_batch = 0, -1
-            if seq.state == DECODING:
-                self._tok[n], self._pos[n], self._logits[n] = seq.next_token, seq.n_past, 1
-                self._seq_ids[n][0] = seq.slot.id
-                seq.n_feed, seq.i_batch = 1, n
-                n += 1
-        # While others decode, a prompt gets only `prefill_chunk` tokens per step so
-        # their streams keep advancing; alone it may fill the whole batch.
-        budget = min(cfg.n_batch - n, cfg.prefill_chunk if n else cfg.n_batch)
-        for seq in sorted((s for s in running if s.state == PREFILL), key=lambda s: s.id):
-            k = min(budget, len(seq.prompt) - seq.n_past)
-            if k <= 0:
-                break
+            seq.i_batch = -1
+        cfg = self.cfg
+        self._feeds = feeds = stepplan.plan(running, cfg.n_batch, cfg.prefill_chunk, self._max_rows)
+        if self._invariant:
+            stepplan.shape(feeds, self._n_ubatch, self._max_rows)
+        n = 0
+        for f in feeds:
+            seq, k = f.seq, len(f.tokens)
+            if f.pos < seq.n_past:  # recomputing cells it holds: drop them first
+                self._rewind(seq, f.pos)
             end = n + k
-            self._tok[n:end] = seq.prompt[seq.n_past : seq.n_past + k]
-            self._pos[n:end] = np.arange(seq.n_past, seq.n_past + k, dtype=np.int32)
+            self._tok[n:end] = f.tokens
+            self._pos[n:end] = np.arange(f.pos, f.pos + k, dtype=np.int32)
             self._logits[n:end] = 0
             for i in range(n, end):
                 self._seq_ids[i][0] = seq.slot.id
-            if seq.n_past + k == len(seq.prompt):
+            if f.logits:
                 self._logits[end - 1], seq.i_batch = 1, end - 1
-            seq.n_feed, n, budget = k, end, budget - k
+            n = end
         self._batch.batch.n_tokens = n
         return n
 
-    def _after_decode(self, seq: Sequence) -> None:
-        slot = seq.slot
-        if seq.state == DECODING:
-            slot.cached.append(seq.next_token)
-        else:
-            slot.cached.extend(seq.prompt[seq.n_past : seq.n_past + seq.n_feed])
-        seq.n_past += seq.n_feed
+    def _rewind(self, seq: Sequence, pos: int) -> None:
+        """Forget `seq`'s cells from `pos` on; they are about to be computed again."""
+        lc.llama_memory_seq_rm(self._mem, seq.slot.id, pos, -1)
+        del seq.slot.cached[pos:]
+        seq.n_past, seq.n_cached = pos, min(seq.n_cached, pos)
+
+    def _after_decode(self, seq: Sequence, feed: stepplan.Feed) -> None:
+        seq.slot.cached.extend(feed.tokens)
+        seq.n_past = feed.pos + len(feed.tokens)
         if seq.i_batch >= 0:
             self._on_token(seq, self._sample(seq))
 

@@ -42,6 +42,7 @@ class DecoderConfig:
     kv_unified: bool = False  # False: each slot its own KV stream (llama-server's -np N default)
     prefix_cache: bool = True  # idle slots keep their tokens for prefix reuse
     cache_ram_mib: int = 2048  # RAM for prompt states that slots gave up (0: none)
+    batch_invariant: bool = True  # CPU: a token's logits never depend on the batch (server/engine/invariance.py)
     verbose: bool = False
 
     def __post_init__(self) -> None:

@@ -33,7 +33,6 @@ class Sequence:
         "state",
         "slot",
         "n_past",
-        "n_feed",
         "i_batch",
         "next_token",
         "tokens",
@@ -53,7 +52,7 @@ class Sequence:
         self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]
     ) -> None:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
-        self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
+        self.state, self.slot, self.n_past, self.i_batch = WAITING, None, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
         self.text = TextAssembler(params.stop)

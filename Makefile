@@ -18,7 +18,8 @@ LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
 # library is built without it (a stale wheel built with other flags would be reused silently).
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
 
-.PHONY: help install install-cuda serve browser test quantize bench-conversion bench-serve bench-concurrency clean
+.PHONY: help install install-cuda serve browser lint test quantize bench-conversion bench-serve bench-concurrency clean \
+	cluster deploy-tools bench-cluster
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -51,9 +52,15 @@ browser: install  ## install Chromium for the chat page tests when missing
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  $(PY) -m playwright install chromium
 
+# make lint  -> ruff (lint and format check), then mypy (strict on server/engine and server/model; pyproject.toml)
+lint: install  ## check style, formatting and types
+	$(PY) -m ruff check server conversion tests bench deploy
+	$(PY) -m ruff format --check server conversion tests bench deploy
+	$(PY) -m mypy
+
 # make test                         -> the whole suite (real llama.cpp inference on small models, Chromium)
 # make test PYTEST_ARGS="-k server"  -> a subset
-test: install browser  ## run the test suite
+test: install lint browser deploy-tools  ## lint, then run the test suite (Chromium and nginx included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # make quantize                               -> download Llama-2-7B-chat, convert, quantize to Q4_K_M, verify
@@ -61,6 +68,24 @@ test: install browser  ## run the test suite
 # make quantize QUANT=Q5_K_M                   -> another quantization type
 quantize: install  ## download + convert + quantize + verify a Llama model
 	$(PY) -m conversion all $(SOURCE) --out $(OUT) --type $(QUANT)
+
+# make cluster                          -> nginx on 127.0.0.1:8000 balancing 2 replicas on ports 8001-8002
+# make cluster REPLICAS=4 PORT=9000      -> nginx on 9000, replicas on 9001-9004 (Ctrl-C drains and stops all)
+# make cluster ARGS="--n-threads 1"      -> server settings for every replica, as for `make serve`
+REPLICAS ?= 2
+PORT ?= 8000
+cluster: install deploy-tools  ## run REPLICAS servers behind nginx (deploy/cluster.py)
+	$(PY) -m deploy.cluster --replicas $(REPLICAS) --port $(PORT) $(ARGS)
+
+# make deploy-tools   -> Debian's nginx, for `make cluster` and its tests (installs it when run as root)
+deploy-tools:  ## install nginx from Debian's package if missing
+	@if [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else \
+	    echo "no /usr/sbin/nginx: run 'sudo apt-get install nginx' (make cluster and its tests need it)" >&2; \
+	  fi; \
+	fi
 
 # make bench-conversion   -> 7B-shaped conversion against llama.cpp's converter (needs ~40 GB disk)
 bench-conversion: install  ## benchmark conversion and quantization
@@ -73,6 +98,10 @@ bench-serve: install  ## benchmark the server against in-process llama-cpp-pytho
 # make bench-concurrency  -> aggregate throughput at 1/2/4/8 clients
 bench-concurrency: install  ## benchmark concurrent clients
 	$(PY) bench/concurrency.py
+
+# make bench-cluster    -> tokens/s and p95 latency through nginx with 1, 2 and 4 replicas
+bench-cluster: install deploy-tools  ## benchmark replicas behind nginx
+	$(PY) bench/cluster.py
 
 clean:  ## remove the virtual environment and caches (keeps models/)
 	rm -rf $(VENV) .pytest_cache

@@ -3,22 +3,36 @@
 Side by side in one run, on the same model file and thread count:
   ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
   ours-p1          the same with one slot (requests served one at a time)
-  base-pN          ours-pN from another checkout (--base-tree), e.g. before a change
+  ours-gthread-pN  ours-pN on gunicorn's plain gthread worker instead of the server's own
   decoder-pN       the batching decoder in this process, no HTTP (its ceiling)
   llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
   llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp
                    source that the pinned llama-cpp-python source package vendors
   llama-server-p1  the same with one slot
 Each client sends `--requests` chat questions one after another (greedy, --max-tokens).
-Aggregate tokens/s = completion tokens of all clients / wall time of the round.
+Aggregate tokens/s = completion tokens of all clients / wall time of the round. For the
+servers run as processes, their own CPU time per completion token is recorded too: on a
+machine shared with other work it moves much less than the wall-clock figures.
+
+Equal work: every side is asked to ignore end of sequence (`ignore_eos`, llama-server's
+field, which our /api/respond takes too; a logit bias on the end tokens for
+llama-cpp-python's server), so each request generates exactly --max-tokens and every
+side of a round generates the same tokens. The bench checks this per round and reports
+it; a ratio is taken only from rounds where both of its sides did the same work, and a
+run in which an `ignore_eos` side fell short exits with status 3. --keep-eos lets
+answers end early and then counts only the rounds whose token counts are equal.
+
+Spread: all servers are started first and stay up; then `--rounds` times, for each
+client count, every server gets its round in turn (the order rotating), so load from
+anything else on the machine falls on all columns alike. The table shows min / median /
+max over the rounds per server, and per ratio (one ratio per round, from that round's
+back-to-back runs) with a 95% interval of its median: a claim that one side is faster
+stands only when that interval excludes 1 (bench/_spread.py), and the table says which
+claims do. --budget-s stops starting rounds after that many seconds.
 Every round asks the same questions, so a server's prompt cache (llama-server's
 --cache-ram, our CACHE_RAM) may answer a repeated prompt from RAM; with
 --fresh-questions each round's questions carry a new tag in front (same system
 prompt), which measures batching without that help.
-All servers are started first and stay up; then `--rounds` times, for each client
-count, every server gets its round in turn (the order rotating), so load from
-anything else on the machine falls on all columns alike. The table shows medians
-over the rounds.
 
     python bench/concurrency.py                       # every server, default model
     python bench/concurrency.py --servers llama-server-pN,llama-cpp-python --model m.gguf
@@ -43,25 +57,20 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import threading
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "bench" / ".work"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _concurrency_report as report  # noqa: E402
+import _spread  # noqa: E402
+from _inprocess import InProcess, end_tokens  # noqa: E402
+from _targets import LLAMA_SERVER, PIN, ROOT, TARGETS, WORK, Target, prepare_lcp_venv  # noqa: E402, F401
+
 RESULTS = ROOT / "bench" / "results"
-PIN = next(
-    line.split("==")[1].strip()
-    for line in (ROOT / "requirements.txt").read_text().splitlines()
-    if line.startswith("llama-cpp-python==")
-)
-SRC = WORK / "src" / f"llama_cpp_python-{PIN}"
-LLAMA_SERVER = WORK / f"llama-server-{PIN}" / "bin" / "llama-server"
-LCP_VENV = WORK / f"llama-cpp-python-{PIN}-venv"
 TOPICS = [
     "why the sky is blue",
     "how bread rises",
@@ -74,215 +83,6 @@ TOPICS = [
     "why ice floats",
     "how bees make honey",
 ]
-
-
-def sh(argv: list, **kw) -> None:
-    print("+", " ".join(map(str, argv)), flush=True)
-    subprocess.run([str(a) for a in argv], check=True, **kw)
-
-
-# --- preparing the two reference servers (cached) ------------------------------------
-def prepare_llama_server() -> Path:
-    """Build llama-server from the llama.cpp sources vendored by the pinned sdist."""
-    if LLAMA_SERVER.exists():
-        return LLAMA_SERVER
-    if not SRC.exists():
-        sh(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                f"llama-cpp-python=={PIN}",
-                "-d",
-                WORK / "src",
-            ]
-        )
-        with tarfile.open(WORK / "src" / f"llama_cpp_python-{PIN}.tar.gz") as tar:
-            tar.extractall(WORK / "src", filter="data")
-    build = LLAMA_SERVER.parent.parent
-    # No web UI download (offline machines) and no TLS: only the HTTP API is measured.
-    sh(
-        [
-            "cmake",
-            "-S",
-            SRC / "vendor" / "llama.cpp",
-            "-B",
-            build,
-            "-DCMAKE_BUILD_TYPE=Release",
-            "-DLLAMA_BUILD_TESTS=OFF",
-            "-DLLAMA_BUILD_EXAMPLES=OFF",
-            "-DLLAMA_BUILD_SERVER=ON",
-            "-DLLAMA_USE_PREBUILT_UI=OFF",
-            "-DLLAMA_OPENSSL=OFF",
-            "-DBUILD_SHARED_LIBS=OFF",
-        ]
-    )
-    sh(["cmake", "--build", build, "--target", "llama-server", "-j", str(os.cpu_count() or 2)])
-    return LLAMA_SERVER
-
-
-def prepare_lcp_venv() -> Path:
-    """A separate venv with llama-cpp-python's own server (and matplotlib for the plot)."""
-    python = LCP_VENV / "bin" / "python"
-    marker = LCP_VENV / ".installed"
-    if not marker.exists():
-        sh([sys.executable, "-m", "venv", LCP_VENV])
-        sh([python, "-m", "pip", "install", "-q", f"llama-cpp-python[server]=={PIN}", "matplotlib"])
-        marker.touch()
-    return python
-
-
-# --- the servers under test: how to start each and how to ask it ------------------------
-@dataclass(frozen=True)
-class Target:
-    name: str
-    prepare: Callable[[], object]
-    command: Callable[[Path, int, argparse.Namespace], tuple[list, dict]]  # model, port, args
-    url: str  # POST path
-    ready: str  # GET path answering 200 once the model is loaded
-    body: Callable[[str, int], dict]
-    tokens: Callable[[dict], int]
-
-
-# Every server gets the same system prompt and question, for equal prompt work.
-SYSTEM = "You are a helpful, respectful and honest assistant."
-
-
-# Greedy, no repeat penalty, everywhere: the same sampling work on every server.
-def _chat(question: str, max_tokens: int) -> dict:
-    return {
-        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "repeat_penalty": 1.0,
-    }
-
-
-def _ours_body(question: str, max_tokens: int) -> dict:
-    return {
-        "query": question,
-        "system": SYSTEM,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "repeat_penalty": 1.0,
-        "stream": False,
-    }
-
-
-def _ours(fixed_slots: int | None):
-    def command(model, port, a):
-        env = dict(
-            LLAMA_SERVER_MODEL=str(model),
-            LLAMA_SERVER_PORT=str(port),
-            LLAMA_SERVER_PARALLEL=str(fixed_slots or a.parallel),
-            LLAMA_SERVER_N_THREADS=str(a.threads),
-            LLAMA_SERVER_N_CTX=str(a.ctx),
-            LLAMA_SERVER_N_GPU_LAYERS=str(a.n_gpu_layers),
-            LLAMA_SERVER_FLASH_ATTN=a.flash_attn,
-        )
-        return [
-            ROOT / ".venv" / "bin" / "gunicorn",
-            "-c",
-            "server/gunicorn.conf.py",
-            "server.http.app:create_app()",
-        ], env
-
-    return command
-
-
-def _llama_server(fixed_slots: int | None):
-    def command(model, port, a):
-        n = fixed_slots or a.parallel
-        # -ngl -1 is llama.cpp's "all layers", as in our setting.
-        return [
-            LLAMA_SERVER,
-            "-m",
-            model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            port,
-            "-np",
-            n,
-            "-c",
-            n * a.ctx,
-            "-t",
-            a.threads,
-            "-tb",
-            a.threads,
-            "-ngl",
-            a.n_gpu_layers,
-            "-fa",
-            a.flash_attn,
-        ], {}
-
-    return command
-
-
-def _lcp(model, port, a):
-    # interrupt_requests off: by default a new request cancels the running one. Its flash_attn
-    # is a plain bool: "auto" means on, as llama.cpp's auto resolves on CPU and CUDA alike.
-    return [
-        LCP_VENV / "bin" / "python",
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        model,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        port,
-        "--n_ctx",
-        a.ctx,
-        "--n_threads",
-        a.threads,
-        "--n_threads_batch",
-        a.threads,
-        "--interrupt_requests",
-        "False",
-        "--n_gpu_layers",
-        a.n_gpu_layers,
-        "--flash_attn",
-        str(a.flash_attn != "off"),
-    ], {}
-
-
-_usage = lambda r: int(r["usage"]["completion_tokens"])  # noqa: E731
-TARGETS = {
-    t.name: t
-    for t in [
-        Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
-        Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
-        Target("base-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
-        Target("decoder-pN", lambda: None, None, "", "", _chat, _usage),  # in-process, see InProcess
-        Target("llama-cpp-python", prepare_lcp_venv, _lcp, "/v1/chat/completions", "/v1/models", _chat, _usage),
-        Target(
-            "llama-server-pN",
-            prepare_llama_server,
-            _llama_server(None),
-            "/v1/chat/completions",
-            "/health",
-            _chat,
-            _usage,
-        ),
-        Target(
-            "llama-server-p1", prepare_llama_server, _llama_server(1), "/v1/chat/completions", "/health", _chat, _usage
-        ),
-    ]
-}
-
-
-def ours_is_batched() -> bool:
-    """Our columns mean something only once the engine drives the batching decoder."""
-    return any(
-        "BatchDecoder" in (ROOT / "server" / f).read_text()
-        for f in ("engine.py", "decoder.py")
-        if (ROOT / "server" / f).exists()
-    )
 
 
 # --- running one server --------------------------------------------------------------
@@ -321,22 +121,28 @@ def run_round(
     max_tokens: int,
     ask: Callable[[dict], dict] | None = None,
     tag: str = "",
+    extra: dict | None = None,
 ) -> dict:
+    """One round: `clients` threads, each asking `per_client` questions in turn; `extra` goes into
+    every body (what keeps this side from stopping at end of sequence)."""
     ask = ask or (lambda body: post(base + t.url, body))
     latencies: list[float] = []
     tokens = [0] * clients
     errors: list[str] = []
+    short = [0] * clients  # answers with fewer tokens than asked for: they ended early
 
     def client(c: int) -> None:
         for k in range(per_client):
             question = f"{tag}In two sentences, explain {TOPICS[(c * per_client + k) % len(TOPICS)]}."
             t0 = time.perf_counter()
             try:
-                tokens[c] += t.tokens(ask(t.body(question, max_tokens)))
+                n = t.tokens(ask({**t.body(question, max_tokens), **(extra or {})}))
             except Exception as exc:  # noqa: BLE001 - reported in the results
                 errors.append(type(exc).__name__)
                 continue
             latencies.append(time.perf_counter() - t0)
+            tokens[c] += n
+            short[c] += n < max_tokens
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     t0 = time.perf_counter()
@@ -351,75 +157,12 @@ def run_round(
         "requests": len(latencies),
         "errors": len(errors),
         "completion_tokens": sum(tokens),
+        "short_answers": sum(short),
         "wall_s": round(wall, 3),
         "tokens_per_s": round(sum(tokens) / wall, 2),
         "p50_s": round(statistics.median(lat), 3),
         "p95_s": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3),
     }
-
-
-class InProcess:
-    """The batching decoder driven directly by one stepping thread, no HTTP: what the
-    engine can reach at best. Prompts are built as our server builds them (its chat
-    format and vocabulary code); clients block on their sequence's Ended event."""
-
-    def __init__(
-        self, model: Path, slots: int, threads: int, ctx: int, n_gpu_layers: int = 0, flash_attn: str = "auto"
-    ) -> None:
-        sys.path.insert(0, str(ROOT))
-        from server.engine.batching import BatchDecoder
-        from server.engine.loading import vocab_of
-        from server.model.describe import chat_template
-        from server.model.prompt import choose_format
-        from server.settings import Settings
-
-        self.decoder = BatchDecoder.load(
-            model,
-            n_parallel=slots,
-            n_ctx_per_seq=ctx,
-            n_threads=threads,
-            n_gpu_layers=n_gpu_layers,
-            flash_attn=flash_attn,
-        )
-        self.vocab = vocab_of(self.decoder)
-        self.format = choose_format(chat_template(Settings(), self.decoder.metadata())[0])
-        self.lock, self.stop = threading.Condition(), False
-        self.driver = threading.Thread(target=self._drive, daemon=True)
-        self.driver.start()
-
-    def _drive(self) -> None:
-        while not self.stop:
-            with self.lock:  # sleep while idle; ask() adds under the lock, so no wake-up is missed
-                while self.decoder.idle and not self.stop:
-                    self.lock.wait()
-            self.decoder.step()
-
-    def ask(self, body: dict) -> dict:
-        from server.engine.batching import Ended, SamplingParams
-        from server.model.prompt import Message
-
-        tokens = self.format.tokens([Message(m["role"], m["content"]) for m in body["messages"]], self.vocab)
-        done = threading.Event()
-        result = {}
-
-        def on_event(ev) -> None:
-            if isinstance(ev, Ended):
-                result["usage"] = {"completion_tokens": ev.usage.completion_tokens}
-                done.set()
-
-        params = SamplingParams(temperature=0, repeat_penalty=body["repeat_penalty"], max_tokens=body["max_tokens"])
-        with self.lock:
-            self.decoder.add(tokens, params, on_event)
-            self.lock.notify()
-        done.wait()
-        return result
-
-    def close(self) -> None:
-        with self.lock:
-            self.stop = True
-            self.lock.notify()
-        self.driver.join()
-        self.decoder.close()
 
 
 class Served:
@@ -439,7 +182,7 @@ class Served:
             self.log = open(WORK / f"{t.name}.log", "w")
             self.proc = subprocess.Popen(
                 [str(a) for a in argv],
-                cwd=args.base_tree if t.name == "base-pN" else ROOT,  # the same venv, its own server code
+                cwd=t.home(args),
                 env={**os.environ, **env},
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
@@ -449,12 +192,46 @@ class Served:
             self.ask = lambda body: post(base + t.url, body)
             wait_ready(base + t.ready, self.proc)
         self.ask(t.body("Say hello.", 8))  # warm-up, not measured
+        self.extra = self._eos_extra(args) if args.ignore_eos else {}
+
+    def _eos_extra(self, args) -> dict:
+        """What each body needs so that this side ignores end of sequence; {} where it cannot
+        (its answers may then end early, which the per-round work check reports)."""
+        if self.t.eos == "params":
+            return {"ignore_eos": True} if self.runner.ignores_eos else {}
+        if self.t.eos == "logit_bias":  # llama-cpp-python's server adds these to the logits
+            return {"logit_bias": {str(tok): -1e9 for tok in end_tokens(args.model)}}
+        try:  # asked, not assumed: a server without the field answers 400 naming it
+            self.ask({**self.t.body("Say hello.", 1), "ignore_eos": True})
+        except urllib.error.HTTPError as exc:
+            if exc.code == 400 and "ignore_eos" in exc.read().decode(errors="replace"):
+                print(f"{self.t.name}: does not take ignore_eos; its answers may end early", flush=True)
+                return {}
+            raise
+        return {"ignore_eos": True}
 
     def round(self, clients: int, args, r: int) -> dict:
         # Fresh questions differ from every earlier round's (and from the other client counts').
         tag = f"({r + 1}.{clients}) " if args.fresh_questions else ""
-        row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag)
+        cpu = self.cpu_seconds()
+        row = run_round(self.t, "", clients, args.requests, args.max_tokens, ask=self.ask, tag=tag, extra=self.extra)
+        if cpu is not None:  # the server's own CPU time: what it costs, whatever else runs on the machine
+            row["cpu_ms_per_token"] = round((self.cpu_seconds() - cpu) * 1000 / max(row["completion_tokens"], 1), 3)
         return {"server": self.t.name, **row}
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) of the server's processes so far; None when it runs in here."""
+        if self.proc is None:
+            return None
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[2]) == self.proc.pid:  # its process group: the server and its workers
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.runner is not None:
@@ -468,14 +245,19 @@ class Served:
             self.log.close()
 
 
-def bench_all(names: list[str], args) -> tuple[list[dict], list[dict]]:
-    """(median rows, every round's rows): rounds interleave the servers, see the docstring."""
+def bench_all(names: list[str], args) -> tuple[list[dict], dict[str, bool]]:
+    """(every round's rows, which sides ignored end of sequence): rounds interleave the servers, see
+    the docstring; after --budget-s no new round starts, so a round always covers every client count."""
     served: list[Served] = []
     raw: list[dict] = []
     try:
         for name in names:
             served.append(Served(TARGETS[name], args))
+        t0 = time.monotonic()
         for r in range(args.rounds):
+            if r and args.budget_s and time.monotonic() - t0 > args.budget_s:
+                print(f"budget of {args.budget_s}s spent: stopping after {r} rounds", flush=True)
+                break
             for clients in args.clients:
                 k = r % len(served)
                 for s in served[k:] + served[:k]:
@@ -483,16 +265,18 @@ def bench_all(names: list[str], args) -> tuple[list[dict], list[dict]]:
                     raw.append(row)
                     print(
                         f"round {r}  {row['server']:18} {clients:>3} clients  {row['tokens_per_s']:8.2f} t/s  "
-                        f"p50 {row['p50_s']:6.2f}s  p95 {row['p95_s']:6.2f}s  errors {row['errors']}",
+                        f"{row['completion_tokens']:6} tokens  p50 {row['p50_s']:6.2f}s  "
+                        f"errors {row['errors']}",
                         flush=True,
                     )
     finally:
         for s in served:
             s.close()
-    return medians(raw, names, args.clients), raw
+    return raw, {s.t.name: bool(s.extra) for s in served}
 
 
-def medians(raw: list[dict], names: list[str], clients: list[int]) -> list[dict]:
+def summarize(raw: list[dict], names: list[str], clients: list[int]) -> list[dict]:
+    """Per server and client count: medians, and min / median / max of tokens/s over the rounds."""
     rows = []
     for name in names:
         for c in clients:
@@ -503,36 +287,37 @@ def medians(raw: list[dict], names: list[str], clients: list[int]) -> list[dict]
                 "rounds": len(runs),
                 "requests": sum(r["requests"] for r in runs),
                 "errors": sum(r["errors"] for r in runs),
+                "short_answers": sum(r["short_answers"] for r in runs),
             }
             for key in ("completion_tokens", "wall_s", "tokens_per_s", "p50_s", "p95_s"):
                 row[key] = statistics.median(r[key] for r in runs)
+            row["tokens_per_s_spread"] = _spread.spread((r["tokens_per_s"] for r in runs), 2)
+            if all("cpu_ms_per_token" in r for r in runs):
+                row["cpu_ms_per_token_spread"] = _spread.spread((r["cpu_ms_per_token"] for r in runs), 3)
+            row["completion_tokens_seen"] = sorted({r["completion_tokens"] for r in runs})
             rows.append(row)
     return rows
 
 
 # --- results ------------------------------------------------------------------------
-def print_table(rows: list[dict], clients: list[int]) -> None:
-    servers = list(dict.fromkeys(r["server"] for r in rows))
-    print("\naggregate tokens/s (p50 latency s) by concurrent clients, medians over rounds")
-    print(f"{'server':18}" + "".join(f"{c:>18}" for c in clients))
-    for name in servers:
-        cells = {r["clients"]: f"{r['tokens_per_s']:.1f} ({r['p50_s']:.1f})" for r in rows if r["server"] == name}
-        print(f"{name:18}" + "".join(f"{cells.get(c, '-'):>18}" for c in clients))
+def _gpu_info() -> dict:
+    """What GPU the run used (bench/gpu/_gpuinfo.py: nvidia-smi and nvcc; empty values without them)."""
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    from _gpuinfo import gpu_info
+
+    return gpu_info()
 
 
-def ratios(rows: list[dict], at: int) -> dict:
-    """Throughput ratios at `at` clients, measured in this same run."""
-    tps = {r["server"]: r["tokens_per_s"] for r in rows if r["clients"] == at}
-    pairs = [
-        ("ours-pN", "llama-server-pN"),
-        ("ours-pN", "llama-cpp-python"),
-        ("decoder-pN", "llama-server-pN"),
-        ("decoder-pN", "llama-cpp-python"),
-        ("ours-pN", "ours-p1"),
-        ("ours-pN", "base-pN"),
-        ("llama-server-pN", "llama-server-p1"),
-    ]
-    return {f"{a}/{b}": round(tps[a] / tps[b], 3) for a, b in pairs if tps.get(a) and tps.get(b)}
+def commits(args) -> dict:
+    """The commits measured: this tree (with '+' when its server/ has uncommitted changes) and --before's."""
+
+    def commit(tree: Path) -> str:
+        git = ["git", "-C", str(tree)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "server"], capture_output=True, text=True).stdout
+        return head + ("+" if dirty.strip() else "")
+
+    return {"ours": commit(ROOT), **({"before": commit(args.before)} if args.before else {})}
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -541,55 +326,37 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def plot(json_path: Path, png_path: Path) -> None:
-    """Throughput against clients, one line per server (runs in the venv that has matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    doc = json.loads(json_path.read_text())
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r["server"] for r in doc["rows"]):
-        pts = [(r["clients"], r["tokens_per_s"]) for r in doc["rows"] if r["server"] == name]
-        ax.plot(*zip(*pts), marker="o", label=name)
-    ax.set(
-        xlabel="concurrent clients",
-        ylabel="aggregate tokens/s",
-        xscale="log",
-        title=f"{doc['model']} - {doc['settings']['parallel']} slots, {doc['host']['cpus']} CPUs",
-    )
-    ax.set_xticks(doc["settings"]["clients"], [str(c) for c in doc["settings"]["clients"]])
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = png_path.with_name(png_path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, png_path)
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: the server's default model)")
     ap.add_argument(
         "--servers",
-        default=",".join(n for n in TARGETS if n != "base-pN"),
-        help="comma list of " + ", ".join(TARGETS),
+        default=",".join(n for n in TARGETS if n != "before-pN"),
+        help="comma list of " + ", ".join(TARGETS) + " (before-pN needs --before)",
     )
+    ap.add_argument("--before", type=Path, help="another checkout of this server, for the before-pN column")
     ap.add_argument("--clients", default="1,2,4,8", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots for the -pN servers")
     ap.add_argument("--requests", type=int, default=3, help="requests per client per round")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds over every server and client count")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=15,
+        help="rounds over every server and client count (15: a 95%% interval of the median ratio "
+        "from the 4th to the 12th of them)",
+    )
+    ap.add_argument("--budget-s", type=float, help="start no new round after this many seconds (at least one runs)")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument(
+        "--keep-eos",
+        dest="ignore_eos",
+        action="store_false",
+        help="let answers end at end of sequence (then only rounds of equal token counts are compared)",
+    )
     ap.add_argument(
         "--fresh-questions",
         action="store_true",
         help="new questions every round, so no prompt is ever repeated (no prompt-cache hits)",
-    )
-    ap.add_argument(
-        "--base-tree",
-        type=Path,
-        help="a checkout of this project (e.g. git archive of an older commit) served as base-pN",
     )
     ap.add_argument("--ctx", type=int, default=2048, help="context per request (per slot)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
@@ -604,19 +371,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-plot",
         action="store_true",
         help="skip the PNG (it needs the llama-cpp-python venv, so PyPI); make it later with "
-        "the same venv: concurrency.py --plot JSON PNG",
+        "that venv's python: bench/_plot.py JSON PNG",
     )
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/concurrency-<model>.json)")
     ap.add_argument("--force", action="store_true", help="overwrite existing results")
-    ap.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.plot:
-        plot(*args.plot)
-        return 0
     if args.model is None:
         sys.path.insert(0, str(ROOT))
         from server.model.files import resolve_model
@@ -628,21 +391,28 @@ def main(argv: list[str]) -> int:
         print(f"{out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
         return 1
     names = [n for n in args.servers.split(",") if n]
-    if "base-pN" in names and not (args.base_tree and (args.base_tree / "server").is_dir()):
-        print("base-pN needs --base-tree pointing at a checkout of this project", file=sys.stderr)
-        return 2
     unknown = [n for n in names if n not in TARGETS]
+    if "before-pN" in names and not (args.before and (args.before / "server").is_dir()):
+        print("before-pN needs --before DIR, a checkout of this server (with its .venv)", file=sys.stderr)
+        return 2
     if unknown:
         print(f"unknown servers {unknown}; choose from {list(TARGETS)}", file=sys.stderr)
         return 2
-    if any(n.startswith("ours") for n in names) and not ours_is_batched():
-        print("skipping ours-*: server/engine/engine.py does not drive the batching decoder yet", flush=True)
-        names = [n for n in names if not n.startswith("ours")]
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()  # other work on the machine skews every column: record it
-    rows, raw = bench_all(names, args)
-    print_table(rows, args.clients)
+    raw, ignoring = bench_all(names, args)
+    rows = summarize(raw, names, args.clients)
+    claims = {c: report.ratio_claims(raw, names, c) for c in args.clients}
+    expected = {c: c * args.requests * args.max_tokens for c in args.clients} if args.ignore_eos else None
+    work = report.work_summary(raw, ignoring, expected)
+    report.print_table(rows, claims, work, args.clients)
+    for r in (r for r in rows if "cpu_ms_per_token_spread" in r):
+        cpu = r["cpu_ms_per_token_spread"]
+        print(
+            f"server CPU per completion token, {r['server']} at {r['clients']} clients: "
+            f"{cpu['median']} ms [{cpu['min']}-{cpu['max']}] over {cpu['n']} rounds"
+        )
     doc = {
         "model": args.model.name,
         "model_bytes": args.model.stat().st_size,
@@ -654,39 +424,57 @@ def main(argv: list[str]) -> int:
             "loadavg_after": os.getloadavg(),
         },
         "llama_cpp_python": PIN,
+        "command": "bench/concurrency.py " + " ".join(argv),
+        "commits": commits(args),
+        "gpu": _gpu_info() if args.n_gpu_layers else None,
         "settings": {
-            k: v
-            for k, v in vars(args).items()
-            if k
-            in (
-                "parallel",
-                "requests",
-                "rounds",
-                "max_tokens",
-                "ctx",
-                "threads",
-                "clients",
-                "n_gpu_layers",
-                "flash_attn",
-                "fresh_questions",
-                "base_tree",
-            )
+            **{
+                k: v
+                for k, v in vars(args).items()
+                if k
+                in (
+                    "parallel",
+                    "requests",
+                    "max_tokens",
+                    "ctx",
+                    "threads",
+                    "clients",
+                    "n_gpu_layers",
+                    "flash_attn",
+                    "fresh_questions",
+                    "ignore_eos",
+                    "budget_s",
+                )
+            },
+            "rounds": max((r["round"] + 1 for r in raw), default=0),
+            "rounds_asked": args.rounds,
         },
+        "method": "rounds interleave the servers (order rotating); tokens/s per server as median [min-max] "
+        "over rounds; each ratio taken per round from that round's back-to-back runs, only where "
+        "both sides generated the same completion tokens; a claim stands where the 95% "
+        "order-statistic interval of the median ratio excludes 1",
+        "equal_work": work,
         "rows": rows,
-        "ratios_at_4_clients": ratios(rows, 4),
-        "ratios_by_clients": {c: ratios(rows, c) for c in args.clients},
+        "ratios_by_clients": {c: {p: cl["median"] for p, cl in claims[c].items()} for c in args.clients},
+        "ratio_spread_by_clients": claims,
         "rounds": raw,
     }
-    for c, r in doc["ratios_by_clients"].items():
-        print(f"ratios at {c} clients:", r)
-    write_atomic(out, json.dumps(doc, indent=1, default=str).encode())
+    doc["ratios_at_4_clients"] = doc["ratios_by_clients"].get(4, {})
+    write_atomic(out, json.dumps(doc, indent=1).encode())
+    status = 0 if work["ok"] or not args.ignore_eos else 3
+    if status:
+        print(
+            "UNEQUAL WORK: a side asked to ignore end of sequence generated other token counts than the "
+            "rest (see equal_work in the results)",
+            file=sys.stderr,
+        )
     if args.no_plot:
         print(f"wrote {out}")
-        return 0
+        return status
     png = out.with_suffix(".png")
-    subprocess.run([str(prepare_lcp_venv()), __file__, "--plot", str(out), str(png)], check=True)
+    subprocess.run([str(prepare_lcp_venv()), str(Path(__file__).with_name("_plot.py")), str(out), str(png)], check=True)
     print(f"wrote {out} and {png}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

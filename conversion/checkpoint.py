@@ -12,6 +12,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 # safetensors dtype -> (numpy dtype as stored, bytes per element)
-STORED_DTYPES = {
+STORED_DTYPES: dict[str, tuple[np.dtype[Any], int]] = {
     "F32": (np.dtype(np.float32), 4),
     "F16": (np.dtype(np.float16), 2),
     "BF16": (np.dtype(np.uint16), 2),  # numpy has no bfloat16: kept as raw bits
@@ -57,7 +58,7 @@ class TensorSource:
         buf = np.empty(n, dtype=stored)
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self.offset + start * self.row_elems * size)
-            got = f.readinto(memoryview(buf).cast("B"))
+            got = f.readinto(buf.data.cast("B"))
         if got != n * size:
             raise ConversionError(f"{self.path.name} is truncated: tensor {self.name} is incomplete.")
         if self.dtype == "BF16":

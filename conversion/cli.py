@@ -28,7 +28,7 @@ def add_download(p: argparse.ArgumentParser) -> None:
 def run_download(a: argparse.Namespace) -> str:
     import time
 
-    from conversion.download import download
+    from conversion.downloader import download
     from conversion.files import human_size
 
     started = time.monotonic()
@@ -71,7 +71,7 @@ def add_verify(p: argparse.ArgumentParser) -> None:
 
 
 def run_verify(a: argparse.Namespace) -> str:
-    from conversion.verify import verify
+    from conversion.verifier import verify
 
     return "\n".join(verify(a.gguf).lines())
 

@@ -13,6 +13,12 @@ class OutputExistsError(ConversionError):
     exit_code = 3
 
 
+class OutputBusyError(ConversionError):
+    """Another run is writing the same output path right now."""
+
+    exit_code = 5
+
+
 class DownloadError(ConversionError):
     """The checkpoint could not be fetched (access, network, not found, disk)."""
 

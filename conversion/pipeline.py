@@ -62,7 +62,7 @@ def run_step(out: Path, ftype: int, force: bool, fn, *args, **kwargs) -> StepRes
 
 
 def convert_step(hf_dir: Path, out: Path, outtype: str, force: bool, progress: bool = True) -> StepResult:
-    from conversion.convert import convert
+    from conversion.converter import convert
     from conversion.plan import OUTTYPES
 
     return run_step(out, int(OUTTYPES[outtype][0]), force, convert, hf_dir, out, outtype, progress=progress)
@@ -71,7 +71,7 @@ def convert_step(hf_dir: Path, out: Path, outtype: str, force: bool, progress: b
 def quantize_step(
     src: Path, out: Path, qtype: str, threads: int | None, force: bool, progress: bool = True
 ) -> StepResult:
-    from conversion.quantize import ftype_of, quantize
+    from conversion.quantizer import ftype_of, quantize
 
     return run_step(out, ftype_of(qtype), force, quantize, src, out, qtype, threads, progress=progress)
 
@@ -93,22 +93,24 @@ def run_all(
     threads: int | None = None,
     log=print,
 ) -> StepResult:
-    from conversion.verify import verify
+    from conversion.files import output_lock
+    from conversion.verifier import verify
 
     started = time.monotonic()
-    hf_dir = Path(source).expanduser()
-    if not hf_dir.is_dir():
-        from huggingface_hub import constants
+    with output_lock(out):  # a second run for the same output refuses now, not after its download
+        hf_dir = Path(source).expanduser()
+        if not hf_dir.is_dir():
+            from huggingface_hub import constants
 
-        from conversion.download import download
+            from conversion.downloader import download
 
-        hf_dir = download(source, dest or constants.HF_HUB_CACHE)
-        log(f"download: {hf_dir}")
-    f16 = f16_path(out, qtype)
-    log(convert_step(hf_dir, f16, "f16", force).summary("convert"))
-    log(quantize_step(f16, out, qtype, threads, force).summary("quantize"))
-    for line in verify(out).lines():
-        log(line)
-    if not keep_f16:
-        f16.unlink(missing_ok=True)
+            hf_dir = download(source, dest or constants.HF_HUB_CACHE)
+            log(f"download: {hf_dir}")
+        f16 = f16_path(out, qtype)
+        log(convert_step(hf_dir, f16, "f16", force).summary("convert"))
+        log(quantize_step(f16, out, qtype, threads, force).summary("quantize"))
+        for line in verify(out).lines():
+            log(line)
+        if not keep_f16:
+            f16.unlink(missing_ok=True)
     return StepResult(out, time.monotonic() - started)

@@ -1,4 +1,4 @@
-"""`python -m server [--flag VALUE ...]`: check the settings, then start gunicorn.
+"""`python -m server [--flag VALUE ...]`: check the settings and the model file, then start gunicorn.
 
 Every setting has a flag named after it (--n-ctx for LLAMA_SERVER_N_CTX, ...).
 Flags win over the environment, which wins over the defaults: the flags are laid
@@ -15,6 +15,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from server.model.files import ModelFileError, check_model_files
 from server.settings import Settings, SettingsError, env_name
 
 CONFIG = Path(__file__).with_name("gunicorn.conf.py")
@@ -44,7 +45,9 @@ def settings_environ(argv: list[str] | None, environ: dict[str, str]) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     try:
         environ = settings_environ(argv, dict(os.environ))
-    except SettingsError as exc:
+        # The whole model file is checked here, before gunicorn forks a worker to load it.
+        check_model_files(Settings.from_env(environ))
+    except (SettingsError, ModelFileError) as exc:
         sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
         return 2
     command = [sys.executable, "-m", "gunicorn", "-c", str(CONFIG), "server.http.app:create_app()"]

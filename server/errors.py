@@ -9,6 +9,8 @@ dialect may reshape it). `field` names the input in the engine's terms
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServerError(Exception):
     """Base of the errors a client may be told about: status, type and details."""
@@ -17,12 +19,12 @@ class ServerError(Exception):
     type = "internal_error"
     headers: dict[str, str] = {}
 
-    def __init__(self, message: str, **details):
+    def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return {"error": {"type": self.type, "message": self.message, **self.details}}
 
 
@@ -63,6 +65,16 @@ class Unauthorized(ServerError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(ServerError):
+    """The request's Host is not one this server answers to (a DNS-rebinding page, or a missing ALLOWED_HOSTS)."""
+
+    status, type = 403, "forbidden"
+
+
+class UnsupportedMediaType(ServerError):
+    status, type = 415, "unsupported_media_type"
+
+
 class ModelLoading(ServerError):
     status, type = 503, "loading"
     headers = {"Retry-After": "5"}
@@ -95,5 +107,5 @@ class GenerationFailed(ServerError):
 
     status, type = 500, "internal_error"
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("the model failed while answering; see the server log")

@@ -5,13 +5,16 @@ A bad setting or model path stops here, in the master, with one line naming it.
 """
 
 import sys
+import threading
 
-from server.model.files import ModelFileError, resolve_model
+from gunicorn.arbiter import Arbiter
+
+from server.model.files import ModelFileError, check_model_files
 from server.settings import Settings, SettingsError
 
 try:
     _settings = Settings.from_env()
-    resolve_model(_settings.model)  # also assembles the embedded default once, before any fork
+    check_model_files(_settings)  # also makes the embedded default once, before any fork
 except (SettingsError, ModelFileError) as exc:
     sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
     sys.exit(2)
@@ -20,8 +23,13 @@ bind = [f"{_settings.host}:{_settings.port}"]
 # Each worker holds its own model and context, so one by default; threads serve
 # concurrent connections while the engine's queue orders the work.
 workers = _settings.workers
-worker_class = "gthread"
+# gthread, except that a thread gets a request only once all of it has arrived (and a request
+# must arrive within READ_TIMEOUT): clients sending slowly, or not at all, cannot take the threads.
+worker_class = "server.http.worker.BufferingWorker"
 threads = _settings.http_threads
+# Connections open at once per worker (reading, answering or kept alive); when all are taken,
+# the ones that have been sending a request the longest make room.
+worker_connections = 1000
 # The model loads in each worker after fork (never in the master).
 preload_app = False
 # gthread workers heartbeat from their main loop, not from request threads, so this
@@ -36,9 +44,28 @@ control_socket_disable = True
 accesslog = "-"
 
 
+def _app_state(worker):
+    app = getattr(worker, "wsgi", None)
+    return getattr(app, "extensions", {}).get("laptop_llama") if app is not None else None
+
+
+def post_worker_init(worker):
+    """A model that fails to load stops the whole server, rather than leaving a worker that
+    answers 503 forever: the engine logs one line saying why, and the worker exits with
+    APP_LOAD_ERROR, on which gunicorn's master halts with that exit code."""
+    state = _app_state(worker)
+    if state is None or not hasattr(worker, "stop_with"):
+        return
+
+    def watch() -> None:
+        if not state.engine.wait_ready() and state.engine.state == "failed":
+            worker.stop_with(Arbiter.APP_LOAD_ERROR)
+
+    threading.Thread(target=watch, name="load-watch", daemon=True).start()
+
+
 def worker_exit(server, worker):
     """Free the model cleanly once the worker's requests are done."""
-    app = getattr(worker, "wsgi", None)
-    state = getattr(app, "extensions", {}).get("laptop_llama") if app is not None else None
+    state = _app_state(worker)
     if state is not None:
         state.engine.close(timeout=5)

@@ -3,7 +3,8 @@
 The dataclass is the single table of settings: each field carries its default,
 its parser (text -> value) and its check in the field metadata, so the variable
 name, the default and the validation live in one place. Precedence is
-CLI flag > environment variable > default, applied in `Settings.from_env`.
+CLI flag > environment variable > default: `python -m server` lays its flags over
+the environment (server/__main__.py) and `Settings.from_env` reads the result.
 A bad value raises SettingsError naming the variable; the entry points turn it
 into a one-line message and a non-zero exit.
 """
@@ -11,7 +12,8 @@ into a one-line message and a non-zero exit.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, dataclass, field, fields
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 ENV_PREFIX = "LLAMA_SERVER_"
@@ -21,6 +23,7 @@ ENV_PREFIX = "LLAMA_SERVER_"
 class KvType:
     ggml: int  # llama.cpp's ggml_type id
     bytes: float  # bytes per element (quantized types: block bytes / 32)
+    quantized: bool = False  # llama.cpp stores a quantized V cache only with flash attention
 
 
 # The one table of KV cache element types, by the name people write (llama-server's
@@ -29,12 +32,12 @@ KV_CACHE_TYPES = {
     "f32": KvType(0, 4.0),
     "f16": KvType(1, 2.0),
     "bf16": KvType(30, 2.0),
-    "q8_0": KvType(8, 34 / 32),
-    "q5_1": KvType(7, 24 / 32),
-    "q5_0": KvType(6, 22 / 32),
-    "q4_1": KvType(3, 20 / 32),
-    "q4_0": KvType(2, 18 / 32),
-    "iq4_nl": KvType(20, 18 / 32),
+    "q8_0": KvType(8, 34 / 32, True),
+    "q5_1": KvType(7, 24 / 32, True),
+    "q5_0": KvType(6, 22 / 32, True),
+    "q4_1": KvType(3, 20 / 32, True),
+    "q4_0": KvType(2, 18 / 32, True),
+    "iq4_nl": KvType(20, 18 / 32, True),
 }
 
 
@@ -97,6 +100,11 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, lower-cased (host names and origins compare without case)."""
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
 def _gpu_layers(text: str) -> int | str:
     text = text.strip().lower()
     if text == "auto":
@@ -148,18 +156,22 @@ def _split_ok(v) -> str | None:
     return None if v is None or (all(x >= 0 for x in v) and sum(v) > 0) else "must be non-negative weights, not all 0"
 
 
-def _model_ok(v) -> str | None:
-    if v is None:
-        return None
+def _hosts_ok(v) -> str | None:
+    bad = [h for h in v if not h or "/" in h or h.count(":") == 1 or " " in h]
+    return f"{bad[0]!r} is not a host name (no scheme, port or path)" if bad else None
+
+
+def _origins_ok(v) -> str | None:
+    pattern = re.compile(r"^https?://[^/\s]+$")
+    bad = [o for o in v if not pattern.match(o)]
+    return f"{bad[0]!r} is not an origin like https://example.com or http://localhost:3000" if bad else None
+
+
+def _file_ok(v) -> str | None:
+    """A path that must name a file (what is in it is checked where it is loaded)."""
     from pathlib import Path
 
-    from server.model.files import ModelFileError, check_gguf
-
-    try:
-        check_gguf(Path(v).expanduser())
-    except ModelFileError as exc:
-        return str(exc)
-    return None
+    return None if v is None or Path(v).expanduser().is_file() else f"no such file: {v}"
 
 
 def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = "", factory=None, secret=False):
@@ -175,7 +187,8 @@ AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/model/parall
 
 @dataclass(frozen=True)
 class Settings:
-    model: str | None = setting(None, _optional_str, _model_ok, "GGUF file to serve (default: models/)")
+    # Checked (exists, a whole GGUF file) by the entry points through server/model/files.py.
+    model: str | None = setting(None, _optional_str, None, "GGUF file to serve (default: models/)")
     n_ctx: int = setting(4096, _int, _at_least(64), "context of one request in tokens (every slot gets this much)")
     n_threads: int = setting(None, _int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
     n_batch: int = setting(512, _int, _at_least(1), "prompt tokens per batch")
@@ -225,10 +238,31 @@ class Settings:
         "MiB of RAM keeping prompt states that slots gave up, for reuse: auto (2048 "
         "unless every layer is on the GPU, then 0), N, or 0 (off)",
     )
+    speculative: str = setting(
+        "off",
+        str.lower,
+        _one_of(("off", "ngram", "draft")),
+        "speculative decoding: off, ngram (drafts copied from the prompt and answer) or draft (DRAFT_MODEL)",
+    )
+    draft_max: int = setting(16, _int, _between(1, 64), "most tokens drafted for one request in one step")
+    # Checked (exists, a whole GGUF file) by the entry points, as MODEL is.
+    draft_model: str | None = setting(None, _optional_str, _file_ok, "GGUF draft model (same vocabulary)")
+    draft_n_gpu_layers: int = setting(0, _int, _at_least(-1), "draft model layers on the GPU (-1: all)")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")
-    api_key: str | None = setting(None, _optional_str, None, "bearer key required on /api/respond and /v1", secret=True)
+    read_timeout: float = setting(
+        30.0, _float, _at_least(0.1), "seconds a client has to send a whole request (head and body), else 408"
+    )
+    api_key: str | None = setting(
+        None, _optional_str, None, "bearer key required on every route but health and the page's files", secret=True
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (), _names, _hosts_ok, "host names besides localhost, IP addresses and HOST that requests may be addressed to"
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (), _names, _origins_ok, "web origins whose pages may call the API (CORS), e.g. https://app.example.com"
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -242,14 +276,16 @@ class Settings:
                 f"{env_name('max_tokens_ceiling')} ({self.max_tokens_ceiling})"
             )
         # llama.cpp only stores a quantized V cache with flash attention on.
-        if self.kv_cache_type not in ("f16", "f32", "bf16") and self.flash_attn != "on":
+        if KV_CACHE_TYPES[self.kv_cache_type].quantized and self.flash_attn != "on":
             raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs {env_name('flash_attn')}=on")
+        if (self.speculative == "draft") != (self.draft_model is not None):
+            raise SettingsError(f"{env_name('speculative')}=draft and {env_name('draft_model')} go together")
         # Every slot decodes one token per step, so a step must hold one per slot.
-        if self.parallel != "auto" and self.parallel > self.n_batch:
+        if isinstance(self.parallel, int) and self.parallel > self.n_batch:
             raise SettingsError(f"{env_name('parallel')}: must not exceed {env_name('n_batch')} ({self.n_batch})")
         # Every running or queued answer holds an HTTP thread for its whole length (a stream
         # does): with none left over, /api/health and /metrics would wait behind them.
-        busy = (AUTO_PARALLEL_MAX if self.parallel == "auto" else self.parallel) + self.queue_size
+        busy = (self.parallel if isinstance(self.parallel, int) else AUTO_PARALLEL_MAX) + self.queue_size
         if self.http_threads <= busy:
             raise SettingsError(
                 f"{env_name('http_threads')}: {self.http_threads} threads would all be taken by "
@@ -258,17 +294,12 @@ class Settings:
             )
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
-    ) -> "Settings":
-        """Build settings: `overrides` (CLI flags, already typed) > environment > default."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from LLAMA_SERVER_* variables (`environ`, else the process's); defaults fill the rest."""
         environ = os.environ if environ is None else environ
-        overrides = overrides or {}
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if overrides.get(f.name) is not None:
-                values[f.name] = overrides[f.name]
-            elif env_name(f.name) in environ:
+            if env_name(f.name) in environ:
                 text = environ[env_name(f.name)]
                 try:
                     values[f.name] = f.metadata["parse"](text.strip())
@@ -279,12 +310,3 @@ class Settings:
     @property
     def kv_cache_ggml_type(self) -> int:
         return KV_CACHE_TYPES[self.kv_cache_type].ggml
-
-
-def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, help) rows, for --help and the README."""
-    rows = []
-    for f in fields(Settings):
-        default = "(computed)" if f.default is MISSING else f.default
-        rows.append((env_name(f.name), str(default), f.metadata["help"]))
-    return rows

@@ -11,10 +11,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# The suite runs several llama.cpp processes at once on a few cores (the test process's engines
+# beside real gunicorn servers). OpenMP's default busy-waiting then starves whoever holds the
+# work, slowing everything many times over; waiting passively costs a little per step instead.
+# Read when llama.cpp is loaded, so set before the first import of it (below), and inherited by
+# the servers the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from server.model.files import MODELS_DIR, ensure_gemma, ensure_smollm2
-from tests.tiny_llama import tiny_llama_checkpoint, tiny_llama_gguf  # noqa: F401
+import pytest  # noqa: E402
+
+from server.model.files import MODELS_DIR, ensure_gemma, ensure_smollm2  # noqa: E402
+from tests.tiny_llama import tiny_llama_checkpoint, tiny_llama_gguf  # noqa: E402,F401
 
 TOOL_MISSING = ("needs ", "could not import ")
 

@@ -56,10 +56,14 @@ class TinySpec:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     vocab_size: int | None = None  # None: the tokenizer's size; larger pads like real repos
+    # A piece added to the vocabulary (a user-defined symbol) that the model then always says:
+    # a token of the test's choosing from real decoding. Needs untied embeddings.
+    says: str | None = None
 
 
-def train_tokenizer(vocab_size: int = 600) -> bytes:
-    """A Llama-style SentencePiece BPE model (serialized), trained on CORPUS."""
+def train_tokenizer(vocab_size: int = 600, user_defined: tuple[str, ...] = ()) -> bytes:
+    """A Llama-style SentencePiece BPE model (serialized), trained on CORPUS; `user_defined`
+    pieces are added whole."""
     import sentencepiece as spm
 
     lines = CORPUS.splitlines() * 4
@@ -82,6 +86,7 @@ def train_tokenizer(vocab_size: int = 600) -> bytes:
         character_coverage=1.0,
         hard_vocab_limit=False,
         minloglevel=2,
+        user_defined_symbols=list(user_defined),
     )
     return model.getvalue()
 
@@ -121,6 +126,17 @@ def random_weights(config: dict, seed: int) -> dict[str, np.ndarray]:
     if not config["tie_word_embeddings"]:
         w["lm_head.weight"] = mat(vocab, d, 0.06)
     return w
+
+
+def always_say(w: dict[str, np.ndarray], config: dict, token: int) -> None:
+    """Bend the weights so that `token` has by far the highest logit after any input: residual
+    dimension 0 carries a constant that no layer writes to, and only `token`'s output row reads it."""
+    w["model.embed_tokens.weight"][:, 0] = 4.0
+    for i in range(config["num_hidden_layers"]):
+        w[f"model.layers.{i}.self_attn.o_proj.weight"][0, :] = 0.0
+        w[f"model.layers.{i}.mlp.down_proj.weight"][0, :] = 0.0
+    w["lm_head.weight"][:, 0] = 0.0
+    w["lm_head.weight"][token, 0] = 8.0
 
 
 def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str) -> None:
@@ -163,9 +179,10 @@ def write_tiny_llama(out: Path, spec: TinySpec = TinySpec()) -> Path:
     import sentencepiece as spm
 
     out.mkdir(parents=True, exist_ok=True)
-    model = train_tokenizer()
+    model = train_tokenizer(user_defined=(spec.says,) if spec.says else ())
     (out / "tokenizer.model").write_bytes(model)
-    vocab_size = spec.vocab_size or spm.SentencePieceProcessor(model_proto=model).vocab_size()
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    vocab_size = spec.vocab_size or sp.vocab_size()
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -206,8 +223,38 @@ def write_tiny_llama(out: Path, spec: TinySpec = TinySpec()) -> Path:
         tok_config["chat_template"] = spec.chat_template
     write_json(out / "tokenizer_config.json", tok_config)
     write_json(out / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
-    write_sharded(out, random_weights(config, spec.seed), spec.dtype, spec.shards)
+    weights = random_weights(config, spec.seed)
+    if spec.says:
+        assert not spec.tie_word_embeddings, "always_say bends lm_head, which tied embeddings lack"
+        always_say(weights, config, sp.PieceToId(spec.says))
+    write_sharded(out, weights, spec.dtype, spec.shards)
     return out
+
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def write_tiny_chatml(out: Path) -> Path:
+    """A tiny Llama whose vocabulary ends with ChatML's control tokens, with a ChatML chat template.
+
+    Named like the directory `out`; a name with "phi3" in it makes llama.cpp give the control
+    tokens the RSTRIP attribute (they eat the whitespace after them), as for Phi-3."""
+    import sentencepiece as spm
+
+    n = spm.SentencePieceProcessor(model_proto=train_tokenizer()).vocab_size()
+    hf_dir = write_tiny_llama(out, TinySpec(vocab_size=n + 3, chat_template=CHATML))
+    config_path = hf_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["added_tokens_decoder"] = {
+        str(n): {"content": "<|im_start|>", "special": True},
+        str(n + 1): {"content": "<|im_end|>", "special": True},
+        str(n + 2): {"content": "<|endoftext|>", "special": True},  # llama.cpp's Phi-3 rules expect it
+    }
+    config_path.write_text(json.dumps(config))
+    return hf_dir
 
 
 def read_checkpoint(hf_dir: Path) -> dict[str, np.ndarray]:
@@ -238,7 +285,7 @@ def tiny_llama_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_gguf(tiny_llama_checkpoint, tmp_path_factory) -> Path:
     """That checkpoint converted by our own converter to an f16 GGUF (no chat template)."""
-    from conversion.convert import convert
+    from conversion.converter import convert
 
     out = tmp_path_factory.mktemp("tiny-llama-gguf") / "tiny-llama.f16.gguf"
     return convert(tiny_llama_checkpoint, out, outtype="f16", progress=False)

@@ -3,7 +3,8 @@
 #
 #   bash bench/gpu/server_benches.sh serve-gpu     # serve.py, all layers (flash attention auto, off) and auto
 #   bash bench/gpu/server_benches.sh serve-split   # serve.py at 0, 8, 16 layers and auto at 2/4/6 GB budgets
-#   bash bench/gpu/server_benches.sh concurrency   # concurrency.py: ours vs CUDA llama-server, 8 slots, all layers
+#   bash bench/gpu/server_benches.sh concurrency   # concurrency.py: ours vs CUDA llama-server, 8 slots, all layers,
+#                                                  # CONC_ROUNDS (30) rounds within CONC_BUDGET_S (450) seconds
 #   bash bench/gpu/server_benches.sh cache-ab      # concurrency with our CACHE_RAM at 0 and at 2048
 #   bash bench/gpu/server_benches.sh profile       # py-spy on our server while one client streams
 #   bash bench/gpu/server_benches.sh side-by-side  # llama-bench tg128, our server (repeat penalty 1.1, 1.0), llama-bench
@@ -49,9 +50,13 @@ link_llama_server() {
 }
 
 concurrency() {
+  # Ours against llama-server only (each extra column lengthens every round), end of sequence ignored
+  # on both so each request makes 128 tokens, and as many interleaved rounds as CONC_BUDGET_S allows
+  # (about 15 s a round here; 30 rounds give the median ratio's 95% interval from the 10th to 21st).
   link_llama_server || return 1
-  $PY bench/concurrency.py --model "$MODEL" --servers ours-pN,decoder-pN,llama-server-pN \
-    --parallel 8 --clients 1,4,8 --requests 3 --rounds 3 --max-tokens 128 --threads "$THREADS" \
+  $PY bench/concurrency.py --model "$MODEL" --servers ours-pN,llama-server-pN \
+    --parallel 8 --clients 1,4,8 --requests 3 --rounds "${CONC_ROUNDS:-30}" --budget-s "${CONC_BUDGET_S:-450}" \
+    --max-tokens 128 --threads "$THREADS" \
     --n-gpu-layers -1 --flash-attn auto --no-plot --force --out "$WORK/gpu-concurrency.json"
 }
 
@@ -61,7 +66,8 @@ cache_ab() {
   link_llama_server || return 1
   for mib in 0 2048; do
     LLAMA_SERVER_CACHE_RAM=$mib $PY bench/concurrency.py --model "$MODEL" --servers ours-pN,llama-server-pN \
-      --parallel 8 --clients 1,4,8 --requests 3 --rounds 3 --max-tokens 128 --threads "$THREADS" \
+      --parallel 8 --clients 1,4,8 --requests 3 --rounds "${CONC_ROUNDS:-15}" --budget-s "${CONC_BUDGET_S:-240}" \
+      --max-tokens 128 --threads "$THREADS" \
       --n-gpu-layers -1 --flash-attn auto --no-plot --force --out "$WORK/gpu-concurrency-cache-ram-$mib.json"
   done
 }

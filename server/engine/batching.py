@@ -17,30 +17,47 @@ import collections
 import ctypes
 import itertools
 import logging
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
 from server.engine import invariance, stepplan, vocabtext
+from server.engine.constrained import ConstrainedSampler, GrammarStuck
 from server.engine.decoder_types import (
     DecodeError,
     DecoderConfig,
     DecoderStats,
     Ended,
+    Event,
     PromptTooLongError,
     Timings,
     Usage,
     context_params,
 )
+from server.engine.draft_model import DraftModel
+from server.engine.drafts import DraftSource, NgramDraft
+from server.engine.grammar import Candidates, LlamaGrammar, check_grammar
+from server.engine.logprobs import Before
 from server.engine.promptcache import PromptCache
 from server.engine.request import Delta, SamplingParams
-from server.engine.sampling import build_sampler_chain, free_sampler_chain, greedy_token, is_greedy
+from server.engine.sampling import (
+    apply_bias,
+    bias_entries,
+    build_sampler_chain,
+    free_sampler_chain,
+    greedy_token,
+    is_greedy,
+)
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
+from server.engine.speculative import DraftState, Speculator
+from server.engine.vocab_index import VocabIndex
 
 log = logging.getLogger(__name__)
 invariance.configure_process()  # before any context exists: ggml reads it once
@@ -65,7 +82,13 @@ class BatchDecoder:
     because llama.cpp's context is not thread-safe.
     """
 
-    def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext, cfg: DecoderConfig) -> None:
+    def __init__(
+        self,
+        model: _internals.LlamaModel,
+        ctx: _internals.LlamaContext,
+        cfg: DecoderConfig,
+        speculator: Speculator | None = None,
+    ) -> None:
         self.cfg, self._model, self._ctx = cfg, model, ctx
         self._vocab, self._c = model.vocab, ctx.ctx
         self._mem = lc.llama_get_memory(self._c)
@@ -83,31 +106,35 @@ class BatchDecoder:
         ram = PromptCache(self._c, cfg.cache_ram_mib << 20) if cfg.cache_ram_mib else None
         self._table = SlotTable(self._mem, cfg.n_parallel, self._n_swa, cfg.prefix_cache, ram)
         self._slots = self._table.slots
-        self._inbox: collections.deque = collections.deque()  # (op, Sequence) from any thread
+        self._inbox: collections.deque[tuple[str, Sequence]] = collections.deque()  # (op, Sequence) from any thread
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._ids = itertools.count(1)
         self._stats = DecoderStats.empty(cfg.n_parallel)
-        self._memory = (0, 0, 0, 0)  # see _read_memory
+        self._memory = (0, 0, 0, 0, 0 if self._table.ram is None else self._table.ram.limit)  # see _read_memory
         self._eog: list[int] | None = None  # see _eog_tokens
+        self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
+        self._index: VocabIndex | None = None  # see vocab_index_
+        self._index_lock = threading.Lock()
+        self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
         # Batch-invariant shapes (server/engine/invariance.py): CPU only, the GPU kernels differ.
-        self._invariant = cfg.batch_invariant and cfg.n_gpu_layers == 0
+        self._invariant = invariance.applies(cfg)
         self._max_rows = invariance.MAX_ROWS if self._invariant else cfg.n_batch
         self._n_ubatch = lc.llama_n_ubatch(self._c)
         self._feeds: list[stepplan.Feed] = []
 
     @classmethod
-    def load(cls, model_path: str | Path, **settings) -> "BatchDecoder":
+    def load(cls, model_path: str | Path, **settings: Any) -> "BatchDecoder":
         """Load the weights once and create the shared context (settings: DecoderConfig fields)."""
         cfg = DecoderConfig(**settings)
         _logger.set_verbose(cfg.verbose)
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers, mparams.main_gpu, mparams.use_mlock = cfg.n_gpu_layers, cfg.main_gpu, cfg.use_mlock
-        if cfg.batch_invariant and cfg.n_gpu_layers == 0:
-            invariance.model_params(mparams)
         if cfg.tensor_split:
             # Read during loading only; the array must live until then.
             split = (ctypes.c_float * lc.LLAMA_MAX_DEVICES)(*cfg.tensor_split)
             mparams.tensor_split = split
+        if invariance.applies(cfg):
+            invariance.model_params(mparams)
         model = _internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=cfg.verbose)
         ctx = _internals.LlamaContext(model=model, params=context_params(cfg), verbose=cfg.verbose)
         per_seq = lc.llama_n_ctx_seq(ctx.ctx)
@@ -118,14 +145,20 @@ class BatchDecoder:
                 f"the KV cache gives each of {cfg.n_parallel} slots {per_seq} tokens, "
                 f"fewer than n_ctx_per_seq={cfg.n_ctx_per_seq}: lower one of them"
             )
-        return cls(model, ctx, cfg)
+        try:
+            speculator = make_speculator(cfg, model)
+        except Exception:
+            ctx.close()
+            model.close()
+            raise
+        return cls(model, ctx, cfg, speculator)
 
     # --- model facts, so the caller needs no second copy of the weights ---------------
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
-        return self._model.tokenize(text.encode("utf-8"), add_bos, special)
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
-        return self._model.detokenize(tokens, special).decode("utf-8", errors="replace")
+        return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))
 
     def text_of(self, tokens: list[int]) -> str:
         """Tokens -> text as /detokenize gives it (server/engine/vocabtext.py); any thread."""
@@ -135,25 +168,42 @@ class BatchDecoder:
         return vocabtext.piece(self._vocab, token)
 
     def metadata(self) -> dict[str, str]:
-        return self._model.metadata()
+        return dict(self._model.metadata())
 
     def chat_template(self) -> str | None:
         raw = lc.llama_model_chat_template(self._model.model, None)
-        return raw.decode("utf-8") if raw else None
+        return str(raw.decode("utf-8")) if raw else None
+
+    def check_grammar(self, gbnf: str) -> None:
+        """grammar.GrammarError unless llama.cpp parses `gbnf` (any thread: the vocabulary is read-only).
+        The first time, the vocabulary index constrained sampling needs is built here too, in
+        the caller's thread, rather than in the middle of everyone's step."""
+        check_grammar(self._vocab, gbnf)
+        self.vocab_index()
+
+    def vocab_index(self) -> VocabIndex:
+        """Built once, on first need (any thread: it only reads the vocabulary)."""
+        with self._index_lock:
+            if self._index is None:
+                self._index = VocabIndex(self._vocab, self._n_vocab)
+            return self._index
 
     def token_text(self, token: int) -> str:
-        return self._model.token_get_text(token)
+        return str(self._model.token_get_text(token))
+
+    def token_attr(self, token: int) -> int:
+        return int(self._model.token_get_attr(token))
 
     token_bos = property(lambda self: self._model.token_bos())
     token_eos = property(lambda self: self._model.token_eos())
     add_bos = property(lambda self: bool(self._model.add_bos_token()))
-    n_vocab = property(lambda self: self._n_vocab)
     n_ctx_train = property(lambda self: self._model.n_ctx_train())
     n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
+    n_vocab = property(lambda self: self._n_vocab, doc="token ids are below this")
     n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
 
     # --- joining and leaving (thread-safe) ------------------------------------------
-    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]) -> Sequence:
+    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]) -> Sequence:
         """Queue a request; it joins the batch at the next step with a free slot."""
         if not prompt:
             raise ValueError("empty prompt")
@@ -192,7 +242,10 @@ class BatchDecoder:
 
     def stats(self) -> DecoderStats:
         """Counters for health and metrics; safe from any thread (KV use as of the last step)."""
-        return self._stats.snapshot(self.active, self.waiting, *self._memory)
+        stats = self._stats.snapshot(self.active, self.waiting, *self._memory)
+        if self._spec is None:
+            return stats
+        return replace(stats, draft_tokens=self._spec.drafted, draft_accepted=self._spec.accepted)
 
     def clear_cache(self) -> None:
         """Drop the prefix caches of idle slots (all their KV cells)."""
@@ -211,10 +264,11 @@ class BatchDecoder:
         return n
 
     def _read_memory(self) -> None:
-        """KV cells used, and the RAM prompt cache's prompts, bytes and hits: read here, on
-        the stepping thread, never from another one."""
-        ram = self._table.ram
-        self._memory = (self.kv_cells_used(), *((len(ram), ram.bytes, ram.hits) if ram else (0, 0, 0)))
+        """KV cells used, and the RAM prompt cache's prompts, bytes, hits and limit: read here,
+        on the stepping thread, never from another one."""
+        ram = self._table.ram  # `is None`, not falsiness: an empty cache has len() 0 but still counts hits
+        ram_use = (0, 0, 0, 0) if ram is None else (len(ram), ram.bytes, ram.hits, ram.limit)
+        self._memory = (self.kv_cells_used(), *ram_use)
 
     def _decode(self, n: int) -> None:
         self._stats.start()
@@ -226,7 +280,7 @@ class BatchDecoder:
                 self._finish(f.seq, "error")
             raise DecodeError(f"llama_decode failed (code {rc})")
         for f in self._feeds:
-            self._after_decode(f.seq, f)
+            self._after_decode(f)
         self._stats.record(n, len(self._feeds))
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
@@ -254,14 +308,32 @@ class BatchDecoder:
             seq = self._waiting.popleft()
             slot, keep = self._table.assign(seq, seq.prompt)
             seq.slot, seq.n_past, seq.n_cached, seq.state = slot, keep, keep, PREFILL
+            seq.t_start = time.perf_counter()
+            if seq.params.grammar is not None:
+                seq.constraint = self._constrained(seq.params)
+                continue
             # Greedy sequences need no chain: see sampling.greedy_token.
             banned = self._eog_tokens() if seq.params.ignore_eos else None
             seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
-            seq.t_start = time.perf_counter()
+            # Speculation checks drafts against plain greedy picks: not for sampled requests, nor for
+            # those with log-probabilities (one record per sampled token).
+            if self._spec is not None and seq.chain is None and seq.params.logprobs is None:
+                seq.spec = self._spec.begin(slot.id, seq.prompt)
+
+    def _constrained(self, params: SamplingParams) -> ConstrainedSampler:
+        """Constrained sequences never speculate: a grammar cannot take back a token it accepted."""
+        if self._candidates is None:
+            self._candidates = Candidates(self._n_vocab)
+        assert params.grammar is not None  # only constrained requests come here
+        grammar = LlamaGrammar(self._vocab, params.grammar)
+        eog = self._model.token_eos() if self._model.token_eos() >= 0 else self._eog_tokens()[0]
+        index = self.vocab_index()
+        return ConstrainedSampler(grammar, params, self._n_vocab, eog, self._pieces, self._candidates, index)
 
     def _fill_batch(self) -> int:
-        """Write this step's rows into the batch (see server/engine/stepplan.py)."""
+        """Write this step's rows into the batch (which rows: server/engine/stepplan.py)."""
         running = [s.seq for s in self._slots if s.seq is not None]
+        self._plan_drafts(running)
         for seq in running:
             seq.i_batch = -1
         cfg = self.cfg
@@ -271,41 +343,104 @@ class BatchDecoder:
         n = 0
         for f in feeds:
             seq, k = f.seq, len(f.tokens)
+            assert seq.slot is not None  # every running sequence holds one
             if f.pos < seq.n_past:  # recomputing cells it holds: drop them first
                 self._rewind(seq, f.pos)
             end = n + k
             self._tok[n:end] = f.tokens
             self._pos[n:end] = np.arange(f.pos, f.pos + k, dtype=np.int32)
             self._logits[n:end] = 0
+            self._logits[end - f.n_out : end] = 1
             for i in range(n, end):
                 self._seq_ids[i][0] = seq.slot.id
-            if f.logits:
-                self._logits[end - 1], seq.i_batch = 1, end - 1
+            if f.n_out:
+                seq.i_batch = end - f.n_out
             n = end
         self._batch.batch.n_tokens = n
         return n
 
     def _rewind(self, seq: Sequence, pos: int) -> None:
         """Forget `seq`'s cells from `pos` on; they are about to be computed again."""
+        assert seq.slot is not None
         lc.llama_memory_seq_rm(self._mem, seq.slot.id, pos, -1)
         del seq.slot.cached[pos:]
         seq.n_past, seq.n_cached = pos, min(seq.n_cached, pos)
 
-    def _after_decode(self, seq: Sequence, feed: stepplan.Feed) -> None:
+    def _plan_drafts(self, running: list[Sequence]) -> None:
+        """Drafts for this step's decoding sequences (none while a prompt is being evaluated:
+        the batch is busy already)."""
+        if self._spec is None:
+            return
+        decoding = [s for s in running if s.state == DECODING]
+        candidates: list[tuple[int, DraftState, list[int], int]] = []
+        if not any(s.state == PREFILL for s in running):
+            candidates = [
+                (s.slot.id, s.spec, [*s.prompt, *s.tokens], self._draft_room(s))
+                for s in decoding
+                if s.spec is not None and s.slot is not None
+            ]
+        for s in decoding:
+            if s.spec is not None:
+                s.spec.draft = ()
+        self._spec.plan(candidates, len(decoding))
+
+    def _draft_room(self, seq: Sequence) -> int:
+        """How many drafted tokens `seq` could still use: answer length and context left."""
+        return min(seq.params.max_tokens - seq.n_generated - 1, self.cfg.n_ctx_per_seq - seq.n_past - 2)
+
+    def _after_decode(self, feed: stepplan.Feed) -> None:
+        seq = feed.seq
+        if seq.state == DECODING and seq.spec is not None and seq.spec.draft:
+            return self._after_verify(seq, feed)
+        assert seq.slot is not None
         seq.slot.cached.extend(feed.tokens)
         seq.n_past = feed.pos + len(feed.tokens)
         if seq.i_batch >= 0:
-            self._on_token(seq, self._sample(seq))
+            try:
+                token = self._sample(seq)
+            except GrammarStuck as exc:
+                log.warning("sequence %d ends: %s", seq.id, exc)
+                return self._finish(seq, "stop")
+            self._on_token(seq, token)
 
-    def _sample(self, seq: Sequence) -> int:
+    def _after_verify(self, seq: Sequence, feed: stepplan.Feed) -> None:
+        """Keep the longest prefix of `seq`'s draft the target agrees with, plus the target's
+        own next token; drop the rejected draft's KV cells."""
+        slot, spec, speculator = seq.slot, seq.spec, self._spec
+        assert slot is not None and spec is not None and speculator is not None  # only called with a draft
+        base = feed.pos + len(feed.tokens) - feed.n_out  # the next token's position
+        slot.cached.extend(feed.tokens[: len(feed.tokens) - feed.n_out])  # rows recomputed before it
+        draft = spec.draft
+        out = speculator.accept(spec, lambda i, kept: self._sample(seq, seq.i_batch + i, kept))
+        kept = len(out) - 1
+        if kept < len(draft):
+            lc.llama_memory_seq_rm(self._mem, slot.id, base + 1 + kept, -1)
+        slot.cached.append(seq.next_token)
+        slot.cached.extend(draft[:kept])
+        seq.n_past = base + 1 + kept
+        for token in out:
+            self._on_token(seq, token)
+            if seq.state == DONE:
+                return
+
+    def _sample(self, seq: Sequence, i: int | None = None, extra: list[int] | tuple[int, ...] = ()) -> int:
+        """The token for the logits at batch row `i` (default: the sequence's own row);
+        `extra`: tokens accepted after seq.tokens but not yet emitted (a verified draft)."""
+        i, p = seq.i_batch if i is None else i, seq.params
+        if seq.chain is not None and p.logprobs is None:
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
+        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, i), shape=(self._n_vocab,))
+        if p.logprobs is not None:  # read before sampling changes the logits in place
+            seq.before = Before(logits, p.logprobs)
         if seq.chain is not None:
-            return lc.llama_sampler_sample(seq.chain, self._c, seq.i_batch)
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, seq.i_batch), shape=(self._n_vocab,))
-        p = seq.params
-        if p.ignore_eos:
-            logits[self._eog_tokens()] = -np.inf
-        recent = seq.tokens[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
-        return greedy_token(logits, recent, p.repeat_penalty)
+            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
+        history = [*seq.tokens, *extra] if extra else seq.tokens
+        recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
+        if seq.constraint is not None:
+            return seq.constraint.sample(logits, recent)
+        if p.logit_bias or p.ignore_eos:
+            apply_bias(logits, bias_entries(p, self._eog_tokens() if p.ignore_eos else None))
+        return greedy_token(logits, recent, p)
 
     def _eog_tokens(self) -> list[int]:
         """Every end-of-generation token id, found once (a scan of the vocabulary) when needed."""
@@ -320,10 +455,15 @@ class BatchDecoder:
         piece = self._pieces(token)
         if piece is EOG:
             return self._finish(seq, "stop")
+        if seq.constraint is not None:
+            seq.constraint.accept(token)
+        if seq.before is not None:
+            seq.pending.append(seq.before.record(token, self._pieces.text_bytes))
         seq.tokens.append(token)
         text, hit = seq.text.feed(piece)
         if text:
-            self._emit(seq, Delta(text))
+            self._emit(seq, Delta(text, tuple(seq.pending)))
+            seq.pending.clear()
             if seq.state == DONE:  # its consumer failed
                 return
         if hit:
@@ -337,18 +477,19 @@ class BatchDecoder:
         if reason in ("stop", "length"):
             tail = seq.text.flush()
             if tail:
-                self._emit(seq, Delta(tail))
+                self._emit(seq, Delta(tail, tuple(seq.pending)))
                 if seq.state == DONE:  # its consumer failed and it ended as an error
                     return
         seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
-        free_sampler_chain(seq.chain)
-        seq.chain = None
+        if self._spec is not None and seq.spec is not None and seq.slot is not None:
+            self._spec.end(seq.slot.id)
+        self._free_samplers(seq)
         if seq.slot is not None:
             # A cancelled or failed sequence's cells may be half-written: never reuse them.
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
         self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), Timings.of(seq)))
 
-    def _emit(self, seq: Sequence, event: object) -> None:
+    def _emit(self, seq: Sequence, event: Event) -> None:
         try:
             seq.on_event(event)
         except Exception:  # a broken consumer must not stop the other streams: end only its own
@@ -356,11 +497,33 @@ class BatchDecoder:
             if seq.state != DONE:
                 self._finish(seq, "error")
 
+    @staticmethod
+    def _free_samplers(seq: Sequence) -> None:
+        free_sampler_chain(seq.chain)
+        seq.chain = None
+        if seq.constraint is not None:
+            seq.constraint.free()
+            seq.constraint = None
+
     def close(self) -> None:
         for s in self._slots:
             if s.seq is not None:
-                free_sampler_chain(s.seq.chain)
-                s.seq.chain = None
+                self._free_samplers(s.seq)
         self._batch.close()
         self._ctx.close()
         self._model.close()
+
+
+def make_speculator(cfg: DecoderConfig, model: _internals.LlamaModel) -> Speculator | None:
+    """The draft source the settings ask for (a draft model is loaded here, once)."""
+    if cfg.speculative == "off":
+        return None
+    source: DraftSource
+    if cfg.speculative == "ngram" or cfg.draft_model is None:
+        source = NgramDraft()
+    else:
+        target = (model.n_vocab(), model.token_bos(), model.token_eos())
+        source = DraftModel(
+            cfg.draft_model, cfg.n_parallel, cfg.n_ctx_per_seq, cfg.draft_n_gpu_layers, cfg.n_threads, target
+        )
+    return Speculator(source, cfg.draft_max, min(cfg.draft_step_tokens, cfg.n_batch))

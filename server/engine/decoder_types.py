@@ -12,11 +12,16 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Union
 
 import llama_cpp.llama_cpp as lc
 
-from server.engine.request import SamplingParams  # noqa: F401  (re-exported)
+from server.engine.request import Delta
+from server.engine.request import SamplingParams as SamplingParams  # re-exported
 from server.settings import KV_CACHE_TYPES
+
+if TYPE_CHECKING:
+    from server.engine.sequence import Sequence
 
 # --- decoder settings ---------------------------------------------------------------
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
@@ -43,6 +48,11 @@ class DecoderConfig:
     prefix_cache: bool = True  # idle slots keep their tokens for prefix reuse
     cache_ram_mib: int = 2048  # RAM for prompt states that slots gave up (0: none)
     batch_invariant: bool = True  # CPU: a token's logits never depend on the batch (server/engine/invariance.py)
+    speculative: str = "off"  # off | ngram | draft (a draft model, draft_model)
+    draft_max: int = 16  # most tokens drafted for one sequence in one step
+    draft_step_tokens: int = 24  # most tokens in a step with drafts (decode tokens included)
+    draft_model: str | None = None
+    draft_n_gpu_layers: int = 0
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -52,6 +62,10 @@ class DecoderConfig:
             raise ValueError("cache_ram_mib must be >= 0")
         if self.n_batch < self.n_parallel:
             raise ValueError("n_batch must hold at least one token per slot")
+        if self.speculative not in ("off", "ngram", "draft") or (self.speculative == "draft") != bool(self.draft_model):
+            raise ValueError("speculative must be off, ngram, or draft with a draft_model")
+        if self.draft_max < 1 or self.draft_step_tokens < 2:
+            raise ValueError("draft_max must be >= 1 and draft_step_tokens >= 2")
         for name, table in (("flash_attn", FLASH_ATTN), ("type_k", KV_CACHE_TYPES), ("type_v", KV_CACHE_TYPES)):
             if getattr(self, name) not in table:
                 raise ValueError(f"{name} must be one of {sorted(table)}")
@@ -83,11 +97,6 @@ class PromptTooLongError(ValueError):
 
 
 @dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int  # sampled tokens, the end-of-generation token excluded
@@ -101,15 +110,27 @@ class Timings:
     generation_ms: float
     total_ms: float
     tokens_per_second: float  # samples after the first / (last sample - first sample)
+    draft_tokens: int = 0  # speculative decoding: tokens drafted for this sequence, and how many were kept
+    draft_accepted: int = 0
 
     @classmethod
-    def of(cls, seq) -> "Timings":
+    def of(cls, seq: Sequence) -> "Timings":
         start = seq.t_start or seq.t_end
         first = seq.t_first or seq.t_end
         ms = 1000.0
         span = seq.t_end - first
         rate = (seq.n_generated - 1) / span if seq.n_generated > 1 and span > 0 else 0.0
-        return cls((start - seq.t_add) * ms, (first - start) * ms, span * ms, (seq.t_end - seq.t_add) * ms, rate)
+        spec = seq.spec
+        drafted, accepted = (spec.drafted, spec.accepted) if spec is not None else (0, 0)
+        return cls(
+            (start - seq.t_add) * ms,
+            (first - start) * ms,
+            span * ms,
+            (seq.t_end - seq.t_add) * ms,
+            rate,
+            drafted,
+            accepted,
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +141,9 @@ class Ended:
     usage: Usage
     timings: Timings
 
+
+# What a sequence's `on_event` receives: Delta events, then exactly one Ended.
+Event = Union[Delta, Ended]
 
 # --- statistics -------------------------------------------------------------------
 # Upper bounds ("le") of the per-step histograms: tokens in one llama_decode, and
@@ -144,7 +168,10 @@ class DecoderStats:
     kv_cells_used: int = 0
     prompt_cache_prompts: int = 0  # prompt states held in RAM (server/engine/promptcache.py)
     prompt_cache_bytes: int = 0
+    prompt_cache_limit_bytes: int = 0  # the most it may hold (0: off)
     prompt_cache_hits: int = 0  # prompts that got a saved state back
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and how many the target kept
+    draft_accepted: int = 0
     decode_seconds: float = 0.0
     tokens_histogram: tuple[int, ...] = ()  # per TOKENS_PER_STEP_BUCKETS, then +Inf (not cumulative)
     sequences_histogram: tuple[int, ...] = ()  # per SEQUENCES_PER_STEP_BUCKETS, then +Inf
@@ -183,7 +210,14 @@ class _StatsCounter:
         self.busy_s += time.perf_counter() - self.t0
 
     def snapshot(
-        self, busy: int, waiting: int, kv_cells: int, ram_prompts: int = 0, ram_bytes: int = 0, ram_hits: int = 0
+        self,
+        busy: int,
+        waiting: int,
+        kv_cells: int,
+        ram_prompts: int = 0,
+        ram_bytes: int = 0,
+        ram_hits: int = 0,
+        ram_limit: int = 0,
     ) -> DecoderStats:
         return replace(
             self.base,
@@ -192,6 +226,7 @@ class _StatsCounter:
             steps=self.steps,
             prompt_cache_prompts=ram_prompts,
             prompt_cache_bytes=ram_bytes,
+            prompt_cache_limit_bytes=ram_limit,
             prompt_cache_hits=ram_hits,
             tokens=self.tokens,
             sequences=self.seqs,

@@ -24,11 +24,13 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable
 
-from server.engine.decoder_types import DecodeError, DecoderStats, Ended
+from server.engine.constraints import conversation, gbnf_for, grammar_of
+from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
 from server.engine.generation import Generation, GenerationRequest, done_event
-from server.engine.protocol import Decoder
+from server.engine.protocol import Decoder, Handle
 from server.engine.request import Delta, Done, Request
 from server.errors import (
     GenerationFailed,
@@ -39,7 +41,13 @@ from server.errors import (
     QueueFull,
     RequestTimeout,
 )
-from server.model.prompt import Message, with_one_bos
+from server.model.files import ModelChoice
+from server.model.prompt import Message, PromptFormat, Vocab, with_one_bos
+from server.settings import Settings
+
+if TYPE_CHECKING:  # loading imports the decoder; the worker imports it when it starts
+    from server.engine.batching import BatchDecoder
+    from server.engine.loading import Loader
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,7 @@ ERRORS: dict[str, Callable[[], Exception]] = {
     "timeout": lambda: RequestTimeout("the answer did not complete within the request timeout"),
     "error": GenerationFailed,
 }
-STATE_ERRORS = {
+STATE_ERRORS: dict[str, Callable[[], Exception]] = {
     "loading": lambda: ModelLoading("the model is still loading"),
     "failed": lambda: ModelFailed("the model failed to load; see the server log"),
     "stopped": lambda: ModelFailed("the server is shutting down"),
@@ -66,6 +74,8 @@ class _Running:
     """A generation handed to the decoder, and why the engine stopped it (if it did)."""
 
     __slots__ = ("generation", "handed", "seq", "reason", "ended")
+    seq: Handle  # the decoder's, once added
+    reason: str | None
 
     def __init__(self, generation: Generation) -> None:
         self.generation, self.handed = generation, time.monotonic()
@@ -73,7 +83,19 @@ class _Running:
 
 
 class Engine:
-    def __init__(self, settings, model=None, decoder: Decoder | None = None, loader=None):
+    # Set on the worker thread by _load, before the state becomes "ready".
+    _decoder: Decoder
+    _vocab: Vocab
+    _format: PromptFormat
+    _n_slots: int
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: ModelChoice | None = None,
+        decoder: BatchDecoder | None = None,
+        loader: Loader | None = None,
+    ) -> None:
         """`model`: a server.model.files.ModelChoice (resolved from the settings when None).
         `decoder`: an already loaded decoder to drive instead of loading one; its owner
         closes it (tests share one between engines that never run at the same time).
@@ -83,7 +105,7 @@ class Engine:
 
         self.settings = settings
         self.model = model or resolve_model(settings.model)
-        self._decoder = decoder
+        self._given = decoder
         self._owns_decoder = decoder is None
         self._loader = loader
         # Admission: at most PARALLEL running plus QUEUE_SIZE waiting. Counted under a lock
@@ -94,7 +116,8 @@ class Engine:
         self._running: list[_Running] = []
         self._ready = threading.Event()
         self.state = "loading"
-        self.info: dict = {}
+        self.load_error: str | None = None  # why, once state is "failed"
+        self.info: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._main, name="llama-engine", daemon=True)
 
     def start(self) -> "Engine":
@@ -119,7 +142,7 @@ class Engine:
         return self._decoder.stats() if self.state in ("ready", "stopped") else None
 
     @property
-    def vocab(self):
+    def vocab(self) -> Vocab:
         return self._vocab
 
     def submit(self, request: Request, on_done: Callable[[Done], None] | None = None) -> Generation:
@@ -137,7 +160,7 @@ class Engine:
             messages = list(request.messages)
             if self.settings.system_prompt and not any(m.role == "system" for m in messages):
                 messages.insert(0, Message("system", self.settings.system_prompt))
-            tokens = self._format.tokens(messages, self._vocab)
+            tokens = self._format.tokens(conversation(request, messages), self._vocab)
         return self._enqueue(tokens, request, on_done)
 
     # --- the vocabulary (/tokenize, /detokenize): it is only read, so any thread may ask ----
@@ -168,8 +191,17 @@ class Engine:
         if self.state != "ready":
             raise STATE_ERRORS[self.state]()
 
-    def _enqueue(self, tokens: list[int], request: Request, on_done) -> Generation:
+    def _enqueue(self, tokens: list[int], request: Request, on_done: Callable[[Done], None] | None) -> Generation:
         params = request.sampling
+        grammar = grammar_of(request)
+        if grammar is not None:
+            params = replace(params, grammar=gbnf_for(grammar, self._decoder.check_grammar))
+        unknown = [t for t, _ in params.logit_bias if t >= self._decoder.n_vocab]
+        if unknown:
+            raise InvalidRequest(
+                f"'logit_bias' names token {unknown[0]}; the model's token ids are below {self._decoder.n_vocab}",
+                "logit_bias",
+            )
         if len(tokens) + params.max_tokens > self._decoder.n_ctx:
             raise PromptTooLong(len(tokens), params.max_tokens, self._decoder.n_ctx)
         deadline = time.monotonic() + (request.timeout or self.settings.request_timeout)
@@ -191,8 +223,13 @@ class Engine:
     def _main(self) -> None:
         try:
             self._load()
-        except Exception:
-            log.exception("loading %s failed", self.model.path)
+        except Exception as exc:
+            # One line, no traceback: under gunicorn a failed load stops the server
+            # (server/gunicorn.conf.py), and this line is what the operator reads.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            self.load_error = f"cannot load the model file {self.model.path}: {reason}"
+            log.error("%s", self.load_error)
+            log.debug("the load failed here", exc_info=True)
             self.state = "failed"
             self._ready.set()
             return
@@ -208,7 +245,7 @@ class Engine:
     def _load(self) -> None:
         from server.engine.loading import load
 
-        loaded = (self._loader or load)(self.settings, self.model, self._decoder)
+        loaded = (self._loader or load)(self.settings, self.model, self._given)
         self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
         self._n_slots = loaded.decoder.n_slots
         self.info = loaded.info
@@ -283,7 +320,7 @@ class Engine:
                 self._decoder.cancel(entry.seq)
                 self._end(entry, "error")
 
-    def _on_event(self, entry: _Running, event) -> None:
+    def _on_event(self, entry: _Running, event: Event) -> None:
         """The decoder's events for one sequence, during step() on this thread."""
         if entry.ended:
             return

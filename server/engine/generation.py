@@ -40,7 +40,7 @@ class Generation:
         self.request = request
         self.submitted = time.monotonic()
         self._on_done = on_done
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[Delta | Done | Exception] = queue.SimpleQueue()
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
@@ -109,6 +109,8 @@ def done_event(generation: Generation, handed: float, reason: str, ended: Ended 
             generation_ms=round(timings.generation_ms, 2),
             tokens_per_second=round(timings.tokens_per_second, 2),
         )
+        if timings.draft_tokens:  # speculative decoding: what was drafted for it, and kept
+            t.update(draft_tokens=timings.draft_tokens, draft_accepted=timings.draft_accepted)
     return Done(
         reason,
         {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},

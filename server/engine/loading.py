@@ -10,26 +10,48 @@ log say.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from server.engine.batching import BatchDecoder
+from server.engine.llamalog import captured_errors, one_line
+from server.engine.protocol import Decoder
 from server.model import describe
-from server.model.parallel import plan_parallel
-from server.model.prompt import Vocab, choose_format
+from server.model.files import ModelChoice
+from server.model.parallel import ParallelPlan, available_ram, plan_parallel
+from server.model.prompt import PromptFormat, Vocab, choose_format
+from server.settings import Settings
+
+
+class LoadError(RuntimeError):
+    """The model file could not be loaded; the message says why, on one line."""
 
 
 @dataclass(frozen=True)
 class Loaded:
-    decoder: BatchDecoder
+    decoder: Decoder
     vocab: Vocab
-    prompt_format: object  # server.model.prompt.JinjaFormat or Llama2Format
-    info: dict
+    prompt_format: PromptFormat
+    info: dict[str, Any]  # what /api/health says about the model
 
 
-def load(settings, model, decoder: BatchDecoder | None = None) -> Loaded:
-    """Plan and load `model` (a ModelChoice), or describe the already loaded `decoder`."""
-    plan = plan_parallel(settings, model.path)
+# What the engine calls, on its worker, to get what it serves: `load` below, or a test's own
+# (settings, model, the decoder given to the engine or None) -> Loaded.
+Loader = Callable[[Settings, ModelChoice, "BatchDecoder | None"], Loaded]
+
+
+def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = None) -> Loaded:
+    """Plan and load `model` (a ModelChoice), or describe the already loaded `decoder`.
+    LoadError when the file cannot be loaded, with llama.cpp's reason."""
+    try:
+        plan = plan_parallel(settings, model.path)
+    except ValueError as exc:  # a header without what the plans need: say which
+        raise LoadError(str(exc)) from exc
     if decoder is None:
-        decoder = BatchDecoder.load(model.path, **decoder_settings(settings, plan))
+        with captured_errors() as said:
+            try:
+                decoder = BatchDecoder.load(model.path, **decoder_settings(settings, plan))
+            except Exception as exc:
+                raise LoadError(one_line(said) or " ".join(str(exc).split())) from exc
     else:
         plan = replace(plan, n_parallel=decoder.cfg.n_parallel, mode="given", reason="a decoder loaded by the caller")
     metadata = decoder.metadata()
@@ -42,7 +64,7 @@ def load(settings, model, decoder: BatchDecoder | None = None) -> Loaded:
     return Loaded(decoder, vocab_of(decoder), choose_format(template), info)
 
 
-def decoder_settings(settings, plan) -> dict:
+def decoder_settings(settings: Settings, plan: ParallelPlan) -> dict[str, Any]:
     """BatchDecoder.load arguments from the server settings and the slot/offload plan."""
     return dict(
         n_parallel=plan.n_parallel,
@@ -60,20 +82,33 @@ def decoder_settings(settings, plan) -> dict:
         type_v=settings.kv_cache_type,
         prefix_cache=settings.prefix_cache,
         cache_ram_mib=cache_ram_mib(settings, plan),
+        speculative=settings.speculative,
+        draft_max=settings.draft_max,
+        draft_model=settings.draft_model,
+        draft_n_gpu_layers=settings.draft_n_gpu_layers,
     )
 
 
-# CACHE_RAM=auto while any of the KV cache is in RAM. With every layer on the GPU, a prompt is
-# recomputed faster than its state crosses PCIe twice: on an H100, 8 clients got 600 tokens/s
-# with the RAM cache and 817 without (bench/results/gpu-concurrency-cache-ram-*.json).
+# CACHE_RAM=auto while any of the KV cache is in RAM: the smaller of 2 GiB and a tenth of the
+# RAM available at start, so the cache never crowds out the model or the rest of the machine.
+# With every layer on the GPU, a prompt is recomputed faster than its state crosses PCIe twice:
+# on an H100, 8 clients got 600 tokens/s with the RAM cache and 817 without
+# (bench/results/gpu-concurrency-cache-ram-*.json), so auto turns it off there.
 AUTO_CACHE_RAM_MIB = 2048
+AUTO_CACHE_RAM_SHARE = 0.1
 
 
-def cache_ram_mib(settings, plan) -> int:
-    if settings.cache_ram != "auto":
+def cache_ram_mib(settings: Settings, plan: ParallelPlan, ram_bytes: int | None = -1) -> int:
+    """MiB for the RAM prompt cache; `ram_bytes`: what is available (-1 reads it)."""
+    if isinstance(settings.cache_ram, int):  # else "auto"
         return settings.cache_ram
     offload = plan.offload
-    return 0 if offload.n_gpu_layers >= offload.total_layers else AUTO_CACHE_RAM_MIB
+    if offload.n_gpu_layers >= offload.total_layers:
+        return 0
+    ram = available_ram() if ram_bytes == -1 else ram_bytes
+    if ram is None:  # unknown: the fixed cap
+        return AUTO_CACHE_RAM_MIB
+    return min(AUTO_CACHE_RAM_MIB, int(ram * AUTO_CACHE_RAM_SHARE) >> 20)
 
 
 def vocab_of(decoder: BatchDecoder) -> Vocab:
@@ -84,5 +119,12 @@ def vocab_of(decoder: BatchDecoder) -> Vocab:
         return decoder.tokenize(text, add_bos=False, special=special)
 
     return Vocab(
-        tokenize, bos, eos, decoder.token_text(bos), decoder.token_text(eos), add_bos=decoder.add_bos and bos >= 0
+        tokenize,
+        bos,
+        eos,
+        decoder.token_text(bos),
+        decoder.token_text(eos),
+        add_bos=decoder.add_bos and bos >= 0,
+        token_attr=decoder.token_attr,
+        token_text=decoder.token_text,
     )

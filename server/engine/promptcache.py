@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import mmap
 from dataclasses import dataclass
+from typing import Sequence
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
@@ -27,7 +29,7 @@ import numpy as np
 MIN_KEEP = 0.25
 
 
-def common_prefix(a, b) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -36,17 +38,25 @@ def common_prefix(a, b) -> int:
     return n
 
 
+def state_buffer(size: int) -> np.ndarray:
+    """`size` bytes in an anonymous mapping of their own, which goes back to the system the moment
+    the entry is dropped. From malloc, states of every size made and dropped for hours fragment the
+    heap, and the process keeps growing although the cache does not (a 60-minute soak: +52 MiB
+    beside a full 512 MiB cache). Untouched pages cost nothing until llama.cpp writes them."""
+    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), dtype=np.uint8)
+
+
 @dataclass(eq=False)
 class Entry:
     tokens: tuple[int, ...]
     state: np.ndarray  # uint8: what llama_state_seq_get_data wrote
 
-    def pointer(self):
+    def pointer(self) -> ctypes._Pointer[ctypes.c_uint8]:
         return self.state.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 class PromptCache:
-    def __init__(self, ctx, limit_bytes: int) -> None:
+    def __init__(self, ctx: object, limit_bytes: int) -> None:  # a llama_context pointer
         self._ctx, self.limit = ctx, limit_bytes
         self._entries: collections.deque[Entry] = collections.deque()  # oldest first
         self.hits = 0
@@ -63,14 +73,13 @@ class PromptCache:
         if not tokens or any(common_prefix(e.tokens, tokens) == len(tokens) for e in self._entries):
             return False  # nothing to save, or already held by a longer entry
         size = lc.llama_state_seq_get_size(self._ctx, seq_id)
-        if size > self.limit:
+        if not 0 < size <= self.limit:
             return False
         self._entries = collections.deque(e for e in self._entries if common_prefix(e.tokens, tokens) < len(e.tokens))
         self._make_room(size)
         try:
-            # Uninitialised (llama.cpp writes every byte): zeroing a state first costs as much as the copy.
-            entry = Entry(tuple(tokens), np.empty(size, dtype=np.uint8))
-        except MemoryError:  # the machine has less to spare than the limit says: shrink it
+            entry = Entry(tuple(tokens), state_buffer(size))
+        except (MemoryError, OSError):  # the machine has less to spare than the limit says: shrink it
             self.limit = int(0.4 * self.bytes)
             self._make_room(0)
             return False
@@ -100,7 +109,7 @@ class PromptCache:
         """Replace sequence `seq_id`'s cells with `entry`'s; False if llama.cpp refused
         (the sequence must then be cleared: it may be half-written)."""
         size = entry.state.nbytes
-        ok = lc.llama_state_seq_set_data(self._ctx, entry.pointer(), size, seq_id) == size
+        ok: bool = lc.llama_state_seq_set_data(self._ctx, entry.pointer(), size, seq_id) == size
         self.hits += ok
         return ok
 

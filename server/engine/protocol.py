@@ -7,10 +7,13 @@ cannot on demand (a decode error in the middle of a batch, a step that raises).
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
-from server.engine.decoder_types import DecoderStats
+from server.engine.decoder_types import DecoderStats, Event
 from server.engine.request import SamplingParams
+
+# What `add` returns: the decoder's own record of a sequence, only ever given back to `cancel`.
+Handle = Any
 
 
 class Decoder(Protocol):
@@ -23,12 +26,14 @@ class Decoder(Protocol):
         ...
 
     @property
-    def n_slots(self) -> int:
-        """How many sequences can decode together."""
+    def n_vocab(self) -> int:
+        """Token ids are below this."""
         ...
 
     @property
-    def n_vocab(self) -> int: ...
+    def n_slots(self) -> int:
+        """How many sequences can decode together."""
+        ...
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Any thread: tokenizing only reads the vocabulary (so do text_of and piece_of)."""
@@ -38,11 +43,15 @@ class Decoder(Protocol):
 
     def piece_of(self, token: int) -> bytes: ...
 
-    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]) -> object:
+    def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]) -> Handle:
         """Queue a tokenized prompt; returns a handle for `cancel`."""
         ...
 
-    def cancel(self, seq: object) -> None: ...
+    def cancel(self, seq: Handle) -> None: ...
+
+    def check_grammar(self, gbnf: str) -> None:
+        """Raise grammar.GrammarError unless the decoder can sample under `gbnf` (any thread)."""
+        ...
 
     def step(self) -> int:
         """One decode over every running sequence; decoder_types.DecodeError if llama.cpp failed

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import llama_cpp.llama_cpp as lc
 
-from server.engine.decoder_types import SamplingParams
+from server.engine.decoder_types import Event, SamplingParams
 from server.engine.sampling import TextAssembler
+from server.engine.speculative import DraftState
+
+if TYPE_CHECKING:
+    from server.engine.constrained import ConstrainedSampler
+    from server.engine.logprobs import Before, TokenLogprob
+    from server.engine.slots import Slot
 
 WAITING, PREFILL, DECODING, DONE = range(4)
 EOG = None  # what Pieces gives for an end-of-generation token
@@ -39,6 +45,9 @@ class Sequence:
         "n_generated",
         "n_cached",
         "chain",
+        "constraint",
+        "before",
+        "pending",
         "text",
         "finish_reason",
         "cancel_requested",
@@ -46,15 +55,24 @@ class Sequence:
         "t_start",
         "t_first",
         "t_end",
+        "spec",
     )
+    slot: Slot | None  # None until admitted
+    chain: int | None  # its llama.cpp sampler chain; None when greedy or ended
+    constraint: ConstrainedSampler | None
+    before: Before | None
 
     def __init__(
-        self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[object], None]
+        self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]
     ) -> None:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
         self.state, self.slot, self.n_past, self.i_batch = WAITING, None, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
+        self.constraint = None  # constrained.ConstrainedSampler when the request has a grammar
+        self.before = None  # logprobs.Before of the token being sampled, when logprobs were asked for
+        self.pending: list[TokenLogprob] = []  # logprobs.TokenLogprob of tokens whose text is not out yet
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
+        self.spec: DraftState | None = None  # speculation, for a greedy sequence when the decoder drafts
         self.text = TextAssembler(params.stop)
         self.finish_reason: str | None = None
         self.cancel_requested = False
@@ -68,7 +86,7 @@ class Sequence:
 class Pieces:
     """token id -> its text bytes, or EOG; stepping thread only (one shared buffer)."""
 
-    def __init__(self, vocab) -> None:
+    def __init__(self, vocab: object) -> None:  # a llama_vocab pointer
         self._vocab, self._buf = vocab, ctypes.create_string_buffer(256)
         self._known: dict[int, bytes | None] = {}
 
@@ -82,9 +100,14 @@ class Pieces:
         self._known[token] = piece
         return piece
 
-    def _piece(self, token: int) -> bytes:
-        n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+    def text_bytes(self, token: int) -> bytes:
+        """The token's bytes; an end-of-generation token's own text (e.g. b"<end_of_turn>")."""
+        piece = self(token)
+        return self._piece(token, special=True) if piece is EOG else piece
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, special)
         if n < 0:  # the piece is longer than the buffer: llama.cpp says how long, as -n
             self._buf = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+            n = lc.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, special)
         return self._buf.raw[: max(n, 0)]

@@ -13,22 +13,28 @@ stepping thread only, except `free_count`, which only reads Python fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import llama_cpp.llama_cpp as lc
 
 from server.engine.promptcache import PromptCache, common_prefix
+
+if TYPE_CHECKING:
+    from server.engine.sequence import Sequence
 
 
 @dataclass(eq=False)
 class Slot:
     id: int
     cached: list[int] = field(default_factory=list)  # exactly the tokens this sequence id holds
-    seq: object | None = None  # the Sequence using it, None when idle
+    seq: Sequence | None = None  # the Sequence using it, None when idle
     last_used: int = 0
 
 
 class SlotTable:
-    def __init__(self, mem, n_parallel: int, n_swa: int, prefix_cache: bool, ram: PromptCache | None = None) -> None:
+    def __init__(
+        self, mem: object, n_parallel: int, n_swa: int, prefix_cache: bool, ram: PromptCache | None = None
+    ) -> None:
         self._mem, self._n_swa, self.prefix_cache = mem, n_swa, prefix_cache
         self.ram = ram if prefix_cache else None
         self.slots = [Slot(i) for i in range(n_parallel)]
@@ -40,7 +46,7 @@ class SlotTable:
     def busy(self) -> list[Slot]:
         return [s for s in self.slots if s.seq is not None]
 
-    def assign(self, seq, prompt: list[int]) -> tuple[Slot, int]:
+    def assign(self, seq: Sequence, prompt: list[int]) -> tuple[Slot, int]:
         """A free slot for `prompt`, the one sharing the longest cached prefix (then the
         least recently used); returns it and how many prompt tokens it already holds."""
         slot = max(
@@ -78,12 +84,12 @@ class SlotTable:
 
     def cells_used(self) -> int:
         """KV cells holding tokens, over all slots (idle slots keep their prefix cache)."""
-        total = 0
-        for s in self.slots:
-            hi = lc.llama_memory_seq_pos_max(self._mem, s.id)
-            if hi >= 0:
-                total += hi - lc.llama_memory_seq_pos_min(self._mem, s.id) + 1
-        return total
+        return sum(self.cells_for(s) for s in self.slots)
+
+    def cells_for(self, slot: Slot) -> int:
+        """The positions `slot`'s sequence holds in the KV cache."""
+        hi = lc.llama_memory_seq_pos_max(self._mem, slot.id)
+        return hi - lc.llama_memory_seq_pos_min(self._mem, slot.id) + 1 if hi >= 0 else 0
 
     def _common_prefix(self, slot: Slot, prompt: list[int]) -> int:
         if not self.prefix_cache:
@@ -94,6 +100,7 @@ class SlotTable:
     def _swap_in(self, slot: Slot, prompt: list[int]) -> None:
         """Save what `slot` is about to lose to the RAM cache, and take a saved state that
         shares more with `prompt` than the slot does, if there is one."""
+        assert self.ram is not None  # called only with a RAM cache
         have = self._common_prefix(slot, prompt)
         if slot.cached and have >= len(slot.cached) / 2:
             return  # it keeps most of what it holds (llama-server's rule): nothing to save

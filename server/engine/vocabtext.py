@@ -12,7 +12,7 @@ import ctypes
 import llama_cpp.llama_cpp as lc
 
 
-def piece(vocab, token: int) -> bytes:
+def piece(vocab: object, token: int) -> bytes:  # vocab: a llama_vocab pointer
     """The bytes one token stands for, special tokens rendered (may be part of a UTF-8 character)."""
     buf = ctypes.create_string_buffer(64)
     n = lc.llama_token_to_piece(vocab, token, buf, len(buf), 0, True)
@@ -22,7 +22,7 @@ def piece(vocab, token: int) -> bytes:
     return buf.raw[: max(n, 0)]
 
 
-def detokenize(vocab, tokens: list[int]) -> str:
+def detokenize(vocab: object, tokens: list[int]) -> str:
     """The text of `tokens`, llama.cpp's inverse of tokenizing with special tokens parsed:
     special tokens rendered, none removed, the tokenizer's own leading space taken off."""
     ids = (lc.llama_token * len(tokens))(*tokens)

@@ -13,7 +13,7 @@ import logging
 from flask import Flask, Response, request
 
 from server.engine.engine import Engine
-from server.http import ollama, ops, respond, tokens
+from server.http import guard, ollama, ops, respond, tokens
 from server.http.errors import register_error_handlers
 from server.http.metrics import Metrics
 from server.http.openai import blueprint as openai_blueprint
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = AppState(settings, engine, Metrics(engine))
     register_error_handlers(app)
+    guard.install(app)  # Host, CORS, API key and content type before every route; security headers after
     for blueprint in (respond.blueprint, openai_blueprint, ollama.blueprint, tokens.blueprint, ops.blueprint):
         app.register_blueprint(blueprint)
     app.after_request(_count_request)

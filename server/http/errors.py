@@ -16,7 +16,13 @@ from server.errors import ServerError
 log = logging.getLogger(__name__)
 
 # Werkzeug's own HTTP errors (bad JSON, body too large, unknown route) by status.
-HTTP_ERROR_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+HTTP_ERROR_TYPES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def error_response(exc: ServerError):

@@ -15,6 +15,7 @@ from typing import Any
 
 from server.engine.request import SamplingParams
 from server.errors import InvalidRequest
+from server.model.schema_check import SchemaError, check_schema
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,16 @@ LIMITS: dict[str, Limit] = {
     "top_k": Limit(int, 0, 1000),
     "min_p": Limit((int, float), 0.0, 1.0),
     "repeat_penalty": Limit((int, float), 0.5, 2.0),
+    "presence_penalty": Limit((int, float), -2.0, 2.0),
+    "frequency_penalty": Limit((int, float), -2.0, 2.0),
+    "logit_bias": Limit(dict, 0, 1024),  # token id (a string, as JSON keys are) -> bias
+    "logit_bias.item": Limit((int, float), -100.0, 100.0),
     "seed": Limit(int, 0, 2**32 - 1),
     "stop": Limit(list, 0, 4),
     "stop.item": Limit(str, 1, 64),
     "stream": Limit(bool),
+    "format": Limit((str, dict)),  # "json" or a JSON Schema
+    "grammar": Limit(str, 1, 32_000),  # GBNF
     "ignore_eos": Limit(bool),
     "model": Limit(str, 0, 256),
 }
@@ -52,11 +59,15 @@ DEFAULTS: dict[str, Any] = {
     "top_k": 40,
     "min_p": 0.05,
     "repeat_penalty": 1.1,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "logit_bias": {},
     "seed": None,
     "stop": [],
     "ignore_eos": False,
 }
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "ignore_eos")
+FLOATS = ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
 _NAMES = {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object", bool: "a boolean"}
 
 
@@ -72,7 +83,11 @@ def check(name: str, value: Any, limit: Limit, high: float | None = None) -> Non
         raise InvalidRequest(f"'{name}' must be a finite number", name)
     if isinstance(value, bool):
         return
-    size = len(value) if isinstance(value, (str, list)) else value
+    if isinstance(value, dict):
+        if high is not None and len(value) > high:
+            raise InvalidRequest(f"'{name}' must have at most {high} entries", name)
+        return
+    size: Any = len(value) if isinstance(value, (str, list)) else value
     what = "at least length" if isinstance(value, (str, list)) else "at least"
     if limit.low is not None and size < limit.low:
         raise InvalidRequest(f"'{name}' must be {what} {limit.low}", name)
@@ -85,9 +100,32 @@ def check_stop(values: dict[str, Any], name: str = "stop") -> None:
         check(f"{name}[{i}]", item, LIMITS["stop.item"])
 
 
+def check_logit_bias(values: dict[str, Any], name: str = "logit_bias") -> None:
+    """Keys are token ids written as decimal strings (JSON object keys are strings); whether an
+    id exists in the vocabulary is the engine's to say."""
+    for key, bias in values["logit_bias"].items():
+        if not (isinstance(key, str) and key.isdigit() and len(key) <= 9):
+            raise InvalidRequest(f"'{name}' keys must be token ids (non-negative integers), not '{key[:20]}'", name)
+        check(f"{name}.{key}", bias, LIMITS["logit_bias.item"])
+
+
+def check_json_schema(schema: Any, where: str) -> None:
+    """A JSON Schema the answer must match, checked here (plain Python) so that an error names
+    the keyword under the dialect's field: `format.properties.tags.uniqueItems`."""
+    try:
+        check_schema(schema)
+    except SchemaError as exc:
+        field = f"{where}.{exc.path}" if exc.path and not exc.path.startswith("[") else where + exc.path
+        raise InvalidRequest(f"'{field}': {exc.message}", field) from None
+
+
 def sampling(values: dict[str, Any]) -> SamplingParams:
     """The sampling part of a request from checked values (DEFAULTS filled in, max_tokens set)."""
-    floats = {k: float(values[k]) for k in ("temperature", "top_p", "min_p", "repeat_penalty")}
+    floats = {k: float(values[k]) for k in FLOATS}
+    bias = {int(k): float(v) for k, v in values["logit_bias"].items()}
     return SamplingParams(
-        **{**{k: values[k] for k in SAMPLING}, **floats}, max_tokens=values["max_tokens"], stop=tuple(values["stop"])
+        **{**{k: values[k] for k in SAMPLING}, **floats},
+        logit_bias=tuple(sorted(bias.items())),
+        max_tokens=values["max_tokens"],
+        stop=tuple(values["stop"]),
     )

@@ -98,8 +98,17 @@ class DecoderCollector:
             ("kv_cells_used", "KV cache cells holding tokens (idle slots keep a prefix)", stats.kv_cells_used),
             ("prompt_cache_prompts", "Prompt states kept in RAM for reuse", stats.prompt_cache_prompts),
             ("prompt_cache_bytes", "Bytes of prompt states kept in RAM", stats.prompt_cache_bytes),
+            ("prompt_cache_limit_bytes", "Most bytes the RAM prompt cache may hold", stats.prompt_cache_limit_bytes),
         ):
             yield GaugeMetricFamily(f"llama_server_{name}", doc, value=value)
+        yield CounterMetricFamily(
+            "llama_server_draft_tokens", "Speculative decoding: tokens drafted", value=stats.draft_tokens
+        )
+        yield CounterMetricFamily(
+            "llama_server_draft_accepted",
+            "Speculative decoding: drafted tokens the model kept",
+            value=stats.draft_accepted,
+        )
         yield CounterMetricFamily(
             "llama_server_prompt_cache_hits", "Prompts that got a state back from RAM", value=stats.prompt_cache_hits
         )

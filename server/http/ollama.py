@@ -1,6 +1,7 @@
 """Ollama's API beside ours: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/version.
 
-The same engine, queue, API key and metrics as /api/respond and /v1; only the wire
+The same engine, queue, API key (server/http/guard.py; /api/version stays open, as the
+liveness probe Ollama's clients use) and metrics as /api/respond and /v1; only the wire
 format differs. Chat and generate share one code path and differ by how the text is
 wrapped (`{"message": {...}}` or `{"response": ...}`). Answers stream as NDJSON, one
 object per piece of text and a last one with `done: true` and the counts and
@@ -22,8 +23,9 @@ from server.engine.engine import Generation
 from server.engine.request import Delta, Done
 from server.errors import InvalidRequest, ServerError
 from server.http import ollama_models as models
+from server.http.body import json_body
 from server.http.ollama_schema import NAMES, validate_ollama
-from server.http.state import app_state, authorize, submit
+from server.http.state import app_state, submit
 from server.http.streaming import EventStream, client_gone_check, collect
 
 blueprint = Blueprint("ollama", __name__)
@@ -48,21 +50,18 @@ def version():
 
 @blueprint.route("/api/tags", methods=["GET"])
 def tags():
-    authorize(app_state().settings.api_key)
     return jsonify({"models": [models.entry(app_state().engine)]})
 
 
 @blueprint.route("/api/ps", methods=["GET"])
 def ps():
-    authorize(app_state().settings.api_key)
     return jsonify({"models": models.running(app_state().engine)})
 
 
 @blueprint.route("/api/show", methods=["POST"])
 def show():
     state = app_state()
-    authorize(state.settings.api_key)
-    body = request.get_json(force=True, silent=True)
+    body = json_body()
     name = (body.get("model") or body.get("name")) if isinstance(body, dict) else None  # "name": older clients
     if not isinstance(name, str) or not name:
         raise InvalidRequest("'model' is required", "model")
@@ -83,11 +82,7 @@ def generate():
 def _answer(kind: str):
     started = time.monotonic_ns()
     state = app_state()
-    authorize(state.settings.api_key)
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("the body must be valid JSON")
-    call = validate_ollama(kind, body, state.settings)
+    call = validate_ollama(kind, json_body(), state.settings)
     models.check_name(state.engine, call.model)
     wrap = WRAPS[kind]
     if call.request is None:  # no prompt or messages: Ollama's way to load the model, which is loaded

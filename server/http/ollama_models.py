@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 from server.errors import ModelNotFound
 from server.http.fields import DEFAULTS
 from server.model import describe
-from server.model.ggufinfo import read_gguf_info
+from server.model.ggufinfo import GGUFInfo, read_gguf_info
 
 # The model stays loaded while the server runs (keep_alive is accepted and ignored).
 NEVER = "2999-12-31T23:59:59Z"
@@ -39,11 +40,11 @@ def timestamp(seconds: float) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _header(path: str, _version: tuple[int, int]):
+def _header(path: str, _version: tuple[int, int]) -> GGUFInfo:
     return read_gguf_info(Path(path))
 
 
-def _facts(engine) -> tuple[Path, object, dict]:
+def _facts(engine) -> tuple[Path, os.stat_result, GGUFInfo]:
     """(path, os.stat result, GGUF header) of the served file."""
     path = engine.model.path
     stat = path.stat()

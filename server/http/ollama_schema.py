@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.engine.request import Message, Request
+from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_stop, sampling
+from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_json_schema, check_stop, sampling
 
 NUMBER, INT, BOOL = Limit((int, float)), Limit(int), Limit(bool)
 # Each option the engine honours -> the row of the shared table that limits it.
@@ -26,6 +26,8 @@ OPTIONS = {
     "top_k": "top_k",
     "min_p": "min_p",
     "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
     "seed": "seed",
     "stop": "stop",
 }
@@ -36,8 +38,6 @@ LOAD_TIME = {
     **dict.fromkeys(("mirostat_tau", "mirostat_eta"), NUMBER),  # read only with mirostat, which stays off
 }
 NEUTRAL = {
-    "presence_penalty": (NUMBER, 0, "use repeat_penalty"),
-    "frequency_penalty": (NUMBER, 0, "use repeat_penalty"),
     "typical_p": (NUMBER, 1, "use top_p or min_p"),
     "tfs_z": (NUMBER, 1, "use top_p or min_p"),
     "mirostat": (INT, 0, "use temperature with top_p or min_p"),
@@ -53,7 +53,7 @@ COMMON = {
     "top_logprobs": INT,
 }
 FIELDS = {
-    "chat": {**COMMON, "messages": Limit(list, 0, LIMITS["history"].high * 2 + 2), "tools": Limit(list)},
+    "chat": {**COMMON, "messages": Limit(list, 0, (LIMITS["history"].high or 0) * 2 + 2), "tools": Limit(list)},
     "generate": {
         **COMMON,
         "prompt": LIMITS["content"],
@@ -66,7 +66,8 @@ FIELDS = {
     },
 }
 ROLES = ("system", "user", "assistant")
-NAMES = {"messages": "messages", "query": "prompt"}  # the engine's field names as Ollama's users know them
+# The engine's field names as Ollama's users know them.
+NAMES = {"messages": "messages", "query": "prompt", "schema": "format"}
 
 
 @dataclass(frozen=True)
@@ -93,18 +94,29 @@ def validate_ollama(kind: str, body: Any, settings) -> OllamaCall:
     values = _options(body.get("options") or {}, settings)
     messages = _chat_messages(body) if kind == "chat" else _generate_messages(body)
     model, stream = body["model"], body.get("stream") is not False  # Ollama streams unless told not to
+    grammar = _format(body.get("format"))
     if messages is None:
         return OllamaCall(model, None)
     params = replace(sampling(values), repeat_last_n=values["repeat_last_n"])
     if isinstance(messages, str):  # raw: the prompt as written, no template
-        return OllamaCall(model, Request(prompt=messages, sampling=params, stream=stream))
-    return OllamaCall(model, Request(messages=tuple(messages), sampling=params, stream=stream))
+        return OllamaCall(model, Request(prompt=messages, sampling=params, stream=stream, grammar=grammar))
+    return OllamaCall(model, Request(messages=tuple(messages), sampling=params, stream=stream, grammar=grammar))
+
+
+def _format(value: Any) -> Grammar | None:
+    """Ollama's `format`: "json" (any JSON object) or a JSON Schema, enforced while generating."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        if value != "json":
+            raise InvalidRequest("'format' must be \"json\" or a JSON Schema object", "format")
+        return Grammar.json_object()
+    check_json_schema(value, "format")
+    return Grammar(schema=value)
 
 
 def _refuse_unsupported(body: dict) -> None:
     """Fields whose feature the engine lacks: accepted only when they ask for nothing."""
-    if body.get("format") not in (None, ""):
-        raise InvalidRequest("'format' (structured output) is not supported yet", "format")
     if body.get("tools"):
         raise InvalidRequest("'tools' (tool calling) is not supported yet", "tools")
     if body.get("think") not in (None, False):

@@ -2,7 +2,7 @@
 
 The same engine, queue, API key and metrics as /api/respond; only the wire format
 differs. Chat and completions share one code path and differ by a row of SHAPES
-(ids, object names, how a choice and a streamed delta look). Errors keep the one
+(ids, object names) and by how server/http/openai_answer.py builds their choices. Errors keep the one
 mapping from domain exceptions to statuses in server/http/errors.py: an after-request
 hook only rewrites our error JSON into OpenAI's {"error": {message, type, param,
 code}} for /v1 paths, and a failure mid-stream is sent in the same shape.
@@ -21,10 +21,12 @@ from flask import Blueprint, Response, jsonify, request
 
 from server.engine.engine import Generation
 from server.engine.request import Delta
-from server.errors import InvalidRequest, ServerError
+from server.errors import ServerError
+from server.http.body import json_body
+from server.http.openai_answer import ChoiceBuilder
 from server.http.openai_schema import NAMES, OpenAICall, validate_openai
-from server.http.state import app_state, authorize, submit
-from server.http.streaming import SSE_HEADERS, EventStream, client_gone_check, collect, sse
+from server.http.state import app_state, submit
+from server.http.streaming import SSE_HEADERS, EventStream, client_gone_check, collect_deltas, sse
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("v1", __name__, url_prefix="/v1")
@@ -34,9 +36,11 @@ blueprint = Blueprint("v1", __name__, url_prefix="/v1")
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     503: "unavailable_error",
     504: "timeout_error",
 }
@@ -48,9 +52,6 @@ class Shape:
     id_prefix: str
     object: str
     chunk_object: str
-    choice: Callable[[str, str], dict]  # (text, finish_reason) -> the whole answer's choice
-    delta: Callable[[str], dict]  # text -> a streamed choice
-    last: Callable[[str], dict]  # finish_reason -> the closing streamed choice
     first: Callable[[], dict] | None = None  # the opening streamed choice, if the format has one
 
 
@@ -59,14 +60,6 @@ SHAPES = {
         "chatcmpl-",
         "chat.completion",
         "chat.completion.chunk",
-        choice=lambda text, reason: {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": None,
-            "finish_reason": reason,
-        },
-        delta=lambda text: {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None},
-        last=lambda reason: {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason},
         first=lambda: {
             "index": 0,
             "delta": {"role": "assistant", "content": ""},
@@ -74,20 +67,8 @@ SHAPES = {
             "finish_reason": None,
         },
     ),
-    "completion": Shape(
-        "cmpl-",
-        "text_completion",
-        "text_completion",
-        choice=lambda text, reason: {"index": 0, "text": text, "logprobs": None, "finish_reason": reason},
-        delta=lambda text: {"index": 0, "text": text, "logprobs": None, "finish_reason": None},
-        last=lambda reason: {"index": 0, "text": "", "logprobs": None, "finish_reason": reason},
-    ),
+    "completion": Shape("cmpl-", "text_completion", "text_completion"),
 }
-
-
-@blueprint.before_request
-def _check_key():
-    authorize(app_state().settings.api_key)
 
 
 @blueprint.route("/models", methods=["GET"])
@@ -106,23 +87,21 @@ def models():
 
 @blueprint.route("/chat/completions", methods=["POST"])
 def chat_completions():
-    return _answer(_validated("chat"), SHAPES["chat"])
+    return _answer("chat", _validated("chat"))
 
 
 @blueprint.route("/completions", methods=["POST"])
 def completions():
-    return _answer(_validated("completion"), SHAPES["completion"])
+    return _answer("completion", _validated("completion"))
 
 
 def _validated(kind: str) -> OpenAICall:
     settings = app_state().settings
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("the body must be valid JSON")
-    return validate_openai(kind, body, settings.max_tokens, settings.max_tokens_ceiling)
+    return validate_openai(kind, json_body(), settings.max_tokens, settings.max_tokens_ceiling)
 
 
-def _answer(call: OpenAICall, shape: Shape):
+def _answer(kind: str, call: OpenAICall):
+    shape, choice = SHAPES[kind], ChoiceBuilder(kind, call)
     generation = submit(call.request, NAMES)
     head = {
         "id": shape.id_prefix + uuid.uuid4().hex[:24],
@@ -130,16 +109,18 @@ def _answer(call: OpenAICall, shape: Shape):
         "model": app_state().engine.info["model"],
     }
     if call.request.stream:
-        chunks = Chunks(shape, head, call.include_usage)
+        chunks = Chunks(shape, head, call.include_usage, choice)
         return Response(
             EventStream(generation, chunks.render, _sse_error), mimetype="text/event-stream", headers=SSE_HEADERS
         )
-    text, done = collect(generation, client_gone_check(request.environ))
+    deltas, done = collect_deltas(generation, client_gone_check(request.environ))
+    for delta in deltas:
+        choice.add(delta)
     return jsonify(
         {
             **head,
             "object": shape.object,
-            "choices": [shape.choice(text, done.finish_reason)],
+            "choices": [choice.whole(done.finish_reason)],
             "usage": done.usage,
             "timings": done.timings,
         }
@@ -149,8 +130,8 @@ def _answer(call: OpenAICall, shape: Shape):
 class Chunks:
     """The engine's events as OpenAI's streamed chunks, ending with `data: [DONE]`."""
 
-    def __init__(self, shape: Shape, head: dict, include_usage: bool):
-        self.shape, self.head, self.include_usage = shape, head, include_usage
+    def __init__(self, shape: Shape, head: dict, include_usage: bool, choice: ChoiceBuilder):
+        self.shape, self.head, self.include_usage, self.choice = shape, head, include_usage, choice
 
     def _chunk(self, choices: list[dict], **extra) -> str:
         return sse(
@@ -169,10 +150,12 @@ class Chunks:
             yield self._chunk([self.shape.first()])
         for event in generation:
             if isinstance(event, Delta):
-                yield self._chunk([self.shape.delta(event.text)])
+                delta = self.choice.delta(event)
+                if delta is not None:
+                    yield self._chunk([delta])
                 continue
             # llama.cpp's server also sends its timings here; the chat page shows tokens/s from them.
-            yield self._chunk([self.shape.last(event.finish_reason)], timings=event.timings)
+            yield self._chunk([self.choice.last(event.finish_reason)], timings=event.timings)
             if self.include_usage:
                 yield self._chunk([], usage=event.usage)
         yield "data: [DONE]\n\n"
@@ -190,7 +173,7 @@ def openai_error(error: dict, status: int) -> dict:
             "message": error.get("message", ""),
             "type": ERROR_TYPES.get(status, "server_error"),
             "param": field,
-            "code": ERROR_CODES.get(error.get("type"), error.get("type")),
+            "code": ERROR_CODES.get(error.get("type", ""), error.get("type")),
         }
     }
 

@@ -2,19 +2,20 @@
 
 Limits come from the shared table (server/http/fields.py). Fields OpenAI defines
 that we cannot honour are accepted only at their neutral value (NEUTRAL), so a
-client that sends `n: 1` or `presence_penalty: 0` works and one that asks for
+client that sends `n: 1` or `echo: false` works and one that asks for
 more hears why it cannot. What OpenAI's wire format needs beyond the engine
 request (the model name, whether to send usage in the stream) travels beside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from server.engine.request import Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_stop, sampling
+from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_logit_bias, check_stop, sampling
+from server.http.openai_tools import response_grammar, tool_calls_of, tool_choice_of, tool_message, tools_of
 
 # Each OpenAI field -> the row of the shared table that limits it.
 ROWS: dict[str, str] = {
@@ -27,37 +28,45 @@ ROWS: dict[str, str] = {
     "top_k": "top_k",
     "min_p": "min_p",
     "repeat_penalty": "repeat_penalty",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "logit_bias": "logit_bias",
     "seed": "seed",
     "stop": "stop",
     "stream": "stream",
     "ignore_eos": "ignore_eos",
 }
 EXTRA: dict[str, Limit] = {
-    "messages": Limit(list, 1, LIMITS["history"].high * 2 + 2),  # a whole conversation: turns + system + query
+    "messages": Limit(list, 1, (LIMITS["history"].high or 0) * 2 + 2),  # a whole conversation: turns + system + query
     "stream_options": Limit(dict),
     "user": Limit(str, 0, 256),  # OpenAI's end-user id: accepted, unused
     "n": Limit(int),
-    "presence_penalty": Limit((int, float)),
-    "frequency_penalty": Limit((int, float)),
-    "logprobs": Limit((bool, int)),
+    "logprobs": Limit((bool, int)),  # chat: whether; completions: how many alternatives (checked below)
+    "top_logprobs": Limit(int, 0, 20),
     "echo": Limit(bool),
     "best_of": Limit(int),
+    "response_format": Limit(dict),
+    "tools": Limit(list),
+    "tool_choice": Limit((str, dict)),
+    "parallel_tool_calls": Limit(bool),  # accepted; an answer holds at most one call
 }
-# Accepted only at these values: the one answer, no penalties, no log probabilities.
+# Accepted only at these values: the one answer, no echo.
 NEUTRAL = {
     "n": (1, "send the request again for another answer"),
-    "presence_penalty": (0, "use repeat_penalty"),
-    "frequency_penalty": (0, "use repeat_penalty"),
-    "logprobs": (False, "log probabilities are not returned"),
     "echo": (False, "the prompt is not echoed"),
     "best_of": (1, "send the request again for another answer"),
 }
 
-KIND_FIELDS = {"chat": {"messages"}, "completion": {"prompt"}}
+KIND_FIELDS = {
+    "chat": {"messages", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls"},
+    "completion": {"prompt"},
+}
 REQUIRED = {"chat": "messages", "completion": "prompt"}
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-MESSAGE_KEYS = {"role", "content", "name"}
-NAMES = {"query": "prompt"}  # the engine's field names as OpenAI's users know them
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+MESSAGE_KEYS = {"role", "content", "name", "tool_calls", "tool_call_id"}
+MAX_LOGPROBS = 20
+# The engine's field names as OpenAI's users know them.
+NAMES = {"query": "prompt", "schema": "response_format.json_schema.schema", "grammar": "response_format"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,12 @@ class OpenAICall:
     request: Request
     model: str | None
     include_usage: bool
+    logprobs: bool = False  # the answer carries log-probabilities
+
+    @property
+    def forced_call(self) -> bool:
+        """The request named the function to call (OpenAI then says finish_reason "stop")."""
+        return self.request.uses_tools and self.request.tool_choice.mode == "named"
 
 
 def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> OpenAICall:
@@ -95,22 +110,51 @@ def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ce
         if body.get(name) is not None and body[name] != neutral:
             raise InvalidRequest(f"only {name}={str(neutral).lower()} is supported: {advice}", name)
     check_stop(values)
+    check_logit_bias(values)
     if kind == "completion" and not values["prompt"].strip():
         raise InvalidRequest("'prompt' must not be blank", "prompt")
+    params = replace(sampling(values), logprobs=_logprobs(kind, values))
+    # response_format on completions too, as llama-server has it (OpenAI's completions lack it).
+    grammar = response_grammar(values["response_format"]) if values.get("response_format") else None
     if kind == "chat":
+        tools = tools_of(values["tools"]) if values.get("tools") is not None else ()
         request = Request(
             messages=tuple(_message(i, m) for i, m in enumerate(values["messages"])),
-            sampling=sampling(values),
+            sampling=params,
             stream=values["stream"],
+            grammar=grammar,
+            tools=tools,
+            tool_choice=tool_choice_of(values.get("tool_choice"), tools),
         )
     else:
-        request = Request(prompt=values["prompt"], sampling=sampling(values), stream=values["stream"])
+        request = Request(prompt=values["prompt"], sampling=params, stream=values["stream"], grammar=grammar)
     options = values["stream_options"] or {}
-    return OpenAICall(request, values["model"], options.get("include_usage") is True)
+    return OpenAICall(request, values["model"], options.get("include_usage") is True, params.logprobs is not None)
+
+
+def _logprobs(kind: str, values: dict[str, Any]) -> int | None:
+    """How many alternatives per token to report, None for no log-probabilities. Chat: `logprobs`
+    true and `top_logprobs` 0-20; completions: `logprobs` the count itself."""
+    asked, top = values.get("logprobs"), values.get("top_logprobs")
+    if kind == "completion":
+        if asked is None:
+            return None
+        if isinstance(asked, bool) or not 0 <= asked <= MAX_LOGPROBS:
+            raise InvalidRequest(f"'logprobs' must be an integer from 0 to {MAX_LOGPROBS}", "logprobs")
+        return asked
+    if asked is not None and not isinstance(asked, bool):
+        raise InvalidRequest("'logprobs' must be a boolean", "logprobs")
+    if top is not None and not asked:
+        raise InvalidRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    return (top or 0) if asked else None
 
 
 def _message(i: int, item: Any) -> Message:
     where = f"messages[{i}]"
+    if isinstance(item, dict) and item.get("role") == "assistant" and item.get("tool_calls") is not None:
+        calls = tool_calls_of(f"{where}.tool_calls", item["tool_calls"])
+        content = _text(where, item["content"]) if item.get("content") is not None else ""
+        return Message("assistant", content, tool_calls=calls)
     # Client libraries echo back assistant messages with null extras (tool_calls, refusal): ignore those.
     if (
         not isinstance(item, dict)
@@ -119,11 +163,13 @@ def _message(i: int, item: Any) -> Message:
     ):
         raise InvalidRequest(f"'{where}' must be an object with 'role' and 'content'", where)
     if not isinstance(item["role"], str) or item["role"] not in ROLES:
-        raise InvalidRequest(
-            f"'{where}.role' must be one of {', '.join(ROLES)} (tools are not supported)", f"{where}.role"
-        )
+        raise InvalidRequest(f"'{where}.role' must be one of {', '.join(ROLES)}", f"{where}.role")
+    if item.get("name") is not None:
+        check(f"{where}.name", item["name"], LIMITS["model"])  # a participant's name: a short string
     content = _text(where, item.get("content"))
     check(f"{where}.content", content, LIMITS["content"])
+    if item["role"] == "tool":
+        return tool_message(where, item, content)
     return Message(ROLES[item["role"]], content)
 
 

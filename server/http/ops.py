@@ -1,18 +1,23 @@
-"""Operations routes: health, Prometheus metrics and the chat page."""
+"""Operations routes: health (the liveness probe), Prometheus metrics and the chat page."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from server.http.state import app_state
+from server.http.state import app_state, key_given
 
 blueprint = Blueprint("ops", __name__)
 
 
 @blueprint.route("/api/health", methods=["GET"])
 def health():
-    engine = app_state().engine
+    """The liveness probe. With API_KEY set and not given: only whether the server is up."""
+    state = app_state()
+    engine = state.engine
     status = {"ready": "ok"}.get(engine.state, engine.state)
+    code = 200 if engine.state == "ready" else 503
+    if not key_given(state.settings.api_key):
+        return jsonify({"status": status}), code
     body = {"status": status, **engine.info, "queue_depth": engine.queue_depth(), "active": engine.active}
     stats = engine.decoder_stats()
     if stats is not None:
@@ -21,9 +26,10 @@ def health():
         body["prompt_cache"] = {
             "prompts": stats.prompt_cache_prompts,
             "bytes": stats.prompt_cache_bytes,
+            "limit_bytes": stats.prompt_cache_limit_bytes,
             "hits": stats.prompt_cache_hits,
         }
-    return jsonify(body), 200 if engine.state == "ready" else 503
+    return jsonify(body), code
 
 
 @blueprint.route("/metrics", methods=["GET"])
@@ -35,7 +41,5 @@ def metrics():
 @blueprint.route("/", methods=["GET"])
 def index():
     """The chat page (server/http/static/); its script talks to /v1/chat/completions."""
-    response = current_app.send_static_file("index.html")
-    # Only our own files run on the page: no inline script, nothing from elsewhere.
-    response.headers["Content-Security-Policy"] = "default-src 'self'; frame-ancestors 'none'"
-    return response
+    # Its Content-Security-Policy (only our own files run, no framing) is set for every response in guard.py.
+    return current_app.send_static_file("index.html")

@@ -12,9 +12,10 @@ from flask import Blueprint, Response, jsonify, request
 
 from server.engine.engine import Generation
 from server.engine.request import Delta
-from server.errors import InvalidRequest, ServerError
+from server.errors import ServerError
+from server.http.body import json_body
 from server.http.respond_schema import NAMES, validate_respond
-from server.http.state import app_state, authorize, submit
+from server.http.state import app_state, submit
 from server.http.streaming import SSE_HEADERS, EventStream, client_gone_check, collect, final, sse
 
 blueprint = Blueprint("respond", __name__)
@@ -23,30 +24,27 @@ blueprint = Blueprint("respond", __name__)
 @blueprint.route("/api/respond", methods=["POST"])
 def respond():
     state = app_state()
-    authorize(state.settings.api_key)
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("the body must be valid JSON")
-    req = validate_respond(body, state.settings.max_tokens, state.settings.max_tokens_ceiling)
+    req = validate_respond(json_body(), state.settings.max_tokens, state.settings.max_tokens_ceiling)
     generation = submit(req, NAMES)
     model = state.engine.info["model"]
+    extra = {"constrained": True} if req.grammar is not None else {}
     if req.stream:
         return Response(
-            EventStream(generation, lambda g: _events(g, model), _error),
+            EventStream(generation, lambda g: _events(g, model, extra), _error),
             mimetype="text/event-stream",
             headers=SSE_HEADERS,
         )
     text, done = collect(generation, client_gone_check(request.environ))
-    return jsonify({"response": text, **final(done, model)})
+    return jsonify({"response": text, **final(done, model), **extra})
 
 
-def _events(generation: Generation, model: str) -> Iterator[str]:
+def _events(generation: Generation, model: str, extra: dict) -> Iterator[str]:
     """One event per text delta, then a final one."""
     for event in generation:
         if isinstance(event, Delta):
             yield sse({"type": "delta", "text": event.text})
         else:
-            yield sse({"type": "done", **final(event, model)})
+            yield sse({"type": "done", **final(event, model), **extra})
 
 
 def _error(exc: ServerError) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.engine.request import Message, Request
+from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, check, check_stop, sampling
+from server.http.fields import DEFAULTS, LIMITS, check, check_json_schema, check_logit_bias, check_stop, sampling
 
 ROLES = ("user", "assistant")
 FIELDS = (
@@ -24,13 +24,18 @@ FIELDS = (
     "top_k",
     "min_p",
     "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
     "seed",
     "stop",
     "stream",
     "ignore_eos",
+    "format",
+    "grammar",
 )
 # The engine's field names as this dialect's users know them (for errors the engine raises).
-NAMES = {"messages": "history", "prompt": "query"}
+NAMES = {"messages": "history", "prompt": "query", "schema": "format"}
 
 
 def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> Request:
@@ -50,12 +55,30 @@ def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int
         check(name, body[name], limit, max_tokens_ceiling if name == "max_tokens" else None)
         values[name] = body[name]
     check_stop(values)
+    check_logit_bias(values)
     if not values["query"].strip():
         raise InvalidRequest("'query' must not be blank", "query")
     messages = [Message("system", values["system"])] if values["system"] else []
     messages += [_turn(i, item) for i, item in enumerate(values["history"])]
     messages.append(Message("user", values["query"]))
-    return Request(messages=tuple(messages), sampling=sampling(values), stream=values["stream"])
+    return Request(
+        messages=tuple(messages), sampling=sampling(values), stream=values["stream"], grammar=_grammar(values)
+    )
+
+
+def _grammar(values: dict[str, Any]) -> Grammar | None:
+    """`format` ("json" or a JSON Schema) or `grammar` (GBNF): what the answer must match."""
+    fmt, gbnf = values.get("format"), values.get("grammar")
+    if fmt is not None and gbnf is not None:
+        raise InvalidRequest("give 'format' or 'grammar', not both", "grammar")
+    if isinstance(fmt, str):
+        if fmt != "json":
+            raise InvalidRequest("'format' must be \"json\" or a JSON Schema object", "format")
+        return Grammar.json_object()
+    if fmt is not None:
+        check_json_schema(fmt, "format")
+        return Grammar(schema=fmt)
+    return Grammar(gbnf=gbnf) if gbnf is not None else None
 
 
 def _turn(i: int, item: Any) -> Message:

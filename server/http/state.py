@@ -33,12 +33,17 @@ def app_state() -> AppState:
     return current_app.extensions[EXTENSION]
 
 
-def authorize(api_key: str | None) -> None:
+def key_given(api_key: str | None) -> bool:
+    """Whether this request may pass: no key is set, or it carries the key."""
     if not api_key:
-        return
+        return True
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     # compare_digest takes the same time wherever the keys differ, so timing reveals nothing.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), api_key.encode())
+
+
+def authorize(api_key: str | None) -> None:
+    if not key_given(api_key):
         raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
 
 

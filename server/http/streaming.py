@@ -37,10 +37,12 @@ def client_gone_check(environ: dict) -> Callable[[], bool] | None:
 
     def gone() -> bool:
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
+            # poll, not select: with many connections open the descriptor may be past 1024.
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
             # Readable with nothing to read is the client's FIN; waiting bytes (a
             # pipelined request) mean it is still there.
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+            return bool(poller.poll(0)) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
         except (OSError, ValueError):  # reset, or already closed
@@ -51,13 +53,19 @@ def client_gone_check(environ: dict) -> Callable[[], bool] | None:
 
 def collect(generation: Generation, client_gone: Callable[[], bool] | None = None) -> tuple[str, Done]:
     """The whole answer's text and its Done event."""
-    parts: list[str] = []
+    deltas, done = collect_deltas(generation, client_gone)
+    return "".join(d.text for d in deltas), done
+
+
+def collect_deltas(generation: Generation, client_gone: Callable[[], bool] | None = None) -> tuple[list[Delta], Done]:
+    """Every Delta of the answer (text and log-probabilities) and its Done event."""
+    deltas: list[Delta] = []
     try:
         for event in generation.events(client_gone):
             if isinstance(event, Delta):
-                parts.append(event.text)
+                deltas.append(event)
             else:
-                return "".join(parts), event
+                return deltas, event
     finally:
         generation.cancel()  # no-op once finished; stops the model if we left early
     raise RuntimeError("generation ended without a final event")

@@ -9,11 +9,12 @@ raw prompt (/v1/completions). /detokenize {"tokens"} -> {"content"}.
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from server.errors import InvalidRequest
+from server.http.body import json_body
 from server.http.fields import Limit, check
-from server.http.state import app_state, authorize
+from server.http.state import app_state
 
 blueprint = Blueprint("tokens", __name__)
 
@@ -25,8 +26,7 @@ FIELDS = {
 
 
 def _body(kind: str) -> dict:
-    authorize(app_state().settings.api_key)
-    body = request.get_json(force=True, silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     fields = FIELDS[kind]

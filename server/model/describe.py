@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from server.model.chat_templates import BY_ARCHITECTURE
+from server.model.files import ModelChoice
+from server.model.parallel import ParallelPlan
+from server.settings import Settings
 
 log = logging.getLogger("server")
 
 
-def default_model_notice(model) -> str:
+def default_model_notice(model: ModelChoice) -> str:
     """What the log and /api/health say when the small embedded model is served."""
     return (
         f"serving the small embedded default model ({model.path.name}), not Llama 2. To serve Llama 2: "
@@ -20,7 +24,7 @@ def default_model_notice(model) -> str:
     )
 
 
-def chat_template(settings, metadata: dict[str, str]) -> tuple[str | None, str]:
+def chat_template(settings: Settings, metadata: dict[str, str]) -> tuple[str | None, str]:
     """(template, label): the settings' template file, else the GGUF's own, else the
     architecture's built-in format, else (None, "llama-2") for the Llama-2-chat format."""
     if settings.chat_template:
@@ -42,7 +46,9 @@ def quantization(metadata: dict[str, str]) -> str:
         return "unknown"
 
 
-def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format: str) -> dict:
+def model_info(
+    model: ModelChoice, metadata: dict[str, str], n_ctx: int, plan: ParallelPlan, prompt_format: str
+) -> dict[str, Any]:
     """`plan`: the server.model.parallel.ParallelPlan (slots, and the offload plan made with them)."""
     return {
         "model": metadata.get("general.name") or model.path.stem,
@@ -59,7 +65,7 @@ def model_info(model, metadata: dict[str, str], n_ctx: int, plan, prompt_format:
     }
 
 
-def announce(info: dict, model) -> None:
+def announce(info: dict[str, Any], model: ModelChoice) -> None:
     off, par = info["offload"], info["parallel"]
     log.info(
         "model %s (%s, %s) from %s, n_ctx %d per request, prompt format: %s",

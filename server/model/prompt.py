@@ -4,33 +4,47 @@ With a chat template in the GGUF metadata (or a template file from the settings)
 the messages are rendered by a sandboxed Jinja environment set up the way
 Hugging Face and llama-cpp-python do it (trim_blocks, lstrip_blocks, loop
 controls, raise_exception, bos_token/eos_token, add_generation_prompt), and the
-text is tokenized with special tokens parsed. Without one, the Llama-2-chat
-format is built token by token, as Meta's reference code does: each exchange is
-`<s>[INST] ... [/INST] answer </s>`, the system prompt inside the first one, and
-the user's text tokenized with special tokens *not* parsed, so typing "</s>"
-cannot forge a turn. Either way the prompt starts with exactly one BOS.
+text is tokenized with special tokens parsed in the template's own text only:
+the messages' contents are plain text (server/model/pieces.py), so typing
+"<|im_end|>" or "<end_of_turn>" cannot forge a turn. Without a template, the
+Llama-2-chat format is built token by token, as Meta's reference code does: each
+exchange is `<s>[INST] ... [/INST] answer </s>`, the system prompt inside the
+first one, and all text tokenized with special tokens *not* parsed, so typing
+"</s>" cannot forge a turn either. Either way the prompt starts with exactly one BOS.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Protocol, Sequence
 
 import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from server.errors import InvalidRequest
+from server.model.pieces import SplitFailed, has_control_text, split_render, tokens_of
 
 # tokenize(text, special) -> token ids, never adding BOS itself.
 Tokenize = Callable[[str, bool], list[int]]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call an assistant made: `arguments` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Message:
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool" (a tool's result: see server/model/tools.py)
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None  # for role "tool": the call this result answers
 
 
 @dataclass(frozen=True)
@@ -43,9 +57,11 @@ class Vocab:
     bos_text: str
     eos_text: str
     add_bos: bool  # the model expects a leading BOS
+    token_attr: Callable[[int], int]  # llama.cpp's llama_token_attr bits of a token id
+    token_text: Callable[[int], str]  # a token's text as the vocabulary stores it
 
 
-def build_messages(system: str, history: Sequence[dict], query: str) -> list[Message]:
+def build_messages(system: str, history: Sequence[dict[str, str]], query: str) -> list[Message]:
     return (
         ([Message("system", system)] if system else [])
         + [Message(h["role"], h["content"]) for h in history]
@@ -53,12 +69,24 @@ def build_messages(system: str, history: Sequence[dict], query: str) -> list[Mes
     )
 
 
-def _raise_exception(message: str):
+def _raise_exception(message: str) -> NoReturn:
     raise jinja2.TemplateError(message)
 
 
-def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+def _tojson(
+    value: object,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+class PromptFormat(Protocol):
+    """Messages -> prompt tokens, starting with exactly one BOS when the model wants one."""
+
+    def tokens(self, messages: Sequence[Message], vocab: Vocab) -> list[int]: ...
 
 
 class JinjaFormat:
@@ -72,19 +100,37 @@ class JinjaFormat:
         self._template = env.from_string(template)
 
     def tokens(self, messages: Sequence[Message], vocab: Vocab) -> list[int]:
-        try:
-            text = self._template.render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
+        def render(contents: Sequence[str]) -> str:
+            return self._template.render(
+                messages=[{"role": m.role, "content": c} for m, c in zip(messages, contents)],
                 bos_token=vocab.bos_text,
                 eos_token=vocab.eos_text,
                 add_generation_prompt=True,
                 raise_exception=_raise_exception,
             )
-        except jinja2.TemplateError as exc:
+
+        contents = [m.content for m in messages]
+        try:
+            text = render(contents)
+        except Exception as exc:  # TemplateError, or a template tripping over the values it was given
             # The template's own words (e.g. "roles must alternate") describe the caller's mistake.
             raise InvalidRequest(f"the model's chat template rejected the conversation: {exc}", "messages") from None
-        tokens = vocab.tokenize(text, True)
-        return with_one_bos(tokens, vocab)
+        pieces = split_render(render, contents, text)
+        if pieces is not None:
+            try:
+                return with_one_bos(tokens_of(pieces, vocab.tokenize, vocab.token_attr, vocab.token_text), vocab)
+            except SplitFailed:
+                pass
+        # The template changed a content on its way into the prompt, so contents cannot be told
+        # from template text. Tokenizing the whole render is then safe only without control text.
+        for i, content in enumerate(contents):
+            if has_control_text(content, vocab.tokenize, vocab.token_attr):
+                raise InvalidRequest(
+                    "a message contains the model's control text, and this chat template rewrites messages "
+                    "so that it cannot be kept as plain text",
+                    f"messages[{i}].content",
+                )
+        return with_one_bos(vocab.tokenize(text, True), vocab)
 
 
 class Llama2Format:
@@ -127,5 +173,5 @@ def with_one_bos(tokens: list[int], vocab: Vocab) -> list[int]:
     return [vocab.bos_id] + tokens[start:]
 
 
-def choose_format(template: str | None):
+def choose_format(template: str | None) -> PromptFormat:
     return JinjaFormat(template) if template else Llama2Format()

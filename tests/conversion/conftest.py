@@ -22,7 +22,7 @@ def bf16_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """convert(checkpoint, outtype) once per pair for the whole session."""
-    from conversion.convert import convert
+    from conversion.converter import convert
 
     cache = {}
 

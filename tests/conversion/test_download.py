@@ -15,7 +15,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from conversion.download import DiskSpaceError, download
+from conversion.downloader import DiskSpaceError, download
 from conversion.errors import DownloadError
 from tests.conversion.hub import LoopbackHub, build_cache, error, model_info
 

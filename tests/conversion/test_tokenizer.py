@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gguf
 import llama_cpp
 import pytest
 import sentencepiece as spm
@@ -35,7 +36,13 @@ def test_tokens_equal_sentencepiece(tokenizers, text):
     assert llm.tokenize(text.encode(), add_bos=True, special=False) == [sp.bos_id()] + sp.encode(text)
 
 
-def test_rare_characters_use_byte_tokens(tokenizers):
-    sp, _ = tokenizers
-    pieces = sp.encode("😀", out_type=str)
-    assert pieces and all(p.startswith("<0x") or p == "▁" for p in pieces)
+def test_rare_characters_use_byte_tokens(tokenizers, tiny_llama_gguf):
+    """The converted vocabulary keeps the byte fallback: llama.cpp spells a character it has no
+    piece for as byte tokens (typed BYTE in the GGUF), one per UTF-8 byte, and gives them back."""
+    _, llm = tokenizers
+    reader = gguf.GGUFReader(tiny_llama_gguf)
+    texts, types = (reader.fields[f"tokenizer.ggml.{key}"].contents() for key in ("tokens", "token_type"))
+    tokens = llm.tokenize("😀".encode(), add_bos=False, special=False)
+    assert [texts[t] for t in tokens] == ["▁", "<0xF0>", "<0x9F>", "<0x98>", "<0x80>"]
+    assert [types[t] for t in tokens[1:]] == [gguf.TokenType.BYTE] * 4
+    assert llm.detokenize(tokens) == " 😀".encode()

@@ -64,22 +64,26 @@ def _wait_healthy(proc: subprocess.Popen, base: str, log: Path, limit: float = 1
         try:
             if requests.get(f"{base}/api/health", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow on a busy machine
             pass
         time.sleep(0.5)
     pytest.fail(f"gunicorn did not become healthy in {limit:.0f} s:\n{log.read_text()[-2000:]}")
 
 
 API_KEY = "test-key-0123456789"
+ORIGIN = "http://app.example.test:3000"  # the one web origin the keyed server lets call it (CORS)
+KEYED = {"Authorization": f"Bearer {API_KEY}"}  # with the key, health has details and /metrics answers
 
 
 @pytest.fixture(scope="session")
 def keyed_server(gemma_gguf, tmp_path_factory):
-    """(process, base URL) of one gunicorn with an API key set, shared by the OpenAI and chat page tests."""
+    """(process, base URL) of one gunicorn with an API key and a CORS origin set, shared by the OpenAI,
+    chat page, body and guard tests."""
     with run_gunicorn(
         gemma_gguf,
         tmp_path_factory.mktemp("keyed-gunicorn"),
         LLAMA_SERVER_API_KEY=API_KEY,
+        LLAMA_SERVER_ALLOWED_ORIGINS=ORIGIN,
         LLAMA_SERVER_MAX_TOKENS_CEILING="256",
     ) as server:
         yield server

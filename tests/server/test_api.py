@@ -204,7 +204,13 @@ def test_request_timeout_is_504_and_the_engine_moves_on(gemma_engine):
     assert response.status_code == 504
     assert response.json["error"]["type"] == "timeout"
     text = client.get("/metrics").get_data(as_text=True)
+    # The engine stopped the generation at the deadline (the client's own wait gives up later
+    # with a 504 too, so the status alone would not show it) ...
     assert metric(text, "llama_server_generations_total", 'finish_reason="timeout"') == 1
+    assert metric(text, "llama_server_generated_tokens_total") < 250
+    # ... and goes on answering (with the usual timeout: a busy machine may need more than 1 s).
+    after = make_client(gemma_engine).post("/api/respond", json={**QUESTION, "max_tokens": 2})
+    assert after.status_code == 200 and after.json["usage"]["completion_tokens"] >= 1
 
 
 def test_dropping_a_stream_cancels_its_generation(gemma_engine):
@@ -267,7 +273,8 @@ def test_health_reports_the_model_and_offload(client):
     assert body["parallel"]["n_parallel"] == 2 and body["parallel"]["mode"] == "fixed"
     assert body["parallel"]["kv_bytes_per_token"] == 18 * 2 * 256 * 2  # layers x (K + V) x width x f16
     assert body["slots"] == {"busy": 0, "total": 2} and body["kv_cells_used"] >= 0
-    assert set(body["prompt_cache"]) == {"prompts", "bytes", "hits"}
+    assert set(body["prompt_cache"]) == {"prompts", "bytes", "limit_bytes", "hits"}
+    assert body["prompt_cache"]["limit_bytes"] == body["prompt_cache_mib"] << 20 > 0
     assert body["default_model"] is True and "make quantize" in body["notice"]
     assert body["queue_depth"] == 0
 

@@ -5,11 +5,17 @@ Driven directly (no HTTP): add prompts, step, read the events each sequence got.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from llama_cpp import Llama
 
 from server.engine.batching import BatchDecoder, Delta, Ended, PromptTooLongError, SamplingParams
+from server.engine.generation import Generation
+from server.engine.request import Request
+from server.errors import GenerationFailed
+from tests.tiny_llama import TinySpec, write_tiny_llama
 
 GREEDY = dict(temperature=0.0, repeat_penalty=1.0)
 PROMPTS = [
@@ -247,6 +253,50 @@ def test_prompt_longer_than_the_context_is_refused(model):
         decoder.add(list(range(1, 300)), SamplingParams(), Recorder())
 
 
+class RaisesOnDelta(Recorder):
+    """A consumer with a bug: it raises on the first piece of text it gets."""
+
+    def __call__(self, event) -> None:
+        super().__call__(event)
+        if isinstance(event, Delta):
+            raise RuntimeError("consumer bug")
+
+
+def test_a_consumer_that_raises_ends_its_own_sequence_with_an_error_and_is_logged(model, caplog):
+    _, _, decoder = model
+    broken, fine = RaisesOnDelta(), Recorder()
+    params = SamplingParams(max_tokens=8, ignore_eos=True, **GREEDY)  # text is certain to come
+    seqs = [decoder.add(decoder.tokenize(p), params, r) for p, r in zip(PROMPTS[:2], (broken, fine))]
+    with caplog.at_level(logging.ERROR, logger="server.engine.batching"):
+        decoder.run_until_idle()
+    decoder.clear_cache()
+    assert [type(e) for e in broken.events] == [Delta, Ended] and broken.finished.finish_reason == "error"
+    assert fine.finished.finish_reason == "length" and fine.finished.usage.completion_tokens == 8
+    assert f"the consumer of sequence {seqs[0].id} failed on Delta" in caplog.text and "consumer bug" in caplog.text
+    assert decoder.idle and decoder.kv_cells_used() == 0
+
+
+def test_a_consumer_failing_in_the_engine_fails_that_request_alone(tiny_engine, monkeypatch):
+    """The same through the engine: its consumer (a Generation's put) raises for one request."""
+    real_put = Generation.put
+
+    def put(generation, delta):
+        if generation.request.params.seed is not None:  # the marked request
+            raise RuntimeError("consumer bug")
+        real_put(generation, delta)
+
+    monkeypatch.setattr(Generation, "put", put)
+
+    def ask(seed):
+        params = SamplingParams(max_tokens=4, ignore_eos=True, seed=seed, **GREEDY)
+        return tiny_engine.submit(Request(prompt=PROMPTS[0], sampling=params))
+
+    broken, fine = ask(1), ask(None)
+    with pytest.raises(GenerationFailed):
+        list(broken)
+    assert list(fine)[-1].finish_reason == "length"
+
+
 def test_thousands_of_short_requests_leave_no_kv_cells(tiny_llama_gguf):
     """Joins, finishes and cancels in every step; no cell may stay owned afterwards."""
     decoder = load(tiny_llama_gguf, prefix_cache=False)
@@ -264,3 +314,26 @@ def test_thousands_of_short_requests_leave_no_kv_cells(tiny_llama_gguf):
     assert reasons <= {"stop", "length", "cancelled"} and "cancelled" in reasons
     assert decoder.kv_cells_used() == 0 and decoder.idle
     decoder.close()
+
+
+LONG_PIECE = "laptop-llama-" * 24  # 312 bytes: more than the 256-byte buffer token pieces are read into first
+
+
+@pytest.fixture(scope="module")
+def long_piece_gguf(tmp_path_factory):
+    """A tiny Llama whose vocabulary has LONG_PIECE as one token, which it says after any prompt."""
+    from conversion.converter import convert
+
+    hf_dir = write_tiny_llama(tmp_path_factory.mktemp("tiny-llama-long-piece"), TinySpec(says=LONG_PIECE))
+    out = tmp_path_factory.mktemp("long-piece-gguf") / "long-piece.f16.gguf"
+    return convert(hf_dir, out, outtype="f16", progress=False)
+
+
+def test_a_token_piece_longer_than_256_bytes_is_kept_whole(long_piece_gguf):
+    decoder = load(long_piece_gguf, n_parallel=1)
+    try:
+        (rec,), (seq,) = generate(decoder, [PROMPTS[5]], max_tokens=3, **GREEDY)
+        assert decoder.token_text(seq.tokens[0]) == LONG_PIECE  # one token, as the vocabulary has it
+    finally:
+        decoder.close()
+    assert rec.text == LONG_PIECE * 3 and rec.finished.finish_reason == "length"

@@ -23,7 +23,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from tests.server.conftest import metric
-from tests.server.gunicorn_util import API_KEY
+from tests.server.gunicorn_util import API_KEY, KEYED
 
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -144,9 +144,10 @@ def screenshot(page, tmp_path_factory, name: str) -> None:
 
 def test_the_api_key_is_entered_once_and_kept(page, keyed_server):
     expect(page.locator("#model")).to_contain_text("API key")
+    expect(page.locator("#api-key")).to_be_focused()  # the page opened its settings at the key's field
     open_settings(page)
     set_field(page, "#api-key", API_KEY)
-    served = requests.get(f"{keyed_server[1]}/api/health", timeout=5).json()["model"]
+    served = requests.get(f"{keyed_server[1]}/api/health", headers=KEYED, timeout=5).json()["model"]
     expect(page.locator("#model")).to_have_text(served)
     page.reload()
     assert page.input_value("#api-key") == API_KEY  # from localStorage
@@ -163,7 +164,7 @@ def test_an_answer_streams_in_as_markdown_with_model_and_tokens_per_second(page,
     assert bubble.text_content().strip()
     assert bubble.locator("p, ul, ol, h1, h2, h3, h4, pre, table").count() > 0, bubble.inner_html()
     assert page.evaluate("window.answerStates.size") > 1, "the answer arrived in one piece, not streamed"
-    served = requests.get(f"{keyed_server[1]}/api/health", timeout=5).json()["model"]
+    served = requests.get(f"{keyed_server[1]}/api/health", headers=KEYED, timeout=5).json()["model"]
     expect(page.locator(".meta").last).to_have_text(answered_by(served))
     assert page.locator(".message.user").last.text_content() == "Name three colors."
     assert page.is_enabled("#send") and not page.is_enabled("#stop")
@@ -172,7 +173,9 @@ def test_an_answer_streams_in_as_markdown_with_model_and_tokens_per_second(page,
 def test_stop_cancels_the_generation(page, keyed_server, tmp_path_factory):
     base = keyed_server[1]
     cancelled = 'finish_reason="cancelled"'
-    before = metric(requests.get(f"{base}/metrics", timeout=5).text, "llama_server_generations_total", cancelled)
+    before = metric(
+        requests.get(f"{base}/metrics", headers=KEYED, timeout=5).text, "llama_server_generations_total", cancelled
+    )
     set_field(page, "#max-tokens", "250")
     set_field(page, "#temperature", "1")
     page.fill("#query", "Tell me a very long story about the sea.")
@@ -184,7 +187,9 @@ def test_stop_cancels_the_generation(page, keyed_server, tmp_path_factory):
     shown = page.locator(".message.assistant").last.text_content()
     deadline = time.monotonic() + 30
     while (
-        metric(requests.get(f"{base}/metrics", timeout=5).text, "llama_server_generations_total", cancelled)
+        metric(
+            requests.get(f"{base}/metrics", headers=KEYED, timeout=5).text, "llama_server_generations_total", cancelled
+        )
         != before + 1
     ):
         assert time.monotonic() < deadline, "the server did not cancel the generation"

@@ -120,6 +120,7 @@ def test_a_dropped_stream_frees_its_slot_for_a_waiting_request(gemma_engine):
         assert {
             "llama_server_prompt_cache_prompts",
             "llama_server_prompt_cache_bytes",
+            "llama_server_prompt_cache_limit_bytes",
             "llama_server_prompt_cache_hits_total",
         } <= samples
     finally:

@@ -75,7 +75,7 @@ def test_the_order_explicit_then_llama2_then_smollm2(tmp_path, smollm2_gguf, gem
     os.link(smollm2_gguf, tmp_path / SMOLLM2_FILE)  # present already: no download
     choice = resolve_model(None, tmp_path)
     assert choice.path == tmp_path / SMOLLM2_FILE and choice.is_default
-    (tmp_path / LLAMA2_FILE).write_bytes(b"GGUF" + bytes(28))
+    os.link(gemma_gguf, tmp_path / LLAMA2_FILE)  # any valid GGUF under Llama-2's file name
     choice = resolve_model(None, tmp_path)
     assert choice.path == tmp_path / LLAMA2_FILE and not choice.is_default
     choice = resolve_model(str(gemma_gguf), tmp_path)

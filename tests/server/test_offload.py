@@ -17,36 +17,31 @@ KV_4096 = 64 * MIB
 COMPUTE = 300 * MIB
 MARGIN = 512 * MIB
 
-# Free VRAM (MiB): none, less than margin + compute, room for one block, a 4 GB laptop GPU,
-# an 8 GB one and a large one (everything).
-FREE_MIB = [0, 800, 1000, 4096, 8192, 80 * 1024]
+BLOCK = LLAMA2_7B_LAYER + KV_4096  # a block brings its KV cache along
 
 
-def expected(free_mib: int) -> int:
-    room = free_mib * MIB - MARGIN - COMPUTE
-    n = 0
-    for _ in LLAMA2_7B_LAYERS:
-        room -= LLAMA2_7B_LAYER + KV_4096
-        if room < 0:
-            return n
-        n += 1
-    return n + 1 if room >= LLAMA2_7B_OUTPUT else n
+def plan(free_bytes: int) -> int:
+    return plan_offload(LLAMA2_7B_LAYERS, KV_4096, COMPUTE, free_bytes, MARGIN, LLAMA2_7B_OUTPUT)
 
 
-@pytest.mark.parametrize("free_mib", FREE_MIB)
-def test_plan_counts_whole_layers_that_fit(free_mib):
-    n = plan_offload(LLAMA2_7B_LAYERS, KV_4096, COMPUTE, free_mib * MIB, MARGIN, LLAMA2_7B_OUTPUT)
-    assert n == expected(free_mib)
-    used = n * (LLAMA2_7B_LAYER + KV_4096) if n <= 32 else 32 * (LLAMA2_7B_LAYER + KV_4096) + LLAMA2_7B_OUTPUT
-    assert used + COMPUTE + MARGIN <= max(free_mib * MIB, COMPUTE + MARGIN)
+# By hand: a block takes 118.6 + 64 = 182.6 MiB of what the margin and the compute buffer leave
+# (free - 812 MiB); the output layer (102.6 MiB) only once all 32 blocks are there (5843 MiB).
+# None, less than margin + compute, room for one block, a 4 GB laptop GPU ((4096 - 812) / 182.6
+# = 17.98), an 8 GB one and a large one.
+@pytest.mark.parametrize("free_mib, layers", [(0, 0), (800, 0), (1000, 1), (4096, 17), (8192, 33), (80 * 1024, 33)])
+def test_plan_counts_whole_layers_that_fit(free_mib, layers):
+    assert plan(free_mib * MIB) == layers
 
 
-def test_plan_known_points():
-    # By hand: (4096 - 512 - 300) / (118.6 + 64) = 17.98, so 17 blocks on a 4 GB GPU;
-    # 8192 MiB holds all 32 blocks (5843 MiB) and the output layer (102.6 MiB) too.
-    assert plan_offload(LLAMA2_7B_LAYERS, KV_4096, COMPUTE, 0, MARGIN, LLAMA2_7B_OUTPUT) == 0
-    assert plan_offload(LLAMA2_7B_LAYERS, KV_4096, COMPUTE, 4096 * MIB, MARGIN, LLAMA2_7B_OUTPUT) == 17
-    assert plan_offload(LLAMA2_7B_LAYERS, KV_4096, COMPUTE, 8192 * MIB, MARGIN, LLAMA2_7B_OUTPUT) == 33
+@pytest.mark.parametrize("blocks", [1, 17, 32])
+def test_a_block_fits_to_the_byte(blocks):
+    exact = MARGIN + COMPUTE + blocks * BLOCK
+    assert plan(exact) == blocks and plan(exact - 1) == blocks - 1
+
+
+def test_the_output_layer_fits_to_the_byte():
+    exact = MARGIN + COMPUTE + 32 * BLOCK + LLAMA2_7B_OUTPUT
+    assert plan(exact) == 33 and plan(exact - 1) == 32
 
 
 def test_output_layer_only_after_every_block():

@@ -125,5 +125,7 @@ def test_version_and_head_on_the_root(base):
 def test_errors_over_http_have_ollamas_shape(base):
     r = requests.post(f"{base}/api/generate", json={"model": NAME, "prompt": "x", "options": {"seed": "x"}}, timeout=5)
     assert r.status_code == 400 and r.json() == {"error": "'options.seed' must be an integer"}
-    r = requests.post(f"{base}/api/chat", data=b"{", timeout=5)
+    r = requests.post(f"{base}/api/chat", data=b"{", headers={"Content-Type": "application/json"}, timeout=5)
     assert r.status_code == 400 and list(r.json()) == ["error"]
+    r = requests.post(f"{base}/api/chat", data=b"{}", timeout=5)  # not declared JSON: what a page elsewhere sends
+    assert r.status_code == 415 and list(r.json()) == ["error"]

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.server.conftest import metric
-from tests.server.gunicorn_util import API_KEY
+from tests.server.gunicorn_util import API_KEY, KEYED
 
 pytestmark = pytest.mark.slow
 CHAT = dict(model="local", messages=[{"role": "user", "content": "Name a color."}], temperature=0, seed=1, max_tokens=6)
@@ -37,7 +37,7 @@ def plain_chat(client):
 
 
 def test_models_lists_the_served_model(client, base):
-    served = requests.get(f"{base}/api/health", timeout=5).json()["model"]
+    served = requests.get(f"{base}/api/health", headers=KEYED, timeout=5).json()["model"]
     assert [(m.id, m.object) for m in client.models.list().data] == [(served, "model")]
 
 
@@ -101,7 +101,8 @@ def test_completion_streams_and_honours_a_stop_string(client):
         ({"n": 2}, 400, "n", "invalid_request"),
         ({"max_tokens": 100_000}, 400, "max_tokens", "invalid_request"),
         ({"messages": [{"role": "user", "content": "word " * 700}]}, 400, None, "context_length_exceeded"),
-        ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages[0].role", "invalid_request"),
+        # A tool result must say which call it answers.
+        ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages[0].tool_call_id", "invalid_request"),
     ],
 )
 def test_bad_requests_get_openai_errors(client, extra, status, param, code):
@@ -121,13 +122,13 @@ def test_a_wrong_key_is_refused(base):
 
 def test_same_engine_and_metrics_as_api_respond(client, base):
     auth = {"Authorization": f"Bearer {API_KEY}"}
-    before = requests.get(f"{base}/metrics", timeout=5).text
+    before = requests.get(f"{base}/metrics", headers=KEYED, timeout=5).text
     client.chat.completions.create(**CHAT)
     answer = requests.post(
         f"{base}/api/respond", json={"query": "Name a color.", "max_tokens": 4}, headers=auth, timeout=60
     )
     assert answer.status_code == 200
-    after = requests.get(f"{base}/metrics", timeout=5).text
+    after = requests.get(f"{base}/metrics", headers=KEYED, timeout=5).text
     chat = 'endpoint="v1.chat_completions",status="200"'
     assert metric(after, "llama_server_requests_total", chat) == metric(before, "llama_server_requests_total", chat) + 1
     finished = sum(

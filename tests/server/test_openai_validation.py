@@ -54,14 +54,15 @@ def test_defaults_and_aliases():
         ("completion", {"prompt": "x", "messages": USER}, "messages", "unknown"),
         ("completion", {"prompt": "  "}, "prompt", "blank"),
         ("chat", {"messages": USER, "n": 3}, "n", "n=1"),
-        ("chat", {"messages": USER, "frequency_penalty": 0.5}, "frequency_penalty", "repeat_penalty"),
+        ("chat", {"messages": USER, "frequency_penalty": 3}, "frequency_penalty", "at most 2"),
         ("chat", {"messages": USER, "temperature": 3}, "temperature", "at most 2"),
         ("chat", {"messages": USER, "top_p": "high"}, "top_p", "number"),
         ("chat", {"messages": USER, "max_tokens": 257}, "max_tokens", "at most 256"),
         ("chat", {"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most length 4"),
         ("chat", {"messages": USER, "stop": [""]}, "stop[0]", "at least length 1"),
         ("chat", {"messages": USER, "seed": True}, "seed", "must be an integer"),
-        ("chat", {"messages": [{"role": "tool", "content": "1"}]}, "messages[0].role", "tools"),
+        ("chat", {"messages": [{"role": "tool", "content": "1"}]}, "messages[0].tool_call_id", "required"),
+        ("chat", {"messages": [{"role": "function", "content": "1"}]}, "messages[0].role", "one of"),
         ("chat", {"messages": [{"content": "1"}]}, "messages[0]", "role"),
         ("chat", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content", "text"),
         ("chat", {"messages": [{"role": "user", "content": "x" * 32_001}]}, "messages[0].content", "at most"),
@@ -93,11 +94,28 @@ def loading_client(gemma_gguf):
             "invalid_request",
         ),
         ("get", "/v1/models", {}, 401, "authentication_error", "invalid_api_key"),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"Authorization": "Bearer k", "Content-Type": "text/plain"},
+            415,
+            "invalid_request_error",
+            "unsupported_media_type",
+        ),
+        (
+            "get",
+            "/v1/models",
+            {"Authorization": "Bearer k", "Host": "evil.example"},
+            403,
+            "permission_error",
+            "forbidden",
+        ),
         ("get", "/v1/nowhere", {"Authorization": "Bearer k"}, 404, "not_found_error", "not_found"),
         ("get", "/v1/completions", {"Authorization": "Bearer k"}, 405, "invalid_request_error", "method_not_allowed"),
     ],
 )
 def test_errors_take_openai_shape(loading_client, method, path, headers, status, error_type, code):
+    headers = {"Content-Type": "application/json", **headers}
     response = getattr(loading_client, method)(path, headers=headers, data="not json")
     assert response.status_code == status
     error = response.json["error"]

@@ -47,10 +47,19 @@ async function errorText(response) {
   try {
     const body = await response.json();
     const message = body.error && body.error.message;
-    if (response.status === 401) return "API key needed or wrong: enter it under Settings";
+    if (response.status === 401) {
+      askForKey();
+      return "API key needed or wrong: enter it under Settings";
+    }
     if (message) return message;
   } catch (_) { /* not JSON */ }
   return "the server answered " + response.status;
+}
+
+// The server wants an API key (and every call sends the one entered): open the settings at its field.
+function askForKey() {
+  $("settings").open = true;
+  $("api-key").focus();
 }
 
 async function showModel() {

@@ -134,6 +134,7 @@ def first(hp: dict, *keys: str):
 
 def write_data(writer: gguf.GGUFWriter, plans: list[TensorPlan], progress: bool) -> None:
     """Stream each tensor's encoded rows after the header, padded like GGUFWriter pads."""
+    assert writer.fout is not None  # the caller opened the output file
     fout = writer.fout[0]
     writer.write_padding(fout, fout.tell())
     total = sum(p.nbytes for p in plans)

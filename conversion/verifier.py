@@ -37,6 +37,8 @@ class Report:
 def file_type_name(value: str | None) -> str:
     import gguf
 
+    if value is None:
+        return "unknown"
     try:
         name = gguf.LlamaFileType(int(value)).name
     except (TypeError, ValueError):

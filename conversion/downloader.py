@@ -96,7 +96,8 @@ def classify(exc: Exception, repo_id: str, revision: str | None) -> DownloadErro
     from huggingface_hub import errors
 
     rev = revision or "main"
-    table = [  # most specific first: GatedRepoError is a RepositoryNotFoundError
+    # Most specific first: GatedRepoError is a RepositoryNotFoundError.
+    table: list[tuple[type[BaseException] | tuple[type[BaseException], ...], type[DownloadError], str]] = [
         (
             errors.HFValidationError,
             DownloadError,

@@ -1,0 +1,236 @@
+"""Speculative decoding bench: n-gram drafts on edit-style prompts, ours and llama-server, with and without.
+
+Side by side in one run, on the same model file (default SmolLM2-135M-Instruct), threads and slots:
+  ours-off            this server (gunicorn + engine), SPECULATIVE=off
+  ours-ngram          the same with SPECULATIVE=ngram (prompt-lookup drafts, DRAFT_MAX 16)
+  llama-server-off    llama.cpp's own server, built from the llama.cpp the pinned llama-cpp-python vendors
+  llama-server-ngram  the same with --spec-type ngram-mod
+The prompts (bench/_edit_prompts.py) ask for a rewrite with typos fixed, typo fixes, reformatted code and a
+continued list: answers that copy long runs of the prompt. With 1 client the four prompts go one after
+another; with 4 clients each client sends one of them. Greedy, no repeat penalty, the same system prompt.
+
+Answers end naturally (an edit has a natural end, which matters more here than equal lengths), capped by
+--max-tokens. Where the two sides' answers end at different lengths, tokens/s of the generated tokens is
+what is compared; the results say how many tokens each side generated. Rounds interleave the four
+servers (order rotating), so load from anything else on the machine falls on all of them alike; each
+ratio is taken per round and reported as min / median / max with a 95% interval of its median
+(bench/_spread.py). Also counted: per prompt, whether our text with ngram drafts is byte-identical to
+our text without (temperature 0), and the same for llama-server.
+
+    python bench/speculative.py                     # writes bench/results/speculative-<model>.json
+    python bench/speculative.py --rounds 5 --clients 1 --threads 2
+    OMP_WAIT_POLICY=PASSIVE python bench/speculative.py ...   # on a machine busy with other work
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _speculative_report as report  # noqa: E402
+from _edit_prompts import PROMPTS  # noqa: E402
+from _targets import PIN, ROOT, TARGETS, WORK  # noqa: E402
+from concurrency import free_port, post, wait_ready, write_atomic  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+SIDES = ("ours-off", "ours-ngram", "llama-server-off", "llama-server-ngram")
+
+
+class Side:
+    """One server under test, started once and kept up for the whole run."""
+
+    def __init__(self, name: str, args) -> None:
+        import subprocess
+
+        self.name = name
+        self.t = TARGETS["ours-pN" if name.startswith("ours") else "llama-server-pN"]
+        self.t.prepare()
+        port = free_port()
+        argv, env = self.t.command(args.model, port, args)
+        if name == "ours-ngram":
+            env = {**env, "LLAMA_SERVER_SPECULATIVE": "ngram", "LLAMA_SERVER_DRAFT_MAX": str(args.draft_max)}
+        elif name == "ours-off":
+            env = {**env, "LLAMA_SERVER_SPECULATIVE": "off"}
+        elif name == "llama-server-ngram":
+            # This llama.cpp removed --draft-max; ngram-mod has its own cap on drafted tokens.
+            argv = [*argv, "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", args.draft_max]
+        self.log = open(WORK / f"spec-{name}.log", "w")
+        self.proc = subprocess.Popen(
+            [str(a) for a in argv],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        wait_ready(self.base + self.t.ready, self.proc)
+        self.ask(self.t.body("Say hello.", 8))  # warm-up, not measured
+
+    def ask(self, body: dict) -> dict:
+        return post(self.base + self.t.url, body)
+
+    def one(self, prompt: str, max_tokens: int) -> dict:
+        """One request: its text, completion tokens and draft counters (each server's own names)."""
+        r = self.ask(self.t.body(prompt, max_tokens))
+        timings = r.get("timings") or {}
+        if "response" in r:  # ours
+            text, drafted, accepted = r["response"], timings.get("draft_tokens", 0), timings.get("draft_accepted", 0)
+        else:
+            text = r["choices"][0]["message"]["content"]
+            drafted, accepted = timings.get("draft_n", 0), timings.get("draft_n_accepted", 0)
+        return {"text": text, "tokens": self.t.tokens(r), "drafted": drafted or 0, "accepted": accepted or 0}
+
+    def round(self, clients: int, max_tokens: int) -> dict:
+        """1 client: every prompt in turn; N clients: the prompts shared out, each client its own."""
+        names = list(PROMPTS)
+        plan = [names] if clients == 1 else [names[c::clients] for c in range(clients)]
+        answers: dict[str, dict] = {}
+        errors: list[str] = []
+
+        def client(mine: list[str]) -> None:
+            for p in mine:
+                try:
+                    answers[p] = self.one(PROMPTS[p], max_tokens)
+                except Exception as exc:  # noqa: BLE001 - counted in the results
+                    errors.append(f"{p}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=client, args=(m,)) for m in plan]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - t0
+        tokens = sum(a["tokens"] for a in answers.values())
+        return {
+            "server": self.name,
+            "clients": clients,
+            "completion_tokens": tokens,
+            "wall_s": round(wall, 3),
+            "tokens_per_s": round(tokens / wall, 2),
+            "errors": len(errors),
+            "error_text": errors[:4],
+            "drafted": sum(a["drafted"] for a in answers.values()),
+            "accepted": sum(a["accepted"] for a in answers.values()),
+            "per_prompt": {p: {k: a[k] for k in ("tokens", "drafted", "accepted")} for p, a in answers.items()},
+            "texts": {p: a["text"] for p, a in answers.items()},
+        }
+
+    def close(self) -> None:
+        import signal
+        import subprocess
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def bench(args) -> list[dict]:
+    sides: list[Side] = []
+    raw: list[dict] = []
+    try:
+        for name in args.sides:
+            sides.append(Side(name, args))
+        t0 = time.monotonic()
+        for r in range(args.rounds):
+            if r and time.monotonic() - t0 > args.budget_s:
+                print(f"budget of {args.budget_s}s spent: stopping after {r} rounds", flush=True)
+                break
+            for clients in args.clients:
+                k = r % len(sides)
+                for s in sides[k:] + sides[:k]:
+                    row = {"round": r, **s.round(clients, args.max_tokens)}
+                    raw.append(row)
+                    print(
+                        f"round {r}  {row['server']:19} {clients} clients  {row['tokens_per_s']:8.2f} t/s  "
+                        f"{row['completion_tokens']:5} tokens  drafted {row['drafted']:5} accepted "
+                        f"{row['accepted']:5}  errors {row['errors']}",
+                        flush=True,
+                    )
+    finally:
+        for s in sides:
+            s.close()
+    return raw
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, help="GGUF file (default: SmolLM2-135M-Instruct, fetched once)")
+    ap.add_argument("--sides", default=",".join(SIDES), type=lambda t: [s for s in t.split(",") if s])
+    ap.add_argument("--clients", default="1,4", type=lambda t: [int(c) for c in t.split(",")])
+    ap.add_argument("--parallel", type=int, default=4, help="slots on every server")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--budget-s", type=float, default=720, help="start no new round after this many seconds")
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--draft-max", type=int, default=16, help="most drafted tokens per step, both servers")
+    ap.add_argument("--ctx", type=int, default=2048, help="context per slot")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--n-gpu-layers", type=int, default=0)
+    ap.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
+    ap.add_argument("--note", default="", help="a sentence on the conditions (e.g. a shared machine), kept")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--force", action="store_true", help="overwrite existing results")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    unknown = [s for s in args.sides if s not in SIDES]
+    if unknown:
+        print(f"unknown sides {unknown}; choose from {SIDES}", file=sys.stderr)
+        return 2
+    if args.model is None:
+        sys.path.insert(0, str(ROOT))
+        from server.model.files import ensure_smollm2
+
+        args.model = ensure_smollm2()
+    args.model = args.model.resolve()
+    out = args.out or RESULTS / f"speculative-{args.model.stem}.json"
+    if out.exists() and not args.force:
+        print(f"{out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
+        return 1
+    WORK.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()  # other work on the machine skews every column: record it
+    raw = bench(args)
+    summary = report.summarize(raw, args.sides, args.clients)
+    report.print_summary(summary, args.clients)
+    settings = {k: v for k, v in vars(args).items() if k not in ("model", "out", "force", "note")}
+    doc = {
+        "model": args.model.name,
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            # OpenMP threads that spin while waiting starve each other on a busy machine; every side inherits it.
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        },
+        "note": args.note,
+        "llama_cpp_python": PIN,
+        "command": "bench/speculative.py " + " ".join(argv),
+        "settings": {**settings, "rounds_run": max((r["round"] + 1 for r in raw), default=0)},
+        "method": "rounds interleave the sides (order rotating); answers end naturally (capped by max_tokens), "
+        "so tokens/s counts the generated tokens of each side; each ratio is taken per round from that "
+        "round's back-to-back runs; a claim stands where the 95% order-statistic interval of the median "
+        "ratio excludes 1",
+        **summary,
+        "rounds": raw,
+    }
+    write_atomic(out, json.dumps(doc, indent=1).encode())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

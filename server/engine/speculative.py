@@ -1,0 +1,79 @@
+"""Speculative decoding inside continuous batching: which slots draft, and checking their drafts.
+
+Each step, a decoding sequence may append a draft (guessed next tokens from a
+DraftSource, server/engine/drafts.py) after its one token; the decoder evaluates
+all of them in the same llama_decode as every other slot's tokens. `accept`
+then walks the draft: the target's own choice at each position is computed
+exactly as plain decoding would (greedy, with the repeat penalty over the tokens
+before it) and the draft is kept while it agrees; the first disagreement gives
+the target's own token for free. So at temperature 0 the accepted text is the
+text plain decoding produces. Sampled (temperature > 0) and grammar-constrained
+requests do not draft.
+
+Drafting costs compute, which a CPU does not have spare when the batch is full:
+a step's drafts are capped by `max_step_tokens` (decode tokens included), and
+each sequence's draft length follows its measured acceptance (DraftLength).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from server.engine.drafts import DraftLength, DraftSource
+
+
+@dataclass
+class DraftState:
+    """One sequence's speculation: its adaptive length and counters (drafted, accepted)."""
+
+    length: DraftLength
+    draft: tuple[int, ...] = ()
+    drafted: int = 0
+    accepted: int = 0
+
+
+class Speculator:
+    def __init__(self, source: DraftSource, n_max: int, max_step_tokens: int) -> None:
+        self.source, self.n_max, self.max_step_tokens = source, n_max, max_step_tokens
+        self.drafted = self.accepted = 0  # over all sequences, for metrics
+
+    def begin(self, key: int, prompt: Sequence[int]) -> DraftState:
+        self.source.begin(key, prompt)
+        return DraftState(DraftLength(self.n_max))
+
+    def end(self, key: int) -> None:
+        self.source.end(key)
+
+    def plan(self, candidates: Sequence[tuple[int, DraftState, Sequence[int], int]], n_decoding: int) -> None:
+        """Set each candidate's draft for this step. A candidate: (key, state, history, room),
+        room = how many tokens it may still take (max_tokens and context left). The step's
+        budget (max_step_tokens minus the decoding sequences' own tokens) goes first come."""
+        budget = self.max_step_tokens - n_decoding
+        for key, state, history, room in candidates:
+            want = min(state.length.next(), room, budget)
+            state.draft = tuple(self.source.draft(key, history, want)) if want > 0 else ()
+            budget -= len(state.draft)
+
+    def accept(self, state: DraftState, choose: Callable[[int, list[int]], int]) -> list[int]:
+        """The tokens the target emits this step: `choose(i, kept)` is the target's token at
+        draft position i (0 = after the sequence's own token) given the drafted tokens kept
+        so far. Returns the kept draft tokens followed by the target's next own token."""
+        kept: list[int] = []
+        for i, guess in enumerate(state.draft):
+            token = choose(i, kept)
+            if token != guess:
+                return self._done(state, kept, token)
+            kept.append(token)
+        return self._done(state, kept, choose(len(state.draft), kept))
+
+    def _done(self, state: DraftState, kept: list[int], own: int) -> list[int]:
+        n = len(state.draft)
+        if n:
+            state.length.update(n, len(kept))
+            state.drafted += n
+            state.accepted += len(kept)
+            self.drafted += n
+            self.accepted += len(kept)
+        state.draft = ()
+        return [*kept, own]

@@ -1,0 +1,107 @@
+"""JSON Schema -> GBNF: the grammar a constrained answer is generated under.
+
+llama-cpp-python's converter (`llama_cpp.llama_grammar`, the one behind
+`json_schema_to_gbnf`) does the bulk of the work. Around it: every keyword is first
+checked (server/model/schema_check.py: enforced, or refused with its path), and the
+converter is completed where it would let an answer out of its schema:
+  - integer and number bounds (minimum, maximum, exclusive*) as decimal-range
+    grammars (server/model/decimal_range.py); the converter ignores them;
+  - strings without raw control characters, so that json.loads accepts them
+    (the converter's string allows a raw newline);
+  - a list of types keeps the node's other keywords in each alternative, and
+    enum/const values are filtered by the node's type (the converter drops both);
+  - `{}` (no assertion) is any JSON value, not only an object;
+  - email and uri formats, with bounded lengths.
+Whitespace between tokens is bounded as in llama.cpp's own converter (a space, or at
+most two line breaks and 20 spaces or tabs), so a structure never runs on in blank lines.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, BuiltinRule, SchemaConverter
+
+from server.model.decimal_range import as_decimal, number_range
+from server.model.schema_check import ANNOTATIONS, SchemaError, check_schema, json_type_matches, numeric_bounds
+
+__all__ = ["schema_to_gbnf", "SchemaError", "JSON_OBJECT"]
+
+JSON_OBJECT: dict[str, Any] = {"type": "object"}  # any JSON object: OpenAI's json_object, Ollama's "json"
+SAFE_CHAR = BuiltinRule(r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', [])
+LABEL = "[a-z0-9] ([a-z0-9-]{0,18} [a-z0-9])?"  # a DNS label, at most 20 characters
+EXTRA_FORMATS = {
+    "email": f'[A-Za-z0-9_+-]{{1,16}} ("." [A-Za-z0-9_+-]{{1,16}}){{0,2}} "@" {LABEL} ("." {LABEL}){{0,2}} "." '
+    "[a-z]{2,8}",
+    "uri": f'"http" "s"? "://" {LABEL} ("." {LABEL}){{0,3}} ("/" [A-Za-z0-9._~%-]{{1,32}}){{0,4}}',
+}
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+# Between tokens: nothing, a space, or a line break and indentation, as llama.cpp's own converter
+# has it. Models like to indent JSON; refusing every line break (the Python converter's `" "?`)
+# makes the grammar refuse the model's first choice far more often, and each refusal costs a mask.
+SPACE = '| " " | "\\n"{1,2} [ \\t]{0,20}'
+
+
+def schema_to_gbnf(schema: Any) -> str:
+    """The GBNF grammar (root rule `root`) of the JSON texts valid under `schema`; SchemaError
+    (with the path of the keyword) for a schema we cannot enforce."""
+    check_schema(schema)
+    converter = _Converter()
+    try:
+        resolved = converter.resolve_refs(copy.deepcopy(schema), "schema")
+        converter.visit(resolved, "")
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SchemaError("", f"the schema cannot be turned into a grammar: {exc}") from None
+    return converter.format_grammar()
+
+
+class _Converter(SchemaConverter):
+    """llama-cpp-python's converter with the additions listed in the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        self._rules["space"] = SPACE
+
+    def _add_primitive(self, name: str, rule: BuiltinRule) -> str:
+        return super()._add_primitive(name, SAFE_CHAR if rule is PRIMITIVE_RULES["char"] else rule)
+
+    def visit(self, schema: Any, name: str) -> str:
+        rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+        if schema is True or not (set(schema) - ANNOTATIONS):
+            return self._add_rule(rule_name, self._add_primitive("value", PRIMITIVE_RULES["value"]))
+        if "allOf" in schema:  # exactly one item (checked): it is the schema
+            return self.visit(schema["allOf"][0], name)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            alternatives = [{**schema, "type": t} for t in kind if _has_value(schema, t)]
+            if len(alternatives) == 1:
+                return self.visit(alternatives[0], name)
+            return self._add_rule(rule_name, self._generate_union_rule(name, alternatives))
+        if "enum" in schema or "const" in schema:
+            values = schema["enum"] if "enum" in schema else [schema["const"]]
+            kept = [v for v in values if kind is None or json_type_matches(v, kind)]
+            return self._add_rule(rule_name, " | ".join(self._generate_constant_rule(v) for v in kept))
+        if kind in ("integer", "number") and any(schema.get(k) is not None for k in BOUNDS):
+            bounds = {k: as_decimal(schema[k]) for k in BOUNDS if schema.get(k) is not None}
+            lo, lo_incl, hi, hi_incl = numeric_bounds(bounds)
+            expr = number_range(lo, lo_incl, hi, hi_incl, kind == "integer", self._add_rule, rule_name)
+            return self._add_rule(rule_name, expr + " space")
+        fmt = schema.get("format")
+        if kind in (None, "string") and fmt in EXTRA_FORMATS:
+            inner = self._add_rule(fmt, EXTRA_FORMATS[fmt])
+            return self._add_rule(rule_name, f'"\\"" {inner} "\\"" space')
+        return super().visit(schema, name)
+
+    def _generate_constant_rule(self, value: Any) -> str:
+        # ensure_ascii: a non-ASCII value is written with \u escapes, which every JSON reader takes.
+        return self._format_literal(json.dumps(value))
+
+
+def _has_value(schema: dict[str, Any], kind: str) -> bool:
+    """Whether the alternative of type `kind` of a multi-type node can have any value."""
+    if "enum" not in schema and "const" not in schema:
+        return True
+    values = schema["enum"] if "enum" in schema else [schema["const"]]
+    return any(json_type_matches(v, kind) for v in values)

@@ -133,6 +133,7 @@ class BatchDecoder:
             # Read during loading only; the array must live until then.
             split = (ctypes.c_float * lc.LLAMA_MAX_DEVICES)(*cfg.tensor_split)
             mparams.tensor_split = split
+        invariance.prepare(cfg)
         if invariance.applies(cfg):
             invariance.model_params(mparams)
         model = _internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=cfg.verbose)

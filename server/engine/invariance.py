@@ -41,10 +41,32 @@ MAX_ROWS = FA_TILE_ROWS - 1
 LONE_ROW_MIN_POS = 256
 
 
+def applies(cfg) -> bool:
+    """Whether a decoder with DecoderConfig `cfg` shapes its batches for invariance: asked for,
+    and on the CPU (with layers on a GPU, the GPU's kernels decide)."""
+    return bool(cfg.batch_invariant) and cfg.n_gpu_layers == 0
+
+
+TILED_MM = "GGML_CPU_TILED_MM"
+_OWN_TILED_MM = TILED_MM not in os.environ  # an explicit setting is the operator's, never changed here
+
+
 def configure_process() -> None:
-    """Turn ggml-cpu's tiled K-quant matmul off; it reads the variable once, at the first matmul
-    of the process, so this runs when the decoder module is imported. An explicit setting wins."""
-    os.environ.setdefault("GGML_CPU_TILED_MM", "0")
+    """Turn ggml-cpu's tiled K-quant matmul off. ggml reads the variable once, when the process
+    creates its first context; so this runs when the decoder module is imported, before any
+    llama.cpp context exists (a test session may make several), and `prepare` undoes it for
+    a server started with BATCH_INVARIANT=off."""
+    if _OWN_TILED_MM:
+        os.environ[TILED_MM] = "0"
+
+
+def prepare(cfg) -> None:
+    """Before the decoder's context is created: the kernel setting its config asks for."""
+    if _OWN_TILED_MM:
+        if applies(cfg):
+            os.environ[TILED_MM] = "0"
+        else:
+            os.environ.pop(TILED_MM, None)
 
 
 def model_params(mparams) -> None:

@@ -1,6 +1,6 @@
 """What one decode step feeds llama.cpp: each running sequence's rows, chosen before any is written.
 
-Every decoding sequence gives its next token; waiting prompts share `prefill_chunk`
+Every decoding sequence gives its next token (and its draft); waiting prompts share `prefill_chunk`
 tokens per step while others decode (the whole batch when none does), at most
 `max_rows` each. Rows go into the batch by slot, so the ubatches llama.cpp makes of
 it hold runs of neighbouring slots (server/engine/invariance.py).
@@ -23,13 +23,18 @@ class Feed:
     seq: object  # the Sequence
     pos: int  # position of the first row
     tokens: list[int]
-    logits: bool  # the last row's logits are wanted (a next token is sampled from them)
+    n_out: int  # the last rows whose logits are wanted: 1 to sample a next token, more to verify a draft
 
 
 def plan(running: list, n_batch: int, prefill_chunk: int, max_rows: int) -> list[Feed]:
-    """This step's rows for `running` (Sequence objects), in slot order."""
-    feeds = [Feed(s, s.n_past, [s.next_token], True) for s in running if s.state == DECODING]
-    n = len(feeds)
+    """This step's rows for `running` (Sequence objects), in slot order. A decoding sequence
+    gives its next token and its draft, if it has one (server/engine/speculative.py)."""
+    feeds = []
+    for s in running:
+        if s.state == DECODING:
+            tokens = [s.next_token, *s.spec.draft] if s.spec is not None else [s.next_token]
+            feeds.append(Feed(s, s.n_past, tokens, len(tokens)))
+    n = sum(len(f.tokens) for f in feeds)
     # While others decode, prompts get only `prefill_chunk` tokens per step so their streams
     # keep advancing; alone, they may fill the whole batch.
     budget = min(n_batch - n, prefill_chunk if n else n_batch)
@@ -38,7 +43,7 @@ def plan(running: list, n_batch: int, prefill_chunk: int, max_rows: int) -> list
         if k <= 0:
             break
         end = seq.n_past + k
-        feeds.append(Feed(seq, seq.n_past, seq.prompt[seq.n_past : end], end == len(seq.prompt)))
+        feeds.append(Feed(seq, seq.n_past, seq.prompt[seq.n_past : end], int(end == len(seq.prompt))))
         budget -= k
     feeds.sort(key=lambda f: f.seq.slot.id)
     return feeds
@@ -59,6 +64,6 @@ def shape(feeds: list[Feed], n_ubatch: int, max_rows: int) -> None:
         if len(f.tokens) < max_rows:
             f.pos -= 1
             f.tokens.insert(0, f.seq.slot.cached[f.pos])
-        else:
+        else:  # only a prompt chunk is this long: it has no draft
             f.tokens.pop()
-            f.logits = False
+            f.n_out = 0

@@ -2,13 +2,15 @@
 
 llama.cpp's CPU backend picks kernels by batch shape, and two kernels add a row's terms in
 different orders, so the same token can get logits that differ in the last bits, and a greedy
-near-tie flips ("Why" / "why"). Measured on the pinned llama.cpp (tests/server/test_invariance.py):
+near-tie flips ("Why" / "why"). What the pinned llama.cpp does (read in its source and probed; the
+end-to-end property is tested in tests/server/test_invariance.py):
 
 - Weights repacked at load ("extra buffer types": Q4_K, Q6_K, Q4_0... on AVX2 and up) are
   multiplied four rows at a time by one kernel and the remaining rows by another, so a row's
   result depends on its place in the ubatch. -> Not repacked (`model_params`).
 - Unrepacked K-quant weights take a tiled kernel from 8 rows up and a dot product below.
-  -> Tiled matmul off for the process (`configure_process`); the dot product serves every size.
+  -> Tiled matmul off for the process (`configure_process`, `prepare`); the dot product serves
+  every size.
 - Flash attention runs each query row through the same loop over the KV cells, except when
   one sequence has 64 or more rows in a ubatch (a tiled f32 GEMM) or when a single row is
   alone in its ubatch and the KV view has 512 or more cells (the cells are split across
@@ -26,7 +28,8 @@ the same order).
 
 Not covered: GPU backends (their own kernel choices), flash attention off (its KQ product
 takes the llamafile GEMM from two rows and a dot product for one), and f16/f32 weight
-matrices (the same GEMM and dot product disagree there).
+matrices (the same GEMM and dot product disagree there). BATCH_INVARIANT=off leaves every
+kernel choice to llama.cpp again.
 """
 
 from __future__ import annotations

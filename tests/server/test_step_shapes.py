@@ -45,9 +45,9 @@ def test_a_lone_row_counts_only_far_into_the_context():
     assert invariance.lone_rows([0, 1], [FAR, FAR], 512) == []
 
 
-def feed(slot: int, pos: int, k: int, logits: bool = True) -> stepplan.Feed:
+def feed(slot: int, pos: int, k: int, n_out: int = 1) -> stepplan.Feed:
     seq = SimpleNamespace(slot=SimpleNamespace(id=slot, cached=list(range(1000, 1000 + pos))))
-    return stepplan.Feed(seq, pos, [7] * k, logits)
+    return stepplan.Feed(seq, pos, [7] * k, n_out)
 
 
 def lone(feeds) -> list[int]:
@@ -60,7 +60,7 @@ def test_a_lone_decoder_far_in_recomputes_its_previous_token():
     feeds = [feed(0, 300, 1)]
     stepplan.shape(feeds, 512, MAX_ROWS)
     assert (feeds[0].pos, feeds[0].tokens) == (299, [1299, 7])
-    assert feeds[0].logits and lone(feeds) == []
+    assert feeds[0].n_out == 1 and lone(feeds) == []
 
 
 def test_a_lone_decoder_near_the_start_is_left_alone():
@@ -70,7 +70,7 @@ def test_a_lone_decoder_near_the_start_is_left_alone():
 
 
 def test_a_prompt_chunk_leaving_one_row_behind_takes_one_more():
-    feeds = [feed(0, 400, 1), feed(1, 300, 2, logits=False)]
+    feeds = [feed(0, 400, 1), feed(1, 300, 2, n_out=0)]
     assert lone(feeds) == [1]
     stepplan.shape(feeds, 512, MAX_ROWS)
     assert lone(feeds) == [] and (feeds[1].pos, len(feeds[1].tokens)) == (299, 3)
@@ -79,7 +79,7 @@ def test_a_prompt_chunk_leaving_one_row_behind_takes_one_more():
 def test_a_full_chunk_leaving_one_row_behind_gives_one_back():
     feeds = [feed(0, 400, MAX_ROWS - 1), feed(1, 300, MAX_ROWS)]
     stepplan.shape(feeds, 512, MAX_ROWS)
-    assert lone(feeds) == [] and len(feeds[1].tokens) == MAX_ROWS - 1 and not feeds[1].logits
+    assert lone(feeds) == [] and len(feeds[1].tokens) == MAX_ROWS - 1 and feeds[1].n_out == 0
 
 
 def test_no_mix_of_decoders_and_prompts_keeps_a_lone_far_row():

@@ -231,6 +231,9 @@ class Settings:
     )
     prefill_chunk: int = setting(128, _int, _at_least(1), "prompt tokens per step while other requests are generating")
     prefix_cache: bool = setting(True, _bool, None, "idle slots keep their prompt for reuse by the next request")
+    batch_invariant: bool = setting(
+        True, _bool, None, "CPU: a request's logits never depend on what else is decoded (README: guarantees)"
+    )
     cache_ram: int | str = setting(
         "auto",
         _auto_or_int,

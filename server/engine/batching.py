@@ -27,7 +27,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals, _logger
 
-from server.engine import vocabtext
+from server.engine import invariance, stepplan, vocabtext
 from server.engine.constrained import ConstrainedSampler, GrammarStuck
 from server.engine.decoder_types import (
     DecodeError,
@@ -60,6 +60,7 @@ from server.engine.speculative import DraftState, Speculator
 from server.engine.vocab_index import VocabIndex
 
 log = logging.getLogger(__name__)
+invariance.configure_process()  # before any context exists: ggml reads it once
 
 __all__ = [
     "BatchDecoder",
@@ -115,6 +116,11 @@ class BatchDecoder:
         self._index: VocabIndex | None = None  # see vocab_index_
         self._index_lock = threading.Lock()
         self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
+        # Batch-invariant shapes (server/engine/invariance.py): CPU only, the GPU kernels differ.
+        self._invariant = invariance.applies(cfg)
+        self._max_rows = invariance.MAX_ROWS if self._invariant else cfg.n_batch
+        self._n_ubatch = lc.llama_n_ubatch(self._c)
+        self._feeds: list[stepplan.Feed] = []
 
     @classmethod
     def load(cls, model_path: str | Path, **settings: Any) -> "BatchDecoder":
@@ -127,6 +133,9 @@ class BatchDecoder:
             # Read during loading only; the array must live until then.
             split = (ctypes.c_float * lc.LLAMA_MAX_DEVICES)(*cfg.tensor_split)
             mparams.tensor_split = split
+        invariance.prepare(cfg)
+        if invariance.applies(cfg):
+            invariance.model_params(mparams)
         model = _internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=cfg.verbose)
         ctx = _internals.LlamaContext(model=model, params=context_params(cfg), verbose=cfg.verbose)
         per_seq = lc.llama_n_ctx_seq(ctx.ctx)
@@ -267,14 +276,13 @@ class BatchDecoder:
         rc = lc.llama_decode(self._c, self._batch.batch)
         if rc == 1 and self._table.evict_idle():  # unified KV: idle caches may fill it
             rc = lc.llama_decode(self._c, self._batch.batch)
-        batched = [s.seq for s in self._slots if s.seq is not None and s.seq.n_feed]
         if rc != 0:
-            for seq in batched:
-                self._finish(seq, "error")
+            for f in self._feeds:
+                self._finish(f.seq, "error")
             raise DecodeError(f"llama_decode failed (code {rc})")
-        for seq in batched:
-            self._after_decode(seq)
-        self._stats.record(n, len(batched))
+        for f in self._feeds:
+            self._after_decode(f)
+        self._stats.record(n, len(self._feeds))
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:
         """Step until every queued sequence has finished; returns the number of steps."""
@@ -324,42 +332,40 @@ class BatchDecoder:
         return ConstrainedSampler(grammar, params, self._n_vocab, eog, self._pieces, self._candidates, index)
 
     def _fill_batch(self) -> int:
-        """Write this step's tokens into the batch: decode tokens first, then prompt chunks."""
-        cfg, n = self.cfg, 0
+        """Write this step's rows into the batch (which rows: server/engine/stepplan.py)."""
         running = [s.seq for s in self._slots if s.seq is not None]
         self._plan_drafts(running)
         for seq in running:
+            seq.i_batch = -1
+        cfg = self.cfg
+        self._feeds = feeds = stepplan.plan(running, cfg.n_batch, cfg.prefill_chunk, self._max_rows)
+        if self._invariant:
+            stepplan.shape(feeds, self._n_ubatch, self._max_rows)
+        n = 0
+        for f in feeds:
+            seq, k = f.seq, len(f.tokens)
             assert seq.slot is not None  # every running sequence holds one
-            seq.n_feed, seq.i_batch = 0, -1
-            if seq.state == DECODING:
-                # Its next token, then its draft (if any), every position with logits to verify it.
-                tokens = (seq.next_token, *seq.spec.draft) if seq.spec is not None else (seq.next_token,)
-                end = n + len(tokens)
-                self._tok[n:end] = tokens
-                self._pos[n:end] = np.arange(seq.n_past, seq.n_past + len(tokens), dtype=np.int32)
-                self._logits[n:end] = 1
-                for i in range(n, end):
-                    self._seq_ids[i][0] = seq.slot.id
-                seq.n_feed, seq.i_batch, n = len(tokens), n, end
-        # While others decode, a prompt gets only `prefill_chunk` tokens per step so
-        # their streams keep advancing; alone it may fill the whole batch.
-        budget = min(cfg.n_batch - n, cfg.prefill_chunk if n else cfg.n_batch)
-        for seq in sorted((s for s in running if s.state == PREFILL), key=lambda s: s.id):
-            assert seq.slot is not None
-            k = min(budget, len(seq.prompt) - seq.n_past)
-            if k <= 0:
-                break
+            if f.pos < seq.n_past:  # recomputing cells it holds: drop them first
+                self._rewind(seq, f.pos)
             end = n + k
-            self._tok[n:end] = seq.prompt[seq.n_past : seq.n_past + k]
-            self._pos[n:end] = np.arange(seq.n_past, seq.n_past + k, dtype=np.int32)
+            self._tok[n:end] = f.tokens
+            self._pos[n:end] = np.arange(f.pos, f.pos + k, dtype=np.int32)
             self._logits[n:end] = 0
+            self._logits[end - f.n_out : end] = 1
             for i in range(n, end):
                 self._seq_ids[i][0] = seq.slot.id
-            if seq.n_past + k == len(seq.prompt):
-                self._logits[end - 1], seq.i_batch = 1, end - 1
-            seq.n_feed, n, budget = k, end, budget - k
+            if f.n_out:
+                seq.i_batch = end - f.n_out
+            n = end
         self._batch.batch.n_tokens = n
         return n
+
+    def _rewind(self, seq: Sequence, pos: int) -> None:
+        """Forget `seq`'s cells from `pos` on; they are about to be computed again."""
+        assert seq.slot is not None
+        lc.llama_memory_seq_rm(self._mem, seq.slot.id, pos, -1)
+        del seq.slot.cached[pos:]
+        seq.n_past, seq.n_cached = pos, min(seq.n_cached, pos)
 
     def _plan_drafts(self, running: list[Sequence]) -> None:
         """Drafts for this step's decoding sequences (none while a prompt is being evaluated:
@@ -383,16 +389,13 @@ class BatchDecoder:
         """How many drafted tokens `seq` could still use: answer length and context left."""
         return min(seq.params.max_tokens - seq.n_generated - 1, self.cfg.n_ctx_per_seq - seq.n_past - 2)
 
-    def _after_decode(self, seq: Sequence) -> None:
+    def _after_decode(self, feed: stepplan.Feed) -> None:
+        seq = feed.seq
         if seq.state == DECODING and seq.spec is not None and seq.spec.draft:
-            return self._after_verify(seq)
-        slot = seq.slot
-        assert slot is not None
-        if seq.state == DECODING:
-            slot.cached.append(seq.next_token)
-        else:
-            slot.cached.extend(seq.prompt[seq.n_past : seq.n_past + seq.n_feed])
-        seq.n_past += seq.n_feed
+            return self._after_verify(seq, feed)
+        assert seq.slot is not None
+        seq.slot.cached.extend(feed.tokens)
+        seq.n_past = feed.pos + len(feed.tokens)
         if seq.i_batch >= 0:
             try:
                 token = self._sample(seq)
@@ -401,11 +404,13 @@ class BatchDecoder:
                 return self._finish(seq, "stop")
             self._on_token(seq, token)
 
-    def _after_verify(self, seq: Sequence) -> None:
+    def _after_verify(self, seq: Sequence, feed: stepplan.Feed) -> None:
         """Keep the longest prefix of `seq`'s draft the target agrees with, plus the target's
         own next token; drop the rejected draft's KV cells."""
-        slot, spec, speculator, base = seq.slot, seq.spec, self._spec, seq.n_past
+        slot, spec, speculator = seq.slot, seq.spec, self._spec
         assert slot is not None and spec is not None and speculator is not None  # only called with a draft
+        base = feed.pos + len(feed.tokens) - feed.n_out  # the next token's position
+        slot.cached.extend(feed.tokens[: len(feed.tokens) - feed.n_out])  # rows recomputed before it
         draft = spec.draft
         out = speculator.accept(spec, lambda i, kept: self._sample(seq, seq.i_batch + i, kept))
         kept = len(out) - 1

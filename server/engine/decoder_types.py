@@ -47,6 +47,7 @@ class DecoderConfig:
     kv_unified: bool = False  # False: each slot its own KV stream (llama-server's -np N default)
     prefix_cache: bool = True  # idle slots keep their tokens for prefix reuse
     cache_ram_mib: int = 2048  # RAM for prompt states that slots gave up (0: none)
+    batch_invariant: bool = True  # CPU: a token's logits never depend on the batch (server/engine/invariance.py)
     speculative: str = "off"  # off | ngram | draft (a draft model, draft_model)
     draft_max: int = 16  # most tokens drafted for one sequence in one step
     draft_step_tokens: int = 24  # most tokens in a step with drafts (decode tokens included)

@@ -81,6 +81,7 @@ def decoder_settings(settings: Settings, plan: ParallelPlan) -> dict[str, Any]:
         type_k=settings.kv_cache_type,
         type_v=settings.kv_cache_type,
         prefix_cache=settings.prefix_cache,
+        batch_invariant=settings.batch_invariant,
         cache_ram_mib=cache_ram_mib(settings, plan),
         speculative=settings.speculative,
         draft_max=settings.draft_max,

@@ -39,7 +39,6 @@ class Sequence:
         "state",
         "slot",
         "n_past",
-        "n_feed",
         "i_batch",
         "next_token",
         "tokens",
@@ -67,7 +66,7 @@ class Sequence:
         self, seq_id: int, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]
     ) -> None:
         self.id, self.prompt, self.params, self.on_event = seq_id, prompt, params, on_event
-        self.state, self.slot, self.n_past, self.n_feed, self.i_batch = WAITING, None, 0, 0, -1
+        self.state, self.slot, self.n_past, self.i_batch = WAITING, None, 0, -1
         self.next_token, self.n_generated, self.n_cached, self.chain = -1, 0, 0, None
         self.constraint = None  # constrained.ConstrainedSampler when the request has a grammar
         self.before = None  # logprobs.Before of the token being sampled, when logprobs were asked for

@@ -35,6 +35,9 @@ kernel choice to llama.cpp again.
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from server.engine.decoder_types import DecoderConfig
 
 # ggml-cpu's flash attention switches to its tiled path at this many query rows of one sequence.
 FA_TILE_ROWS = 64
@@ -44,7 +47,7 @@ MAX_ROWS = FA_TILE_ROWS - 1
 LONE_ROW_MIN_POS = 256
 
 
-def applies(cfg) -> bool:
+def applies(cfg: DecoderConfig) -> bool:
     """Whether a decoder with DecoderConfig `cfg` shapes its batches for invariance: asked for,
     and on the CPU (with layers on a GPU, the GPU's kernels decide)."""
     return bool(cfg.batch_invariant) and cfg.n_gpu_layers == 0
@@ -63,7 +66,7 @@ def configure_process() -> None:
         os.environ[TILED_MM] = "0"
 
 
-def prepare(cfg) -> None:
+def prepare(cfg: DecoderConfig) -> None:
     """Before the decoder's context is created: the kernel setting its config asks for."""
     if _OWN_TILED_MM:
         if applies(cfg):
@@ -72,7 +75,7 @@ def prepare(cfg) -> None:
             os.environ.pop(TILED_MM, None)
 
 
-def model_params(mparams) -> None:
+def model_params(mparams: Any) -> None:
     """Keep the weights as stored: no repacking into the row-grouped CPU layouts."""
     mparams.use_extra_bufts = False
 

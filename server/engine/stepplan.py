@@ -15,18 +15,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.engine import invariance
-from server.engine.sequence import DECODING, PREFILL
+from server.engine.sequence import DECODING, PREFILL, Sequence
+from server.engine.slots import Slot
 
 
 @dataclass
 class Feed:
-    seq: object  # the Sequence
+    seq: Sequence
     pos: int  # position of the first row
     tokens: list[int]
     n_out: int  # the last rows whose logits are wanted: 1 to sample a next token, more to verify a draft
 
+    @property
+    def slot(self) -> Slot:
+        assert self.seq.slot is not None  # only running sequences are fed
+        return self.seq.slot
 
-def plan(running: list, n_batch: int, prefill_chunk: int, max_rows: int) -> list[Feed]:
+
+def plan(running: list[Sequence], n_batch: int, prefill_chunk: int, max_rows: int) -> list[Feed]:
     """This step's rows for `running` (Sequence objects), in slot order. A decoding sequence
     gives its next token and its draft, if it has one (server/engine/speculative.py)."""
     feeds = []
@@ -45,7 +51,7 @@ def plan(running: list, n_batch: int, prefill_chunk: int, max_rows: int) -> list
         end = seq.n_past + k
         feeds.append(Feed(seq, seq.n_past, seq.prompt[seq.n_past : end], int(end == len(seq.prompt))))
         budget -= k
-    feeds.sort(key=lambda f: f.seq.slot.id)
+    feeds.sort(key=lambda f: f.slot.id)
     return feeds
 
 
@@ -53,9 +59,9 @@ def shape(feeds: list[Feed], n_ubatch: int, max_rows: int) -> None:
     """Give every row that would be alone in its ubatch at a far position a neighbour from its
     own sequence: the token before its first row (or, for a sequence already at `max_rows`,
     one row less, so the ubatch before takes all of it). Changes `feeds` in place."""
-    by_slot = {f.seq.slot.id: f for f in feeds}
+    by_slot = {f.slot.id: f for f in feeds}
     for _ in range(4 * len(feeds)):
-        seqs = [f.seq.slot.id for f in feeds for _ in f.tokens]
+        seqs = [f.slot.id for f in feeds for _ in f.tokens]
         positions = [f.pos + j for f in feeds for j in range(len(f.tokens))]
         lone = invariance.lone_rows(seqs, positions, n_ubatch)
         if not lone:
@@ -63,7 +69,7 @@ def shape(feeds: list[Feed], n_ubatch: int, max_rows: int) -> None:
         f = by_slot[lone[0]]
         if len(f.tokens) < max_rows:
             f.pos -= 1
-            f.tokens.insert(0, f.seq.slot.cached[f.pos])
+            f.tokens.insert(0, f.slot.cached[f.pos])
         else:  # only a prompt chunk is this long: it has no draft
             f.tokens.pop()
             f.n_out = 0

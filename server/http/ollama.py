@@ -25,6 +25,7 @@ from server.errors import InvalidRequest, ServerError
 from server.http import ollama_models as models
 from server.http.body import json_body
 from server.http.ollama_schema import NAMES, validate_ollama
+from server.http.ollama_tools import ToolReply
 from server.http.state import app_state, submit
 from server.http.streaming import EventStream, client_gone_check, collect
 
@@ -89,11 +90,24 @@ def _answer(kind: str):
         state.engine.check_ready()
         return jsonify({**_head(call.model), **wrap(""), "done": True, "done_reason": "load"})
     generation = submit(call.request, NAMES)
+    reply = ToolReply() if call.request.uses_tools else None
     if call.request.stream:
-        lines = Lines(call.model, wrap, started)
+        lines = Lines(call.model, wrap, started, reply)
         return Response(EventStream(generation, lines.render, _error_line), mimetype="application/x-ndjson")
     text, done = collect(generation, client_gone_check(request.environ))
-    return jsonify(_final(call.model, wrap(text), done, started))
+    if reply is None:
+        return jsonify(_final(call.model, wrap(text), done, started))
+    content = reply.content(text)
+    rest, calls = reply.finish()
+    return jsonify(_final(call.model, _with_calls(content + rest, calls), done, started))
+
+
+def _with_calls(content: str, calls: list[dict]) -> dict:
+    """A chat message with the answer's tool calls, Ollama's shape (only chat has tools)."""
+    message: dict = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return {"message": message}
 
 
 def _head(model: str) -> dict:
@@ -118,17 +132,27 @@ def _final(model: str, text: dict, done: Done, started: int) -> dict:
 
 
 class Lines:
-    """The engine's events as Ollama's NDJSON: one object per text delta, then the final one."""
+    """The engine's events as Ollama's NDJSON: one object per text delta, then the final one.
+    With tools, a call comes whole in one object before the final one, as Ollama sends it."""
 
-    def __init__(self, model: str, wrap: Wrap, started: int):
-        self.model, self.wrap, self.started = model, wrap, started
+    def __init__(self, model: str, wrap: Wrap, started: int, reply: ToolReply | None = None):
+        self.model, self.wrap, self.started, self.reply = model, wrap, started, reply
 
     def render(self, generation: Generation) -> Iterator[str]:
         for event in generation:
             if isinstance(event, Delta):
-                yield _line({**_head(self.model), **self.wrap(event.text), "done": False})
-            else:
-                yield _line(_final(self.model, self.wrap(""), event, self.started))
+                text = self.reply.content(event.text) if self.reply else event.text
+                if text:
+                    yield self._piece(self.wrap(text))
+                continue
+            if self.reply:
+                content, calls = self.reply.finish()
+                if content or calls:
+                    yield self._piece(_with_calls(content, calls))
+            yield _line(_final(self.model, self.wrap(""), event, self.started))
+
+    def _piece(self, text: dict) -> str:
+        return _line({**_head(self.model), **text, "done": False})
 
 
 def _line(payload: dict) -> str:

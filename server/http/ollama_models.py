@@ -95,7 +95,7 @@ def show(engine, settings) -> dict:
         "template": template or label,
         "details": entry(engine)["details"],
         "model_info": info,
-        "capabilities": ["completion"],
+        "capabilities": ["completion", "tools"],  # tools: any model, in the generic format (server/model/tools.py)
         "modified_at": timestamp(stat.st_mtime),
     }
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.engine.request import Grammar, Message, Request
+from server.engine.request import Grammar, Message, Request, ToolChoice
 from server.errors import InvalidRequest
 from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_json_schema, check_stop, sampling
+from server.http.ollama_tools import Results, calls_of
+from server.http.openai_tools import tools_of
 
 NUMBER, INT, BOOL = Limit((int, float)), Limit(int), Limit(bool)
 # Each option the engine honours -> the row of the shared table that limits it.
@@ -65,7 +67,7 @@ FIELDS = {
         "context": Limit(list),
     },
 }
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 # The engine's field names as Ollama's users know them.
 NAMES = {"messages": "messages", "query": "prompt", "schema": "format"}
 
@@ -95,12 +97,23 @@ def validate_ollama(kind: str, body: Any, settings) -> OllamaCall:
     messages = _chat_messages(body) if kind == "chat" else _generate_messages(body)
     model, stream = body["model"], body.get("stream") is not False  # Ollama streams unless told not to
     grammar = _format(body.get("format"))
+    tools = tools_of(body["tools"]) if body.get("tools") else ()
     if messages is None:
         return OllamaCall(model, None)
     params = replace(sampling(values), repeat_last_n=values["repeat_last_n"])
     if isinstance(messages, str):  # raw: the prompt as written, no template
         return OllamaCall(model, Request(prompt=messages, sampling=params, stream=stream, grammar=grammar))
-    return OllamaCall(model, Request(messages=tuple(messages), sampling=params, stream=stream, grammar=grammar))
+    return OllamaCall(
+        model,
+        Request(
+            messages=tuple(messages),
+            sampling=params,
+            stream=stream,
+            grammar=grammar,
+            tools=tools,
+            tool_choice=ToolChoice("auto" if tools else "none"),  # Ollama has no tool_choice: the model decides
+        ),
+    )
 
 
 def _format(value: Any) -> Grammar | None:
@@ -117,8 +130,6 @@ def _format(value: Any) -> Grammar | None:
 
 def _refuse_unsupported(body: dict) -> None:
     """Fields whose feature the engine lacks: accepted only when they ask for nothing."""
-    if body.get("tools"):
-        raise InvalidRequest("'tools' (tool calling) is not supported yet", "tools")
     if body.get("think") not in (None, False):
         raise InvalidRequest(f"'{body['model']}' does not support thinking", "think")
     if body.get("logprobs") or body.get("top_logprobs"):
@@ -174,16 +185,14 @@ def _num_predict(value: Any, settings) -> int:
 
 
 def _chat_messages(body: dict) -> list[Message] | None:
-    items = body.get("messages") or []
-    return [_message(i, m) for i, m in enumerate(items)] or None
+    items, results = body.get("messages") or [], Results()
+    return [_message(i, m, results) for i, m in enumerate(items)] or None
 
 
-def _message(i: int, item: Any) -> Message:
+def _message(i: int, item: Any, results: Results) -> Message:
     where = f"messages[{i}]"
     if not isinstance(item, dict) or not isinstance(item.get("role"), str):
         raise InvalidRequest(f"'{where}' must be an object with 'role' and 'content'", where)
-    if item["role"] == "tool" or item.get("tool_calls") or item.get("tool_name"):
-        raise InvalidRequest(f"'{where}': tool calling is not supported yet", where)
     if item["role"] not in ROLES:
         raise InvalidRequest(f"'{where}.role' must be one of {', '.join(ROLES)}", f"{where}.role")
     if item.get("images"):
@@ -194,6 +203,14 @@ def _message(i: int, item: Any) -> Message:
         raise InvalidRequest(f"unknown field '{where}.{extra[0]}'", f"{where}.{extra[0]}")
     content = item.get("content") or ""
     check(f"{where}.content", content, LIMITS["content"])
+    if item["role"] == "tool":
+        return results.result(where, item, content)
+    if item.get("tool_calls"):
+        if item["role"] != "assistant":
+            raise InvalidRequest(f"only an assistant message has '{where}.tool_calls'", f"{where}.tool_calls")
+        calls = calls_of(f"{where}.tool_calls", item["tool_calls"])
+        results.called(calls)
+        return Message("assistant", content, tool_calls=calls)
     return Message(item["role"], content)
 
 

@@ -108,7 +108,7 @@ def test_show_describes_the_model(client):
     shown = client.show(NAME)
     assert shown.modelinfo["general.architecture"] == "llama" and shown.modelinfo["llama.block_count"] == 30
     assert shown.modelinfo["tokenizer.ggml.tokens"] == []  # arrays left out, as Ollama does unless verbose
-    assert "<|im_start|>" in shown.template and shown.capabilities == ["completion"]
+    assert "<|im_start|>" in shown.template and shown.capabilities == ["completion", "tools"]
     assert shown.license == "apache-2.0" and "num_ctx" in shown.parameters
 
 
@@ -129,3 +129,56 @@ def test_errors_over_http_have_ollamas_shape(base):
     assert r.status_code == 400 and list(r.json()) == ["error"]
     r = requests.post(f"{base}/api/chat", data=b"{}", timeout=5)  # not declared JSON: what a page elsewhere sends
     assert r.status_code == 415 and list(r.json()) == ["error"]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"type": "string", "enum": ["C", "F"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+WEATHER_QUESTION = [{"role": "user", "content": "Use the tool: what is the weather in Paris?"}]
+TOOL_GREEDY = {"temperature": 0, "num_predict": 48, "repeat_penalty": 1.0}
+
+
+def test_a_tool_round_trip(client):
+    """The model calls the tool (arguments as an object, valid against its parameters), the program
+    answers with a `tool` message naming the tool, and the model replies in words."""
+    first = client.chat(model=NAME, messages=WEATHER_QUESTION, tools=[WEATHER], options=TOOL_GREEDY)
+    (call,) = first.message.tool_calls
+    assert call.function.name == "get_weather" and first.done_reason == "stop"
+    assert set(call.function.arguments) == {"city", "unit"} and call.function.arguments["unit"] in ("C", "F")
+    assert first.message.content == ""
+    history = [
+        *WEATHER_QUESTION,
+        first.message,
+        {"role": "tool", "tool_name": "get_weather", "content": "18 C and sunny"},
+    ]
+    reply = client.chat(model=NAME, messages=history, options={**TOOL_GREEDY, "num_predict": 24})
+    assert reply.message.content.strip() and not reply.message.tool_calls
+
+
+def test_a_streamed_tool_call_comes_whole(client):
+    chunks = list(client.chat(model=NAME, messages=WEATHER_QUESTION, tools=[WEATHER], options=TOOL_GREEDY, stream=True))
+    calls = [c.message.tool_calls for c in chunks if c.message.tool_calls]
+    assert len(calls) == 1 and not chunks[-1].message.tool_calls and chunks[-1].done
+    assert calls[0][0].function.name == "get_weather" and set(calls[0][0].function.arguments) == {"city", "unit"}
+    assert all(not c.message.content for c in chunks)  # a call is not content
+
+
+def test_tools_the_model_need_not_call(client):
+    """With tools offered, a direct answer is plain content (Ollama has no tool_choice: the model decides)."""
+    r = client.chat(
+        model=NAME,
+        messages=[{"role": "user", "content": "Say hello to me."}],
+        tools=[WEATHER],
+        options=TOOL_GREEDY,
+    )
+    assert r.message.tool_calls or r.message.content.strip()
+    assert not (r.message.content or "").lstrip().startswith('{"')  # the tool format never leaks out

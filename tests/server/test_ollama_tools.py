@@ -44,7 +44,7 @@ def test_a_call_comes_whole_with_its_arguments_as_an_object():
 
 def test_a_direct_answer_is_content_as_it_streams():
     reply = ToolReply()
-    pieces = [reply.content(p) for p in ['{"response": "Hel', 'lo \\u00e9', '"}']]
+    pieces = [reply.content(p) for p in ['{"response": "Hel', "lo \\u00e9", '"}']]
     assert "".join(pieces) + reply.finish()[0] == "Hello é" and reply.finish()[1] == []
 
 

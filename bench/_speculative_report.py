@@ -9,11 +9,12 @@ from __future__ import annotations
 import _spread
 
 # (numerator, denominator): each is a per-round speed-up or comparison worth reporting.
+MODES = ("ngram", "draft-self", "draft")  # each side's speculative mode, after "ours-" / "llama-server-"
 PAIRS = [
-    ("ours-ngram", "ours-off"),
-    ("llama-server-ngram", "llama-server-off"),
+    *((f"ours-{m}", "ours-off") for m in MODES),
+    *((f"llama-server-{m}", "llama-server-off") for m in MODES),
     ("ours-off", "llama-server-off"),
-    ("ours-ngram", "llama-server-ngram"),
+    *((f"ours-{m}", f"llama-server-{m}") for m in MODES),
 ]
 GOALS = {1: 1.3, 4: 0.97}  # ours-ngram / ours-off, by clients
 
@@ -32,13 +33,13 @@ def ratios(raw: list[dict], a: str, b: str, clients: int) -> list[float]:
     ]
 
 
-def speedup_vs_llama(raw: list[dict], clients: int) -> list[float]:
-    """Per round: our n-gram speed-up divided by llama-server's (> 1: ours gains more)."""
+def speedup_vs_llama(raw: list[dict], clients: int, mode: str = "ngram") -> list[float]:
+    """Per round: our speed-up from `mode` divided by llama-server's (> 1: ours gains more)."""
     rows = _by(raw, clients)
     out = []
+    names = (f"ours-{mode}", "ours-off", f"llama-server-{mode}", "llama-server-off")
     for s, r in sorted(rows):
-        names = ("ours-ngram", "ours-off", "llama-server-ngram", "llama-server-off")
-        if s == "ours-ngram" and all((n, r) in rows for n in names):
+        if s == names[0] and all((n, r) in rows for n in names):
             on, off, lon, loff = (rows[(n, r)]["tokens_per_s"] for n in names)
             out.append((on / off) / (lon / loff))
     return out
@@ -88,11 +89,10 @@ def summarize(raw: list[dict], names: list[str], clients: list[int]) -> dict:
         claims[str(c)] = {
             f"{a}/{b}": _spread.claim(ratios(raw, a, b, c), a, b) for a, b in PAIRS if a in names and b in names
         }
-        if all(n in names for n in ("ours-ngram", "ours-off", "llama-server-ngram", "llama-server-off")):
-            vals = speedup_vs_llama(raw, c)
-            claims[str(c)]["our speed-up / llama-server's"] = _spread.claim(
-                vals, "our n-gram speed-up", "llama-server's"
-            )
+        for m in MODES:
+            if all(n in names for n in (f"ours-{m}", "ours-off", f"llama-server-{m}", "llama-server-off")):
+                key = "our speed-up / llama-server's" + ("" if m == "ngram" else f" ({m})")
+                claims[str(c)][key] = _spread.claim(speedup_vs_llama(raw, c, m), f"our {m} speed-up", "llama-server's")
     goals = {}
     for c, goal in GOALS.items():
         med = claims.get(str(c), {}).get("ours-ngram/ours-off", {}).get("median")
@@ -103,8 +103,10 @@ def summarize(raw: list[dict], names: list[str], clients: list[int]) -> dict:
         "ratios": claims,
         "goals_ours_ngram_over_off": goals,
         "identical_text": {
-            "ours-ngram vs ours-off": identical(raw, "ours-ngram", "ours-off"),
-            "llama-server-ngram vs llama-server-off": identical(raw, "llama-server-ngram", "llama-server-off"),
+            f"{side}-{m} vs {side}-off": identical(raw, f"{side}-{m}", f"{side}-off")
+            for side in ("ours", "llama-server")
+            for m in MODES
+            if f"{side}-{m}" in names and f"{side}-off" in names
         },
     }
 
@@ -118,22 +120,22 @@ def _cell(s: dict | None, digits: int) -> str:
 def print_summary(summary: dict, clients: list[int]) -> None:
     w = 26
     print("\ntokens/s of generated tokens: median [min-max] over rounds; acceptance = accepted / drafted")
-    print(f"{'':22}" + "".join(f"{str(c) + ' clients':>{w}}" for c in clients) + "   acceptance")
+    print(f"{'':40}" + "".join(f"{str(c) + ' clients':>{w}}" for c in clients) + "   acceptance")
     for name in dict.fromkeys(s["server"] for s in summary["servers"]):
         rows = {s["clients"]: s for s in summary["servers"] if s["server"] == name}
         acc = " ".join(str(rows[c]["acceptance"]) for c in clients if c in rows)
-        print(f"{name:22}" + "".join(f"{_cell(rows[c]['tokens_per_s'], 1):>{w}}" for c in clients) + f"   {acc}")
+        print(f"{name:40}" + "".join(f"{_cell(rows[c]['tokens_per_s'], 1):>{w}}" for c in clients) + f"   {acc}")
     pairs = dict.fromkeys(p for c in clients for p in summary["ratios"].get(str(c), {}))
     for pair in pairs:
         cells = "".join(f"{_cell(summary['ratios'][str(c)].get(pair), 3):>{w}}" for c in clients)
-        print(f"{pair[:22]:22}{cells}")
+        print(f"{pair[:40]:40}{cells}")
     print("\nwhat the per-round ratios support (95% interval of the median ratio):")
     for c in clients:
         for cl in summary["ratios"].get(str(c), {}).values():
             print(f"  {c} clients: {cl['text']}")
     for c, g in summary["goals_ours_ngram_over_off"].items():
         print(f"  goal at {c} clients: ours-ngram/ours-off >= {g['goal']}: median {g['median']} -> {g['met']}")
-    print("\nbyte-identical answers with and without n-gram drafts (identical / runs, per prompt):")
+    print("\nbyte-identical answers with and without drafts (identical / runs, per prompt):")
     for pair, per in summary["identical_text"].items():
         cells = ", ".join(f"{p} {d['identical']}/{d['runs']}" for p, d in per.items())
         print(f"  {pair}: {cells or '-'}")

@@ -15,6 +15,7 @@ min and max.
 
     python bench/cluster.py                      # 1, 2, 4 replicas; 1, 4, 8, 16 clients
     python bench/cluster.py --replicas 1,2 --clients 8 --rounds 1 --out /tmp/quick.json
+    python bench/cluster.py --replicas '' --parallel 8   # direct-1 alone, no nginx needed
 
 Results: bench/results/cluster-cpu.json (refuses to overwrite without --force).
 """
@@ -149,7 +150,7 @@ def print_table(rows: list[dict], clients: list[int]) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: the server's default model)")
-    ap.add_argument("--replicas", default="1,2,4", type=lambda t: [int(c) for c in t.split(",")])
+    ap.add_argument("--replicas", default="1,2,4", type=lambda t: [int(c) for c in t.split(",") if c])
     ap.add_argument("--no-direct", action="store_true", help="skip the direct-1 baseline")
     ap.add_argument("--clients", default="1,4,8,16", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots per replica")
@@ -167,7 +168,7 @@ def main(argv: list[str]) -> int:
     if args.out.exists() and not args.force:
         print(f"{args.out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
         return 1
-    if not Path(NGINX).exists():
+    if args.replicas and not Path(NGINX).exists():
         print(f"needs nginx at {NGINX} (make deploy-tools)", file=sys.stderr)
         return 2
     args.model = (args.model or resolve_model(None).path).resolve()
@@ -200,7 +201,9 @@ def main(argv: list[str]) -> int:
         "model": args.model.name,
         "model_bytes": args.model.stat().st_size,
         "llama_cpp_python": PIN,
-        "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False).stderr.strip(),
+        "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True, check=False).stderr.strip()
+        if args.replicas
+        else None,
         "host": {
             "cpus": os.cpu_count(),
             "physical_cores": physical_cores(),

@@ -5,13 +5,20 @@ Side by side in one run, on the same model file (default SmolLM2-135M-Instruct),
   ours-ngram          the same with SPECULATIVE=ngram (prompt-lookup drafts, DRAFT_MAX 16)
   llama-server-off    llama.cpp's own server, built from the llama.cpp the pinned llama-cpp-python vendors
   llama-server-ngram  the same with --spec-type ngram-mod
+and, with a draft model (same vocabulary), both servers drafting with it, DRAFT_MAX tokens, its layers where
+the served model's are (--n-gpu-layers):
+  ours-draft-self / llama-server-draft-self   the served model drafts for itself: the upper bound of acceptance
+  ours-draft / llama-server-draft             --draft-model (e.g. a much smaller model: the cost of drafting
+                                              when few drafts are accepted)
+  (llama-server: --spec-type draft-simple --model-draft F --spec-draft-n-max N --spec-draft-ngl L; its other
+  draft settings, e.g. p_min, stay at their defaults)
 The prompts (bench/_edit_prompts.py) ask for a rewrite with typos fixed, typo fixes, reformatted code and a
 continued list: answers that copy long runs of the prompt. With 1 client the four prompts go one after
 another; with 4 clients each client sends one of them. Greedy, no repeat penalty, the same system prompt.
 
 Answers end naturally (an edit has a natural end, which matters more here than equal lengths), capped by
 --max-tokens. Where the two sides' answers end at different lengths, tokens/s of the generated tokens is
-what is compared; the results say how many tokens each side generated. Rounds interleave the four
+what is compared; the results say how many tokens each side generated. Rounds interleave the
 servers (order rotating), so load from anything else on the machine falls on all of them alike; each
 ratio is taken per round and reported as min / median / max with a 95% interval of its median
 (bench/_spread.py). Also counted: per prompt, whether our text with ngram drafts is byte-identical to
@@ -19,6 +26,8 @@ our text without (temperature 0), and the same for llama-server.
 
     python bench/speculative.py                     # writes bench/results/speculative-<model>.json
     python bench/speculative.py --rounds 5 --clients 1 --threads 2
+    python bench/speculative.py --model M.gguf --draft-model SMALL.gguf --n-gpu-layers -1 \
+        --sides ours-off,ours-draft-self,ours-draft,llama-server-off,llama-server-draft-self,llama-server-draft
     OMP_WAIT_POLICY=PASSIVE python bench/speculative.py ...   # on a machine busy with other work
 """
 
@@ -40,7 +49,58 @@ from _targets import PIN, ROOT, TARGETS, WORK  # noqa: E402
 from concurrency import free_port, post, wait_ready, write_atomic  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-SIDES = ("ours-off", "ours-ngram", "llama-server-off", "llama-server-ngram")
+SIDES = (
+    "ours-off",
+    "ours-ngram",
+    "ours-draft-self",
+    "ours-draft",
+    "llama-server-off",
+    "llama-server-ngram",
+    "llama-server-draft-self",
+    "llama-server-draft",
+)
+
+
+def draft_file(name: str, args) -> Path | None:
+    """The draft model a side drafts with: the served model itself (-draft-self) or --draft-model."""
+    if name.endswith("-draft-self"):
+        return args.model
+    return args.draft_model if name.endswith("-draft") else None
+
+
+def spec_env(name: str, args) -> dict[str, str]:
+    """Our server's speculative settings for a side (ours-*)."""
+    if not name.startswith("ours"):
+        return {}
+    mode = name.removeprefix("ours-").removesuffix("-self")
+    env = {"LLAMA_SERVER_SPECULATIVE": mode}
+    if mode != "off":
+        env["LLAMA_SERVER_DRAFT_MAX"] = str(args.draft_max)
+    if mode == "draft":
+        env["LLAMA_SERVER_DRAFT_MODEL"] = str(draft_file(name, args))
+        env["LLAMA_SERVER_DRAFT_N_GPU_LAYERS"] = str(args.n_gpu_layers)
+    return env
+
+
+def spec_argv(name: str, args) -> list:
+    """llama-server's flags for a side (llama-server-*). This llama.cpp removed --draft-max: each
+    speculative type has its own cap on drafted tokens."""
+    if name == "llama-server-ngram":
+        return ["--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", args.draft_max]
+    draft = draft_file(name, args) if name.startswith("llama-server") else None
+    if draft is None:
+        return []
+    ngl = "all" if args.n_gpu_layers < 0 else args.n_gpu_layers  # its -1 would mean "auto"
+    return [
+        "--spec-type",
+        "draft-simple",
+        "--model-draft",
+        draft,
+        "--spec-draft-n-max",
+        args.draft_max,
+        "--spec-draft-ngl",
+        ngl,
+    ]
 
 
 class Side:
@@ -54,13 +114,7 @@ class Side:
         self.t.prepare()
         port = free_port()
         argv, env = self.t.command(args.model, port, args)
-        if name == "ours-ngram":
-            env = {**env, "LLAMA_SERVER_SPECULATIVE": "ngram", "LLAMA_SERVER_DRAFT_MAX": str(args.draft_max)}
-        elif name == "ours-off":
-            env = {**env, "LLAMA_SERVER_SPECULATIVE": "off"}
-        elif name == "llama-server-ngram":
-            # This llama.cpp removed --draft-max; ngram-mod has its own cap on drafted tokens.
-            argv = [*argv, "--spec-type", "ngram-mod", "--spec-ngram-mod-n-max", args.draft_max]
+        argv, env = [*argv, *spec_argv(name, args)], {**env, **spec_env(name, args)}
         self.log = open(WORK / f"spec-{name}.log", "w")
         self.proc = subprocess.Popen(
             [str(a) for a in argv],
@@ -71,8 +125,12 @@ class Side:
             start_new_session=True,
         )
         self.base = f"http://127.0.0.1:{port}"
-        wait_ready(self.base + self.t.ready, self.proc)
-        self.ask(self.t.body("Say hello.", 8))  # warm-up, not measured
+        try:
+            wait_ready(self.base + self.t.ready, self.proc)
+            self.ask(self.t.body("Say hello.", 8))  # warm-up, not measured
+        except BaseException:
+            self.close()
+            raise
 
     def ask(self, body: dict) -> dict:
         return post(self.base + self.t.url, body)
@@ -136,12 +194,17 @@ class Side:
         self.log.close()
 
 
-def bench(args) -> list[dict]:
+def bench(args, failed: dict[str, str]) -> list[dict]:
+    """The rounds' rows; a side that does not start is put in `failed` (name: why) and the others run."""
     sides: list[Side] = []
     raw: list[dict] = []
     try:
         for name in args.sides:
-            sides.append(Side(name, args))
+            try:
+                sides.append(Side(name, args))
+            except Exception as exc:  # noqa: BLE001 - reported in the results
+                failed[name] = f"{type(exc).__name__}: {exc} (see spec-{name}.log)"
+                print(f"{name} did not start: {failed[name]}", flush=True)
         t0 = time.monotonic()
         for r in range(args.rounds):
             if r and time.monotonic() - t0 > args.budget_s:
@@ -153,7 +216,7 @@ def bench(args) -> list[dict]:
                     row = {"round": r, **s.round(clients, args.max_tokens)}
                     raw.append(row)
                     print(
-                        f"round {r}  {row['server']:19} {clients} clients  {row['tokens_per_s']:8.2f} t/s  "
+                        f"round {r}  {row['server']:24} {clients} clients  {row['tokens_per_s']:8.2f} t/s  "
                         f"{row['completion_tokens']:5} tokens  drafted {row['drafted']:5} accepted "
                         f"{row['accepted']:5}  errors {row['errors']}",
                         flush=True,
@@ -167,6 +230,7 @@ def bench(args) -> list[dict]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="GGUF file (default: SmolLM2-135M-Instruct, fetched once)")
+    ap.add_argument("--draft-model", type=Path, help="GGUF draft model of the -draft sides (same vocabulary)")
     ap.add_argument("--sides", default=",".join(SIDES), type=lambda t: [s for s in t.split(",") if s])
     ap.add_argument("--clients", default="1,4", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots on every server")
@@ -196,18 +260,25 @@ def main(argv: list[str]) -> int:
 
         args.model = ensure_smollm2()
     args.model = args.model.resolve()
+    if any(s.endswith("-draft") for s in args.sides):
+        if args.draft_model is None or not args.draft_model.is_file():
+            print("the -draft sides need --draft-model naming a GGUF file", file=sys.stderr)
+            return 2
+        args.draft_model = args.draft_model.resolve()
     out = args.out or RESULTS / f"speculative-{args.model.stem}.json"
     if out.exists() and not args.force:
         print(f"{out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
         return 1
     WORK.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()  # other work on the machine skews every column: record it
-    raw = bench(args)
-    summary = report.summarize(raw, args.sides, args.clients)
+    failed: dict[str, str] = {}
+    raw = bench(args, failed)
+    summary = report.summarize(raw, [s for s in args.sides if s not in failed], args.clients)
     report.print_summary(summary, args.clients)
-    settings = {k: v for k, v in vars(args).items() if k not in ("model", "out", "force", "note")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("model", "draft_model", "out", "force", "note")}
     doc = {
         "model": args.model.name,
+        "draft_model": args.draft_model.name if args.draft_model else None,
         "host": {
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
@@ -217,6 +288,7 @@ def main(argv: list[str]) -> int:
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "note": args.note,
+        "sides_failed": failed,
         "llama_cpp_python": PIN,
         "command": "bench/speculative.py " + " ".join(argv),
         "settings": {**settings, "rounds_run": max((r["round"] + 1 for r in raw), default=0)},

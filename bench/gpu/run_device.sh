@@ -12,7 +12,9 @@
 #   2. our converter (f16) and quantizer (Q4_K_M) make the model: both need llama.cpp from step 1;
 #   3. llama-bench pp512/tg128 at -ngl 99, 16, 8, 0 -> gpu-llama-bench.json;
 #   4. the GPU-marked tests (gpu-pytest.log), then the auto-offload check -> gpu-offload.json;
-#   5. our server's benches (server_benches.sh: serve-gpu, concurrency, serve-split, profile).
+#   5. our server's benches (server_benches.sh: serve-gpu, concurrency, serve-split, profile;
+#      cache-ab, side-by-side, cluster and speculative when named). The speculative stage also
+#      makes a small random draft model (prepare_model.py --model draft) beside the 7B.
 # STAGES picks among steps 3-5 (default: all), e.g. STAGES="tests serve-gpu concurrency" to skip
 # llama-bench and the offload check when their results are already committed.
 # Results stay under bench/.work/gpu/ (ignored, so they survive between calls on one machine)
@@ -65,9 +67,17 @@ pipeline() {
   build_cuda & local build_pid=$!
   .venv/bin/python bench/gpu/prepare_model.py checkpoint --work "$WORK" --tokenizer "$BUNDLE/data/llama2-tokenizer.model" \
     >> "$WORK/model.log" 2>&1 && note "checkpoint written" || note "checkpoint FAILED (model.log)"
+  if has speculative; then
+    .venv/bin/python bench/gpu/prepare_model.py checkpoint --model draft --work "$WORK" \
+      --tokenizer "$BUNDLE/data/llama2-tokenizer.model" >> "$WORK/model.log" 2>&1 || note "draft checkpoint FAILED"
+  fi
   wait $build_pid && note "build done: $(cat $WORK/build.json)" || { note "build FAILED: $(tail -5 $WORK/build.log)"; finish; return 1; }
   .venv/bin/python bench/gpu/prepare_model.py quantize --work "$WORK" >> "$WORK/model.log" 2>&1 \
     && note "f16 + Q4_K_M done" || { note "convert/quantize FAILED"; finish; return 1; }
+  if has speculative; then
+    .venv/bin/python bench/gpu/prepare_model.py quantize --model draft --work "$WORK" >> "$WORK/model.log" 2>&1 \
+      && note "draft Q4_K_M done" || note "draft convert/quantize FAILED"
+  fi
   .venv/bin/python -c 'import sys; sys.path.insert(0, "bench/gpu"); import json, _gpuinfo; print(json.dumps(_gpuinfo.gpu_info()))' \
     > "$WORK/gpu-info.json"
   mkdir -p "$WORK/llama-bench-raw"
@@ -85,7 +95,7 @@ pipeline() {
     .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" --out "$WORK/gpu-offload.json" > "$WORK/offload.log" 2>&1 \
       && note "offload check done" || note "offload check FAILED"
   fi
-  for stage in serve-gpu concurrency cache-ab serve-split profile side-by-side; do
+  for stage in serve-gpu concurrency cache-ab serve-split profile side-by-side cluster speculative; do
     has $stage || continue
     bash bench/gpu/server_benches.sh $stage > "$WORK/$stage.log" 2>&1 && note "$stage done" || note "$stage FAILED ($stage.log)"
   done
@@ -121,5 +131,5 @@ case "${1:-}" in
     cat "$WORK/progress.log"; tail -3 "$WORK/build.log" 2>/dev/null | cut -c1-300
     grep -q DONE "$WORK/progress.log" 2>/dev/null && collect "$dest" ;;
   collect) collect "${2:?collect DIR}" ;;  # what is there so far, finished or not
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

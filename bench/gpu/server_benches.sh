@@ -8,14 +8,18 @@
 #   bash bench/gpu/server_benches.sh cache-ab      # concurrency with our CACHE_RAM at 0 and at 2048
 #   bash bench/gpu/server_benches.sh profile       # py-spy on our server while one client streams
 #   bash bench/gpu/server_benches.sh side-by-side  # llama-bench tg128, our server (repeat penalty 1.1, 1.0), llama-bench
+#   bash bench/gpu/server_benches.sh speculative   # speculative.py: ours and llama-server, off / ngram / the model as its
+#                                                  # own draft / a 4-layer random draft, rounds for SPEC_BUDGET_S (420) s or until SPEC_END_AT
+#   bash bench/gpu/server_benches.sh cluster       # cluster.py: one replica, no nginx, PARALLEL 8, 1-16 clients
 #
-# Outputs under bench/.work/gpu/ (serve/*.json, gpu-concurrency.json, profile-*.txt), gathered by
+# Outputs under bench/.work/gpu/ (serve/*.json, gpu-*.json, profile-*.txt), gathered by
 # `run_device.sh wait`; bench/gpu/summarize_server.py turns them into bench/results/gpu-server.json.
 # Threads: every core, as llama-bench ran (its partial-offload rows used 16 threads).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 WORK=bench/.work/gpu
 MODEL=$WORK/llama2-7b-random.Q4_K_M.gguf
+DRAFT=$WORK/llama2-draft-4l-random.Q4_K_M.gguf
 PIN=$(sed -n 's/^llama-cpp-python==//p' requirements.txt)
 PY=.venv/bin/python
 THREADS=$(nproc)
@@ -89,6 +93,43 @@ side_by_side() {
   $lb -m "$MODEL" -ngl 99 -fa 1 -p 0 -n 128 -d 0,64 -r 5 -o json > "$WORK/side/llama-bench-after.json"
 }
 
+speculative() {
+  # Every layer of both models on the GPU (99: "all" to both servers; llama-server's -1 means "fit"),
+  # 4 slots, answers capped at 128 tokens, DRAFT_MAX 16 on every speculative side. Eight servers stay
+  # up together: 1024 tokens of context per slot keeps them within one 80 GB card.
+  link_llama_server || return 1
+  # SPEC_END_AT (epoch seconds): start no round after it, whatever the stages before took.
+  local budget=${SPEC_BUDGET_S:-420}
+  [[ -n ${SPEC_END_AT:-} ]] && budget=$(( SPEC_END_AT - $(date +%s) )) && (( budget < 120 )) && budget=120
+  local sides=ours-off,ours-ngram,ours-draft-self,ours-draft
+  sides+=,llama-server-off,llama-server-ngram,llama-server-draft-self,llama-server-draft
+  $PY bench/speculative.py --model "$MODEL" --draft-model "$DRAFT" --sides "$sides" \
+    --clients 1,4 --parallel 4 --ctx 1024 --max-tokens 128 --draft-max 16 --rounds 30 \
+    --budget-s "$budget" --threads "$THREADS" --n-gpu-layers 99 --flash-attn auto \
+    --note "one GPU, random-weights Llama-2-7B-shaped Q4_K_M; draft: a 4-layer random Llama of the same vocabulary" \
+    --force --out "$WORK/gpu-speculative.json"
+  local rc=$?
+  cp bench/.work/spec-*.log "$WORK/" 2>/dev/null
+  return $rc
+}
+
+cluster() {
+  # One replica straight on its port (no nginx here): what one GPU serves, to size a deployment.
+  LLAMA_SERVER_N_GPU_LAYERS=-1 $PY bench/cluster.py --model "$MODEL" --replicas '' --parallel 8 \
+    --clients 1,4,8,16 --requests 4 --max-tokens 128 --rounds "${CLUSTER_ROUNDS:-8}" \
+    --force --out "$WORK/gpu-cluster.json" || return 1
+  # cluster.py records the CPU host; add the GPU and the layer setting it ran with.
+  $PY - "$WORK/gpu-cluster.json" "$WORK/gpu-info.json" <<'EOF'
+import json, os, sys
+doc = json.load(open(sys.argv[1]))
+doc["gpu"] = json.load(open(sys.argv[2])) if os.path.exists(sys.argv[2]) else None
+doc["settings"]["n_gpu_layers"] = -1
+tmp = sys.argv[1] + ".tmp"
+json.dump(doc, open(tmp, "w"), indent=1)
+os.replace(tmp, sys.argv[1])
+EOF
+}
+
 case "${1:-}" in
   serve-gpu) serve_gpu ;;
   serve-split) serve_split ;;
@@ -96,5 +137,7 @@ case "${1:-}" in
   profile) profile ;;
   side-by-side) side_by_side ;;
   cache-ab) cache_ab ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  speculative) speculative ;;
+  cluster) cluster ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -109,6 +109,7 @@ speculative() {
     --note "one GPU, random-weights Llama-2-7B-shaped Q4_K_M; draft: a 4-layer random Llama of the same vocabulary" \
     --force --out "$WORK/gpu-speculative.json"
   local rc=$?
+  [[ $rc == 0 ]] && add_gpu_info "$WORK/gpu-speculative.json"
   cp bench/.work/spec-*.log "$WORK/" 2>/dev/null
   return $rc
 }
@@ -118,12 +119,17 @@ cluster() {
   LLAMA_SERVER_N_GPU_LAYERS=-1 $PY bench/cluster.py --model "$MODEL" --replicas '' --parallel 8 \
     --clients 1,4,8,16 --requests 4 --max-tokens 128 --rounds "${CLUSTER_ROUNDS:-8}" \
     --force --out "$WORK/gpu-cluster.json" || return 1
-  # cluster.py records the CPU host; add the GPU and the layer setting it ran with.
-  $PY - "$WORK/gpu-cluster.json" "$WORK/gpu-info.json" <<'EOF'
+  add_gpu_info "$WORK/gpu-cluster.json" n_gpu_layers=-1
+}
+
+add_gpu_info() {  # FILE [SETTING=VALUE]: the benches record the CPU host; add the GPU (and a setting they ran with)
+  $PY - "$1" "$WORK/gpu-info.json" "${2:-}" <<'EOF'
 import json, os, sys
 doc = json.load(open(sys.argv[1]))
 doc["gpu"] = json.load(open(sys.argv[2])) if os.path.exists(sys.argv[2]) else None
-doc["settings"]["n_gpu_layers"] = -1
+if sys.argv[3]:
+    key, value = sys.argv[3].split("=")
+    doc["settings"][key] = json.loads(value)
 tmp = sys.argv[1] + ".tmp"
 json.dump(doc, open(tmp, "w"), indent=1)
 os.replace(tmp, sys.argv[1])

@@ -190,6 +190,7 @@ class BatchDecoder(ModelFacts, TokenFlow):
 
     def _decode(self, n: int) -> None:
         self._stats.start()
+        t0 = time.perf_counter()
         rc = lc.llama_decode(self._c, self._batch.batch)
         if rc == 1 and self._table.evict_idle():  # unified KV: idle caches may fill it
             rc = lc.llama_decode(self._c, self._batch.batch)
@@ -197,6 +198,8 @@ class BatchDecoder(ModelFacts, TokenFlow):
             for f in self._feeds:
                 self._finish(f.seq, "error")
             raise DecodeError(f"llama_decode failed (code {rc})")
+        if self._spec is not None:
+            self._spec.observe(n, time.perf_counter() - t0)
         for f in self._feeds:
             self._after_decode(f)
         self._stats.record(n, len(self._feeds))

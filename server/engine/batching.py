@@ -14,7 +14,6 @@ prompt cache keeps the states slots gave up (server/engine/promptcache.py).
 from __future__ import annotations
 
 import collections
-import ctypes
 import itertools
 import logging
 import threading
@@ -25,9 +24,9 @@ from typing import Any, Callable
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
-from llama_cpp import _internals, _logger
+from llama_cpp import _internals
 
-from server.engine import invariance, stepplan, vocabtext
+from server.engine import invariance, stepplan
 from server.engine.constrained import ConstrainedSampler, GrammarStuck
 from server.engine.decoder_types import (
     DecodeError,
@@ -36,31 +35,23 @@ from server.engine.decoder_types import (
     Ended,
     Event,
     PromptTooLongError,
-    Timings,
-    Usage,
-    context_params,
 )
-from server.engine.draft_model import DraftModel
-from server.engine.drafts import DraftSource, NgramDraft
-from server.engine.grammar import Candidates, LlamaGrammar, check_grammar
-from server.engine.logprobs import Before
+from server.engine.grammar import Candidates, LlamaGrammar
+from server.engine.model_facts import ModelFacts
+from server.engine.opening import open_model
 from server.engine.promptcache import PromptCache
 from server.engine.request import Delta, SamplingParams
 from server.engine.sampling import (
-    apply_bias,
-    bias_entries,
     build_sampler_chain,
-    free_sampler_chain,
-    greedy_token,
     is_greedy,
 )
-from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
+from server.engine.sequence import DECODING, DONE, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
 from server.engine.speculative import DraftState, Speculator
+from server.engine.token_flow import TokenFlow
 from server.engine.vocab_index import VocabIndex
 
 log = logging.getLogger(__name__)
-invariance.configure_process()  # before any context exists: ggml reads it once
 
 __all__ = [
     "BatchDecoder",
@@ -74,8 +65,10 @@ __all__ = [
 ]
 
 
-class BatchDecoder:
+class BatchDecoder(ModelFacts, TokenFlow):
     """One model, one context with `n_parallel` sequence slots; see the module docstring.
+    What it knows of the model: server/engine/model_facts.py; what a sampled token does:
+    server/engine/token_flow.py; opening the model: server/engine/opening.py.
 
     Threads: add, cancel, stats and the slot counts may be used from any thread;
     step, clear_cache, kv_cells_used and close only from the one thread that steps,
@@ -125,83 +118,7 @@ class BatchDecoder:
     @classmethod
     def load(cls, model_path: str | Path, **settings: Any) -> "BatchDecoder":
         """Load the weights once and create the shared context (settings: DecoderConfig fields)."""
-        cfg = DecoderConfig(**settings)
-        _logger.set_verbose(cfg.verbose)
-        mparams = lc.llama_model_default_params()
-        mparams.n_gpu_layers, mparams.main_gpu, mparams.use_mlock = cfg.n_gpu_layers, cfg.main_gpu, cfg.use_mlock
-        if cfg.tensor_split:
-            # Read during loading only; the array must live until then.
-            split = (ctypes.c_float * lc.LLAMA_MAX_DEVICES)(*cfg.tensor_split)
-            mparams.tensor_split = split
-        invariance.prepare(cfg)
-        if invariance.applies(cfg):
-            invariance.model_params(mparams)
-        model = _internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=cfg.verbose)
-        ctx = _internals.LlamaContext(model=model, params=context_params(cfg), verbose=cfg.verbose)
-        per_seq = lc.llama_n_ctx_seq(ctx.ctx)
-        if per_seq < cfg.n_ctx_per_seq:
-            ctx.close()
-            model.close()
-            raise DecodeError(
-                f"the KV cache gives each of {cfg.n_parallel} slots {per_seq} tokens, "
-                f"fewer than n_ctx_per_seq={cfg.n_ctx_per_seq}: lower one of them"
-            )
-        try:
-            speculator = make_speculator(cfg, model)
-        except Exception:
-            ctx.close()
-            model.close()
-            raise
-        return cls(model, ctx, cfg, speculator)
-
-    # --- model facts, so the caller needs no second copy of the weights ---------------
-    def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
-        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
-
-    def detokenize(self, tokens: list[int], special: bool = False) -> str:
-        return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))
-
-    def text_of(self, tokens: list[int]) -> str:
-        """Tokens -> text as /detokenize gives it (server/engine/vocabtext.py); any thread."""
-        return vocabtext.detokenize(self._vocab, tokens)
-
-    def piece_of(self, token: int) -> bytes:
-        return vocabtext.piece(self._vocab, token)
-
-    def metadata(self) -> dict[str, str]:
-        return dict(self._model.metadata())
-
-    def chat_template(self) -> str | None:
-        raw = lc.llama_model_chat_template(self._model.model, None)
-        return str(raw.decode("utf-8")) if raw else None
-
-    def check_grammar(self, gbnf: str) -> None:
-        """grammar.GrammarError unless llama.cpp parses `gbnf` (any thread: the vocabulary is read-only).
-        The first time, the vocabulary index constrained sampling needs is built here too, in
-        the caller's thread, rather than in the middle of everyone's step."""
-        check_grammar(self._vocab, gbnf)
-        self.vocab_index()
-
-    def vocab_index(self) -> VocabIndex:
-        """Built once, on first need (any thread: it only reads the vocabulary)."""
-        with self._index_lock:
-            if self._index is None:
-                self._index = VocabIndex(self._vocab, self._n_vocab)
-            return self._index
-
-    def token_text(self, token: int) -> str:
-        return str(self._model.token_get_text(token))
-
-    def token_attr(self, token: int) -> int:
-        return int(self._model.token_get_attr(token))
-
-    token_bos = property(lambda self: self._model.token_bos())
-    token_eos = property(lambda self: self._model.token_eos())
-    add_bos = property(lambda self: bool(self._model.add_bos_token()))
-    n_ctx_train = property(lambda self: self._model.n_ctx_train())
-    n_ctx = property(lambda self: self.cfg.n_ctx_per_seq, doc="the context one request gets")
-    n_vocab = property(lambda self: self._n_vocab, doc="token ids are below this")
-    n_slots = property(lambda self: self.cfg.n_parallel, doc="sequences decoded together")
+        return cls(*open_model(model_path, DecoderConfig(**settings)))
 
     # --- joining and leaving (thread-safe) ------------------------------------------
     def add(self, prompt: list[int], params: SamplingParams, on_event: Callable[[Event], None]) -> Sequence:
@@ -273,6 +190,7 @@ class BatchDecoder:
 
     def _decode(self, n: int) -> None:
         self._stats.start()
+        t0 = time.perf_counter()
         rc = lc.llama_decode(self._c, self._batch.batch)
         if rc == 1 and self._table.evict_idle():  # unified KV: idle caches may fill it
             rc = lc.llama_decode(self._c, self._batch.batch)
@@ -280,6 +198,8 @@ class BatchDecoder:
             for f in self._feeds:
                 self._finish(f.seq, "error")
             raise DecodeError(f"llama_decode failed (code {rc})")
+        if self._spec is not None:
+            self._spec.observe(n, time.perf_counter() - t0)
         for f in self._feeds:
             self._after_decode(f)
         self._stats.record(n, len(self._feeds))
@@ -424,88 +344,6 @@ class BatchDecoder:
             if seq.state == DONE:
                 return
 
-    def _sample(self, seq: Sequence, i: int | None = None, extra: list[int] | tuple[int, ...] = ()) -> int:
-        """The token for the logits at batch row `i` (default: the sequence's own row);
-        `extra`: tokens accepted after seq.tokens but not yet emitted (a verified draft)."""
-        i, p = seq.i_batch if i is None else i, seq.params
-        if seq.chain is not None and p.logprobs is None:
-            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, i), shape=(self._n_vocab,))
-        if p.logprobs is not None:  # read before sampling changes the logits in place
-            seq.before = Before(logits, p.logprobs)
-        if seq.chain is not None:
-            return int(lc.llama_sampler_sample(seq.chain, self._c, i))
-        history = [*seq.tokens, *extra] if extra else seq.tokens
-        recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
-        if seq.constraint is not None:
-            return seq.constraint.sample(logits, recent)
-        if p.logit_bias or p.ignore_eos:
-            apply_bias(logits, bias_entries(p, self._eog_tokens() if p.ignore_eos else None))
-        return greedy_token(logits, recent, p)
-
-    def _eog_tokens(self) -> list[int]:
-        """Every end-of-generation token id, found once (a scan of the vocabulary) when needed."""
-        if self._eog is None:
-            self._eog = [t for t in range(self._n_vocab) if lc.llama_vocab_is_eog(self._vocab, t)]
-        return self._eog
-
-    def _on_token(self, seq: Sequence, token: int) -> None:
-        if seq.n_generated == 0:
-            seq.t_first = time.perf_counter()
-        seq.n_generated += 1
-        piece = self._pieces(token)
-        if piece is EOG:
-            return self._finish(seq, "stop")
-        if seq.constraint is not None:
-            seq.constraint.accept(token)
-        if seq.before is not None:
-            seq.pending.append(seq.before.record(token, self._pieces.text_bytes))
-        seq.tokens.append(token)
-        text, hit = seq.text.feed(piece)
-        if text:
-            self._emit(seq, Delta(text, tuple(seq.pending)))
-            seq.pending.clear()
-            if seq.state == DONE:  # its consumer failed
-                return
-        if hit:
-            self._finish(seq, "stop")
-        elif seq.n_generated >= seq.params.max_tokens or seq.n_past + 1 >= self.cfg.n_ctx_per_seq:
-            self._finish(seq, "length")
-        else:
-            seq.next_token, seq.state = token, DECODING
-
-    def _finish(self, seq: Sequence, reason: str) -> None:
-        if reason in ("stop", "length"):
-            tail = seq.text.flush()
-            if tail:
-                self._emit(seq, Delta(tail, tuple(seq.pending)))
-                if seq.state == DONE:  # its consumer failed and it ended as an error
-                    return
-        seq.state, seq.finish_reason, seq.t_end = DONE, reason, time.perf_counter()
-        if self._spec is not None and seq.spec is not None and seq.slot is not None:
-            self._spec.end(seq.slot.id)
-        self._free_samplers(seq)
-        if seq.slot is not None:
-            # A cancelled or failed sequence's cells may be half-written: never reuse them.
-            self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
-        self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), Timings.of(seq)))
-
-    def _emit(self, seq: Sequence, event: Event) -> None:
-        try:
-            seq.on_event(event)
-        except Exception:  # a broken consumer must not stop the other streams: end only its own
-            log.exception("the consumer of sequence %d failed on %s; ending it", seq.id, type(event).__name__)
-            if seq.state != DONE:
-                self._finish(seq, "error")
-
-    @staticmethod
-    def _free_samplers(seq: Sequence) -> None:
-        free_sampler_chain(seq.chain)
-        seq.chain = None
-        if seq.constraint is not None:
-            seq.constraint.free()
-            seq.constraint = None
-
     def close(self) -> None:
         for s in self._slots:
             if s.seq is not None:
@@ -513,18 +351,3 @@ class BatchDecoder:
         self._batch.close()
         self._ctx.close()
         self._model.close()
-
-
-def make_speculator(cfg: DecoderConfig, model: _internals.LlamaModel) -> Speculator | None:
-    """The draft source the settings ask for (a draft model is loaded here, once)."""
-    if cfg.speculative == "off":
-        return None
-    source: DraftSource
-    if cfg.speculative == "ngram" or cfg.draft_model is None:
-        source = NgramDraft()
-    else:
-        target = (model.n_vocab(), model.token_bos(), model.token_eos())
-        source = DraftModel(
-            cfg.draft_model, cfg.n_parallel, cfg.n_ctx_per_seq, cfg.draft_n_gpu_layers, cfg.n_threads, target
-        )
-    return Speculator(source, cfg.draft_max, min(cfg.draft_step_tokens, cfg.n_batch))

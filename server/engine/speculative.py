@@ -11,16 +11,23 @@ text plain decoding produces. Sampled (temperature > 0) and grammar-constrained
 requests do not draft.
 
 Drafting costs compute, which a CPU does not have spare when the batch is full:
-a step's drafts are capped by `max_step_tokens` (decode tokens included), and
-each sequence's draft length follows its measured acceptance (DraftLength).
+a step's drafts are capped by `max_step_tokens` (decode tokens included), each
+sequence's draft length follows its measured acceptance (DraftLength), and a
+draft is kept only when the measured cost of a step's rows says the tokens it
+should give are worth their time (server/engine/draftcost.py), so under load, or
+where each row costs nearly a whole step, drafting stops by itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from server.engine.draftcost import Acceptance, StepCost, expected_kept, worth
 from server.engine.drafts import DraftLength, DraftSource
+
+# Steps of more rows than this (long prompt chunks) are not used to fit the cost of a row.
+COST_MAX_ROWS = 64
 
 
 @dataclass
@@ -28,6 +35,7 @@ class DraftState:
     """One sequence's speculation: its adaptive length and counters (drafted, accepted)."""
 
     length: DraftLength
+    acceptance: Acceptance = field(default_factory=Acceptance)
     draft: tuple[int, ...] = ()
     drafted: int = 0
     accepted: int = 0
@@ -37,6 +45,11 @@ class Speculator:
     def __init__(self, source: DraftSource, n_max: int, max_step_tokens: int) -> None:
         self.source, self.n_max, self.max_step_tokens = source, n_max, max_step_tokens
         self.drafted = self.accepted = 0  # over all sequences, for metrics
+        self.cost = StepCost(COST_MAX_ROWS)
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """A decode step's size and time, for the cost model."""
+        self.cost.observe(rows, seconds)
 
     def begin(self, key: int, prompt: Sequence[int]) -> DraftState:
         self.source.begin(key, prompt)
@@ -48,12 +61,17 @@ class Speculator:
     def plan(self, candidates: Sequence[tuple[int, DraftState, Sequence[int], int]], n_decoding: int) -> None:
         """Set each candidate's draft for this step. A candidate: (key, state, history, room),
         room = how many tokens it may still take (max_tokens and context left). The step's
-        budget (max_step_tokens minus the decoding sequences' own tokens) goes first come."""
-        budget = self.max_step_tokens - n_decoding
+        budget (max_step_tokens minus the decoding sequences' own tokens) goes first come, and
+        each draft must be worth the rows it adds (draftcost.worth), or it is halved until it is."""
+        budget, line = self.max_step_tokens - n_decoding, self.cost.line()
+        rows, tokens = n_decoding, float(n_decoding)
         for key, state, history, room in candidates:
-            want = min(state.length.next(), room, budget)
-            state.draft = tuple(self.source.draft(key, history, want)) if want > 0 else ()
+            p, k = state.acceptance.p, min(state.length.next(), room, budget)
+            while k > 0 and not worth(line, rows, tokens, k, p):
+                k //= 2
+            state.draft = tuple(self.source.draft(key, history, k)) if k > 0 else ()
             budget -= len(state.draft)
+            rows, tokens = rows + len(state.draft), tokens + expected_kept(p, len(state.draft))
 
     def accept(self, state: DraftState, choose: Callable[[int, list[int]], int]) -> list[int]:
         """The tokens the target emits this step: `choose(i, kept)` is the target's token at
@@ -71,6 +89,7 @@ class Speculator:
         n = len(state.draft)
         if n:
             state.length.update(n, len(kept))
+            state.acceptance.update(n, len(kept))
             state.drafted += n
             state.accepted += len(kept)
             self.drafted += n

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from server.engine.draftcost import Acceptance, StepCost, expected_kept
 from server.engine.drafts import DraftLength, NgramDraft
+from server.engine.speculative import Speculator
 
 
 def draft(history, n_max=8, **kw):
@@ -74,3 +76,46 @@ def test_draft_length_backs_off_when_drafts_miss_and_recovers():
 def test_bad_ngram_sizes_are_refused(n_match, n_min):
     with pytest.raises(ValueError):
         NgramDraft(n_match=n_match, n_min=n_min)
+
+
+def fitted(a: float, b: float) -> StepCost:
+    cost = StepCost(max_rows=64)
+    for rows in [1, 2, 1, 4, 1, 8, 1, 3] * 4 + [200]:  # a 200-row prompt chunk is left out of the fit
+        cost.observe(rows, a + b * rows)
+    return cost
+
+
+def test_the_step_cost_fit_recovers_the_line_and_needs_two_sizes():
+    assert fitted(0.03, 0.001).line() == pytest.approx((0.03, 0.001))
+    one_size = StepCost(max_rows=64)
+    for _ in range(10):
+        one_size.observe(4, 0.05)
+    assert one_size.line() is None  # drafts are allowed until rows vary: that is how it learns
+
+
+def test_the_kept_share_counts_a_run_up_to_its_first_miss():
+    acceptance = Acceptance()
+    for _ in range(40):
+        acceptance.update(drafted=8, kept=3)  # 3 kept, the 4th tried and missed, 4 never looked at
+    assert acceptance.p == pytest.approx(0.75, abs=0.01)
+    assert expected_kept(0.5, 3) == pytest.approx(0.875)
+
+
+def plan(cost: StepCost, n_decoding: int, p: float) -> list[int]:
+    speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
+    speculator.cost = cost
+    history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] * 3
+    states = []
+    for key in range(n_decoding):
+        state = speculator.begin(key, history)
+        state.acceptance.kept, state.acceptance.tried = 100 * p, 100.0
+        states.append((key, state, history, 100))
+    speculator.plan(states, n_decoding)
+    return [len(state.draft) for _, state, _, _ in states]
+
+
+def test_drafts_where_rows_are_cheap_and_not_where_each_row_costs_a_step():
+    gpu, cpu = fitted(0.03, 0.0005), fitted(0.016, 0.014)
+    assert plan(gpu, 1, 0.6) == [6] and plan(gpu, 4, 0.6) == [6, 6, 6, 6]  # DraftLength's first guess
+    assert plan(cpu, 1, 0.95) != [0]  # a copy the model keeps: worth it even here
+    assert plan(cpu, 1, 0.5) == [0] and plan(cpu, 4, 0.9) == [0, 0, 0, 0]

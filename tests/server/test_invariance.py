@@ -114,13 +114,15 @@ def test_greedy_answers_do_not_depend_on_the_batch(app):
     assert shared[-1] == sampled, "sampled with a seed: the same draws from the same logits"
 
 
-def test_verified_drafts_give_the_text_of_plain_decoding(gemma_gguf):
+@pytest.mark.parametrize("model", ["gemma", "smollm2"])
+def test_verified_drafts_give_the_text_of_plain_decoding(model, request):
     """Speculation checks a draft in one batch with everyone's tokens: with batch-invariant
     logits, what it keeps is exactly what plain decoding would have produced."""
+    path = request.getfixturevalue(f"{model}_gguf")
     prompts = [EDIT, "Once upon a time, in a land far away, there lived a", PROMPTS[2]]
     texts = {}
     for mode in ("off", "ngram"):
-        decoder = BatchDecoder.load(gemma_gguf, n_parallel=2, n_ctx_per_seq=1024, n_threads=2, speculative=mode)
+        decoder = BatchDecoder.load(path, n_parallel=2, n_ctx_per_seq=1024, n_threads=2, speculative=mode)
         try:
             sinks: list[list] = [[] for _ in prompts]
             for prompt, sink in zip(prompts, sinks):

@@ -1,0 +1,73 @@
+"""Whether a draft pays for itself: the measured cost of a step against the tokens it should give.
+
+Checking k drafted tokens adds k rows to a step. On a GPU, or a CPU reading a large
+model, a step costs about the same for 1 row or 16 (the weights are read once), and
+drafts are nearly free; on a CPU with a small model each row costs almost as much as
+the step itself, and a draft that is half kept makes decoding slower. No constant
+suits both, so the cost is measured: `StepCost` fits `seconds = a + b * rows` over
+recent steps, and `worth` keeps a draft only when the step's expected tokens per
+second rise by a margin. A sequence's drafted tokens are kept with probability `p`
+each (`Acceptance`, measured per sequence), so k of them give p + p^2 + ... + p^k
+tokens on average, the first miss ending the run.
+"""
+
+from __future__ import annotations
+
+DECAY = 0.98  # each step's weight in the fit halves after ~35 steps: the load changes, the fit follows
+MARGIN = 1.05  # a draft must promise 5% more tokens per second than the step without it
+
+
+class StepCost:
+    """Least-squares fit of a decode step's time on its rows, over recent steps of at most `max_rows`."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.n = self.sx = self.sy = self.sxx = self.sxy = 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        if not 0 < rows <= self.max_rows:
+            return
+        d = DECAY
+        self.n, self.sx, self.sy = self.n * d + 1, self.sx * d + rows, self.sy * d + seconds
+        self.sxx, self.sxy = self.sxx * d + rows * rows, self.sxy * d + rows * seconds
+
+    def line(self) -> tuple[float, float] | None:
+        """(a, b) of seconds = a + b * rows, or None until steps of different sizes were seen."""
+        var = self.n * self.sxx - self.sx * self.sx
+        if self.n < 4 or var <= 1e-9 * max(1.0, self.n * self.sxx):
+            return None
+        b = (self.n * self.sxy - self.sx * self.sy) / var
+        a = (self.sy - b * self.sx) / self.n
+        if a <= 0:  # noise: every row costs, the fixed part is small
+            a, b = 1e-6, self.sy / self.sx
+        return a, max(b, 0.0)
+
+
+class Acceptance:
+    """The chance that a drafted token is kept: kept / tried, where the run of a draft stops at its
+    first miss (that token is tried, the ones after it are not), over recent drafts."""
+
+    def __init__(self, prior: float = 0.5) -> None:
+        self.kept, self.tried = prior * 2, 2.0  # a prior worth two tokens
+
+    def update(self, drafted: int, kept: int) -> None:
+        tried = kept + (1 if kept < drafted else 0)
+        self.kept, self.tried = self.kept * 0.9 + kept, self.tried * 0.9 + tried
+
+    @property
+    def p(self) -> float:
+        return self.kept / self.tried if self.tried else 0.0
+
+
+def expected_kept(p: float, k: int) -> float:
+    """Tokens kept on average from a k-token draft whose tokens are each kept with chance p."""
+    return sum(p**i for i in range(1, k + 1))
+
+
+def worth(line: tuple[float, float] | None, rows: int, tokens: float, k: int, p: float) -> bool:
+    """Whether adding a k-token draft (kept with chance p each) to a step of `rows` rows that gives
+    `tokens` tokens raises tokens per second by MARGIN. Unmeasured (no line yet): yes, to measure."""
+    if line is None:
+        return True
+    a, b = line
+    return (tokens + expected_kept(p, k)) / (a + b * (rows + k)) > MARGIN * tokens / (a + b * rows)

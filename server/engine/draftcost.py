@@ -5,10 +5,12 @@ model, a step costs about the same for 1 row or 16 (the weights are read once), 
 drafts are nearly free; on a CPU with a small model each row costs almost as much as
 the step itself, and a draft that is half kept makes decoding slower. No constant
 suits both, so the cost is measured: `StepCost` fits `seconds = a + b * rows` over
-recent steps, and `worth` keeps a draft only when the step's expected tokens per
-second rise by a margin. A sequence's drafted tokens are kept with probability `p`
-each (`Acceptance`, measured per sequence), so k of them give p + p^2 + ... + p^k
-tokens on average, the first miss ending the run.
+recent steps and keeps the time making a drafted token takes (nothing for prompt
+lookup, a forward pass of the draft model for a draft model), and `worth` keeps a
+draft only when the step's expected tokens per second rise by a margin. A sequence's
+drafted tokens are kept with probability `p` each (`Acceptance`, measured per
+sequence), so k of them give p + p^2 + ... + p^k tokens on average, the first miss
+ending the run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class StepCost:
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self.n = self.sx = self.sy = self.sxx = self.sxy = 0.0
+        self.per_draft_token = 0.0  # seconds the draft source takes per drafted token, recent average
+
+    def drafted(self, tokens: int, seconds: float) -> None:
+        if tokens > 0:
+            self.per_draft_token = 0.8 * self.per_draft_token + 0.2 * seconds / tokens
 
     def observe(self, rows: int, seconds: float) -> None:
         if not 0 < rows <= self.max_rows:
@@ -64,10 +71,13 @@ def expected_kept(p: float, k: int) -> float:
     return sum(p**i for i in range(1, k + 1))
 
 
-def worth(line: tuple[float, float] | None, rows: int, tokens: float, k: int, p: float) -> bool:
-    """Whether adding a k-token draft (kept with chance p each) to a step of `rows` rows that gives
-    `tokens` tokens raises tokens per second by MARGIN. Unmeasured (no line yet): yes, to measure."""
+def worth(cost: StepCost, rows: int, tokens: float, k: int, p: float) -> bool:
+    """Whether adding a k-token draft (kept with chance p each, made in `cost.per_draft_token` s a
+    token) to a step of `rows` rows that gives `tokens` tokens raises tokens per second by MARGIN.
+    Unmeasured (no line yet): yes, so that it is measured."""
+    line = cost.line()
     if line is None:
         return True
     a, b = line
-    return (tokens + expected_kept(p, k)) / (a + b * (rows + k)) > MARGIN * tokens / (a + b * rows)
+    with_draft = a + b * (rows + k) + cost.per_draft_token * k
+    return (tokens + expected_kept(p, k)) / with_draft > MARGIN * tokens / (a + b * rows)

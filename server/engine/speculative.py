@@ -20,6 +20,7 @@ where each row costs nearly a whole step, drafting stops by itself.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -63,13 +64,15 @@ class Speculator:
         room = how many tokens it may still take (max_tokens and context left). The step's
         budget (max_step_tokens minus the decoding sequences' own tokens) goes first come, and
         each draft must be worth the rows it adds (draftcost.worth), or it is halved until it is."""
-        budget, line = self.max_step_tokens - n_decoding, self.cost.line()
+        budget = self.max_step_tokens - n_decoding
         rows, tokens = n_decoding, float(n_decoding)
         for key, state, history, room in candidates:
             p, k = state.acceptance.p, min(state.length.next(), room, budget)
-            while k > 0 and not worth(line, rows, tokens, k, p):
+            while k > 0 and not worth(self.cost, rows, tokens, k, p):
                 k //= 2
+            started = time.perf_counter()
             state.draft = tuple(self.source.draft(key, history, k)) if k > 0 else ()
+            self.cost.drafted(len(state.draft), time.perf_counter() - started)
             budget -= len(state.draft)
             rows, tokens = rows + len(state.draft), tokens + expected_kept(p, len(state.draft))
 

@@ -119,3 +119,14 @@ def test_drafts_where_rows_are_cheap_and_not_where_each_row_costs_a_step():
     assert plan(gpu, 1, 0.6) == [6] and plan(gpu, 4, 0.6) == [6, 6, 6, 6]  # DraftLength's first guess
     assert plan(cpu, 1, 0.95) != [0]  # a copy the model keeps: worth it even here
     assert plan(cpu, 1, 0.5) == [0] and plan(cpu, 4, 0.9) == [0, 0, 0, 0]
+
+
+def test_a_draft_source_that_takes_time_is_counted_against_its_drafts():
+    """A draft model runs once per drafted token: even on a GPU, where a step's rows are nearly free,
+    a draft model as slow as the target never pays, and a ten times faster one pays when it is
+    mostly right."""
+    gpu = fitted(0.03, 0.0005)
+    gpu.per_draft_token = 0.03
+    assert plan(gpu, 1, 0.99) == [0]
+    gpu.per_draft_token = 0.003
+    assert plan(gpu, 1, 0.9) != [0] and plan(gpu, 1, 0.1) == [0]

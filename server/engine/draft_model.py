@@ -62,6 +62,9 @@ class DraftModel:
     def end(self, key: int) -> None:
         pass  # kept: the slot's next request may share a prefix
 
+    def kind(self, key: int, history: Sequence[int]) -> int:
+        return 1  # one kind of guess: the draft model's greedy continuation
+
     def draft(self, key: int, history: Sequence[int], n_max: int) -> list[int]:
         if n_max <= 0:
             return []

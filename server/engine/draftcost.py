@@ -54,12 +54,21 @@ class Acceptance:
     """The chance that a drafted token is kept: kept / tried, where the run of a draft stops at its
     first miss (that token is tried, the ones after it are not), over recent drafts."""
 
-    def __init__(self, prior: float = 0.5) -> None:
+    def __init__(self, prior: float = 0.5, probe_every: int = 16) -> None:
         self.kept, self.tried = prior * 2, 2.0  # a prior worth two tokens
+        self.probe_every, self._refused = probe_every, 0
 
     def update(self, drafted: int, kept: int) -> None:
         tried = kept + (1 if kept < drafted else 0)
         self.kept, self.tried = self.kept * 0.9 + kept, self.tried * 0.9 + tried
+        self._refused = 0
+
+    def probe(self) -> bool:
+        """Called when a draft of this kind was refused: True every `probe_every`-th time in a row,
+        so a kind judged not worth drafting is measured again now and then (its chance may have
+        changed, or the load)."""
+        self._refused += 1
+        return self._refused % self.probe_every == 0
 
     @property
     def p(self) -> float:

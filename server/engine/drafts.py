@@ -19,6 +19,11 @@ class DraftSource(Protocol):
 
     def begin(self, key: int, prompt: Sequence[int]) -> None: ...
 
+    def kind(self, key: int, history: Sequence[int]) -> int:
+        """What kind of guess a draft after `history` would be, cheaply, before drafting: the
+        speculator measures acceptance per kind across all sequences (0: no guess to make)."""
+        ...
+
     def draft(self, key: int, history: Sequence[int], n_max: int) -> list[int]:
         """Up to `n_max` tokens that may follow `history` (prompt + answer so far, the token
         about to be decoded included); [] when there is no good guess."""
@@ -29,13 +34,16 @@ class DraftSource(Protocol):
 
 class NgramDraft:
     """Prompt lookup: find the latest earlier occurrence of the last `n` tokens (n from
-    `n_match` down to `n_min`) and propose the tokens that followed it.
+    `n_match` down to `n_min`) and propose the tokens that followed it. The kind of a
+    guess is the length of the n-gram it matched: a continuation found after 12 matching
+    tokens is kept far more often than one found after 2 (the text is being copied),
+    and the speculator learns by how much.
 
     Each sequence keeps, for every n, a map n-gram -> the position after its latest
     occurrence, extended as the history grows (amortised O(n_match) per token).
     """
 
-    def __init__(self, n_match: int = 4, n_min: int = 2) -> None:
+    def __init__(self, n_match: int = 12, n_min: int = 2) -> None:
         if not 1 <= n_min <= n_match:
             raise ValueError("need 1 <= n_min <= n_match")
         self.n_match, self.n_min = n_match, n_min
@@ -47,16 +55,25 @@ class NgramDraft:
     def end(self, key: int) -> None:
         self._index.pop(key, None)
 
+    def kind(self, key: int, history: Sequence[int]) -> int:
+        return self._match(key, history)[0]
+
     def draft(self, key: int, history: Sequence[int], n_max: int) -> list[int]:
-        if n_max <= 0 or key not in self._index:
-            return []
+        n, start = self._match(key, history)
+        return list(history[start : start + n_max]) if n and n_max > 0 else []
+
+    def _match(self, key: int, history: Sequence[int]) -> tuple[int, int]:
+        """(n, start): the longest n-gram ending `history` seen before, and where its continuation
+        starts; (0, 0) when there is none."""
+        if key not in self._index:
+            return 0, 0
         maps, done = self._index[key]
         self._extend(maps, done, history)
         for n in range(min(self.n_match, len(history) - 1), self.n_min - 1, -1):
             start = maps[n].get(tuple(history[len(history) - n :]))
             if start is not None:
-                return list(history[start : start + n_max])
-        return []
+                return n, start
+        return 0, 0
 
     def _extend(self, maps: list[dict[tuple[int, ...], int]], done: list[int], history: Sequence[int]) -> None:
         """Index every n-gram that ends before the last token (whose continuation is unknown)."""

@@ -21,7 +21,7 @@ where each row costs nearly a whole step, drafting stops by itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from server.engine.draftcost import Acceptance, StepCost, expected_kept, worth
@@ -29,6 +29,7 @@ from server.engine.drafts import DraftLength, DraftSource
 
 # Steps of more rows than this (long prompt chunks) are not used to fit the cost of a row.
 COST_MAX_ROWS = 64
+PROBE = 2  # tokens drafted to measure a kind of guess again after drafts of it were refused for long
 
 
 @dataclass
@@ -36,8 +37,8 @@ class DraftState:
     """One sequence's speculation: its adaptive length and counters (drafted, accepted)."""
 
     length: DraftLength
-    acceptance: Acceptance = field(default_factory=Acceptance)
     draft: tuple[int, ...] = ()
+    kind: int = 0  # the draft source's kind of guess the draft is (its acceptance is measured per kind)
     drafted: int = 0
     accepted: int = 0
 
@@ -47,6 +48,9 @@ class Speculator:
         self.source, self.n_max, self.max_step_tokens = source, n_max, max_step_tokens
         self.drafted = self.accepted = 0  # over all sequences, for metrics
         self.cost = StepCost(COST_MAX_ROWS)
+        # Acceptance per kind of guess, over all sequences: a new request starts from what the
+        # earlier ones measured (a copy matched on 12 tokens is kept far more often than on 2).
+        self.acceptance: dict[int, Acceptance] = {}
 
     def observe(self, rows: int, seconds: float) -> None:
         """A decode step's size and time, for the cost model."""
@@ -67,9 +71,15 @@ class Speculator:
         budget = self.max_step_tokens - n_decoding
         rows, tokens = n_decoding, float(n_decoding)
         for key, state, history, room in candidates:
-            p, k = state.acceptance.p, min(state.length.next(), room, budget)
+            state.draft, state.kind = (), self.source.kind(key, history)
+            if not state.kind:
+                continue
+            acceptance = self.acceptance.setdefault(state.kind, Acceptance())
+            p, k = acceptance.p, min(state.length.next(), room, budget)
             while k > 0 and not worth(self.cost, rows, tokens, k, p):
                 k //= 2
+            if k == 0 and acceptance.probe():  # refused for long: measure this kind again
+                k = min(PROBE, room, budget)
             started = time.perf_counter()
             state.draft = tuple(self.source.draft(key, history, k)) if k > 0 else ()
             self.cost.drafted(len(state.draft), time.perf_counter() - started)
@@ -92,7 +102,7 @@ class Speculator:
         n = len(state.draft)
         if n:
             state.length.update(n, len(kept))
-            state.acceptance.update(n, len(kept))
+            self.acceptance.setdefault(state.kind, Acceptance()).update(n, len(kept))
             state.drafted += n
             state.accepted += len(kept)
             self.drafted += n

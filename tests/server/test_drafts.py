@@ -105,10 +105,12 @@ def plan(cost: StepCost, n_decoding: int, p: float) -> list[int]:
     speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
     speculator.cost = cost
     history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] * 3
+    for kind in range(1, 13):
+        speculator.acceptance[kind] = Acceptance(prior=p)
+        speculator.acceptance[kind].kept, speculator.acceptance[kind].tried = 100 * p, 100.0
     states = []
     for key in range(n_decoding):
         state = speculator.begin(key, history)
-        state.acceptance.kept, state.acceptance.tried = 100 * p, 100.0
         states.append((key, state, history, 100))
     speculator.plan(states, n_decoding)
     return [len(state.draft) for _, state, _, _ in states]
@@ -130,3 +132,31 @@ def test_a_draft_source_that_takes_time_is_counted_against_its_drafts():
     assert plan(gpu, 1, 0.99) == [0]
     gpu.per_draft_token = 0.003
     assert plan(gpu, 1, 0.9) != [0] and plan(gpu, 1, 0.1) == [0]
+
+
+def test_the_kind_of_an_ngram_guess_is_the_length_it_matched():
+    source = NgramDraft(n_match=12, n_min=2)
+    source.begin(0, [])
+    copied = list(range(100, 120))
+    history = [*copied, 7, 8, *copied[:14]]  # copying the run again: 14 tokens in, a 12-gram matches
+    assert source.kind(0, history) == 12 and source.draft(0, history, 4) == copied[14:18]
+    assert source.kind(0, [*history, 5]) == 0 and source.draft(0, [*history, 5], 4) == []  # nothing to copy
+
+
+def test_what_one_request_learnt_of_a_kind_serves_the_next_and_refused_kinds_are_probed():
+    cpu = fitted(0.016, 0.014)
+    speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
+    speculator.cost = cpu
+    history = list(range(100, 130)) * 2
+    for _ in range(30):  # an earlier request: drafts of this kind were all kept
+        speculator.acceptance.setdefault(12, Acceptance()).update(drafted=8, kept=8)
+    state = speculator.begin(1, history)
+    speculator.plan([(1, state, history, 100)], 1)
+    assert len(state.draft) > 0 and state.kind == 12
+    for _ in range(30):  # then they all missed
+        speculator.acceptance[12].update(drafted=8, kept=0)
+    lengths = []
+    for _ in range(32):
+        speculator.plan([(1, state, history, 100)], 1)
+        lengths.append(len(state.draft))
+    assert lengths.count(0) == 30 and lengths.count(2) == 2  # refused, but measured again every 16 steps

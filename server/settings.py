@@ -242,7 +242,7 @@ class Settings:
         "unless every layer is on the GPU, then 0), N, or 0 (off)",
     )
     speculative: str = setting(
-        "off",
+        "ngram",  # measured never slower: drafts that do not pay are not made (README: speculative decoding)
         str.lower,
         _one_of(("off", "ngram", "draft")),
         "speculative decoding: off, ngram (drafts copied from the prompt and answer) or draft (DRAFT_MODEL)",

@@ -39,6 +39,7 @@ class DraftState:
     length: DraftLength
     draft: tuple[int, ...] = ()
     kind: int = 0  # the draft source's kind of guess the draft is (its acceptance is measured per kind)
+    streak: bool = False  # its last draft was kept whole: the answer is copying, the next guess likely right
     drafted: int = 0
     accepted: int = 0
 
@@ -74,7 +75,7 @@ class Speculator:
             state.draft, state.kind = (), self.source.kind(key, history)
             if not state.kind:
                 continue
-            acceptance = self.acceptance.setdefault(state.kind, Acceptance())
+            acceptance = self.acceptance.setdefault(_bucket(state), Acceptance())
             p, k = acceptance.p, min(state.length.next(), room, budget)
             while k > 0 and not worth(self.cost, rows, tokens, k, p):
                 k //= 2
@@ -102,10 +103,17 @@ class Speculator:
         n = len(state.draft)
         if n:
             state.length.update(n, len(kept))
-            self.acceptance.setdefault(state.kind, Acceptance()).update(n, len(kept))
+            self.acceptance.setdefault(_bucket(state), Acceptance()).update(n, len(kept))
+            state.streak = len(kept) == n
             state.drafted += n
             state.accepted += len(kept)
             self.drafted += n
             self.accepted += len(kept)
         state.draft = ()
         return [*kept, own]
+
+
+def _bucket(state: DraftState) -> int:
+    """What acceptance is measured over: the kind of guess, and whether the sequence's last draft
+    was kept whole (inside a copied run nearly every guess is right; at its start, far fewer)."""
+    return 2 * state.kind + state.streak

@@ -105,9 +105,9 @@ def plan(cost: StepCost, n_decoding: int, p: float) -> list[int]:
     speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
     speculator.cost = cost
     history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] * 3
-    for kind in range(1, 13):
-        speculator.acceptance[kind] = Acceptance(prior=p)
-        speculator.acceptance[kind].kept, speculator.acceptance[kind].tried = 100 * p, 100.0
+    for bucket in range(2, 26):
+        speculator.acceptance[bucket] = Acceptance(prior=p)
+        speculator.acceptance[bucket].kept, speculator.acceptance[bucket].tried = 100 * p, 100.0
     states = []
     for key in range(n_decoding):
         state = speculator.begin(key, history)
@@ -148,15 +148,27 @@ def test_what_one_request_learnt_of_a_kind_serves_the_next_and_refused_kinds_are
     speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
     speculator.cost = cpu
     history = list(range(100, 130)) * 2
-    for _ in range(30):  # an earlier request: drafts of this kind were all kept
-        speculator.acceptance.setdefault(12, Acceptance()).update(drafted=8, kept=8)
+    for _ in range(30):  # an earlier request: drafts of this kind (12-gram matches, no streak) were all kept
+        speculator.acceptance.setdefault(24, Acceptance()).update(drafted=8, kept=8)
     state = speculator.begin(1, history)
     speculator.plan([(1, state, history, 100)], 1)
     assert len(state.draft) > 0 and state.kind == 12
     for _ in range(30):  # then they all missed
-        speculator.acceptance[12].update(drafted=8, kept=0)
+        speculator.acceptance[24].update(drafted=8, kept=0)
     lengths = []
     for _ in range(32):
         speculator.plan([(1, state, history, 100)], 1)
         lengths.append(len(state.draft))
     assert lengths.count(0) == 30 and lengths.count(2) == 2  # refused, but measured again every 16 steps
+
+
+def test_acceptance_is_kept_apart_inside_a_copied_run():
+    speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
+    history = list(range(100, 130)) * 2
+    state = speculator.begin(1, history)
+    state.kind, state.draft = 12, (1, 2, 3)
+    speculator.accept(state, lambda i, kept: [1, 2, 3, 4][i])  # kept whole
+    assert state.streak and speculator.acceptance[24].p > 0.5
+    state.draft = (1, 2, 3)
+    speculator.accept(state, lambda i, kept: 9)  # missed at once: measured in the streak's bucket
+    assert not state.streak and speculator.acceptance[25].p < 0.5

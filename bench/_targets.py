@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -28,6 +29,12 @@ PIN = next(
 SRC = WORK / "src" / f"llama_cpp_python-{PIN}"
 LLAMA_SERVER = WORK / f"llama-server-{PIN}" / "bin" / "llama-server"
 LCP_VENV = WORK / f"llama-cpp-python-{PIN}-venv"
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end a bench as Ctrl-C does, through its `finally` blocks, so the servers it
+    started are stopped too (by default the bench would die at once and leave them running)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def sh(argv: list, **kw) -> None:

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from concurrency import PIN, TARGETS, free_port, run_round, wait_ready, write_atomic
+from concurrency import PIN, TARGETS, free_port, run_round, stop_on_sigterm, wait_ready, write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -165,6 +165,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     if args.out.exists() and not args.force:
         print(f"{args.out} exists; rerun with --force to replace it (or --out elsewhere)", file=sys.stderr)
         return 1

@@ -68,7 +68,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _concurrency_report as report  # noqa: E402
 import _spread  # noqa: E402
 from _inprocess import InProcess, end_tokens  # noqa: E402
-from _targets import LLAMA_SERVER, PIN, ROOT, TARGETS, WORK, Target, prepare_lcp_venv  # noqa: E402, F401
+from _targets import (  # noqa: E402, F401
+    LLAMA_SERVER,
+    PIN,
+    ROOT,
+    TARGETS,
+    WORK,
+    Target,
+    prepare_lcp_venv,
+    stop_on_sigterm,
+)
 
 RESULTS = ROOT / "bench" / "results"
 TOPICS = [
@@ -380,6 +389,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     if args.model is None:
         sys.path.insert(0, str(ROOT))
         from server.model.files import resolve_model

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _targets import ROOT, WORK  # noqa: E402
+from _targets import ROOT, WORK, stop_on_sigterm  # noqa: E402
 from concurrency import free_port, post, wait_ready, write_atomic  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -135,6 +135,7 @@ def measure(side: Side, max_tokens: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    stop_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--before", type=Path, help="another checkout of this server (with its .venv), measured too")
     ap.add_argument("--model", type=Path, help="GGUF file (default: the server's default model)")

@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _speculative_report as report  # noqa: E402
 from _edit_prompts import PROMPTS  # noqa: E402
-from _targets import PIN, ROOT, TARGETS, WORK  # noqa: E402
+from _targets import PIN, ROOT, TARGETS, WORK, stop_on_sigterm  # noqa: E402
 from concurrency import free_port, post, wait_ready, write_atomic  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -250,6 +250,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     unknown = [s for s in args.sides if s not in SIDES]
     if unknown:
         print(f"unknown sides {unknown}; choose from {SIDES}", file=sys.stderr)

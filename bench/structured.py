@@ -259,6 +259,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    cc.stop_on_sigterm()
     if args.model is None:
         sys.path.insert(0, str(cc.ROOT))
         from server.model.files import resolve_model

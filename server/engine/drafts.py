@@ -41,13 +41,22 @@ class NgramDraft:
 
     Each sequence keeps, for every n, a map n-gram -> the position after its latest
     occurrence, extended as the history grows (amortised O(n_match) per token).
+
+    Beside them, one pool for all requests, as llama-server's ngram-mod keeps: each
+    `n_match`-gram ever seen -> the token that followed it. When a request's own text
+    has no full-length match, a draft is read from the pool token by token (its own
+    kind, `n_match + 1`), so a request that repeats an earlier one (a retry, an answer
+    regenerated) drafts the earlier answer. The pool is emptied when it reaches
+    `pool_max` entries.
     """
 
-    def __init__(self, n_match: int = 12, n_min: int = 2) -> None:
+    def __init__(self, n_match: int = 12, n_min: int = 2, pool_max: int = 1 << 20) -> None:
         if not 1 <= n_min <= n_match:
             raise ValueError("need 1 <= n_min <= n_match")
-        self.n_match, self.n_min = n_match, n_min
+        self.n_match, self.n_min, self.pool_max = n_match, n_min, pool_max
+        self.pool_kind = n_match + 1
         self._index: dict[int, tuple[list[dict[tuple[int, ...], int]], list[int]]] = {}
+        self._pool: dict[tuple[int, ...], int] = {}
 
     def begin(self, key: int, prompt: Sequence[int]) -> None:
         self._index[key] = ([{} for _ in range(self.n_match + 1)], [0])
@@ -56,11 +65,32 @@ class NgramDraft:
         self._index.pop(key, None)
 
     def kind(self, key: int, history: Sequence[int]) -> int:
-        return self._match(key, history)[0]
+        n, _ = self._match(key, history)
+        if n < self.n_match and self._pooled(history, 1):
+            return self.pool_kind
+        return n
 
     def draft(self, key: int, history: Sequence[int], n_max: int) -> list[int]:
+        if n_max <= 0:
+            return []
         n, start = self._match(key, history)
-        return list(history[start : start + n_max]) if n and n_max > 0 else []
+        if n < self.n_match:
+            pooled = self._pooled(history, n_max)
+            if pooled:
+                return pooled
+        return list(history[start : start + n_max]) if n else []
+
+    def _pooled(self, history: Sequence[int], n_max: int) -> list[int]:
+        """Up to `n_max` tokens read from the shared pool, each following the last n_match before it."""
+        tail = list(history[-self.n_match :])
+        out: list[int] = []
+        while len(out) < n_max and len(tail) == self.n_match:
+            token = self._pool.get(tuple(tail))
+            if token is None:
+                break
+            out.append(token)
+            tail = [*tail[1:], token]
+        return out
 
     def _match(self, key: int, history: Sequence[int]) -> tuple[int, int]:
         """(n, start): the longest n-gram ending `history` seen before, and where its continuation
@@ -78,9 +108,13 @@ class NgramDraft:
     def _extend(self, maps: list[dict[tuple[int, ...], int]], done: list[int], history: Sequence[int]) -> None:
         """Index every n-gram that ends before the last token (whose continuation is unknown)."""
         end = len(history) - 1
+        if len(self._pool) > self.pool_max:
+            self._pool.clear()
         for stop in range(max(done[0], 1), end + 1):  # an n-gram ending at `stop` is followed by history[stop]
             for n in range(self.n_min, min(self.n_match, stop) + 1):
                 maps[n][tuple(history[stop - n : stop])] = stop
+            if stop >= self.n_match:
+                self._pool[tuple(history[stop - self.n_match : stop])] = history[stop]
         done[0] = max(done[0], end + 1)
 
 

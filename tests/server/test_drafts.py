@@ -172,3 +172,26 @@ def test_acceptance_is_kept_apart_inside_a_copied_run():
     state.draft = (1, 2, 3)
     speculator.accept(state, lambda i, kept: 9)  # missed at once: measured in the streak's bucket
     assert not state.streak and speculator.acceptance[25].p < 0.5
+
+
+def test_a_request_that_repeats_an_earlier_one_drafts_the_earlier_answer_from_the_pool():
+    source = NgramDraft(n_match=12, n_min=2)
+    prompt, answer = list(range(1000, 1030)), list(range(2000, 2040))
+    source.begin(0, prompt)
+    source.kind(0, [*prompt, *answer])  # the first request, indexed as it was answered
+    source.end(0)
+    source.begin(1, prompt)  # the same request again, a few tokens into the same answer
+    again = [*prompt, *answer[:3]]
+    assert source.kind(1, again) == source.pool_kind
+    assert source.draft(1, again, 8) == answer[3:11]
+    fresh = NgramDraft(n_match=12, n_min=2)
+    fresh.begin(1, prompt)
+    assert fresh.kind(1, again) == 0 and fresh.draft(1, again, 8) == []  # nothing seen before, nothing to copy
+
+
+def test_the_pool_is_emptied_when_full():
+    source = NgramDraft(n_match=2, n_min=1, pool_max=10)
+    source.begin(0, [])
+    source.kind(0, list(range(40)))
+    source.kind(0, [*range(40), 99])  # over the limit: emptied before indexing the rest
+    assert len(source._pool) <= 10 + 1

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.errors import InvalidRequest
 from server.http.ollama_schema import validate_ollama
 from server.http.ollama_tools import ToolReply
 from server.settings import Settings
@@ -53,3 +57,33 @@ def test_a_call_cut_short_comes_back_as_text():
     cut = '{"tool_call": {"name": "get_weather", "arguments": {"city": "Par'
     reply.content(cut)
     assert reply.finish() == (cut, [])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+CALLS = st.lists(
+    st.fixed_dictionaries({"function": st.fixed_dictionaries({}, optional={"name": JSON, "arguments": JSON})}) | JSON,
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tools=st.none() | JSON | st.lists(st.just(TOOL) | JSON, max_size=3),
+    calls=st.none() | CALLS | JSON,
+    tool_name=st.none() | JSON,
+)
+def test_any_tool_fields_are_taken_or_refused_by_name(tools, calls, tool_name):
+    """Whatever the tool fields hold, the answer is a request or an InvalidRequest naming a field."""
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "content": "42", "tool_name": tool_name},
+    ]
+    try:
+        chat(messages, tools=tools)
+    except InvalidRequest as exc:
+        assert exc.field and (exc.field.startswith(("tools", "messages")))

@@ -57,12 +57,17 @@ class NgramDraft:
         self.pool_kind = n_match + 1
         self._index: dict[int, tuple[list[dict[tuple[int, ...], int]], list[int]]] = {}
         self._pool: dict[tuple[int, ...], int] = {}
+        # The last match per sequence, by history length: `kind` and `draft` ask about the same
+        # history in one step, and the lookup is done once.
+        self._last: dict[int, tuple[int, int, int]] = {}
 
     def begin(self, key: int, prompt: Sequence[int]) -> None:
         self._index[key] = ([{} for _ in range(self.n_match + 1)], [0])
+        self._last.pop(key, None)
 
     def end(self, key: int) -> None:
         self._index.pop(key, None)
+        self._last.pop(key, None)
 
     def kind(self, key: int, history: Sequence[int]) -> int:
         n, _ = self._match(key, history)
@@ -97,6 +102,14 @@ class NgramDraft:
         starts; (0, 0) when there is none."""
         if key not in self._index:
             return 0, 0
+        last = self._last.get(key)
+        if last is not None and last[0] == len(history):
+            return last[1], last[2]
+        n, start = self._lookup(key, history)
+        self._last[key] = (len(history), n, start)
+        return n, start
+
+    def _lookup(self, key: int, history: Sequence[int]) -> tuple[int, int]:
         maps, done = self._index[key]
         self._extend(maps, done, history)
         for n in range(min(self.n_match, len(history) - 1), self.n_min - 1, -1):

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy import nginx_conf
+from deploy import nginx_conf, nginx_reload
 from deploy.replica import Replica, start_process
 from server.__main__ import settings_environ
 from server.model.files import ModelFileError, resolve_model
@@ -116,7 +116,10 @@ class Cluster:
                 )
         if reload:
             self.write_conf()
-            self.nginx.send_signal(signal.SIGHUP)  # reload: new workers take the new lists, old ones finish
+            # New workers take the new lists, old ones finish their answers; "ready" is written
+            # below only once the old lists no longer take requests.
+            if not nginx_reload.reload(self.nginx):
+                self.log("nginx did not take the new replica lists within 10 s; see nginx-error.log")
         if changed:
             self.write_state()
 

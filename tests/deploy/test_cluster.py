@@ -61,7 +61,8 @@ def log_entries(cluster, conversation: str) -> list[dict]:
 def test_plain_and_streamed_answers_through_nginx(cluster):
     body = {"query": "Name a color.", "temperature": 0, "seed": 1, "max_tokens": 8}
     plain = requests.post(f"{cluster.base}/api/respond", json=body, timeout=60)
-    assert plain.status_code == 200 and plain.json()["usage"]["completion_tokens"] > 0
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["usage"]["completion_tokens"] > 0
     with requests.post(f"{cluster.base}/api/respond", json={**body, "stream": True}, stream=True, timeout=60) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith(b"data: ")]
     assert events[-1]["type"] == "done"

@@ -1,0 +1,64 @@
+"""deploy/nginx_reload.py through real nginx: once reload() returns, no request meets the old lists.
+
+nginx keeps its old workers accepting for about 100 ms after a reload. The launcher marks a
+replica ready only after reload() returns, so from then on every request must reach it; a
+request answered from the old lists would be a "no replica is ready" 503 to a client that
+was just told the cluster is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+from pathlib import Path
+
+import requests
+
+from deploy import nginx_conf, nginx_reload
+from tests.deploy.conftest import free_ports, stub_upstream, wait_listening
+from tests.deploy.test_nginx_conf import Answers
+
+
+@contextlib.contextmanager
+def nginx_with_no_replica(nginx: str, run_dir: Path, replica: int):
+    """nginx whose lists hold no ready replica yet; yields (process, port, write(ready ports))."""
+    port = free_ports(1)
+
+    def write(ready: list[int]) -> None:
+        text = nginx_conf.render(f"127.0.0.1:{port}", run_dir, ready, [replica], 30, 4096)
+        nginx_conf.write(run_dir / "nginx.conf", text)
+
+    write([])
+    command = [nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", str(run_dir / "nginx-error.log")]
+    proc = subprocess.Popen(command)
+    try:
+        wait_listening(port, proc, run_dir / "nginx-error.log")
+        yield proc, port, write
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(10)
+
+
+def test_after_reload_returns_every_request_reaches_the_new_replica(nginx, tmp_path):
+    with stub_upstream(Answers) as replica:
+        for trial in range(5):
+            run_dir = tmp_path / str(trial)
+            run_dir.mkdir()
+            with nginx_with_no_replica(nginx, run_dir, replica) as (proc, port, write):
+                write([replica])
+                assert nginx_reload.reload(proc)
+                statuses = [
+                    requests.post(f"http://127.0.0.1:{port}/api/respond", json={}, timeout=10).status_code
+                    for _ in range(30)
+                ]
+                assert statuses == [200] * 30, (trial, statuses)
+
+
+def test_a_configuration_nginx_refuses_is_reported(nginx, tmp_path):
+    with stub_upstream(Answers) as replica, nginx_with_no_replica(nginx, tmp_path, replica) as (proc, port, _):
+        (tmp_path / "nginx.conf").write_text("this is not nginx configuration;\n")
+        assert not nginx_reload.reload(proc, limit=1.0)
+        # The old workers still serve the old lists.
+        r = requests.post(f"http://127.0.0.1:{port}/api/respond", json={}, timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "no_replica"

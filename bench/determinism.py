@@ -29,21 +29,11 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _invariance_prompts import FACTS, PROMPTS  # noqa: E402
 from _targets import ROOT, WORK, stop_on_sigterm  # noqa: E402
 from concurrency import free_port, post, wait_ready, write_atomic  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-FACTS = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(40))
-PROMPTS = [
-    "Why is the sky blue?",
-    "Write a short poem about the sea.",
-    f"Read these facts and answer.\n{FACTS}\nWhich of the facts mention the number 7?",
-    "What is 17 times 23?",
-    "List three uses of copper.",
-    f"Here are some notes.\n{FACTS}\nSummarise the notes in one sentence.",
-    "Translate 'good morning' into French.",
-    "Describe how a bicycle stays upright.",
-]
 OTHERS = [  # (prompt, max_tokens) of the requests around the measured one
     ("Tell me a long story about a dragon who learns to bake bread.", 96),
     ("Count from one to twenty in words.", 48),

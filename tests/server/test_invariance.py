@@ -20,8 +20,10 @@ give the text of plain decoding.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -32,18 +34,10 @@ from server.http.app import create_app
 from server.model.files import ModelChoice
 from server.settings import Settings
 
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
+from _invariance_prompts import PROMPTS  # noqa: E402  (one list with bench/determinism.py)
+
 SETTINGS = dict(n_ctx=1024, parallel=4, max_tokens=24, max_tokens_ceiling=64, queue_size=8, request_timeout=120)
-FACTS = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(40))
-PROMPTS = [
-    "Why is the sky blue?",
-    "Write a short poem about the sea.",
-    f"Read these facts and answer.\n{FACTS}\nWhich of the facts mention the number 7?",
-    "What is 17 times 23?",
-    "List three uses of copper.",
-    f"Here are some notes.\n{FACTS}\nSummarise the notes in one sentence.",
-    "Translate 'good morning' into French.",
-    "Describe how a bicycle stays upright.",
-]
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0, "max_tokens": 24}
 SAMPLED = {"temperature": 0.9, "seed": 11}
 # An edit task: its answer repeats runs of the prompt, which prompt lookup drafts.

@@ -10,6 +10,7 @@ out is one engine Request (server/engine/request.py), built by `sampling`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,26 @@ def check(name: str, value: Any, limit: Limit, high: float | None = None) -> Non
         raise InvalidRequest(f"'{name}' must be {what} {limit.low}", name)
     if high is not None and size > high:
         raise InvalidRequest(f"'{name}' must be {what.replace('at least', 'at most')} {high}", name)
+
+
+def check_body(body: Any, fields: Mapping[str, Limit], highs: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Refuse a body that is not a JSON object, names a field not in `fields`, lacks a required one,
+    or holds a value outside its limit (`highs` overrides a limit's high, e.g. the settings' ceiling);
+    return the fields given. A field sent as null counts as not sent."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise InvalidRequest(f"unknown field '{unknown[0]}'", unknown[0])
+    given = {}
+    for name, limit in fields.items():
+        if body.get(name) is None:
+            if limit.required:
+                raise InvalidRequest(f"'{name}' is required", name)
+            continue
+        check(name, body[name], limit, (highs or {}).get(name))
+        given[name] = body[name]
+    return given
 
 
 def check_stop(values: dict[str, Any], name: str = "stop") -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from server.engine.request import Grammar, Message, Request, ToolChoice
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_json_schema, check_stop, sampling
+from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_body, check_json_schema, check_stop, sampling
 from server.http.ollama_tools import Results, calls_of
 from server.http.openai_tools import tools_of
 
@@ -80,18 +80,7 @@ class OllamaCall:
 
 def validate_ollama(kind: str, body: Any, settings) -> OllamaCall:
     """Check a chat ("chat") or generate ("generate") body; `settings`: the server's (limits, defaults)."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    fields = FIELDS[kind]
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise InvalidRequest(f"unknown field '{unknown[0]}'", unknown[0])
-    for name, limit in fields.items():
-        if body.get(name) is None:
-            if limit.required:
-                raise InvalidRequest(f"'{name}' is required", name)
-            continue
-        check(name, body[name], limit)
+    check_body(body, FIELDS[kind])
     _refuse_unsupported(body)
     values = _options(body.get("options") or {}, settings)
     messages = _chat_messages(body) if kind == "chat" else _generate_messages(body)

@@ -11,7 +11,16 @@ from typing import Any
 
 from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, check, check_json_schema, check_logit_bias, check_stop, sampling
+from server.http.fields import (
+    DEFAULTS,
+    LIMITS,
+    check,
+    check_body,
+    check_json_schema,
+    check_logit_bias,
+    check_stop,
+    sampling,
+)
 
 ROLES = ("user", "assistant")
 FIELDS = (
@@ -40,20 +49,8 @@ NAMES = {"messages": "history", "prompt": "query", "schema": "format"}
 
 def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> Request:
     """Check a parsed JSON body field by field; return the engine request with defaults filled."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise InvalidRequest(f"unknown field '{unknown[0]}'", unknown[0])
-    values = dict(DEFAULTS, max_tokens=max_tokens_default, stream=False, history=[], system=None)
-    for name in FIELDS:
-        limit = LIMITS[name]
-        if body.get(name) is None:
-            if limit.required:
-                raise InvalidRequest(f"'{name}' is required", name)
-            continue
-        check(name, body[name], limit, max_tokens_ceiling if name == "max_tokens" else None)
-        values[name] = body[name]
+    given = check_body(body, {name: LIMITS[name] for name in FIELDS}, {"max_tokens": max_tokens_ceiling})
+    values = dict(DEFAULTS, max_tokens=max_tokens_default, stream=False, history=[], system=None) | given
     check_stop(values)
     check_logit_bias(values)
     if not values["query"].strip():

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from server.errors import InvalidRequest
 from server.http.body import json_body
-from server.http.fields import Limit, check
+from server.http.fields import Limit, check, check_body
 from server.http.state import app_state
 
 blueprint = Blueprint("tokens", __name__)
@@ -27,18 +26,7 @@ FIELDS = {
 
 def _body(kind: str) -> dict:
     body = json_body()
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    fields = FIELDS[kind]
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise InvalidRequest(f"unknown field '{unknown[0]}'", unknown[0])
-    for name, limit in fields.items():
-        if body.get(name) is None:
-            if limit.required:
-                raise InvalidRequest(f"'{name}' is required", name)
-            continue
-        check(name, body[name], limit)
+    check_body(body, FIELDS[kind])
     return body
 
 

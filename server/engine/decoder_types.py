@@ -12,16 +12,13 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Union
+from typing import Union
 
 import llama_cpp.llama_cpp as lc
 
 from server.engine.request import Delta
 from server.engine.request import SamplingParams as SamplingParams  # re-exported
 from server.settings import KV_CACHE_TYPES
-
-if TYPE_CHECKING:
-    from server.engine.sequence import Sequence
 
 # --- decoder settings ---------------------------------------------------------------
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
@@ -112,25 +109,6 @@ class Timings:
     tokens_per_second: float  # samples after the first / (last sample - first sample)
     draft_tokens: int = 0  # speculative decoding: tokens drafted for this sequence, and how many were kept
     draft_accepted: int = 0
-
-    @classmethod
-    def of(cls, seq: Sequence) -> "Timings":
-        start = seq.t_start or seq.t_end
-        first = seq.t_first or seq.t_end
-        ms = 1000.0
-        span = seq.t_end - first
-        rate = (seq.n_generated - 1) / span if seq.n_generated > 1 and span > 0 else 0.0
-        spec = seq.spec
-        drafted, accepted = (spec.drafted, spec.accepted) if spec is not None else (0, 0)
-        return cls(
-            (start - seq.t_add) * ms,
-            (first - start) * ms,
-            span * ms,
-            (seq.t_end - seq.t_add) * ms,
-            rate,
-            drafted,
-            accepted,
-        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import llama_cpp.llama_cpp as lc
 
-from server.engine.decoder_types import Event, SamplingParams
+from server.engine.decoder_types import Event, SamplingParams, Timings
 from server.engine.sampling import TextAssembler
 from server.engine.speculative import DraftState
 
@@ -81,6 +81,24 @@ class Sequence:
     @property
     def done(self) -> bool:
         return self.state == DONE
+
+    def timings(self) -> Timings:
+        """Its timings, once ended: queued, prompt, generation and total milliseconds, tokens/s."""
+        start = self.t_start or self.t_end
+        first = self.t_first or self.t_end
+        ms = 1000.0
+        span = self.t_end - first
+        rate = (self.n_generated - 1) / span if self.n_generated > 1 and span > 0 else 0.0
+        drafted, accepted = (self.spec.drafted, self.spec.accepted) if self.spec is not None else (0, 0)
+        return Timings(
+            (start - self.t_add) * ms,
+            (first - start) * ms,
+            span * ms,
+            (self.t_end - self.t_add) * ms,
+            rate,
+            drafted,
+            accepted,
+        )
 
 
 class Pieces:

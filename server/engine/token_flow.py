@@ -16,7 +16,7 @@ from typing import Any
 import llama_cpp.llama_cpp as lc
 import numpy as np
 
-from server.engine.decoder_types import DecoderConfig, Ended, Event, Timings, Usage
+from server.engine.decoder_types import DecoderConfig, Ended, Event, Usage
 from server.engine.logprobs import Before
 from server.engine.request import Delta
 from server.engine.sampling import apply_bias, bias_entries, free_sampler_chain, greedy_token
@@ -101,7 +101,7 @@ class TokenFlow:
         if seq.slot is not None:
             # A cancelled or failed sequence's cells may be half-written: never reuse them.
             self._table.release(seq.slot, keep_cache=reason in ("stop", "length"))
-        self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), Timings.of(seq)))
+        self._emit(seq, Ended(reason, Usage(len(seq.prompt), len(seq.tokens), seq.n_cached), seq.timings()))
 
     def _emit(self, seq: Sequence, event: Event) -> None:
         try:

@@ -11,13 +11,30 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import requests
 
 from deploy import nginx_conf, nginx_reload
 from tests.deploy.conftest import free_ports, stub_upstream, wait_listening
-from tests.deploy.test_nginx_conf import Answers
+from tests.deploy.test_nginx_conf import Answers, Loading
+
+
+class LongStream(Loading):
+    """A stream of 20 events 0.2 s apart: an answer still running on an old worker during a reload."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for i in range(20):
+            self.wfile.write(f'data: {{"n": {i}}}\n\n'.encode())
+            self.wfile.flush()
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -62,3 +79,32 @@ def test_a_configuration_nginx_refuses_is_reported(nginx, tmp_path):
         # The old workers still serve the old lists.
         r = requests.post(f"http://127.0.0.1:{port}/api/respond", json={}, timeout=10)
         assert r.status_code == 503 and r.json()["error"]["type"] == "no_replica"
+
+
+def test_a_stream_on_an_old_worker_does_not_hold_the_reload_back(nginx, tmp_path):
+    """The old worker keeps running to finish the stream, but it stops accepting at once: reload()
+    returns then, and the stream still ends whole."""
+    with stub_upstream(LongStream) as streaming, stub_upstream(Answers) as other:
+        with nginx_with_no_replica(nginx, tmp_path, streaming) as (proc, port, write):
+            write([streaming])
+            assert nginx_reload.reload(proc)
+            events: list[bytes] = []
+
+            def listen() -> None:
+                with requests.post(f"http://127.0.0.1:{port}/api/respond", json={}, stream=True, timeout=30) as r:
+                    events.extend(line for line in r.iter_lines() if line.startswith(b"data: "))
+
+            client = threading.Thread(target=listen)
+            client.start()
+            time.sleep(0.6)  # the stream has begun on the worker about to become old
+            old = set(nginx_reload.workers(proc.pid))
+            write([other])
+            start = time.monotonic()
+            assert nginx_reload.reload(proc)
+            assert time.monotonic() - start < 2  # not the ~3.4 s the stream has left
+            titles = nginx_reload.workers(proc.pid)
+            assert any(titles.get(pid) == "nginx: worker process is shutting down" for pid in old), titles
+            r = requests.post(f"http://127.0.0.1:{port}/api/respond", json={"q": 1}, timeout=10)
+            assert r.status_code == 200 and "echo" in r.json()  # the new list: the other replica
+            client.join(30)
+    assert len(events) == 20

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -73,3 +74,17 @@ def stub_upstream(handler: type[http.server.BaseHTTPRequestHandler]):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def nginx_running(nginx: str, run_dir: Path, port: int):
+    """Debian's nginx on run_dir/nginx.conf (the caller writes it), once it listens on `port`;
+    yields the process and stops it gracefully (SIGQUIT) afterwards."""
+    command = [nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", str(run_dir / "nginx-error.log")]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    try:
+        wait_listening(port, proc, run_dir / "nginx-error.log")
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(10)

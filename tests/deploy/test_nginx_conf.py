@@ -13,7 +13,6 @@ import contextlib
 import http.server
 import json
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import requests
 
 from deploy import nginx_conf
-from tests.deploy.conftest import free_ports, stub_upstream, wait_listening
+from tests.deploy.conftest import free_ports, nginx_running, stub_upstream
 
 MAX_BODY = 4096
 
@@ -60,16 +59,18 @@ class Answers(Loading):
 class SlowStream(Loading):
     """Server-sent events, one every 0.3 s, without X-Accel-Buffering: nginx's own setting decides."""
 
+    EVENTS, PACE_S = 4, 0.3
+
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
-        for i in range(4):
+        for i in range(self.EVENTS):
             self.wfile.write(f'data: {{"n": {i}}}\n\n'.encode())
             self.wfile.flush()
-            time.sleep(0.3)
+            time.sleep(self.PACE_S)
 
 
 @contextlib.contextmanager
@@ -80,16 +81,8 @@ def nginx_on(nginx: str, tmp_path: Path, ready_ports: list[int], request_timeout
         f"127.0.0.1:{port}", tmp_path, ready_ports, ready_ports or [port + 1], request_timeout, MAX_BODY
     )
     nginx_conf.write(tmp_path / "nginx.conf", text)
-    proc = subprocess.Popen(
-        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "nginx-error.log")],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_listening(port, proc, tmp_path / "nginx-error.log")
+    with nginx_running(nginx, tmp_path, port):
         yield f"http://127.0.0.1:{port}", tmp_path / "access.log"
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        proc.wait(10)
 
 
 def log_entries(path: Path) -> list[dict]:

@@ -9,8 +9,6 @@ was just told the cluster is ready.
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,23 +16,14 @@ from pathlib import Path
 import requests
 
 from deploy import nginx_conf, nginx_reload
-from tests.deploy.conftest import free_ports, stub_upstream, wait_listening
-from tests.deploy.test_nginx_conf import Answers, Loading
+from tests.deploy.conftest import free_ports, nginx_running, stub_upstream
+from tests.deploy.test_nginx_conf import Answers, SlowStream
 
 
-class LongStream(Loading):
+class LongStream(SlowStream):
     """A stream of 20 events 0.2 s apart: an answer still running on an old worker during a reload."""
 
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        for i in range(20):
-            self.wfile.write(f'data: {{"n": {i}}}\n\n'.encode())
-            self.wfile.flush()
-            time.sleep(0.2)
+    EVENTS, PACE_S = 20, 0.2
 
 
 @contextlib.contextmanager
@@ -47,14 +36,8 @@ def nginx_with_no_replica(nginx: str, run_dir: Path, replica: int):
         nginx_conf.write(run_dir / "nginx.conf", text)
 
     write([])
-    command = [nginx, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", str(run_dir / "nginx-error.log")]
-    proc = subprocess.Popen(command)
-    try:
-        wait_listening(port, proc, run_dir / "nginx-error.log")
+    with nginx_running(nginx, run_dir, port) as proc:
         yield proc, port, write
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        proc.wait(10)
 
 
 def test_after_reload_returns_every_request_reaches_the_new_replica(nginx, tmp_path):

@@ -12,6 +12,7 @@ its logits round differently from llama-server's; where two tokens are nearly ti
 
     python bench/same_text.py                           # SmolLM2; writes bench/results/same-text-<model>.json
     python bench/same_text.py --model models/gemma-3-270m-q4_k_m.gguf --endpoint completions   # a base model
+    python bench/same_text.py ... --no-shared-prefix   # no cached prefix reused: prompts computed whole
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SERVERS = {  # name: (target, extra environment)
     "ours-invariance-off": ("ours-p1", {"LLAMA_SERVER_SPECULATIVE": "off", "LLAMA_SERVER_BATCH_INVARIANT": "off"}),
     "llama-server": ("llama-server-p1", {}),
 }
+UNRELATED = "Numbers: 4 8 15 16 23 42."
 PROMPTS = {**EDIT, **{f"question-{i}": q for i, q in enumerate(QUESTIONS)}}
 
 
@@ -68,6 +70,8 @@ def answers(name: str, args) -> dict[str, dict]:
         wait_ready(base + t.ready, proc)
         out = {}
         for p, text in PROMPTS.items():
+            if args.no_shared_prefix:  # a prompt sharing nothing, so no cached prefix is reused
+                post(f"{base}/v1/completions", {"prompt": UNRELATED, "max_tokens": 1})
             r = post(f"{base}/v1/{args.endpoint}", body(args, text))
             choice = r["choices"][0]
             out[p] = {
@@ -106,6 +110,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="completions: the same raw text to both, for a model without a chat template (each server "
         "falls back on its own format: llama-server on ChatML)",
     )
+    ap.add_argument(
+        "--no-shared-prefix",
+        action="store_true",
+        help="ask an unrelated prompt before each, so that no server reuses the system prompt's cached cells",
+    )
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", type=Path)
@@ -135,6 +144,7 @@ def main(argv: list[str]) -> int:
         "command": "bench/same_text.py " + " ".join(argv),
         "settings": {
             "endpoint": args.endpoint,
+            "no_shared_prefix": args.no_shared_prefix,
             "max_tokens": args.max_tokens,
             "ctx": args.ctx,
             "threads": args.threads,
@@ -143,7 +153,9 @@ def main(argv: list[str]) -> int:
         "summary": summary,
         "runs": runs,
     }
-    suffix = "-completions" if args.endpoint == "completions" else ""
+    suffix = ("-completions" if args.endpoint == "completions" else "") + (
+        "-no-shared-prefix" if args.no_shared_prefix else ""
+    )
     out = args.out or RESULTS / f"same-text-{args.model.stem}{suffix}.json"
     write_atomic(out, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

@@ -1,4 +1,5 @@
 """`python -m server [--flag VALUE ...]`: check the settings and the model file, then start gunicorn.
+`python -m server pull REF`: pull a model from Hugging Face (server/pull_cli.py).
 
 Every setting has a flag named after it (--n-ctx for LLAMA_SERVER_N_CTX, ...).
 Flags win over the environment, which wins over the defaults: the flags are laid
@@ -15,7 +16,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from server.model.files import ModelFileError, check_model_files
+from server.model.files import ModelFileError
 from server.settings import Settings, SettingsError, env_name
 
 CONFIG = Path(__file__).with_name("gunicorn.conf.py")
@@ -43,10 +44,17 @@ def settings_environ(argv: list[str] | None, environ: dict[str, str]) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pull"]:
+        from server.pull_cli import main as pull
+
+        return pull(argv[1:])
     try:
         environ = settings_environ(argv, dict(os.environ))
-        # The whole model file is checked here, before gunicorn forks a worker to load it.
-        check_model_files(Settings.from_env(environ))
+        # The presets and the default model's whole file are checked here, before gunicorn forks a worker.
+        from server.http.app import check_library
+
+        check_library(Settings.from_env(environ))
     except (SettingsError, ModelFileError) as exc:
         sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
         return 2

@@ -9,18 +9,19 @@ import threading
 
 from gunicorn.arbiter import Arbiter
 
-from server.model.files import ModelFileError, check_model_files
+from server.http.app import check_library
+from server.model.files import ModelFileError
 from server.settings import Settings, SettingsError
 
 try:
     _settings = Settings.from_env()
-    check_model_files(_settings)  # also makes the embedded default once, before any fork
+    check_library(_settings)  # presets, the default model (the embedded one made once, before any fork)
 except (SettingsError, ModelFileError) as exc:
     sys.stderr.write(f"laptop-llama: cannot start: {exc}\n")
     sys.exit(2)
 
 bind = [f"{_settings.host}:{_settings.port}"]
-# Each worker holds its own model and context, so one by default; threads serve
+# Each worker holds its own models and contexts, so one by default; threads serve
 # concurrent connections while the engine's queue orders the work.
 workers = _settings.workers
 # gthread, except that a thread gets a request only once all of it has arrived (and a request
@@ -50,22 +51,24 @@ def _app_state(worker):
 
 
 def post_worker_init(worker):
-    """A model that fails to load stops the whole server, rather than leaving a worker that
-    answers 503 forever: the engine logs one line saying why, and the worker exits with
-    APP_LOAD_ERROR, on which gunicorn's master halts with that exit code."""
+    """A default model that fails to load at start stops the whole server, rather than leaving a
+    worker that answers 503 forever: the engine logs one line saying why, and the worker exits with
+    APP_LOAD_ERROR, on which gunicorn's master halts with that exit code. (Other models fail
+    only the requests that asked for them.)"""
     state = _app_state(worker)
     if state is None or not hasattr(worker, "stop_with"):
         return
 
     def watch() -> None:
-        if not state.engine.wait_ready() and state.engine.state == "failed":
+        library = state.library
+        if not library.wait_loaded(library.default_model().name):
             worker.stop_with(Arbiter.APP_LOAD_ERROR)
 
     threading.Thread(target=watch, name="load-watch", daemon=True).start()
 
 
 def worker_exit(server, worker):
-    """Free the model cleanly once the worker's requests are done."""
+    """Free the models cleanly once the worker's requests are done."""
     state = _app_state(worker)
     if state is not None:
-        state.engine.close(timeout=5)
+        state.library.close()

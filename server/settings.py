@@ -123,6 +123,37 @@ def _flash_attn(text: str) -> str:
     return "auto" if text == "auto" else ("on" if _bool(text) else "off")
 
 
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(-?)((?:\d+(?:\.\d*)?(?:ms|s|m|h))+)$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from Ollama's keep_alive: a number of seconds or a Go duration ("5m", "1h30m",
+    "-1m"); None (forever) for a negative value. ValueError saying what was expected."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 5m, 30s or 1h, or a number of seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        match = _DURATION.match(text)
+        if match is None:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError("expected a duration like 5m, 30s or 1h, or a number of seconds") from None
+        else:
+            parts = re.findall(r"(\d+(?:\.\d*)?)(ms|s|m|h)", match.group(2))
+            seconds = sum(float(n) * DURATION_UNITS[u] for n, u in parts) * (-1 if match.group(1) else 1)
+    if seconds != seconds or abs(seconds) == float("inf"):
+        raise ValueError("expected a finite duration")
+    return None if seconds < 0 else seconds
+
+
+def _duration(text: str) -> float | None:
+    return parse_duration(text)
+
+
 def _tensor_split(text: str) -> tuple[float, ...] | None:
     return tuple(_float(part) for part in text.split(",")) if text.strip() else None
 
@@ -188,7 +219,24 @@ AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/model/parall
 @dataclass(frozen=True)
 class Settings:
     # Checked (exists, a whole GGUF file) by the entry points through server/model/files.py.
-    model: str | None = setting(None, _optional_str, None, "GGUF file to serve (default: models/)")
+    model: str | None = setting(None, _optional_str, None, "a GGUF file to serve beside MODELS_DIR's (its default)")
+    models_dir: str | None = setting(None, _optional_str, None, "folder of GGUF models (default: models/ here)")
+    models_presets: str | None = setting(
+        None, _optional_str, _file_ok, "TOML file of per-model settings and aliases (default: MODELS_DIR/presets.toml)"
+    )
+    default_model: str | None = setting(
+        None, _optional_str, None, "model answering requests that name none (default: Llama 2 if made, else SmolLM2)"
+    )
+    keep_alive: float | None = setting(
+        300.0, _duration, None, "how long a model stays loaded after its last request: 5m, 30s, 0 or -1 (forever)"
+    )
+    ram_budget_mb: int | None = setting(
+        None,
+        lambda t: int(t) if t else None,
+        lambda v: None if v is None or v > 0 else "must be > 0",
+        "RAM loaded models may take (default: what is available at start minus RAM_MARGIN_MB)",
+    )
+    ram_margin_mb: int = setting(1024, _int, _at_least(0), "RAM left to the rest of the machine by the default budget")
     n_ctx: int = setting(4096, _int, _at_least(64), "context of one request in tokens (every slot gets this much)")
     n_threads: int = setting(None, _int, _at_least(1), "CPU threads (default: physical cores)", factory=physical_cores)
     n_batch: int = setting(512, _int, _at_least(1), "prompt tokens per batch")
@@ -207,7 +255,7 @@ class Settings:
         None,
         lambda t: int(t) if t else None,
         lambda v: None if v is None or v > 0 else "must be > 0",
-        "cap on the VRAM that auto offload may plan for",
+        "VRAM loaded models may take together, and auto offload may plan for (default: free at start minus margin)",
     )
     vram_margin_mb: int = setting(512, _int, _at_least(0), "VRAM auto offload leaves free")
     host: str = setting("127.0.0.1", str, lambda v: None if v else "must not be empty", "address to bind")

@@ -114,6 +114,8 @@ class Engine:
         self._queue: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
         self._admitted, self._admission = 0, threading.Lock()
         self._running: list[_Running] = []
+        self.last_active = time.monotonic()  # when a request was last admitted or ended
+        self.on_idle: Callable[[], None] | None = None  # called when its last request ends (the model library)
         self._ready = threading.Event()
         self.state = "loading"
         self.load_error: str | None = None  # why, once state is "failed"
@@ -131,6 +133,11 @@ class Engine:
     def queue_depth(self) -> int:
         """Requests waiting for a free slot."""
         return self._queue.qsize()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is running or queued."""
+        return self._admitted > 0
 
     @property
     def active(self) -> int:
@@ -210,6 +217,7 @@ class Engine:
             if self._admitted >= self._n_slots + self.settings.queue_size:
                 raise QueueFull(self.settings.queue_size)
             self._admitted += 1
+            self.last_active = time.monotonic()
         self._queue.put(generation)
         return generation
 
@@ -338,5 +346,8 @@ class Engine:
             self._running.remove(entry)
         with self._admission:
             self._admitted -= 1
+            self.last_active, idle = time.monotonic(), self._admitted == 0
         error = ERRORS.get(reason)
         entry.generation.finish(done_event(entry.generation, entry.handed, reason, ended), error() if error else None)
+        if idle and self.on_idle is not None:
+            self.on_idle()

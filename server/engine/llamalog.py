@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import re
 from typing import Iterator
 
 import llama_cpp
@@ -22,14 +23,17 @@ _ERROR, _CONTINUED = 4, 5
 
 
 @contextlib.contextmanager
-def captured_errors() -> Iterator[list[str]]:
-    """Within the block, llama.cpp's error lines go into the yielded list, not to stderr."""
+def captured_errors(sizes: list[str] | None = None) -> Iterator[list[str]]:
+    """Within the block, llama.cpp's error lines go into the yielded list, not to stderr;
+    its "... buffer size = N MiB" lines into `sizes`, when given (see buffer_sizes)."""
     lines: list[str] = []
     last = [0]
 
     def keep(level: int, text: bytes, _user_data: object) -> None:
         if level == _ERROR or (level == _CONTINUED and last[0] == _ERROR):
             lines.append(text.decode("utf-8", errors="replace"))
+        elif sizes is not None and b"buffer size" in text:
+            sizes.append(text.decode("utf-8", errors="replace"))
         if level != _CONTINUED:
             last[0] = level
 
@@ -45,3 +49,21 @@ def one_line(lines: list[str]) -> str:
     """llama.cpp's lines joined into one, repeated lines once."""
     said = [" ".join(line.split()) for line in "".join(lines).splitlines()]
     return "; ".join(dict.fromkeys(s for s in said if s))
+
+
+# "load_tensors:   CPU_Mapped model buffer size =    88.16 MiB", "llama_kv_cache:   CUDA0 KV buffer size = ..."
+_SIZE = re.compile(r"(\S+) (model|KV|compute|RS|output) buffer size =\s*([\d.]+) MiB")
+KINDS = {"model": "weights", "KV": "kv", "RS": "kv", "compute": "compute", "output": "compute"}
+
+
+def buffer_sizes(lines: list[str]) -> dict[str, int]:
+    """llama.cpp's buffer sizes by kind and place, in bytes: {"weights_ram": ..., "kv_vram": ...}.
+    A buffer is in VRAM unless its device is the CPU's (CPU, CPU_Mapped, CPU_REPACK) or a
+    GPU's pinned host memory (CUDA_Host), as Ollama counts them."""
+    found: dict[str, int] = {}
+    for line in lines:
+        for device, kind, mib in _SIZE.findall(line):
+            place = "ram" if device.startswith("CPU") or device.endswith("_Host") or device == "BLAS" else "vram"
+            name = f"{KINDS[kind]}_{place}"
+            found[name] = found.get(name, 0) + int(float(mib) * (1 << 20))
+    return found

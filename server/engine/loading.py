@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from server.engine.batching import BatchDecoder
-from server.engine.llamalog import captured_errors, one_line
+from server.engine.llamalog import buffer_sizes, captured_errors, one_line
 from server.engine.protocol import Decoder
 from server.model import describe
 from server.model.files import ModelChoice
@@ -46,8 +46,9 @@ def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = 
         plan = plan_parallel(settings, model.path)
     except ValueError as exc:  # a header without what the plans need: say which
         raise LoadError(str(exc)) from exc
+    sizes: list[str] = []  # llama.cpp's own report of its buffers: what the model measurably takes
     if decoder is None:
-        with captured_errors() as said:
+        with captured_errors(sizes) as said:
             try:
                 decoder = BatchDecoder.load(model.path, **decoder_settings(settings, plan))
             except Exception as exc:
@@ -59,6 +60,7 @@ def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = 
     info = {
         **describe.model_info(model, metadata, decoder.n_ctx, plan, prompt_format),
         "prompt_cache_mib": decoder.cfg.cache_ram_mib,
+        "memory": buffer_sizes(sizes),
     }
     describe.announce(info, model)
     return Loaded(decoder, vocab_of(decoder), choose_format(template), info)

@@ -51,6 +51,7 @@ LIMITS: dict[str, Limit] = {
     "grammar": Limit(str, 1, 32_000),  # GBNF
     "ignore_eos": Limit(bool),
     "model": Limit(str, 0, 256),
+    "keep_alive": Limit((str, int, float)),  # Ollama's: "5m", seconds, 0 (unload when idle), negative (forever)
 }
 
 # Sampling defaults of every dialect (llama.cpp's, except a lower temperature for chat).
@@ -150,3 +151,12 @@ def sampling(values: dict[str, Any]) -> SamplingParams:
         max_tokens=values["max_tokens"],
         stop=tuple(values["stop"]),
     )
+
+
+def sampling_problem(name: str, value: Any) -> str | None:
+    """What is wrong with a sampling default a model's preset gives (None when fine)."""
+    try:
+        check(name, value, LIMITS[name])
+    except InvalidRequest as exc:
+        return exc.message
+    return None

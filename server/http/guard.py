@@ -32,10 +32,10 @@ from server.http.state import app_state, authorize
 # ask for first) and the chat page with its files.
 PUBLIC = {"ops.health", "ollama.version", "ops.index", "static"}
 LOCAL_NAMES = {"localhost"}
-BODY_METHODS = {"POST", "PUT", "PATCH"}
+BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 CSP = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 PREFLIGHT = {
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "600",
 }

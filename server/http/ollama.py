@@ -1,4 +1,5 @@
-"""Ollama's API beside ours: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/version.
+"""Ollama's API beside ours: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/version,
+/api/delete and /api/copy (/api/pull is in server/http/pull.py).
 
 The same engine, queue, API key (server/http/guard.py; /api/version stays open, as the
 liveness probe Ollama's clients use) and metrics as /api/respond and /v1; only the wire
@@ -24,10 +25,14 @@ from server.engine.request import Delta, Done
 from server.errors import InvalidRequest, ServerError
 from server.http import ollama_models as models
 from server.http.body import json_body
+from server.http.fields import Limit, check_body
 from server.http.ollama_schema import NAMES, validate_ollama
 from server.http.ollama_tools import ToolReply
-from server.http.state import app_state, submit
+from server.http.state import app_state, keep_alive_of, model_of, submit, use
 from server.http.streaming import EventStream, client_gone_check, collect
+from server.library import store
+from server.library.catalog import Model
+from server.library.names import check_name
 
 blueprint = Blueprint("ollama", __name__)
 
@@ -51,23 +56,53 @@ def version():
 
 @blueprint.route("/api/tags", methods=["GET"])
 def tags():
-    return jsonify({"models": [models.entry(app_state().engine)]})
+    return jsonify({"models": models.tags()})
 
 
 @blueprint.route("/api/ps", methods=["GET"])
 def ps():
-    return jsonify({"models": models.running(app_state().engine)})
+    return jsonify({"models": models.running()})
 
 
 @blueprint.route("/api/show", methods=["POST"])
 def show():
-    state = app_state()
+    return jsonify(models.show(_named(json_body())))
+
+
+@blueprint.route("/api/delete", methods=["DELETE", "POST"])
+def delete():
+    """Remove a model: a copy's preset, or the file (unloaded first; a request running on it finishes)."""
+    model = _named(json_body())
+    library = app_state().library
+    if model.source == "setting":
+        raise InvalidRequest(f"'{model.name}' is the server's LLAMA_SERVER_MODEL; it cannot be deleted", "model")
+    library.unload(model.name)
+    if model.source == "preset":
+        store.remove_preset(library.catalog, model.name)
+    else:
+        store.delete_file(model)
+        library.catalog.scan()
+    return Response(status=200)
+
+
+@blueprint.route("/api/copy", methods=["POST"])
+def copy():
+    """A new name for a model's weights, written to the presets file (never a second copy of the file)."""
     body = json_body()
-    name = (body.get("model") or body.get("name")) if isinstance(body, dict) else None  # "name": older clients
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest("'model' is required", "model")
-    models.check_name(state.engine, name)
-    return jsonify(models.show(state.engine, state.settings))
+    check_body(body, {"source": Limit(str, 1, 256, required=True), "destination": Limit(str, 1, 256, required=True)})
+    source = model_of(body, "source", required=True)
+    destination = check_name(body["destination"], "destination")
+    if "/" in destination:
+        raise InvalidRequest("'destination' must be a plain name, not a pull reference", "destination")
+    store.copy(app_state().library.catalog, source, destination)
+    return Response(status=200)
+
+
+def _named(body) -> Model:
+    """The model of a management body: `model`, or `name` as older clients send it."""
+    if isinstance(body, dict) and body.get("model") is None and body.get("name") is not None:
+        body = {**body, "model": body["name"]}
+    return model_of(body, required=True)
 
 
 @blueprint.route("/api/chat", methods=["POST"])
@@ -82,24 +117,37 @@ def generate():
 
 def _answer(kind: str):
     started = time.monotonic_ns()
-    state = app_state()
-    call = validate_ollama(kind, json_body(), state.settings)
-    models.check_name(state.engine, call.model)
+    state, body = app_state(), json_body()
+    named = model_of(body, required=True)
+    call = validate_ollama(kind, body, state.settings, named.preset.sampling)
+    keep_alive = keep_alive_of(body)
     wrap = WRAPS[kind]
-    if call.request is None:  # no prompt or messages: Ollama's way to load the model, which is loaded
-        state.engine.check_ready()
-        return jsonify({**_head(call.model), **wrap(""), "done": True, "done_reason": "load"})
-    generation = submit(call.request, NAMES)
+    if call.request is None:  # no prompt or messages: Ollama's way to load a model, or to unload it
+        return jsonify(
+            {**_head(call.model), **wrap(""), "done": True, "done_reason": _load_or_unload(named, keep_alive)}
+        )
+    loading = time.monotonic_ns()
+    generation = submit(call.request, NAMES, named, keep_alive)
+    load_ns = time.monotonic_ns() - loading  # waiting for the model to load, if it was not
     reply = ToolReply() if call.request.uses_tools else None
     if call.request.stream:
-        lines = Lines(call.model, wrap, started, reply)
+        lines = Lines(call.model, wrap, started, reply, load_ns)
         return Response(EventStream(generation, lines.render, _error_line), mimetype="application/x-ndjson")
     text, done = collect(generation, client_gone_check(request.environ))
     if reply is None:
-        return jsonify(_final(call.model, wrap(text), done, started))
+        return jsonify(_final(call.model, wrap(text), done, started, load_ns))
     content = reply.content(text)
     rest, calls = reply.finish()
-    return jsonify(_final(call.model, _with_calls(content + rest, calls), done, started))
+    return jsonify(_final(call.model, _with_calls(content + rest, calls), done, started, load_ns))
+
+
+def _load_or_unload(model: Model, keep_alive: object) -> str:
+    """`keep_alive: 0` unloads the model (once idle); otherwise it is loaded and kept as asked."""
+    if keep_alive == 0:
+        app_state().library.unload(model.name)
+        return "unload"
+    use(model, keep_alive).release()
+    return "load"
 
 
 def _with_calls(content: str, calls: list[dict]) -> dict:
@@ -114,8 +162,8 @@ def _head(model: str) -> dict:
     return {"model": model, "created_at": models.timestamp(time.time())}
 
 
-def _final(model: str, text: dict, done: Done, started: int) -> dict:
-    """The last object: the counts and durations in nanoseconds (the model is loaded before any request)."""
+def _final(model: str, text: dict, done: Done, started: int, load_ns: int = 0) -> dict:
+    """The last object: the counts and durations in nanoseconds (load_duration: waiting for the model to load)."""
     usage, timings = done.usage, done.timings
     return {
         **_head(model),
@@ -123,7 +171,7 @@ def _final(model: str, text: dict, done: Done, started: int) -> dict:
         "done": True,
         "done_reason": done.finish_reason,
         "total_duration": time.monotonic_ns() - started,
-        "load_duration": 0,
+        "load_duration": load_ns,
         "prompt_eval_count": usage["prompt_tokens"],
         "prompt_eval_duration": round(timings["prompt_ms"] * 1e6),
         "eval_count": usage["completion_tokens"],
@@ -135,8 +183,8 @@ class Lines:
     """The engine's events as Ollama's NDJSON: one object per text delta, then the final one.
     With tools, a call comes whole in one object before the final one, as Ollama sends it."""
 
-    def __init__(self, model: str, wrap: Wrap, started: int, reply: ToolReply | None = None):
-        self.model, self.wrap, self.started, self.reply = model, wrap, started, reply
+    def __init__(self, model: str, wrap: Wrap, started: int, reply: ToolReply | None = None, load_ns: int = 0):
+        self.model, self.wrap, self.started, self.reply, self.load_ns = model, wrap, started, reply, load_ns
 
     def render(self, generation: Generation) -> Iterator[str]:
         for event in generation:
@@ -149,7 +197,7 @@ class Lines:
                 content, calls = self.reply.finish()
                 if content or calls:
                     yield self._piece(_with_calls(content, calls))
-            yield _line(_final(self.model, self.wrap(""), event, self.started))
+            yield _line(_final(self.model, self.wrap(""), event, self.started, self.load_ns))
 
     def _piece(self, text: dict) -> str:
         return _line({**_head(self.model), **text, "done": False})

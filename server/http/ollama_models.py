@@ -1,9 +1,9 @@
-"""The served model as Ollama describes models: its name, /api/tags, /api/show and /api/ps entries.
+"""The library's models as each ecosystem lists them: Ollama's /api/tags, /api/show and /api/ps,
+OpenAI's /v1/models and llama-server's router /models.
 
-This server serves one GGUF file. Its Ollama name is the file name without `.gguf`
-(`name:latest` means the same, any case), and a request naming another model gets a
-404 that names the served one. The facts come from the file and its GGUF header (read
-once per file version), so /api/tags and /api/show answer while the model loads.
+A model's name is its file's stem (`name:latest` means the same, any case). The facts
+come from the file and its GGUF header (read once per file version), so every model is
+described without loading it; /api/ps adds what llama.cpp measured once it loaded.
 """
 
 from __future__ import annotations
@@ -11,27 +11,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from server.errors import ModelNotFound
 from server.http.fields import DEFAULTS
+from server.http.state import app_state
+from server.library.catalog import Model
+from server.library.library import Entry
 from server.model import describe
 from server.model.ggufinfo import GGUFInfo, read_gguf_info
 
-# The model stays loaded while the server runs (keep_alive is accepted and ignored).
-NEVER = "2999-12-31T23:59:59Z"
-
-
-def served_name(engine) -> str:
-    return engine.model.path.name.removesuffix(".gguf")
-
-
-def check_name(engine, name: str) -> None:
-    """ModelNotFound (404) unless `name` is the served model's, with or without `:latest`."""
-    served = served_name(engine)
-    if name.lower().removesuffix(":latest") != served.lower():
-        raise ModelNotFound(f"model '{name}' not found: this server serves '{served}' only")
+# What /api/ps says of a model kept forever (Ollama stores it as the largest duration: ~292 years).
+FOREVER = "2318-04-11T23:47:16Z"
 
 
 def timestamp(seconds: float) -> str:
@@ -39,34 +31,36 @@ def timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=64)
 def _header(path: str, _version: tuple[int, int]) -> GGUFInfo:
     return read_gguf_info(Path(path))
 
 
-def _facts(engine) -> tuple[Path, os.stat_result, GGUFInfo]:
-    """(path, os.stat result, GGUF header) of the served file."""
-    path = engine.model.path
-    stat = path.stat()
-    return path, stat, _header(str(path), (stat.st_size, stat.st_mtime_ns))
+def _facts(model: Model) -> tuple[os.stat_result, GGUFInfo]:
+    """(os.stat result, GGUF header) of the model's file."""
+    stat = model.path.stat()
+    return stat, _header(str(model.path), (stat.st_size, stat.st_mtime_ns))
 
 
-def entry(engine) -> dict:
+def digest(model: Model, stat: os.stat_result) -> str:
+    # Identifies this version of the file (path, size, time) without reading gigabytes to hash it.
+    return hashlib.sha256(f"{model.path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+def entry(model: Model) -> dict:
     """The model as /api/tags lists it; /api/ps adds to it."""
-    path, stat, header = _facts(engine)
+    stat, header = _facts(model)
     metadata = header.metadata
     arch = str(metadata.get("general.architecture", "unknown"))
-    name = served_name(engine) + ":latest"
-    # Identifies this version of the file (name, size, time) without reading gigabytes to hash it.
-    digest = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+    name = model.name if ":" in model.name else model.name + ":latest"
     return {
         "name": name,
         "model": name,
         "modified_at": timestamp(stat.st_mtime),
         "size": stat.st_size,
-        "digest": digest,
+        "digest": digest(model, stat),
         "details": {
-            "parent_model": "",
+            "parent_model": model.preset.source or "",
             "format": "gguf",
             "family": arch,
             "families": [arch],
@@ -76,42 +70,99 @@ def entry(engine) -> dict:
     }
 
 
-def show(engine, settings) -> dict:
+def tags() -> list[dict]:
+    listed = []
+    for model in app_state().library.catalog.models():
+        try:
+            listed.append(entry(model))
+        except (OSError, ValueError):  # a file removed or damaged since the listing: leave it out
+            continue
+    return listed
+
+
+def show(model: Model) -> dict:
     """/api/show: the header's metadata (arrays left empty, as Ollama does unless verbose),
-    the chat template and the server's sampling defaults as Modelfile parameters."""
-    path, stat, header = _facts(engine)
+    the chat template and the model's sampling defaults as Modelfile parameters."""
+    settings = app_state().library.settings_for(model)
+    stat, header = _facts(model)
     metadata = header.metadata
     template, label = describe.chat_template(settings, {k: str(v) for k, v in metadata.items()})
     info = {k: ([] if k in header.arrays else v) for k, v in metadata.items() if k != "tokenizer.chat_template"}
+    sampling = {**DEFAULTS, **model.preset.sampling}
     parameters = {
         "num_ctx": settings.n_ctx,
         "num_predict": settings.max_tokens,
-        **{k: DEFAULTS[k] for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")},
+        **{k: sampling[k] for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")},
     }
     return {
         "license": str(metadata.get("general.license", "")),
-        "modelfile": f"# Served by laptop-llama; its settings are the server's (LLAMA_SERVER_*).\nFROM {path}\n",
+        "modelfile": f"# Served by laptop-llama; its settings are the server's and its preset's.\nFROM {model.path}\n",
         "parameters": "\n".join(f"{k:<30} {v}" for k, v in parameters.items()),
         "template": template or label,
-        "details": entry(engine)["details"],
+        "details": entry(model)["details"],
         "model_info": info,
         "capabilities": ["completion", "tools"],  # tools: any model, in the generic format (server/model/tools.py)
         "modified_at": timestamp(stat.st_mtime),
     }
 
 
-def running(engine) -> list[dict]:
-    """/api/ps: the model once it is loaded (nothing while it loads)."""
-    if engine.state != "ready":
-        return []
-    base = entry(engine)
-    offload = engine.info.get("offload", {})
-    layers, total = offload.get("n_gpu_layers", 0), offload.get("total_layers", 0) or 1
-    return [
-        {
-            **base,
-            "expires_at": NEVER,
-            "size_vram": base["size"] * min(layers, total) // total,
-            "context_length": engine.info.get("n_ctx"),
-        }
-    ]
+def running() -> list[dict]:
+    """/api/ps: the loaded models, with what they measurably take and when they expire."""
+    now, listed = time.monotonic(), []
+    for loaded in app_state().library.entries():
+        if loaded.engine.state != "ready":
+            continue
+        try:
+            base = entry(loaded.model)
+        except (OSError, ValueError):
+            continue
+        listed.append({**base, **_residence(loaded, now)})
+    return sorted(listed, key=lambda m: m["expires_at"], reverse=True)
+
+
+def _residence(loaded: Entry, now: float) -> dict:
+    left = loaded.expires_in(now)
+    return {
+        "expires_at": FOREVER if left is None else timestamp(time.time() + max(left, 0)),
+        "size": loaded.memory.total,
+        "size_vram": loaded.memory.vram,
+        "context_length": loaded.engine.info.get("n_ctx"),
+    }
+
+
+def status(model: Model) -> dict:
+    """llama-server's `status` of a model in its router's listings."""
+    library = app_state().library
+    value = library.status(model)
+    if value == "failed":
+        return {"value": "unloaded", "failed": True, "reason": library.failures.get(model.name, "")}
+    return {"value": value}
+
+
+def openai_models() -> list[dict]:
+    """/v1/models: every model of the library, OpenAI's shape plus llama-server's `status`."""
+    listed, library = [], app_state().library
+    default = library.default_model().name
+    for model in library.catalog.models():
+        try:
+            created = int(model.path.stat().st_mtime)
+        except OSError:
+            continue
+        listed.append(
+            {
+                "id": model.name,
+                "object": "model",
+                "created": created,
+                "owned_by": "laptop-llama",
+                "aliases": list(model.aliases),
+                "status": status(model),
+                **({"default": True} if model.name == default else {}),
+            }
+        )
+    return listed
+
+
+def router_models() -> list[dict]:
+    """llama-server's router /models: /v1/models' entries with where each came from."""
+    by_name = {m.name: m for m in app_state().library.catalog.models()}
+    return [{**item, "source": by_name[item["id"]].source} for item in openai_models() if item["id"] in by_name]

@@ -12,7 +12,8 @@ does not define is refused (Ollama only logs it), so a typo is not silently igno
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from server.engine.request import Grammar, Message, Request, ToolChoice
 from server.errors import InvalidRequest
@@ -49,7 +50,7 @@ COMMON = {
     "stream": BOOL,
     "options": Limit(dict),
     "format": Limit((str, dict)),
-    "keep_alive": Limit((str, int, float)),  # accepted; the model stays loaded while the server runs
+    "keep_alive": LIMITS["keep_alive"],
     "think": Limit((bool, str)),
     "logprobs": BOOL,
     "top_logprobs": INT,
@@ -78,11 +79,12 @@ class OllamaCall:
     request: Request | None  # None: nothing to generate (Ollama's way to load a model)
 
 
-def validate_ollama(kind: str, body: Any, settings) -> OllamaCall:
-    """Check a chat ("chat") or generate ("generate") body; `settings`: the server's (limits, defaults)."""
+def validate_ollama(kind: str, body: Any, settings, defaults: Mapping[str, Any] = MappingProxyType({})) -> OllamaCall:
+    """Check a chat ("chat") or generate ("generate") body; `settings`: the server's (limits, defaults);
+    `defaults`: the model's own sampling defaults, from its preset."""
     check_body(body, FIELDS[kind])
     _refuse_unsupported(body)
-    values = _options(body.get("options") or {}, settings)
+    values = _options(body.get("options") or {}, settings, defaults)
     messages = _chat_messages(body) if kind == "chat" else _generate_messages(body)
     model, stream = body["model"], body.get("stream") is not False  # Ollama streams unless told not to
     grammar = _format(body.get("format"))
@@ -131,9 +133,9 @@ def _refuse_unsupported(body: dict) -> None:
             raise InvalidRequest(f"'{name}' is not supported: the model's own chat template is used", name)
 
 
-def _options(options: dict, settings) -> dict:
-    """The sampling values: the server's defaults, with the options laid over them."""
-    values = dict(DEFAULTS, max_tokens=settings.max_tokens, repeat_last_n=64)
+def _options(options: dict, settings, defaults: Mapping[str, Any]) -> dict:
+    """The sampling values: the server's defaults, the model's, then the options laid over them."""
+    values = dict(DEFAULTS, **defaults, max_tokens=settings.max_tokens, repeat_last_n=64)
     for name, value in options.items():
         where = f"options.{name}"
         if value is None:

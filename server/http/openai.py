@@ -22,11 +22,13 @@ from flask import Blueprint, Response, jsonify, request
 from server.engine.engine import Generation
 from server.engine.request import Delta
 from server.errors import ServerError
+from server.http import ollama_models as library_views
 from server.http.body import json_body
 from server.http.openai_answer import ChoiceBuilder
 from server.http.openai_schema import NAMES, OpenAICall, validate_openai
-from server.http.state import app_state, submit
+from server.http.state import app_state, keep_alive_of, model_of, submit
 from server.http.streaming import SSE_HEADERS, EventStream, client_gone_check, collect_deltas, sse
+from server.library.catalog import Model
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("v1", __name__, url_prefix="/v1")
@@ -73,16 +75,8 @@ SHAPES = {
 
 @blueprint.route("/models", methods=["GET"])
 def models():
-    engine = app_state().engine
-    engine.check_ready()  # while loading: the same 503 a generation would get
-    return jsonify(
-        {
-            "object": "list",
-            "data": [
-                {"id": engine.info["model"], "object": "model", "created": int(time.time()), "owned_by": "laptop-llama"}
-            ],
-        }
-    )
+    """Every model of the library, with llama-server's `status` extension (loaded or not)."""
+    return jsonify({"object": "list", "data": library_views.openai_models()})
 
 
 @blueprint.route("/chat/completions", methods=["POST"])
@@ -95,18 +89,21 @@ def completions():
     return _answer("completion", _validated("completion"))
 
 
-def _validated(kind: str) -> OpenAICall:
-    settings = app_state().settings
-    return validate_openai(kind, json_body(), settings.max_tokens, settings.max_tokens_ceiling)
+def _validated(kind: str) -> tuple[OpenAICall, Model, object]:
+    settings, body = app_state().settings, json_body()
+    named = model_of(body)
+    call = validate_openai(kind, body, settings.max_tokens, settings.max_tokens_ceiling, named.preset.sampling)
+    return call, named, keep_alive_of(body)
 
 
-def _answer(kind: str, call: OpenAICall):
+def _answer(kind: str, validated: tuple[OpenAICall, Model, object]):
+    call, named, keep_alive = validated
     shape, choice = SHAPES[kind], ChoiceBuilder(kind, call)
-    generation = submit(call.request, NAMES)
+    generation = submit(call.request, NAMES, named, keep_alive)
     head = {
         "id": shape.id_prefix + uuid.uuid4().hex[:24],
         "created": int(time.time()),
-        "model": app_state().engine.info["model"],
+        "model": named.name,
     }
     if call.request.stream:
         chunks = Chunks(shape, head, call.include_usage, choice)

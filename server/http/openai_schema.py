@@ -10,7 +10,8 @@ request (the model name, whether to send usage in the stream) travels beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from server.engine.request import Message, Request
 from server.errors import InvalidRequest
@@ -49,6 +50,7 @@ EXTRA: dict[str, Limit] = {
     "tools": Limit(list),
     "tool_choice": Limit((str, dict)),
     "parallel_tool_calls": Limit(bool),  # accepted; an answer holds at most one call
+    "keep_alive": LIMITS["keep_alive"],  # an extension, as Ollama's: how long the model stays loaded after
 }
 # Accepted only at these values: the one answer, no echo.
 NEUTRAL = {
@@ -82,8 +84,15 @@ class OpenAICall:
         return self.request.uses_tools and self.request.tool_choice.mode == "named"
 
 
-def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> OpenAICall:
-    """Check a chat ("chat") or completion ("completion") body; return the engine request and extras."""
+def validate_openai(
+    kind: str,
+    body: Any,
+    max_tokens_default: int,
+    max_tokens_ceiling: int,
+    defaults: Mapping[str, Any] = MappingProxyType({}),
+) -> OpenAICall:
+    """Check a chat ("chat") or completion ("completion") body; return the engine request and extras
+    (`defaults`: the model's own sampling defaults, from its preset, over the table's)."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     other_kind = set().union(*(f for k, f in KIND_FIELDS.items() if k != kind))
@@ -95,7 +104,14 @@ def validate_openai(kind: str, body: Any, max_tokens_default: int, max_tokens_ce
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
         body = {**body, "max_tokens": body["max_completion_tokens"]}  # the newer name for the same limit
     values: dict[str, Any] = dict(
-        DEFAULTS, max_tokens=max_tokens_default, model=None, messages=[], prompt=None, stream=False, stream_options=None
+        DEFAULTS,
+        **defaults,
+        max_tokens=max_tokens_default,
+        model=None,
+        messages=[],
+        prompt=None,
+        stream=False,
+        stream_options=None,
     )
     for name in (*ROWS, *EXTRA):
         if body.get(name) is None:

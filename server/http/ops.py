@@ -11,25 +11,52 @@ blueprint = Blueprint("ops", __name__)
 
 @blueprint.route("/api/health", methods=["GET"])
 def health():
-    """The liveness probe. With API_KEY set and not given: only whether the server is up."""
+    """The liveness probe: 200 while the default model serves (or can be loaded on demand), 503
+    while it loads or after it failed. With API_KEY set and not given: only whether the server is up."""
     state = app_state()
-    engine = state.engine
-    status = {"ready": "ok"}.get(engine.state, engine.state)
-    code = 200 if engine.state == "ready" else 503
+    library = state.library
+    default_state = library.status(library.default_model())
+    status = {"loaded": "ok", "unloaded": "ok", "unloading": "ok"}.get(default_state, default_state)
+    code = 200 if status == "ok" else 503
     if not key_given(state.settings.api_key):
         return jsonify({"status": status}), code
-    body = {"status": status, **engine.info, "queue_depth": engine.queue_depth(), "active": engine.active}
+    body: dict = {"status": status}
+    engine = state.engine
+    if engine is not None:
+        body.update({**engine.info, "queue_depth": engine.queue_depth(), "active": engine.active})
+        body.update(_decoder(engine))
+    body["models"] = [_loaded(entry) for entry in library.entries()]
+    body["budget"] = {"ram": library.budget.ram, "vram": library.budget.vram}
+    return jsonify(body), code
+
+
+def _decoder(engine) -> dict:
     stats = engine.decoder_stats()
-    if stats is not None:
-        body["slots"] = {"busy": stats.slots_busy, "total": stats.slots_total}
-        body["kv_cells_used"] = stats.kv_cells_used
-        body["prompt_cache"] = {
+    if stats is None:
+        return {}
+    return {
+        "slots": {"busy": stats.slots_busy, "total": stats.slots_total},
+        "kv_cells_used": stats.kv_cells_used,
+        "prompt_cache": {
             "prompts": stats.prompt_cache_prompts,
             "bytes": stats.prompt_cache_bytes,
             "limit_bytes": stats.prompt_cache_limit_bytes,
             "hits": stats.prompt_cache_hits,
-        }
-    return jsonify(body), code
+        },
+    }
+
+
+def _loaded(entry) -> dict:
+    engine = entry.engine
+    return {
+        "name": entry.model.name,
+        "state": engine.state,
+        "pinned": entry.pinned,
+        "memory": entry.memory.as_dict(),
+        "measured": entry.measured,
+        "queue_depth": engine.queue_depth(),
+        "active": engine.active,
+    }
 
 
 @blueprint.route("/metrics", methods=["GET"])

@@ -2,6 +2,8 @@
 
 Only translation: the body -> the engine's Request (respond_schema.py), the
 engine's events -> `{"response", ...}` or `data: {"type": "delta"|"done"|"error"}`.
+`model` (optional: the default model) picks the library's model, `keep_alive` how long
+it stays loaded after, as on Ollama's routes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from server.engine.request import Delta
 from server.errors import ServerError
 from server.http.body import json_body
 from server.http.respond_schema import NAMES, validate_respond
-from server.http.state import app_state, submit
+from server.http.state import app_state, keep_alive_of, model_of, submit
 from server.http.streaming import SSE_HEADERS, EventStream, client_gone_check, collect, final, sse
 
 blueprint = Blueprint("respond", __name__)
@@ -23,10 +25,11 @@ blueprint = Blueprint("respond", __name__)
 
 @blueprint.route("/api/respond", methods=["POST"])
 def respond():
-    state = app_state()
-    req = validate_respond(json_body(), state.settings.max_tokens, state.settings.max_tokens_ceiling)
-    generation = submit(req, NAMES)
-    model = state.engine.info["model"]
+    state, body = app_state(), json_body()
+    named = model_of(body)
+    req = validate_respond(body, state.settings.max_tokens, state.settings.max_tokens_ceiling, named.preset.sampling)
+    generation = submit(req, NAMES, named, keep_alive_of(body))
+    model = named.name
     extra = {"constrained": True} if req.grammar is not None else {}
     if req.stream:
         return Response(

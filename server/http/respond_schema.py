@@ -7,7 +7,8 @@ field as written here (`history[0].content`).
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
@@ -42,15 +43,20 @@ FIELDS = (
     "ignore_eos",
     "format",
     "grammar",
+    "model",
+    "keep_alive",
 )
 # The engine's field names as this dialect's users know them (for errors the engine raises).
 NAMES = {"messages": "history", "prompt": "query", "schema": "format"}
 
 
-def validate_respond(body: Any, max_tokens_default: int, max_tokens_ceiling: int) -> Request:
-    """Check a parsed JSON body field by field; return the engine request with defaults filled."""
+def validate_respond(
+    body: Any, max_tokens_default: int, max_tokens_ceiling: int, defaults: Mapping[str, Any] = MappingProxyType({})
+) -> Request:
+    """Check a parsed JSON body field by field; return the engine request with defaults filled
+    (`defaults`: the model's own sampling defaults, from its preset, over the table's)."""
     given = check_body(body, {name: LIMITS[name] for name in FIELDS}, {"max_tokens": max_tokens_ceiling})
-    values = dict(DEFAULTS, max_tokens=max_tokens_default, stream=False, history=[], system=None) | given
+    values = dict(DEFAULTS, **defaults, max_tokens=max_tokens_default, stream=False, history=[], system=None) | given
     check_stop(values)
     check_logit_bias(values)
     if not values["query"].strip():

@@ -151,6 +151,11 @@ def ensure_gemma(models_dir: Path = MODELS_DIR) -> Path:
     return target
 
 
+def models_dir(settings: Settings) -> Path:
+    """MODELS_DIR: the folder the model library lists (this checkout's models/ by default)."""
+    return Path(settings.models_dir).expanduser().resolve() if settings.models_dir else MODELS_DIR
+
+
 def check_setting_file(setting: str, value: str) -> Path:
     """The GGUF file a setting names (e.g. "model"), checked whole; the error names the setting."""
     try:
@@ -159,12 +164,14 @@ def check_setting_file(setting: str, value: str) -> Path:
         raise ModelFileError(f"{env_name(setting)}: {exc}") from None
 
 
-def check_model_files(settings: Settings) -> ModelChoice:
-    """What the entry points run before any worker starts: the model to serve, and the draft
-    model if one is set, each a whole GGUF file (ModelFileError naming it otherwise)."""
+def check_model_files(settings: Settings, resolve: bool = True) -> ModelChoice | None:
+    """The files the settings name, each a whole GGUF file (ModelFileError naming it otherwise):
+    the model to serve (resolved to the default when unset, if `resolve`) and the draft model."""
     if settings.draft_model:
         check_setting_file("draft_model", settings.draft_model)
-    return resolve_model(settings.model)
+    if settings.model:
+        check_setting_file("model", settings.model)
+    return resolve_model(settings.model) if resolve else None
 
 
 def resolve_model(explicit: str | None, models_dir: Path = MODELS_DIR) -> ModelChoice:

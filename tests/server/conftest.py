@@ -51,12 +51,18 @@ def make_client(engine, **overrides):
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
-    """The value of one sample in Prometheus text output (0 when absent)."""
-    wanted = f"{name}{{{labels}}}" if labels else name
+    """The sum of the samples of `name` in Prometheus text output whose labels include `labels`
+    (all of its samples when `labels` is empty, e.g. every model's); 0 when absent."""
+    wanted = set(labels.split(",")) if labels else set()
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        if line.startswith("#") or not (line.startswith(name + " ") or line.startswith(name + "{")):
+            continue
+        sample, value = line.rsplit(" ", 1)
+        given = set(sample[len(name) + 1 : -1].split(",")) if sample.endswith("}") else set()
+        if wanted <= given:
+            total += float(value)
+    return total
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def plain(app):
 def test_plain_answer_follows_the_contract(plain):
     assert set(plain) >= {"response", "model", "finish_reason", "usage", "timings"}
     assert isinstance(plain["response"], str) and plain["response"]
-    assert plain["model"] == "Gemma 3 270m"
+    assert plain["model"] == "gemma-3-270m-q4_k_m"  # the library name of the model that answered
     assert plain["finish_reason"] in ("stop", "length")
     usage = plain["usage"]
     assert 0 < usage["completion_tokens"] <= QUESTION["max_tokens"]
@@ -291,7 +291,10 @@ def test_metrics_count_requests_tokens_and_latency(client):
     assert metric(text, "llama_server_generated_tokens_total") > 0
     assert metric(text, "llama_server_time_to_first_token_seconds_count") >= 1
     assert metric(text, "llama_server_generation_seconds_count") >= 1
-    assert "llama_server_queue_depth 0.0" in text
+    assert 'llama_server_queue_depth{model="gemma-3-270m-q4_k_m"} 0.0' in text
+    # Token and request counts carry the model that served them.
+    assert metric(text, "llama_server_generated_tokens_total", 'model="gemma-3-270m-q4_k_m"') > 0
+    assert metric(text, "llama_server_requests_total", 'endpoint="respond",status="200",model="gemma-3-270m-q4_k_m"')
 
 
 def test_unknown_route_and_wrong_method_are_json(client):

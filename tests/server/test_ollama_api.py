@@ -102,7 +102,10 @@ def test_bad_json_unknown_routes_and_methods_answer_in_ollamas_shape(client):
     r = client.post("/api/chat", data="{not json", content_type="application/json")
     assert r.status_code == 400 and "valid JSON" in error_of(r)
     assert client.get("/api/chat").status_code == 405 and error_of(client.get("/api/chat"))
-    assert client.post("/api/pull", json={"model": NAME}).status_code == 404 and error_of(client.post("/api/pull"))
+    assert client.get("/api/nowhere").status_code == 404 and error_of(client.get("/api/nowhere"))
+    assert client.post("/api/pull", json={"model": NAME}).status_code == 400 and "hf.co" in error_of(
+        client.post("/api/pull", json={"model": NAME})
+    )
     # Our own route under /api/ keeps our shape.
     assert client.post("/api/respond", json={}).get_json()["error"]["field"] == "query"
 

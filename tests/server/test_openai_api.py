@@ -18,7 +18,8 @@ from tests.server.conftest import metric
 from tests.server.gunicorn_util import API_KEY, KEYED
 
 pytestmark = pytest.mark.slow
-CHAT = dict(model="local", messages=[{"role": "user", "content": "Name a color."}], temperature=0, seed=1, max_tokens=6)
+MODEL = "gemma-3-270m-q4_k_m"  # the served file's stem: its name in the library
+CHAT = dict(model=MODEL, messages=[{"role": "user", "content": "Name a color."}], temperature=0, seed=1, max_tokens=6)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,10 @@ def plain_chat(client):
     return client.chat.completions.create(**CHAT)
 
 
-def test_models_lists_the_served_model(client, base):
-    served = requests.get(f"{base}/api/health", headers=KEYED, timeout=5).json()["model"]
-    assert [(m.id, m.object) for m in client.models.list().data] == [(served, "model")]
+def test_models_lists_the_library_with_the_served_model_loaded(client, base):
+    listed = {m.id: m for m in client.models.list().data}
+    assert listed[MODEL].object == "model" and listed[MODEL].status == {"value": "loaded"}
+    assert all(m.object == "model" and m.status["value"] in ("loaded", "unloaded") for m in listed.values())
 
 
 def test_chat_completion(plain_chat):
@@ -82,7 +84,7 @@ def test_stream_wire_format_ends_with_done(base):
 
 
 def test_completion_streams_and_honours_a_stop_string(client):
-    ask = dict(model="local", prompt="The days of the week are Monday,", temperature=0, seed=3, max_tokens=8)
+    ask = dict(model=MODEL, prompt="The days of the week are Monday,", temperature=0, seed=3, max_tokens=8)
     first = client.completions.create(**ask)
     text = first.choices[0].text
     assert first.object == "text_completion" and first.id.startswith("cmpl-") and text.strip()

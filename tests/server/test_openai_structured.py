@@ -24,6 +24,9 @@ pytestmark = pytest.mark.slow
 GREEDY = {"temperature": 0, "extra_body": {"repeat_penalty": 1.0}}
 
 
+MODEL = "smollm2-135m-instruct-q4_1"  # the served file's stem: its name in the library
+
+
 @pytest.fixture(scope="module")
 def client(smollm2_gguf, tmp_path_factory) -> openai.OpenAI:
     """The embedded default, an instruct model, served as `make serve` serves it (two slots)."""
@@ -61,7 +64,7 @@ class Person(BaseModel):
 
 def test_parse_with_a_pydantic_model(client):
     completion = client.chat.completions.parse(
-        model="local",
+        model=MODEL,
         messages=[{"role": "user", "content": "Invent a person."}],
         response_format=Person,
         max_tokens=200,
@@ -92,7 +95,7 @@ QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 def test_a_tool_round_trip(client):
     first = client.chat.completions.create(
-        model="local", messages=QUESTION, tools=[WEATHER], tool_choice="required", max_tokens=40, **GREEDY
+        model=MODEL, messages=QUESTION, tools=[WEATHER], tool_choice="required", max_tokens=40, **GREEDY
     )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -106,7 +109,7 @@ def test_a_tool_round_trip(client):
         {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"},
     ]
     reply = client.chat.completions.create(
-        model="local", messages=history, tools=[WEATHER], tool_choice="none", max_tokens=24, **GREEDY
+        model=MODEL, messages=history, tools=[WEATHER], tool_choice="none", max_tokens=24, **GREEDY
     )
     assert reply.choices[0].message.content.strip() and not reply.choices[0].message.tool_calls
 
@@ -114,7 +117,7 @@ def test_a_tool_round_trip(client):
 def test_a_named_tool_is_forced_and_ends_with_stop(client):
     named = {"type": "function", "function": {"name": "get_weather"}}
     completion = client.chat.completions.create(
-        model="local", messages=QUESTION, tools=[WEATHER], tool_choice=named, max_tokens=40, **GREEDY
+        model=MODEL, messages=QUESTION, tools=[WEATHER], tool_choice=named, max_tokens=40, **GREEDY
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "stop" and choice.message.tool_calls[0].function.name == "get_weather"
@@ -133,13 +136,13 @@ class GetWeather(BaseModel):
 def test_streamed_tool_calls_are_assembled_by_the_client(client):
     tool = openai.pydantic_function_tool(GetWeather)
     with client.chat.completions.stream(
-        model="local", messages=QUESTION, tools=[tool], tool_choice="required", max_tokens=40, **GREEDY
+        model=MODEL, messages=QUESTION, tools=[tool], tool_choice="required", max_tokens=40, **GREEDY
     ) as stream:
         final = stream.get_final_completion()
     (call,) = final.choices[0].message.tool_calls
     assert call.function.name == "GetWeather" and isinstance(call.function.parsed_arguments, GetWeather)
     whole = client.chat.completions.create(
-        model="local", messages=QUESTION, tools=[tool], tool_choice="required", max_tokens=40, **GREEDY
+        model=MODEL, messages=QUESTION, tools=[tool], tool_choice="required", max_tokens=40, **GREEDY
     )
     # The same call, whole: valid arguments too (not compared byte for byte: a reused prompt cache
     # may flip a near-tie such as the space after a comma).
@@ -148,7 +151,7 @@ def test_streamed_tool_calls_are_assembled_by_the_client(client):
 
 
 def test_chat_logprobs(client):
-    kwargs = dict(model="local", messages=[{"role": "user", "content": "Say hello."}], max_tokens=5, **GREEDY)
+    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=5, **GREEDY)
     completion = client.chat.completions.create(logprobs=True, top_logprobs=3, **kwargs)
     choice = completion.choices[0]
     content = choice.logprobs.content
@@ -171,7 +174,7 @@ def test_chat_logprobs(client):
 def test_a_schema_that_cannot_be_enforced_is_a_400(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model="local",
+            model=MODEL,
             messages=QUESTION,
             response_format={
                 "type": "json_schema",

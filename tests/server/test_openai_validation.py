@@ -84,7 +84,6 @@ def loading_client(gemma_gguf):
 @pytest.mark.parametrize(
     "method, path, headers, status, error_type, code",
     [
-        ("get", "/v1/models", {"Authorization": "Bearer k"}, 503, "unavailable_error", "loading"),
         (
             "post",
             "/v1/chat/completions",
@@ -132,3 +131,14 @@ def test_the_chat_page_is_served_with_its_assets(loading_client):
     html = page.get_data(as_text=True)
     for asset in ("/static/app.js", "/static/style.css"):
         assert asset in html and loading_client.get(asset).status_code == 200
+
+
+def test_a_model_still_loading_is_a_503_in_openais_shape_and_listed_as_loading(gemma_gguf):
+    settings = Settings(**{**TEST_SETTINGS})
+    client = create_app(settings, Engine(settings, ModelChoice(gemma_gguf, is_default=True))).test_client()
+    body = {"model": gemma_gguf.stem, "messages": [{"role": "user", "content": "hi"}]}
+    r = client.post("/v1/chat/completions", json=body)
+    error = r.get_json()["error"]
+    assert r.status_code == 503 and (error["type"], error["code"]) == ("unavailable_error", "loading")
+    listed = {m["id"]: m["status"]["value"] for m in client.get("/v1/models").get_json()["data"]}
+    assert listed[gemma_gguf.stem] == "loading"

@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   conversation: $("conversation"), hint: $("hint"), form: $("ask"), query: $("query"),
   send: $("send"), stop: $("stop"), clear: $("clear"), status: $("status"), model: $("model"),
+  picker: $("model-picker"), loading: $("model-loading"),
 };
 // Settings kept in this browser between visits, by input id.
 const SAVED = ["temperature", "max-tokens", "system", "api-key"];
@@ -62,12 +63,49 @@ function askForKey() {
   $("api-key").focus();
 }
 
+// The model picker: every model of the library, which are loaded, the default chosen first.
 async function showModel() {
   try {
     const response = await fetch("/v1/models", { headers: headers() });
-    ui.model.textContent = response.ok ? (await response.json()).data[0].id : await errorText(response);
+    if (!response.ok) {
+      ui.model.textContent = await errorText(response);
+      return;
+    }
+    const models = (await response.json()).data;
+    const chosen = ui.picker.value || (models.find((m) => m.default) || models[0] || {}).id;
+    ui.picker.replaceChildren(...models.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.id;
+      option.textContent = m.id + (m.status && m.status.value === "loaded" ? " (loaded)" : "");
+      option.dataset.status = m.status ? m.status.value : "loaded";
+      return option;
+    }));
+    ui.picker.value = chosen;
+    ui.picker.hidden = models.length < 2;
+    ui.model.textContent = chosen || "no model";
   } catch (_) {
     ui.model.textContent = "server unreachable";
+  }
+}
+
+// Choosing a model that is not loaded loads it now, with a spinner, so the first answer is not slow.
+async function chooseModel() {
+  ui.model.textContent = ui.picker.value;
+  const option = ui.picker.selectedOptions[0];
+  if (!option || option.dataset.status === "loaded") return;
+  ui.loading.hidden = false;
+  ui.picker.disabled = true;
+  try {
+    const response = await fetch("/models/load", {
+      method: "POST", headers: headers(), body: JSON.stringify({ model: ui.picker.value }),
+    });
+    if (!response.ok && response.status !== 400) setStatus(await errorText(response), true);
+  } catch (_) {
+    setStatus("server unreachable", true);
+  } finally {
+    ui.loading.hidden = true;
+    ui.picker.disabled = false;
+    await showModel();
   }
 }
 
@@ -97,6 +135,7 @@ async function readEvents(response, onData) {
 function requestBody() {
   const system = $("system").value.trim();
   return {
+    model: ui.picker.value || undefined,
     messages: (system ? [{ role: "system", content: system }] : []).concat(history),
     temperature: Number($("temperature").value),
     max_tokens: Number($("max-tokens").value),
@@ -204,6 +243,7 @@ ui.clear.addEventListener("click", () => {
   setStatus("");
 });
 $("api-key").addEventListener("change", showModel);
+ui.picker.addEventListener("change", chooseModel);
 
 markdown.handleCopyButtons(ui.conversation);
 restoreSettings();

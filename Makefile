@@ -18,8 +18,8 @@ LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
 # library is built without it (a stale wheel built with other flags would be reused silently).
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
 
-.PHONY: help install install-cuda serve browser lint test quantize bench-conversion bench-serve bench-concurrency \
-	bench-structured clean \
+.PHONY: help install install-cuda serve browser lint test quantize pull bench-conversion bench-serve bench-concurrency \
+	bench-structured bench-models clean \
 	cluster deploy-tools bench-cluster
 
 help:  ## list the targets
@@ -70,6 +70,13 @@ test: install lint browser deploy-tools  ## lint, then run the test suite (Chrom
 quantize: install  ## download + convert + quantize + verify a Llama model
 	$(PY) -m conversion all $(SOURCE) --out $(OUT) --type $(QUANT)
 
+# make pull MODEL=hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF        -> Q4_K_M into the Hugging Face cache
+# make pull MODEL=hf.co/USER/REPO:Q8_0  or  MODEL=USER/REPO/FILE.gguf -> another quant, or one file
+# (a running server serves it at once, by its file's stem; HF_TOKEN for gated repos)
+pull: install  ## pull a GGUF model from Hugging Face into the model library
+	@test -n "$(MODEL)" || { echo "usage: make pull MODEL=hf.co/USER/REPO[:QUANT]" >&2; exit 2; }
+	$(PY) -m server pull "$(MODEL)"
+
 # make cluster                          -> nginx on 127.0.0.1:8000 balancing 2 replicas on ports 8001-8002
 # make cluster REPLICAS=4 PORT=9000      -> nginx on 9000, replicas on 9001-9004 (Ctrl-C drains and stops all)
 # make cluster ARGS="--n-threads 1"      -> server settings for every replica, as for `make serve`
@@ -103,6 +110,10 @@ bench-concurrency: install  ## benchmark concurrent clients
 # make bench-structured -> what a JSON Schema costs: constrained / free, in a batch, and against llama-server
 bench-structured: install  ## benchmark constrained (JSON Schema) answers
 	$(PY) bench/structured.py
+
+# make bench-models     -> the model library against llama-server's router: cold load, two models, a budget for two of three
+bench-models: install  ## benchmark loading models on demand
+	$(PY) bench/models.py
 
 # make bench-cluster    -> tokens/s and p95 latency through nginx with 1, 2 and 4 replicas
 bench-cluster: install deploy-tools  ## benchmark replicas behind nginx

@@ -92,10 +92,12 @@ class Catalog:
         def add(model: Model) -> None:
             if any(same_file(m.path, model.path) and m.source != "preset" for m in found) and model.source != "preset":
                 return  # the same file seen twice (MODEL inside MODELS_DIR, say)
+            if key(model.name) in taken and model.source == "cache" and model.aliases:
+                # A pulled file whose stem another model has: named by its pull reference instead.
+                model = Model(model.aliases[-1], model.path, model.source, model.aliases[:-1], repo=model.repo)
             if key(model.name) in taken:
-                log.warning(
-                    "two models named %r: %s is served, %s is not", model.name, _first(found, model), model.path
-                )
+                first = _first(found, model)
+                log.warning("two models named %r: %s is served, %s is not", model.name, first, model.path)
                 return
             taken.add(key(model.name))
             found.append(model)

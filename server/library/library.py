@@ -328,7 +328,8 @@ class Library:
             Resident(e.model.name, e.memory, e.idle, e.pinned, (e.expires_in(now) or 1) <= 0, e.engine.last_active)
             for e in self._loaded.values()
         ]
-        return residents + [Resident(e.model.name, e.memory, False, True, False, 0) for e in self._unloading]
+        # Models on their way out hold their memory until closed: not victims, but not there for good.
+        return residents + [Resident(e.model.name, e.memory, False, False, False, 0) for e in self._unloading]
 
     # --- unloading --------------------------------------------------------------------
     def _start_unload(self, entry: Entry) -> None:

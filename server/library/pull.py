@@ -227,12 +227,12 @@ def _download(pull: PullPlan, f: RemoteFile, repo: Path, endpoint: str | None, t
             _transfer(url, partial, f.size, build_hf_headers(token=token))
             _verify(f, partial)
             os.replace(partial, blob)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        os.symlink(os.path.relpath(blob, link.parent), link)
-    refs = repo / "refs" / "main"
-    refs.parent.mkdir(parents=True, exist_ok=True)
-    refs.write_text(pull.revision)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            os.symlink(os.path.relpath(blob, link.parent), link)
+        refs = repo / "refs" / "main"
+        refs.parent.mkdir(parents=True, exist_ok=True)
+        refs.write_text(pull.revision)
     return link
 
 

@@ -22,6 +22,7 @@ from tests.server.conftest import TEST_SETTINGS
 
 SMOL, GEMMA, TINY = SMOLLM2_FILE.removesuffix(".gguf"), GEMMA_FILE.removesuffix(".gguf"), "tiny-llama"
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3, "temperature": 0}
+OLLAMA_CHAT = {"messages": CHAT["messages"], "options": {"num_predict": 3}, "stream": False}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_each_dialect_routes_by_model_and_loads_on_demand(served):
     assert library.entry(GEMMA) is None
     r = client.post("/v1/chat/completions", json={**CHAT, "model": GEMMA})
     assert r.status_code == 200 and r.json["model"] == GEMMA
-    r = client.post("/api/chat", json={"model": f"{SMOL}:latest", **CHAT, "stream": False})
+    r = client.post("/api/chat", json={"model": f"{SMOL}:latest", **OLLAMA_CHAT})
     assert r.status_code == 200 and r.json["model"] == f"{SMOL}:latest" and r.json["load_duration"] > 0
     r = client.post("/api/respond", json={"query": "hi", "model": GEMMA, "max_tokens": 2})
     assert r.status_code == 200 and r.json["model"] == GEMMA
@@ -80,7 +81,7 @@ def test_an_unknown_name_is_a_404_naming_the_nearest_first(served):
     r = client.post("/v1/chat/completions", json={**CHAT, "model": "gema-3"})
     assert r.status_code == 404 and r.json["error"]["code"] == "model_not_found"
     assert r.json["error"]["message"].startswith(f"model 'gema-3' not found; available: {GEMMA}")
-    r = client.post("/api/chat", json={"model": "smol", **CHAT})
+    r = client.post("/api/chat", json={"model": "smol", **OLLAMA_CHAT})
     assert r.status_code == 404 and SMOL in r.json["error"]
     for bad in ("../models/x", "/etc/passwd", "a\x00b", "http://x/y.gguf"):
         r = client.post("/api/generate", json={"model": bad, "prompt": "hi"})
@@ -150,7 +151,7 @@ def test_show_copy_and_delete_a_copy(served, folder):
     assert client.post("/api/copy", json={"source": SMOL, "destination": "my-smol"}).status_code == 200
     assert (folder / "presets.toml").read_text().count("my-smol") == 1
     assert "my-smol:latest" in {m["name"] for m in client.get("/api/tags").json["models"]}
-    r = client.post("/api/chat", json={"model": "my-smol", **CHAT, "stream": False})
+    r = client.post("/api/chat", json={"model": "my-smol", **OLLAMA_CHAT})
     assert r.status_code == 200 and r.json["model"] == "my-smol"
     assert library.catalog.find("my-smol").path == library.catalog.find(SMOL).path  # one file
     taken = client.post("/api/copy", json={"source": SMOL, "destination": GEMMA})
@@ -164,7 +165,7 @@ def test_show_copy_and_delete_a_copy(served, folder):
 
 
 def test_a_budget_for_two_unloads_the_idle_one_and_waits_for_a_busy_one(folder):
-    app, library = library_app(folder, request_timeout=3)
+    app, library = library_app(folder, request_timeout=8)
     try:
         client = app.test_client()
         assert client.post("/api/generate", json={"model": GEMMA}).status_code == 200
@@ -182,10 +183,10 @@ def test_a_budget_for_two_unloads_the_idle_one_and_waits_for_a_busy_one(folder):
             started = time.monotonic()
             refused = client.post("/api/respond", json={"query": "hi", "model": GEMMA, "max_tokens": 2})
             assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0, refused.json
-            assert 2.5 < time.monotonic() - started < 30  # it waited for SmolLM2 up to the request timeout
+            assert 7.5 < time.monotonic() - started < 60  # it waited for SmolLM2 up to the request timeout
             assert library.entry(SMOL) is not None
         r = client.post("/api/respond", json={"query": "hi", "model": GEMMA, "max_tokens": 2})
-        assert r.status_code == 200 and library.entry(SMOL) is None
+        assert r.status_code == 200 and library.entry(SMOL) is None, r.json
         rss = {m["name"] for m in client.get("/api/ps").json["models"]}
         assert rss == {f"{GEMMA}:latest", f"{TINY}:latest"}
     finally:
@@ -211,3 +212,48 @@ def test_requests_for_a_loading_model_share_its_one_load(folder):
         assert results == [200, 200, 200] and len(set(engines)) == 1
     finally:
         library.close()
+
+
+RSS_SCRIPT = """
+import json, sys, time
+from server.http.app import create_app
+from server.settings import Settings
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+settings = Settings(models_dir=sys.argv[1], default_model="tiny-llama", n_ctx=512, parallel=2, max_tokens=4)
+app = create_app(settings)
+library = app.extensions["laptop_llama"].library
+assert library.wait_loaded("tiny-llama", 120)
+client = app.test_client()
+ask = {"query": "hi", "max_tokens": 4}
+client.post("/api/respond", json={**ask, "model": "tiny-llama"})
+before = rss()
+assert client.post("/api/respond", json={**ask, "model": sys.argv[2]}).status_code == 200
+loaded = rss()
+client.post("/api/generate", json={"model": sys.argv[2], "keep_alive": 0})
+while library.entry(sys.argv[2]) is not None or library._unloading:
+    time.sleep(0.05)
+print(json.dumps({"before": before, "loaded": loaded, "after": rss()}))
+library.close()
+"""
+
+
+def test_unloading_gives_the_memory_back(folder):
+    """The process's RSS after an unload is within 5% of what it was before the load (a process
+    of its own, so that nothing else the tests hold moves the figures)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.server.gunicorn_util import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(folder), GEMMA], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rss = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rss["loaded"] - rss["before"] > 300 << 20  # Gemma's weights and buffers really were in memory
+    assert abs(rss["after"] - rss["before"]) <= 0.05 * rss["before"], rss

@@ -95,7 +95,9 @@ def plan_tensors(hf_dir: Path, hparams: dict, outtype: str, options: Options) ->
     return plans
 
 
-def add_parameters(writer: gguf.GGUFWriter, hf_dir: Path, hp: dict, ftype: gguf.LlamaFileType, options: Options) -> None:
+def add_parameters(
+    writer: gguf.GGUFWriter, hf_dir: Path, hp: dict, ftype: gguf.LlamaFileType, options: Options
+) -> None:
     """TextModel.set_gguf_parameters + BertModel.set_gguf_parameters, for BERT configs."""
     writer.add_block_count(hp["num_hidden_layers"])
     writer.add_context_length(hp["max_position_embeddings"])
@@ -153,7 +155,8 @@ def token_list(hf_dir: Path, vocab: dict[str, int], vocab_size: int) -> tuple[li
     """get_vocab_base + BertModel's phantom space: '##x' -> 'x', other words -> '▁word', control as is."""
     control, user_defined = added_token_ids(hf_dir, vocab)
     by_id = {i: text for text, i in vocab.items()}
-    tokens, types = [], []
+    tokens: list[str] = []
+    types: list[int] = []
     for i in range(vocab_size):
         text = by_id.get(i)
         if text is None:

@@ -24,7 +24,6 @@ from conversion.plan import OUTTYPES, Options, TensorPlan
 CHUNK_BYTES = 16 << 20  # float32 bytes per read; bounds memory per tensor
 
 
-
 def convert(
     hf_dir, out, outtype: str = "f16", force: bool = False, progress: bool = True, keep_pooler: bool = False
 ) -> Path:
@@ -68,7 +67,12 @@ def check_space(out: Path, need: int) -> None:
 
 
 def add_metadata(
-    writer: gguf.GGUFWriter, arch: Architecture, hf_dir: Path, hparams: dict, ftype: gguf.LlamaFileType, options: Options
+    writer: gguf.GGUFWriter,
+    arch: Architecture,
+    hf_dir: Path,
+    hparams: dict,
+    ftype: gguf.LlamaFileType,
+    options: Options,
 ) -> None:
     """general.*, <arch>.* and tokenizer.* keys, in llama.cpp's converter's order."""
     total, shared, expert, n_expert = writer.get_total_parameter_count()

@@ -78,7 +78,9 @@ def plan_tensors(hf_dir: Path, hparams: dict, outtype: str, options: Options) ->
     return plans
 
 
-def add_parameters(writer: gguf.GGUFWriter, hf_dir: Path, hp: dict, ftype: gguf.LlamaFileType, options: Options) -> None:
+def add_parameters(
+    writer: gguf.GGUFWriter, hf_dir: Path, hp: dict, ftype: gguf.LlamaFileType, options: Options
+) -> None:
     """TextModel.set_gguf_parameters + LlamaModel.set_gguf_parameters, for Llama configs."""
     writer.add_block_count(hp["num_hidden_layers"])
     if (n_ctx := first(hp, *CONTEXT_KEYS)) is not None:

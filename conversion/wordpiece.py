@@ -78,9 +78,7 @@ def is_cjk(c: str) -> bool:
 
 
 def is_punctuation(c: str) -> bool:
-    return (c.isascii() and not c.isalnum() and c.isprintable() and c != " ") or unicodedata.category(c).startswith(
-        "P"
-    )
+    return (c.isascii() and not c.isalnum() and c.isprintable() and c != " ") or unicodedata.category(c).startswith("P")
 
 
 def pre_tokenize(text: str) -> list[str]:
@@ -169,6 +167,12 @@ def load_wordpiece(hf_dir: Path) -> WordPiece:
         lowercase=config.get("do_lower_case", True),
     )
     specials = {k: config.get(f"{k}_token", f"[{k.upper()}]") for k in ("unk", "cls", "sep")}
-    return WordPiece(vocab, normalizer, specials["unk"] if "unk_token" in config else unk, prefix, max_chars,
-                     specials["cls"], specials["sep"])
-
+    return WordPiece(
+        vocab,
+        normalizer,
+        specials["unk"] if "unk_token" in config else unk,
+        prefix,
+        max_chars,
+        specials["cls"],
+        specials["sep"],
+    )

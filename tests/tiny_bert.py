@@ -106,8 +106,9 @@ def wordpiece_vocab(tokenizer_json: Path) -> list[str]:
     return tokens
 
 
-def write_tiny_reranker(out: Path, vocab_from: Path, spec: TinyBertSpec = TinyBertSpec()) -> Path:
+def write_tiny_reranker(out: Path, vocab_from: Path, spec: TinyBertSpec | None = None) -> Path:
     """Write the reranker into `out`, with the vocabulary of the checkpoint folder `vocab_from`."""
+    spec = spec or TinyBertSpec()
     out.mkdir(parents=True, exist_ok=True)
     tokens = wordpiece_vocab(vocab_from / "tokenizer.json")
     (out / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
@@ -115,8 +116,13 @@ def write_tiny_reranker(out: Path, vocab_from: Path, spec: TinyBertSpec = TinyBe
     write_json(out / "config.json", config)
     write_json(
         out / "tokenizer_config.json",
-        {"do_lower_case": True, "tokenize_chinese_chars": True, "strip_accents": None, "model_max_length": 512,
-         "tokenizer_class": "BertTokenizer"},
+        {
+            "do_lower_case": True,
+            "tokenize_chinese_chars": True,
+            "strip_accents": None,
+            "model_max_length": 512,
+            "tokenizer_class": "BertTokenizer",
+        },
     )
     specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]"}
     write_json(out / "special_tokens_map.json", {**specials, "mask_token": "[MASK]"})
@@ -135,5 +141,6 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             continue
         a, b = meta["data_offsets"]
         dtype = np.dtype(SAFETENSORS_DTYPES[meta["dtype"]]).newbyteorder("<")
-        tensors[name] = np.frombuffer(blob[8 + n + a : 8 + n + b], dtype=dtype).astype(np.float32).reshape(meta["shape"])
+        data = np.frombuffer(blob[8 + n + a : 8 + n + b], dtype=dtype)
+        tensors[name] = data.astype(np.float32).reshape(meta["shape"])
     return tensors

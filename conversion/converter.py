@@ -35,6 +35,8 @@ def convert(
     if outtype not in OUTTYPES:
         raise ConversionError(f"Unknown outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}.")
     arch, hparams = load_hparams(hf_dir)
+    if keep_pooler and arch.gguf_arch != gguf.MODEL_ARCH.BERT:
+        raise ConversionError(f"keep_pooler applies to BERT rerankers only; {hf_dir} is {arch.name}.")
     options = Options(keep_pooler=keep_pooler)
     plans = arch.module.plan_tensors(hf_dir, hparams, outtype, options)
     if not plans:

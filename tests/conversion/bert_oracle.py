@@ -26,6 +26,14 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
 
 
+def gelu_llama_cpp(x: np.ndarray) -> np.ndarray:
+    """llama.cpp's CPU GELU: the tanh approximation, looked up in a table by the input rounded to
+    fp16 and giving an fp16 value (ggml-cpu's vec.h). Differs from the erf GELU by up to ~1e-3."""
+    h = x.astype(np.float16).astype(np.float32)
+    y = 0.5 * h * (1.0 + np.tanh(np.float32(0.7978845608) * h * (1.0 + np.float32(0.044715) * h * h)))
+    return np.where(x <= -10.0, 0.0, np.where(x >= 10.0, x, y.astype(np.float16).astype(np.float64)))
+
+
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
@@ -50,8 +58,8 @@ def attention(x: np.ndarray, w: dict, p: str, n_head: int) -> np.ndarray:
     return linear((probs @ v).transpose(1, 0, 2).reshape(seq, d), w, p + "attention.output.dense")
 
 
-def hidden_states(weights: dict[str, np.ndarray], cfg: dict, ids: list[int], token_types: list[int]) -> np.ndarray:
-    """The last layer's states (seq, hidden) for one sequence of token ids."""
+def hidden_states(weights: dict, cfg: dict, ids: list[int], token_types: list[int], act=gelu) -> np.ndarray:
+    """The last layer's states (seq, hidden) for one sequence of token ids (`act`: the FFN's GELU)."""
     w = {k.removeprefix("bert."): v.astype(np.float64) for k, v in weights.items()}
     eps = cfg.get("layer_norm_eps", 1e-12)
     e = "embeddings."
@@ -62,7 +70,7 @@ def hidden_states(weights: dict[str, np.ndarray], cfg: dict, ids: list[int], tok
         p = f"encoder.layer.{i}."
         x = x + attention(x, w, p, cfg["num_attention_heads"])
         x = layer_norm(x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)
-        h = linear(gelu(linear(x, w, p + "intermediate.dense")), w, p + "output.dense")
+        h = linear(act(linear(x, w, p + "intermediate.dense")), w, p + "output.dense")
         x = layer_norm(x + h, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
     return x
 
@@ -74,11 +82,11 @@ def sentence_embedding(weights: dict, cfg: dict, ids: list[int]) -> np.ndarray:
 
 
 def rerank_score(
-    weights: dict, cfg: dict, ids: list[int], token_types: list[int], pooler: bool = True
+    weights: dict, cfg: dict, ids: list[int], token_types: list[int], pooler: bool = True, act=gelu
 ) -> np.ndarray:
     """BertForSequenceClassification's logits; pooler=False skips the pooler (dense + tanh) on [CLS]."""
     w = {k.removeprefix("bert."): v.astype(np.float64) for k, v in weights.items()}
-    cls = hidden_states(weights, cfg, ids, token_types)[0]
+    cls = hidden_states(weights, cfg, ids, token_types, act)[0]
     if pooler:
         cls = np.tanh(linear(cls, w, "pooler.dense"))
     return linear(cls, w, "classifier")

@@ -18,10 +18,10 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from tests.conversion.bert_oracle import rerank_score, sentence_embedding
+from tests.conversion.bert_oracle import sentence_embedding
+from tests.conversion.llama_bert import N_CTX, cosine, llama_outputs, tokenize
 from tests.tiny_bert import read_safetensors
 
-N_CTX = 512
 LONG = " ".join(f"Sentence {i} of a long document about embeddings, retrieval and reranking." for i in range(80))
 TEXTS = [
     "",
@@ -58,41 +58,6 @@ TEXTS = [
     "[CLS] [SEP] [MASK] look like special tokens but are text here",
     LONG,
 ]
-
-
-def llama_outputs(gguf_path, sequences: list[list[int]], pooling: int) -> list[np.ndarray]:
-    """llama.cpp's pooled output (vector, or rank scores) for each id sequence, each decoded alone."""
-    llm = llama_cpp.Llama(
-        str(gguf_path), embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, pooling_type=pooling,
-        verbose=False,
-    )  # fmt: skip
-    try:
-        rank = llama_cpp.llama_pooling_type(llm._ctx.ctx) == llama_cpp.LLAMA_POOLING_TYPE_RANK
-        n_out = llama_cpp.llama_model_n_cls_out(llm.model) if rank else llm.n_embd()
-        out = []
-        for ids in sequences:
-            llm._batch.reset()
-            llm._batch.add_sequence(ids, 0, True)
-            llm._ctx.kv_cache_clear()
-            llm._ctx.decode(llm._batch)
-            out.append(np.array(llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)[:n_out], dtype=np.float64))
-        return out
-    finally:
-        llm.close()
-
-
-def tokenize(gguf_path, texts: list[str], special: bool) -> list[list[int]]:
-    """llama.cpp's ids for each text; with `special`, [CLS] ... [SEP] cut to the model's positions."""
-    llm = llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
-    try:
-        seqs = [llm.tokenize(t.encode(), add_bos=special, special=False) for t in texts]
-    finally:
-        llm.close()
-    return [ids[: N_CTX - 1] + ids[-1:] if len(ids) > N_CTX else ids for ids in seqs]
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,9 @@ version the pinned llama-cpp-python vendors. This script makes those hashes agai
 
     python -m tests.conversion.bert_reference [--work bench/.work] [--keep bench/.work/bert-reference]
 
+It also pins transformers' token ids for the oracle test's texts (minilm_hf_ids.json), so that
+llama.cpp's tokenization can be checked against them without transformers here.
+
 It fetches the llama-cpp-python sdist and builds the reference environment with torch once
 (bench/_refenv.py, under --work), fetches all-MiniLM-L6-v2 into models/, writes the tiny
 reranker, converts every case with llama.cpp's converter and keeps the reference GGUFs under
@@ -24,6 +27,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HASHES = Path(__file__).with_name("bert_reference.json")
+HF_IDS = Path(__file__).with_name("minilm_hf_ids.json")
+# Run in the reference environment: the ids transformers' tokenizer gives each text (stdin, JSON).
+HF_TOKENIZE = (
+    "import json, sys; from transformers import AutoTokenizer; "
+    "tok = AutoTokenizer.from_pretrained(sys.argv[1]); "
+    "print(json.dumps([tok.encode(t) for t in json.load(sys.stdin)]))"
+)
 KEEP = REPO / "bench" / ".work" / "bert-reference"  # git-ignored
 CASES = {  # case -> (checkpoint, outtype)
     "minilm-f16": ("minilm", "f16"),
@@ -60,6 +70,22 @@ def reference_converter(work: Path) -> tuple[Path, Path, dict]:
     return py, llama_cpp / "convert_hf_to_gguf.py", versions
 
 
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def pin_hf_ids(py: Path, minilm: Path) -> None:
+    from tests.conversion.test_bert_oracle import TEXTS
+
+    done = subprocess.run(
+        [str(py), "-c", HF_TOKENIZE, str(minilm)], input=json.dumps(TEXTS), capture_output=True, text=True, check=True
+    )
+    ids = json.loads(done.stdout)
+    write_atomically(HF_IDS, json.dumps({"texts": TEXTS, "ids": ids}, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", type=Path, default=REPO / "bench" / ".work", help="reference environment (%(default)s)")
@@ -77,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(command, check=True, capture_output=True)
         cases[case] = {"sha256": sha256_of(out), "size": out.stat().st_size}
         print(f"{case}: {cases[case]['sha256']}  {cases[case]['size']} B", flush=True)
-    partial = HASHES.with_name(HASHES.name + ".partial")
-    partial.write_text(json.dumps({"reference": versions, "cases": cases}, indent=2) + "\n")
-    os.replace(partial, HASHES)
+    write_atomically(HASHES, json.dumps({"reference": versions, "cases": cases}, indent=2) + "\n")
+    pin_hf_ids(py, checkpoints["minilm"])
     return 0
 
 

@@ -29,11 +29,12 @@ def llama_outputs(gguf_path, sequences: list[list[int]], pooling: int) -> list[n
         llm.close()
 
 
-def tokenize(gguf_path, texts: list[str], special: bool) -> list[list[int]]:
-    """llama.cpp's ids for each text; with `special`, [CLS] ... [SEP] cut to the model's positions."""
+def tokenize(gguf_path, texts: list[str], wrap: bool) -> list[list[int]]:
+    """llama.cpp's ids for each text (special tokens in it read as text); with `wrap`, [CLS] ... [SEP], cut
+    to the model's positions."""
     llm = llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
     try:
-        seqs = [llm.tokenize(t.encode(), add_bos=special, special=False) for t in texts]
+        seqs = [llm.tokenize(t.encode(), add_bos=wrap, special=False) for t in texts]
     finally:
         llm.close()
     return [ids[: N_CTX - 1] + ids[-1:] if len(ids) > N_CTX else ids for ids in seqs]

@@ -7,7 +7,9 @@ all-MiniLM-L6-v2), one sequence per decode, read with llama_get_embeddings_seq.
 Tokenization: the `tokenizers` package is not installed in this environment, so each text is
 tokenized once with llama.cpp (from the GGUF's vocabulary, [CLS] ... [SEP]) and the same ids
 go to both sides; a text longer than the model's 512 positions is cut to 511 tokens plus its
-[SEP]. What is compared is therefore the model, not the tokenizer.
+[SEP]. What is compared is therefore the model; test_bert_tokens.py holds llama.cpp's ids to
+transformers' (pinned), which agree on every text here but the Korean one and the one that spells
+special tokens.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def minilm_oracle(minilm_checkpoint, converted):
     """The ids of every text and the oracle's vectors for them (computed once)."""
     config = json.loads((minilm_checkpoint / "config.json").read_text())
     weights = read_safetensors(minilm_checkpoint / "model.safetensors")
-    seqs = tokenize(converted(minilm_checkpoint, "f16"), TEXTS, special=True)
+    seqs = tokenize(converted(minilm_checkpoint, "f16"), TEXTS, wrap=True)
     return seqs, [sentence_embedding(weights, config, ids) for ids in seqs]
 
 

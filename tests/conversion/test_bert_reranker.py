@@ -48,7 +48,7 @@ CLS, SEP = 101, 102
 @pytest.fixture(scope="module")
 def pairs(tiny_reranker_checkpoint, converted):
     """(ids, transformers' token types) of [CLS] query [SEP] document [SEP], for each document."""
-    query, *docs = tokenize(converted(tiny_reranker_checkpoint, "f32"), [QUERY, *DOCUMENTS], special=False)
+    query, *docs = tokenize(converted(tiny_reranker_checkpoint, "f32"), [QUERY, *DOCUMENTS], wrap=False)
     out = []
     for doc in docs:
         ids = [CLS, *query, SEP, *doc, SEP]

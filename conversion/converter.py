@@ -10,6 +10,7 @@ plus the vocabulary, whatever the model's size. What differs between architectur
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import gguf
@@ -22,6 +23,9 @@ from conversion.files import atomic_output
 from conversion.plan import OUTTYPES, Options, TensorPlan
 
 CHUNK_BYTES = 16 << 20  # float32 bytes per read; bounds memory per tensor
+# What reading a config or tokenizer file of an unexpected shape raises (a list where an object was
+# expected, a string where a number was, a missing entry, a value that does not fit its GGUF type).
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, struct.error, OverflowError)
 
 
 def convert(
@@ -34,10 +38,35 @@ def convert(
     hf_dir, out = Path(hf_dir), Path(out)
     if outtype not in OUTTYPES:
         raise ConversionError(f"Unknown outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}.")
+    try:
+        writer, plans = prepare(hf_dir, outtype, Options(keep_pooler=keep_pooler))
+    except MALFORMED as exc:  # a JSON file of the checkpoint holds something of an unexpected shape
+        raise malformed(hf_dir, exc) from None
+    check_space(out, sum(p.nbytes for p in plans))
+    with atomic_output(out, force) as tmp:
+        writer.write_header_to_file(path=tmp)
+        try:
+            writer.write_kv_data_to_file()  # values are packed only now: a number that is not one fails here
+        except MALFORMED as exc:
+            raise malformed(hf_dir, exc) from None
+        writer.write_ti_data_to_file()
+        try:
+            write_data(writer, plans, progress)
+        finally:
+            writer.close()
+    return out
+
+
+def malformed(hf_dir: Path, exc: Exception) -> ConversionError:
+    what = f"{type(exc).__name__}: {exc}"
+    return ConversionError(f"A config or tokenizer file in {hf_dir} is not as its architecture has it ({what}).")
+
+
+def prepare(hf_dir: Path, outtype: str, options: Options) -> tuple[gguf.GGUFWriter, list[TensorPlan]]:
+    """The tensor plan and a writer holding the header's tensor infos and metadata; nothing written yet."""
     arch, hparams = load_hparams(hf_dir)
-    if keep_pooler and arch.gguf_arch != gguf.MODEL_ARCH.BERT:
+    if options.keep_pooler and arch.gguf_arch != gguf.MODEL_ARCH.BERT:
         raise ConversionError(f"keep_pooler applies to BERT rerankers only; {hf_dir} is {arch.name}.")
-    options = Options(keep_pooler=keep_pooler)
     plans = arch.module.plan_tensors(hf_dir, hparams, outtype, options)
     if not plans:
         raise ConversionError(f"No tensors found in the safetensors files of {hf_dir}.")
@@ -45,16 +74,7 @@ def convert(
     for p in plans:
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
     add_metadata(writer, arch, hf_dir, hparams, OUTTYPES[outtype][0], options)
-    check_space(out, sum(p.nbytes for p in plans))
-    with atomic_output(out, force) as tmp:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        try:
-            write_data(writer, plans, progress)
-        finally:
-            writer.close()
-    return out
+    return writer, plans
 
 
 def check_space(out: Path, need: int) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from server.engine.constraints import conversation, gbnf_for, grammar_of
 from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
+from server.engine.embedding_engine import WAKE, EmbeddingEngine
 from server.engine.generation import Generation, GenerationRequest, done_event
 from server.engine.protocol import Decoder, Handle
 from server.engine.request import Delta, Done, Request
@@ -82,7 +83,7 @@ class _Running:
         self.seq, self.reason, self.ended = None, None, False
 
 
-class Engine:
+class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding_engine.py
     # Set on the worker thread by _load, before the state becomes "ready".
     _decoder: Decoder
     _vocab: Vocab
@@ -111,7 +112,8 @@ class Engine:
         # Admission: at most PARALLEL running plus QUEUE_SIZE waiting. Counted under a lock
         # rather than by a bounded queue, so a burst into free slots is never refused just
         # because the worker has not yet taken the first requests off the queue.
-        self._queue: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # Generation, WAKE, or None: stop
+        self._init_embedding()
         self._admitted, self._admission = 0, threading.Lock()
         self._running: list[_Running] = []
         self._ready = threading.Event()
@@ -154,6 +156,8 @@ class Engine:
         does: whoever writes a raw prompt writes all of it.
         """
         self.check_ready()
+        if not self._n_slots:
+            raise InvalidRequest(f"the model '{self.info.get('model')}' only embeds: it does not generate", "model")
         if request.prompt is not None:
             tokens = with_one_bos(self._vocab.tokenize(request.prompt, True), self._vocab)
         else:
@@ -239,6 +243,8 @@ class Engine:
             self._serve()
         finally:
             self.state = "stopped"
+            if self._embedder is not None:
+                self._embedder.close()
             if self._owns_decoder:
                 self._decoder.close()
 
@@ -249,16 +255,20 @@ class Engine:
         self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
         self._n_slots = loaded.decoder.n_slots
         self.info = loaded.info
+        self._embedder = loaded.embedder
 
     def _serve(self) -> None:
         """Until close(): take new work while slots are free, stop interrupted sequences, step."""
         stopping = False
-        while not stopping or self._running:
+        while not stopping or self._running or self._embedding:
             if not stopping:
                 stopping = self._take_new()
             self._check_interrupts()
             if self._running:
                 self._step()
+            self._take_embeds()
+            if self._embedding:
+                self._embed_step()
 
     def _take_new(self) -> bool:
         """Hand queued generations to the decoder while it has free slots, waiting for one
@@ -270,8 +280,12 @@ class Engine:
         taken, companions are awaited for a moment: GATHER_SHARE of a typical step, at
         most GATHER_MAX_S (~15 ms for a 7B model on a CPU, under 1 ms for Gemma 270M)."""
         gather_until = None
-        while len(self._running) < self._n_slots:
-            if not self._running:
+        while True:
+            self._take_embeds()
+            idle = not self._running and not self._embedding
+            if not idle and len(self._running) >= self._n_slots:
+                return False
+            if idle:
                 wait = None  # idle: sleep until work comes
             else:
                 wait = 0.0 if gather_until is None else max(gather_until - time.monotonic(), 0.0)
@@ -281,7 +295,8 @@ class Engine:
                 return False
             if generation is None:
                 return True
-            self._start(generation)
+            if generation is not WAKE:  # WAKE: embedding jobs came, taken at the top
+                self._start(generation)
             if gather_until is None:
                 gather_until = time.monotonic() + self._gather_seconds()
         return False

@@ -13,7 +13,7 @@ import logging
 from flask import Flask, Response, request
 
 from server.engine.engine import Engine
-from server.http import guard, ollama, ops, respond, tokens
+from server.http import embeddings, guard, ollama, ops, rerank, respond, tokens
 from server.http.errors import register_error_handlers
 from server.http.metrics import Metrics
 from server.http.openai import blueprint as openai_blueprint
@@ -31,6 +31,8 @@ ENDPOINTS = {
     "tokens.tokenize",
     "tokens.detokenize",
     *(f"ollama.{name}" for name in ("chat", "generate", "tags", "show", "ps", "version")),
+    *(f"embed.{name}" for name in ("v1_embeddings", "ollama_embed", "ollama_embeddings", "embedding")),
+    "rerank.rerank",
 }
 
 
@@ -46,7 +48,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.extensions[EXTENSION] = AppState(settings, engine, Metrics(engine))
     register_error_handlers(app)
     guard.install(app)  # Host, CORS, API key and content type before every route; security headers after
-    for blueprint in (respond.blueprint, openai_blueprint, ollama.blueprint, tokens.blueprint, ops.blueprint):
+    blueprints = (respond.blueprint, openai_blueprint, ollama.blueprint, tokens.blueprint, ops.blueprint)
+    for blueprint in (*blueprints, embeddings.blueprint, rerank.blueprint):
         app.register_blueprint(blueprint)
     app.after_request(_count_request)
     return app

@@ -66,3 +66,59 @@ def tiny_engine(tiny_llama_gguf):
     assert engine.wait_ready(120), "the engine did not load the tiny Llama"
     yield engine
     engine.close()
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+# A BERT GGUF (all-MiniLM-L6-v2, mean pooling) comes from the project's own converter; until that
+# fixture is wired in, a file named by this variable stands in for it, and without one the tests skip.
+MINILM_VARIABLE = "LAPTOP_LLAMA_TEST_MINILM_GGUF"
+
+
+@pytest.fixture(scope="session")
+def minilm_gguf():
+    """all-MiniLM-L6-v2 converted to an f16 GGUF (a BERT embedding model: pooling mean, 512 positions)."""
+    import os
+    from pathlib import Path
+
+    path = os.environ.get(MINILM_VARIABLE)
+    if not path or not Path(path).is_file():
+        pytest.skip(f"needs the MiniLM GGUF (all-MiniLM-L6-v2 converted by the project's converter; {MINILM_VARIABLE})")
+    return Path(path)
+
+
+EMBED_SETTINGS = dict(TEST_SETTINGS, queue_size=8, http_threads=32)
+
+
+@pytest.fixture(scope="session")
+def minilm_engine(minilm_gguf):
+    """MiniLM served as an embedding model (its own pooling, from the file)."""
+    engine = Engine(Settings(**EMBED_SETTINGS), ModelChoice(minilm_gguf, is_default=False)).start()
+    assert engine.wait_ready(120), f"the engine did not load MiniLM: {engine.load_error}"
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def smollm_embed_engine(smollm2_gguf):
+    """SmolLM2, a chat model, that also embeds: POOLING=mean, inputs of up to N_BATCH=128 tokens (quick to fill)."""
+    settings = Settings(**{**EMBED_SETTINGS, "n_batch": 128}, pooling="mean")
+    engine = Engine(settings, ModelChoice(smollm2_gguf, is_default=True)).start()
+    assert engine.wait_ready(120), f"the engine did not load SmolLM2: {engine.load_error}"
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def reranker_gguf(minilm_gguf, tmp_path_factory):
+    """MiniLM with a random classification head and pooling "rank" (tests/server/embed_models.py)."""
+    from tests.server.embed_models import reranker_from
+
+    return reranker_from(minilm_gguf, tmp_path_factory.mktemp("reranker") / "minilm-reranker.gguf")
+
+
+@pytest.fixture(scope="session")
+def reranker_engine(reranker_gguf):
+    engine = Engine(Settings(**EMBED_SETTINGS), ModelChoice(reranker_gguf, is_default=False)).start()
+    assert engine.wait_ready(120), f"the engine did not load the reranker: {engine.load_error}"
+    yield engine
+    engine.close()

@@ -1,0 +1,221 @@
+"""Embeddings on the engine's worker: a llama.cpp context in embeddings mode, and the packing of
+every waiting sequence (of one request or of many) into one batch per step.
+
+The context is the model's second one, beside the generating context of a chat model (or the
+only one of an embedding model): embeddings need all of a sequence's tokens in one physical
+batch, their own pooling and a KV cache cleared for each batch, none of which suits the
+generation context's slots. Its physical batch (n_ubatch) holds the longest sequence
+allowed, so llama.cpp's "n_ubatch >= n_tokens" abort cannot be reached: the caller's
+thread cuts or refuses longer ones (server/engine/embed_inputs.py).
+
+A request's vectors never depend on what shared its batch, bit for bit (tested in
+tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
+- attention: flash attention switches to a tiled kernel from 64 query rows in the batch,
+  whose tiles of 64 cells split a sequence differently by where it starts -> off here; the
+  plain softmax and KQV product then group a row's terms by 16 (SIMD lanes, AVX-512) from
+  the start of the batch -> every sequence starts at a multiple of ALIGN, the rows between
+  one sequence's end and the next one's start go to a filler sequence (its own id, so
+  nobody attends to it), and the batch is a multiple of ALIGN rows long;
+- pooling: llama.cpp's mean pooling is a matrix product over the whole batch -> the context
+  returns each token's vector (pooling "none") and the mean, first or last is taken here,
+  per sequence, always in the same order;
+- the weight products pick their kernel by batch width, a single row taking another path
+  -> every batch has at least ALIGN rows; the rank head multiplies one row per sequence,
+  so a rank batch always ends with a filler sequence (two sequences at least);
+- quantized weights are kept unrepacked and the tiled K-quant kernel off, as for
+  generation (server/engine/invariance.py), since the model is the same one.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+
+import llama_cpp.llama_cpp as lc
+import numpy as np
+from llama_cpp import _internals
+
+from server.engine.embed_inputs import TokenFacts
+from server.engine.embedding import POOLING_IDS, EmbedJob
+from server.errors import GenerationFailed
+
+ALIGN = 16  # rows; a multiple of every CPU's SIMD width in floats (AVX-512: 16)
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    pooling: str  # a POOLING_IDS name
+    limit: int  # the most tokens one sequence may have
+    n_threads: int = 2
+
+
+class Embedder:
+    """Owned by the engine's worker thread, except `facts` and the properties (any thread)."""
+
+    def __init__(self, model: _internals.LlamaModel, cfg: EmbedderConfig, owns_model: bool = False) -> None:
+        self.cfg, self._model, self._owns_model = cfg, model, owns_model
+        self.rank = cfg.pooling == "rank"
+        # A rank batch keeps ALIGN rows for its closing filler (see the module docstring).
+        self.capacity = _round_up(cfg.limit, ALIGN)
+        self.n_ubatch = self.capacity + (ALIGN if self.rank else 0)
+        n_seq_max = min(lc.llama_max_parallel_sequences(), 2 * (self.n_ubatch // ALIGN) + 1)
+        self.max_sequences = (n_seq_max - 1) // 2  # each may need a filler after it; rank one more
+        self._ctx = _internals.LlamaContext(model=model, params=self._params(n_seq_max), verbose=False)
+        self._c = self._ctx.ctx
+        self._mem = lc.llama_get_memory(self._c)  # None for encoders (BERT): no KV cache
+        self.n_embd = lc.llama_model_n_embd_out(model.model)
+        self.n_cls_out = max(lc.llama_model_n_cls_out(model.model), 1)
+        vocab = model.vocab
+        self._filler = max(lc.llama_vocab_pad(vocab), 0)
+        self._batch = _internals.LlamaBatch(n_tokens=self.n_ubatch, embd=0, n_seq_max=1)
+        b = self._batch.batch
+        self._tok = np.ctypeslib.as_array(b.token, shape=(self.n_ubatch,))
+        self._pos = np.ctypeslib.as_array(b.pos, shape=(self.n_ubatch,))
+        np.ctypeslib.as_array(b.logits, shape=(self.n_ubatch,))[:] = 1  # every row is an output
+        np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_ubatch,))[:] = 1
+        self._seq_ids = [b.seq_id[i] for i in range(self.n_ubatch)]
+        self._pending: collections.deque[tuple[EmbedJob, int]] = collections.deque()
+        self.steps, self.tokens, self.seconds = 0, 0, 0.0  # batches, rows and time through llama.cpp
+        self.facts = self._token_facts()
+
+    def _params(self, n_seq_max: int) -> lc.llama_context_params:
+        p = lc.llama_context_default_params()
+        p.n_ctx = p.n_batch = p.n_ubatch = self.n_ubatch
+        p.n_seq_max = n_seq_max
+        p.n_threads = p.n_threads_batch = self.cfg.n_threads
+        p.embeddings = True
+        p.pooling_type = POOLING_IDS["rank"] if self.rank else POOLING_IDS["none"]  # pooled here otherwise
+        p.flash_attn_type = 0  # off: see the module docstring
+        p.kv_unified = True  # one KV stream for every sequence of a batch (chat models)
+        return p
+
+    def _token_facts(self) -> TokenFacts:
+        model, vocab = self._model, self._model.vocab
+
+        def tokenize(text: str, add_special: bool) -> list[int]:
+            return list(model.tokenize(text.encode("utf-8"), add_special, True))
+
+        def token(t: int, wanted: bool = True) -> int | None:
+            return t if wanted and t >= 0 else None
+
+        raw = lc.llama_model_chat_template(model.model, b"rerank")
+        return TokenFacts(
+            tokenize,
+            model.n_vocab(),
+            self.cfg.limit,
+            add_eos=bool(lc.llama_vocab_get_add_eos(vocab) or lc.llama_vocab_get_add_sep(vocab)),
+            bos=token(lc.llama_vocab_bos(vocab), bool(lc.llama_vocab_get_add_bos(vocab))),
+            eos=token(lc.llama_vocab_eos(vocab), bool(lc.llama_vocab_get_add_eos(vocab))),
+            sep=token(lc.llama_vocab_sep(vocab), bool(lc.llama_vocab_get_add_sep(vocab))),
+            rerank_template=raw.decode("utf-8") if raw else None,
+        )
+
+    # --- the worker thread ---------------------------------------------------------------
+    def add(self, job: EmbedJob) -> None:
+        self._pending.extend((job, i) for i in range(len(job.sequences)))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def fail_all(self, error: Exception) -> None:
+        while self._pending:
+            self._pending.popleft()[0].fail(error)
+
+    def step(self) -> int:
+        """One batch of waiting sequences through llama.cpp; returns its rows (0: nothing to do)."""
+        placed = self._pack()
+        if not placed:
+            return 0
+        n = self._write(placed)
+        t0 = time.perf_counter()
+        if self._mem is not None:  # a chat model: each batch starts from an empty KV cache
+            lc.llama_memory_clear(self._mem, True)
+            rc = lc.llama_decode(self._c, self._batch.batch)
+        else:
+            rc = lc.llama_encode(self._c, self._batch.batch)
+        if rc != 0:
+            for job, _, _, _ in placed:
+                job.fail(GenerationFailed())
+            raise RuntimeError(f"llama.cpp failed to embed a batch (code {rc})")
+        self._deliver(placed, n)
+        self.steps, self.tokens, self.seconds = self.steps + 1, self.tokens + n, self.seconds + time.perf_counter() - t0
+        return n
+
+    def _pack(self) -> list[tuple[EmbedJob, int, int, list[int]]]:
+        """(job, input index, first row, tokens) for as many waiting sequences as fit, in order."""
+        placed: list[tuple[EmbedJob, int, int, list[int]]] = []
+        rows = 0
+        while self._pending and len(placed) < self.max_sequences:
+            job, i = self._pending[0]
+            if job.finished:
+                self._pending.popleft()
+                continue
+            if (why := job.interrupt()) is not None:
+                job.fail(why)
+                self._pending.popleft()
+                continue
+            tokens = job.sequences[i]
+            size = _round_up(len(tokens), ALIGN)
+            if rows + size > self.capacity:
+                break
+            self._pending.popleft()
+            placed.append((job, i, rows, tokens))
+            rows += size
+        return placed
+
+    def _write(self, placed: list[tuple[EmbedJob, int, int, list[int]]]) -> int:
+        """The batch's rows: each sequence at its aligned start, fillers in the gaps; returns the row count."""
+        n_seqs, end = len(placed), 0
+        for seq_id, (_, _, start, tokens) in enumerate(placed):
+            end = start + len(tokens)
+            self._rows(start, tokens, seq_id)
+        fill_ids = iter(range(n_seqs, 2 * n_seqs + 2))
+        for (_, _, start, tokens), nxt in zip(placed, [p[2] for p in placed[1:]] + [_round_up(end, ALIGN)]):
+            gap = nxt - (start + len(tokens))
+            if gap:
+                self._rows(start + len(tokens), [self._filler] * gap, next(fill_ids))
+        n = _round_up(end, ALIGN)
+        if self.rank:  # the head's product needs two rows: see the module docstring
+            self._rows(n, [self._filler] * ALIGN, next(fill_ids))
+            n += ALIGN
+        self._batch.batch.n_tokens = n
+        return n
+
+    def _rows(self, start: int, tokens: list[int], seq_id: int) -> None:
+        end = start + len(tokens)
+        self._tok[start:end] = tokens
+        self._pos[start:end] = np.arange(len(tokens), dtype=np.int32)
+        for i in range(start, end):
+            self._seq_ids[i][0] = seq_id
+
+    def _deliver(self, placed: list[tuple[EmbedJob, int, int, list[int]]], n: int) -> None:
+        if self.rank:
+            for seq_id, (job, i, _, _) in enumerate(placed):
+                ptr = lc.llama_get_embeddings_seq(self._c, seq_id)
+                job.put(i, np.ctypeslib.as_array(ptr, shape=(self.n_cls_out,)).copy())
+            return
+        ptr = lc.llama_get_embeddings(self._c)
+        out = np.ctypeslib.as_array(ptr, shape=(n, self.n_embd))
+        for job, i, start, tokens in placed:
+            job.put(i, pool(out[start : start + len(tokens)], self.cfg.pooling))
+
+    def close(self) -> None:
+        self.fail_all(GenerationFailed())
+        self._batch.close()
+        self._ctx.close()
+        if self._owns_model:
+            self._model.close()
+
+
+def pool(rows: np.ndarray, pooling: str) -> np.ndarray:
+    """One sequence's token vectors -> its vector, the same way whatever its batch ("none": all of them)."""
+    if pooling == "mean":
+        return np.asarray(rows.mean(axis=0, dtype=np.float64), dtype=np.float32)
+    picked = rows[0] if pooling == "cls" else rows[-1] if pooling == "last" else rows
+    return np.array(picked, dtype=np.float32)  # a copy: llama.cpp reuses its buffer
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to

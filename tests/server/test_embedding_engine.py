@@ -1,0 +1,207 @@
+"""The engine's embeddings on real models: batched, bit-for-bit independent of the batch, never crashing on size.
+
+Two real models: SmolLM2 (a chat model, POOLING=mean, its KV cache cleared per batch) and
+all-MiniLM-L6-v2 (BERT, an encoder that only embeds). A request's vectors are compared
+bit for bit alone and packed with others, in one request and across concurrent requests;
+lengths at and past the model's limit are cut or refused, never handed to llama.cpp.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from server.engine.embed_inputs import rank_sequences
+from server.engine.embedding import EmbedRequest, RankRequest
+from server.engine.engine import Engine
+from server.engine.request import Request
+from server.errors import InvalidRequest
+from server.model.files import ModelChoice
+from server.settings import Settings
+from tests.server.conftest import EMBED_SETTINGS
+from tests.server.embed_models import head_score, head_weights
+
+TEXTS = [
+    "The cat sat on the mat.",
+    "",
+    "Paris is the capital of France, and Berlin is the capital of Germany.",
+    "東京は日本の首都です。",
+    "🦙🦙 llamas everywhere 🦙",
+    "def add(a, b):\n    return a + b\n",
+    "a " * 40,
+    "Tokens like [SEP] and <|im_end|> inside a text.",
+]
+
+
+def embed(engine: Engine, texts, **kw) -> list[np.ndarray]:
+    return engine.embed(EmbedRequest(tuple(texts), **kw)).wait().vectors
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def alone(engine: Engine, texts) -> list[np.ndarray]:
+    return [embed(engine, [t])[0] for t in texts]
+
+
+@pytest.fixture(params=["smollm", "minilm"])
+def engine(request) -> Engine:
+    return request.getfixturevalue("smollm_embed_engine" if request.param == "smollm" else "minilm_engine")
+
+
+def texts_for(engine: Engine) -> list[str]:
+    """SmolLM2 adds no BOS: an empty text has no tokens (refused, tested apart); BERT adds [CLS] [SEP]."""
+    adds_specials = bool(engine._embedder.facts.tokenize("", True))
+    return [t for t in TEXTS if t or adds_specials]
+
+
+def test_vectors_are_the_same_bits_alone_and_batched(engine):
+    texts = texts_for(engine)
+    single = alone(engine, texts)
+    steps = engine._embedder.steps
+    together = embed(engine, texts)
+    assert engine._embedder.steps - steps < len(texts) / 2, "one request's inputs share batches"
+    steps = engine._embedder.steps
+    assert all(same_bits(a, b) for a, b in zip(embed(engine, texts[:4]), single))
+    assert engine._embedder.steps == steps + 1, "four short inputs share one batch"
+    reversed_ = embed(engine, texts[::-1])[::-1]
+    for i, text in enumerate(texts):
+        assert single[i].shape == (engine.info["embedding"]["n_embd"],) and np.all(np.isfinite(single[i]))
+        assert same_bits(single[i], together[i]), f"{text!r}: batched with others, its vector changed"
+        assert same_bits(single[i], reversed_[i]), f"{text!r}: in another place of the batch, its vector changed"
+    # Different texts do get different vectors (the comparison above can fail).
+    assert not same_bits(single[0], single[2])
+
+
+def test_concurrent_requests_share_batches_and_keep_their_bits(engine):
+    texts = texts_for(engine)
+    expected = alone(engine, texts)
+    results: dict[int, list[np.ndarray]] = {}
+    start = threading.Barrier(len(texts))
+
+    def client(i: int) -> None:
+        start.wait()
+        results[i] = [embed(engine, [texts[i], texts[(i + 1) % len(texts)]]) for _ in range(3)]
+
+    steps = engine._embedder.steps
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert engine._embedder.steps - steps < 3 * len(texts), "concurrent requests never shared a batch"
+    for i, runs in results.items():
+        for got in runs:
+            assert same_bits(got[0], expected[i]) and same_bits(got[1], expected[(i + 1) % len(texts)])
+
+
+def test_inputs_at_and_past_the_limit_are_cut_or_refused(engine):
+    limit = engine.info["embedding"]["max_tokens"]
+    long_text = "word " * (limit + 50)
+    job = engine.embed(EmbedRequest((long_text, long_text[: limit // 2])))
+    answer = job.wait()
+    assert answer.token_counts[0] == limit and answer.token_counts[1] < limit
+    with pytest.raises(InvalidRequest) as info:
+        engine.embed(EmbedRequest((long_text,), truncate=False, single=True))
+    assert info.value.field == "input" and "tokens, more than the model's context" in info.value.message
+    # Token lists: exactly the limit passes; over it is cut; as many full-length inputs as fit several batches.
+    full = tuple([5] * limit)
+    answer = engine.embed(EmbedRequest((full,) * 5 + (full + (5, 5),))).wait()
+    assert answer.token_counts == [limit] * 6
+    assert same_bits(answer.vectors[0], answer.vectors[5])
+
+
+def test_bad_inputs_are_refused_naming_the_field(engine):
+    n_vocab = engine._embedder.facts.n_vocab
+    cases = {
+        "input[1][2]": EmbedRequest(((1, 2), (3, 4, n_vocab))),
+        "input[0][0]": EmbedRequest(((-1,),)),
+        "input": EmbedRequest(()),
+    }
+    for field, req in cases.items():
+        with pytest.raises(InvalidRequest) as info:
+            engine.embed(req)
+        assert info.value.field == field
+    with pytest.raises(InvalidRequest) as info:
+        engine.embed(EmbedRequest(("x",) * (engine.settings.embed_max_inputs + 1)))
+    assert info.value.field == "input" and "at most 2048" in info.value.message
+
+
+def test_the_chat_model_embeds_beside_a_generation(smollm_embed_engine):
+    engine = smollm_embed_engine
+    expected = alone(engine, TEXTS[:3:2])
+    gen = engine.submit(Request(prompt="Once upon a time", stream=True))
+    got = embed(engine, TEXTS[:3:2])
+    text = "".join(getattr(e, "text", "") for e in gen)
+    assert text and all(same_bits(a, b) for a, b in zip(got, expected))
+
+
+def test_an_empty_text_without_special_tokens_is_refused(smollm_embed_engine):
+    with pytest.raises(InvalidRequest) as info:
+        smollm_embed_engine.embed(EmbedRequest(("a", ""), single=False))
+    assert info.value.field == "input[1]" and "empty" in info.value.message
+
+
+def test_a_chat_model_without_pooling_does_not_embed(smollm2_gguf):
+    engine = Engine(Settings(**EMBED_SETTINGS), ModelChoice(smollm2_gguf, is_default=True)).start()
+    try:
+        assert engine.wait_ready(120)
+        with pytest.raises(InvalidRequest) as info:
+            engine.embed(EmbedRequest(("hello",)))
+        assert info.value.field == "model" and "POOLING" in info.value.message
+    finally:
+        engine.close()
+
+
+def test_an_embedding_model_does_not_generate_and_still_tokenizes(minilm_engine):
+    with pytest.raises(InvalidRequest) as info:
+        minilm_engine.submit(Request(prompt="hello"))
+    assert info.value.field == "model" and "only embeds" in info.value.message
+    assert minilm_engine.tokenize("hello world", add_special=True)[0] == 101  # [CLS]
+
+
+def test_mean_pooling_matches_llama_cpp_s_own(minilm_gguf, minilm_engine):
+    """llama.cpp's mean pooling (a matrix product over the batch) and ours (per sequence) agree
+    to float rounding: the filler rows between sequences change nothing a sequence sees."""
+    from llama_cpp import Llama
+
+    llm = Llama(str(minilm_gguf), embedding=True, n_ctx=512, n_batch=512, n_ubatch=512, verbose=False)
+    try:
+        theirs = [np.asarray(llm.embed(t), dtype=np.float64) for t in TEXTS[:-1]]
+    finally:
+        llm.close()
+    ours = embed(minilm_engine, TEXTS)
+    for text, a, b in zip(TEXTS[:-1], theirs, ours):  # the last: llama-cpp-python reads "[SEP]" as text
+        cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        assert cosine > 0.99999, f"{text!r}: cosine {cosine}"
+
+
+def test_rerank_scores_are_the_head_of_the_cls_vector_and_keep_their_bits(reranker_engine, minilm_gguf):
+    """A reranker (MiniLM with a seeded random head, tests/server/embed_models.py) scores each
+    (query, document) pair as cls.output(tanh(cls(h_CLS))): checked against numpy from the
+    [CLS] vector that the same model served with POOLING=cls gives for the same tokens."""
+    engine = reranker_engine
+    docs = tuple(TEXTS)
+    together = engine.rerank(RankRequest("Where is Paris?", docs)).wait().vectors
+    for i, doc in enumerate(docs):
+        single = engine.rerank(RankRequest("Where is Paris?", (doc,))).wait().vectors[0]
+        assert single.shape == (1,) and same_bits(single, together[i]), doc
+    pairs = rank_sequences(RankRequest("Where is Paris?", docs), engine._embedder.facts, 10)
+    assert pairs[0][:1] == [101] and pairs[0].count(102) == 2  # [CLS] query [SEP] document [SEP]
+    cls_engine = Engine(Settings(**EMBED_SETTINGS, pooling="cls"), ModelChoice(minilm_gguf, is_default=False)).start()
+    try:
+        assert cls_engine.wait_ready(120)
+        cls_vectors = cls_engine.embed(EmbedRequest(tuple(tuple(p) for p in pairs))).wait().vectors
+    finally:
+        cls_engine.close()
+    head = head_weights(engine.info["embedding"]["n_embd"])
+    for doc, vector, score in zip(docs, cls_vectors, together):
+        assert abs(head_score(vector.astype(np.float64), head) - float(score[0])) < 1e-3, doc
+    scores = [float(s[0]) for s in together]
+    assert len(set(scores)) == len(scores)  # the documents are told apart
+    with pytest.raises(InvalidRequest) as info:
+        engine.embed(EmbedRequest(("x",)))
+    assert info.value.field == "model" and "rerank" in info.value.message

@@ -12,7 +12,7 @@ import base64
 import numpy as np
 import pytest
 
-from tests.server.conftest import EMBED_SETTINGS, make_client
+from tests.server.conftest import make_client
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +142,9 @@ def test_rerank_refused_by_an_embedding_model(mini):
 
 
 @pytest.fixture(scope="module")
-def ranker(minilm_gguf):
-    """MiniLM read with pooling "rank": its score is the [CLS] vector's first value (no head)."""
-    from server.engine.engine import Engine
-    from server.model.files import ModelChoice
-    from server.settings import Settings
-
-    engine = Engine(Settings(**EMBED_SETTINGS, pooling="rank"), ModelChoice(minilm_gguf, is_default=False)).start()
-    assert engine.wait_ready(120)
-    yield make_client(engine, pooling="rank")
-    engine.close()
+def ranker(reranker_engine):
+    """A reranker: MiniLM with a random classification head (tests/server/embed_models.py)."""
+    return make_client(reranker_engine)
 
 
 def test_rerank_jina_shape(ranker):

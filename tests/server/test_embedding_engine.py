@@ -184,12 +184,14 @@ def test_rerank_scores_are_the_head_of_the_cls_vector_and_keep_their_bits(rerank
     (query, document) pair as cls.output(tanh(cls(h_CLS))): checked against numpy from the
     [CLS] vector that the same model served with POOLING=cls gives for the same tokens."""
     engine = reranker_engine
-    docs = tuple(TEXTS)
+    # The last document makes a pair of exactly 16 tokens: alone, it fills its rows with no filler after it.
+    docs = (*TEXTS, "one two three four five six seven eight nine")
     together = engine.rerank(RankRequest("Where is Paris?", docs)).wait().vectors
     for i, doc in enumerate(docs):
         single = engine.rerank(RankRequest("Where is Paris?", (doc,))).wait().vectors[0]
         assert single.shape == (1,) and same_bits(single, together[i]), doc
     pairs = rank_sequences(RankRequest("Where is Paris?", docs), engine._embedder.facts, 10)
+    assert len(pairs[-1]) == 16
     assert pairs[0][:1] == [101] and pairs[0].count(102) == 2  # [CLS] query [SEP] document [SEP]
     cls_engine = Engine(Settings(**EMBED_SETTINGS, pooling="cls"), ModelChoice(minilm_gguf, is_default=False)).start()
     try:

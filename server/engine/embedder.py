@@ -29,13 +29,13 @@ tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
 from __future__ import annotations
 
 import collections
-import time
 from dataclasses import dataclass
 
 import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals
 
+from server.engine.decoder_types import DecoderStats
 from server.engine.embed_inputs import TokenFacts
 from server.engine.embedding import POOLING_IDS, EmbedJob
 from server.errors import GenerationFailed
@@ -76,7 +76,7 @@ class Embedder:
         np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_ubatch,))[:] = 1
         self._seq_ids = [b.seq_id[i] for i in range(self.n_ubatch)]
         self._pending: collections.deque[tuple[EmbedJob, int]] = collections.deque()
-        self.steps, self.tokens, self.seconds = 0, 0, 0.0  # batches, rows and time through llama.cpp
+        self._stats = DecoderStats.empty(0)  # its batches, as the decoder counts its steps
         self.facts = self._token_facts()
 
     def _params(self, n_seq_max: int) -> lc.llama_context_params:
@@ -129,7 +129,7 @@ class Embedder:
         if not placed:
             return 0
         n = self._write(placed)
-        t0 = time.perf_counter()
+        self._stats.start()
         if self._mem is not None:  # a chat model: each batch starts from an empty KV cache
             lc.llama_memory_clear(self._mem, True)
             rc = lc.llama_decode(self._c, self._batch.batch)
@@ -140,8 +140,17 @@ class Embedder:
                 job.fail(GenerationFailed())
             raise RuntimeError(f"llama.cpp failed to embed a batch (code {rc})")
         self._deliver(placed, n)
-        self.steps, self.tokens, self.seconds = self.steps + 1, self.tokens + n, self.seconds + time.perf_counter() - t0
+        self._stats.record(n, len(placed))
         return n
+
+    @property
+    def steps(self) -> int:
+        """Batches through llama.cpp so far."""
+        return self._stats.steps
+
+    def stats(self) -> DecoderStats:
+        """Its batches as decoder statistics (any thread): rows per batch include the fillers."""
+        return self._stats.snapshot(0, len(self._pending), 0)
 
     def _pack(self) -> list[tuple[EmbedJob, int, int, list[int]]]:
         """(job, input index, first row, tokens) for as many waiting sequences as fit, in order."""

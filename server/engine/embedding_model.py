@@ -85,7 +85,7 @@ class EmbeddingOnly(ModelFacts):
         return 0
 
     def stats(self) -> DecoderStats:
-        return DecoderStats(slots_total=0)
+        return self.embedder.stats()  # /metrics: its batches in place of decode steps
 
     def close(self) -> None:
         self.embedder.close()  # it owns the weights

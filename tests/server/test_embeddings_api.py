@@ -12,7 +12,7 @@ import base64
 import numpy as np
 import pytest
 
-from tests.server.conftest import make_client
+from tests.server.conftest import make_client, metric
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +178,16 @@ def test_rerank_tei_shape_and_refusals(ranker):
     ]:
         r = ranker.post("/v1/rerank", json=body)
         assert r.status_code == 400 and r.json["error"]["param"] == field, (body, r.json)
+
+
+def test_an_embedding_model_s_health_and_metrics(mini):
+    health = mini.get("/api/health").json
+    assert health["embedding"] == {"pooling": "mean", "n_embd": 384, "max_tokens": 512}
+    before = mini.get("/metrics").get_data(as_text=True)
+    mini.post("/v1/embeddings", json={"input": ["one", "two"]})
+    after = mini.get("/metrics").get_data(as_text=True)
+    count = [metric(text, "llama_server_batch_sequences_count") for text in (before, after)]
+    total = [metric(text, "llama_server_batch_sequences_sum") for text in (before, after)]
+    assert count[1] == count[0] + 1 and total[1] == total[0] + 2  # one batch of two, counted as a decoder step
+    r = mini.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json["error"]["param"] == "model" and "only embeds" in r.json["error"]["message"]

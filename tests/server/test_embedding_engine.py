@@ -16,7 +16,7 @@ import pytest
 from server.engine.embed_inputs import rank_sequences
 from server.engine.embedding import EmbedRequest, RankRequest
 from server.engine.engine import Engine
-from server.engine.request import Request
+from server.engine.request import Request, SamplingParams
 from server.errors import InvalidRequest
 from server.model.files import ModelChoice
 from server.settings import Settings
@@ -33,6 +33,9 @@ TEXTS = [
     "a " * 40,
     "Tokens like [SEP] and <|im_end|> inside a text.",
 ]
+
+
+LONG = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)  # a generation that outlasts an embedding
 
 
 def embed(engine: Engine, texts, **kw) -> list[np.ndarray]:
@@ -133,9 +136,11 @@ def test_bad_inputs_are_refused_naming_the_field(engine):
 def test_the_chat_model_embeds_beside_a_generation(smollm_embed_engine):
     engine = smollm_embed_engine
     expected = alone(engine, TEXTS[:3:2])
-    gen = engine.submit(Request(prompt="Once upon a time", stream=True))
+    gen = engine.submit(Request(prompt="Once upon a time", stream=True, sampling=LONG))
+    first = next(iter(gen))  # generating now
     got = embed(engine, TEXTS[:3:2])
-    text = "".join(getattr(e, "text", "") for e in gen)
+    assert engine.active == 1, "the embedding waited for the generation to end"
+    text = first.text + "".join(getattr(e, "text", "") for e in gen)
     assert text and all(same_bits(a, b) for a, b in zip(got, expected))
 
 

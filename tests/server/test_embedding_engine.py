@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from server.engine.embed_inputs import rank_sequences
+from server.engine.embed_inputs import embed_sequences, rank_sequences
 from server.engine.embedding import EmbedRequest, RankRequest
 from server.engine.engine import Engine
 from server.engine.request import Request, SamplingParams
@@ -212,3 +212,11 @@ def test_rerank_scores_are_the_head_of_the_cls_vector_and_keep_their_bits(rerank
     with pytest.raises(InvalidRequest) as info:
         engine.embed(EmbedRequest(("x",)))
     assert info.value.field == "model" and "rerank" in info.value.message
+
+
+def test_a_cut_text_keeps_the_model_s_closing_token(minilm_engine):
+    facts = minilm_engine._embedder.facts
+    [cut] = embed_sequences(EmbedRequest(("word " * 700,)), facts, 10)
+    assert len(cut) == 512 and cut[0] == 101 and cut[-1] == 102 and cut[-2] != 102  # [CLS] word ... word [SEP]
+    [ids] = embed_sequences(EmbedRequest((tuple(range(1000, 1600)),)), facts, 10)
+    assert ids == list(range(1000, 1512))  # token lists are cut as given

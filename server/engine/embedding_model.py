@@ -35,6 +35,13 @@ def file_pooling(path: Any) -> str | None:
     return POOLING_NAMES.get(value) if isinstance(value, int) else None
 
 
+def check_rank_head(path: Any, pooling: str) -> None:
+    """Pooling "rank" reads a classification head (`cls`, `cls.output`); without one llama.cpp would
+    score with whatever the [CLS] vector holds, so such a file is refused at load."""
+    if pooling == "rank" and not any(n.startswith("cls.") for n in read_gguf_info(path).tensor_bytes):
+        raise ValueError("POOLING=rank needs a reranker: the model file has no classification head (cls tensors)")
+
+
 def chat_embedder(settings: Settings, model: _internals.LlamaModel, n_ctx: int) -> Embedder | None:
     """The Embedder of a generating model: only when POOLING names one. Its sequences are as long as
     a prompt batch (N_BATCH) at most, within the request context: llama-server's limit too."""

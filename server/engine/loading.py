@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from server.engine.batching import BatchDecoder
 from server.engine.embedder import Embedder
-from server.engine.embedding_model import chat_embedder, file_pooling, open_embedding_model
+from server.engine.embedding_model import chat_embedder, check_rank_head, file_pooling, open_embedding_model
 from server.engine.llamalog import captured_errors, one_line
 from server.engine.protocol import Decoder
 from server.model import describe
@@ -46,6 +46,10 @@ def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = 
     """Plan and load `model` (a ModelChoice), or describe the already loaded `decoder`.
     LoadError when the file cannot be loaded, with llama.cpp's reason."""
     pooling = file_pooling(model.path) if decoder is None else None
+    try:
+        check_rank_head(model.path, settings.pooling or pooling or "")
+    except ValueError as exc:
+        raise LoadError(str(exc)) from None
     if pooling is not None:  # a model that only embeds (server/engine/embedding_model.py)
         return _load_embedding_model(settings, model, settings.pooling or pooling)
     try:

@@ -19,7 +19,7 @@ from server.engine.engine import Engine
 from server.engine.request import Request, SamplingParams
 from server.errors import InvalidRequest
 from server.model.files import ModelChoice
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from tests.server.conftest import EMBED_SETTINGS
 from tests.server.embed_models import head_score, head_weights
 
@@ -220,3 +220,21 @@ def test_a_cut_text_keeps_the_model_s_closing_token(minilm_engine):
     assert len(cut) == 512 and cut[0] == 101 and cut[-1] == 102 and cut[-2] != 102  # [CLS] word ... word [SEP]
     [ids] = embed_sequences(EmbedRequest((tuple(range(1000, 1600)),)), facts, 10)
     assert ids == list(range(1000, 1512))  # token lists are cut as given
+
+
+def test_rank_pooling_without_a_classification_head_is_refused_at_load(minilm_gguf):
+    engine = Engine(Settings(**EMBED_SETTINGS, pooling="rank"), ModelChoice(minilm_gguf, is_default=False)).start()
+    try:
+        assert not engine.wait_ready(60)
+        assert "no classification head" in (engine.load_error or "")
+    finally:
+        engine.close()
+
+
+def test_the_pooling_setting_is_checked():
+    assert Settings.from_env({"LLAMA_SERVER_POOLING": "CLS"}).pooling == "cls"
+    assert Settings.from_env({}).pooling is None
+    with pytest.raises(SettingsError, match="LLAMA_SERVER_POOLING"):
+        Settings.from_env({"LLAMA_SERVER_POOLING": "max"})
+    with pytest.raises(SettingsError, match="LLAMA_SERVER_EMBED_MAX_INPUTS"):
+        Settings.from_env({"LLAMA_SERVER_EMBED_MAX_INPUTS": "0"})

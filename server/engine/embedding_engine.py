@@ -40,6 +40,7 @@ class EmbeddingEngine:
     def _init_embedding(self) -> None:
         self._embedder = None
         self._embed_queue: queue.SimpleQueue[EmbedJob] = queue.SimpleQueue()
+        self._wake_pending = 0  # 1 while a WAKE token is in the main queue
 
     def check_ready(self) -> None: ...
 
@@ -82,8 +83,16 @@ class EmbeddingEngine:
             self._admitted += 1
         job.on_done = self._embed_done
         self._embed_queue.put(job)
-        self._queue.put(WAKE)
+        with self._admission:  # one WAKE in the main queue at most: it would count as a waiting request
+            wake, self._wake_pending = not self._wake_pending, 1
+        if wake:
+            self._queue.put(WAKE)
         return job
+
+    def _woken(self) -> None:
+        """The worker took the WAKE token (jobs queued after this put another)."""
+        with self._admission:
+            self._wake_pending = 0
 
     def _embed_done(self, job: EmbedJob) -> None:
         with self._admission:

@@ -131,8 +131,8 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding_
         return self.state == "ready"
 
     def queue_depth(self) -> int:
-        """Requests waiting for a free slot."""
-        return self._queue.qsize()
+        """Requests waiting for a free slot (a WAKE token for embedding work is none)."""
+        return max(self._queue.qsize() - self._wake_pending, 0)
 
     @property
     def active(self) -> int:
@@ -295,7 +295,9 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding_
                 return False
             if generation is None:
                 return True
-            if generation is not WAKE:  # WAKE: embedding jobs came, taken at the top
+            if generation is WAKE:  # embedding jobs came: taken at the top of the loop
+                self._woken()
+            else:
                 self._start(generation)
             if gather_until is None:
                 gather_until = time.monotonic() + self._gather_seconds()

@@ -238,3 +238,17 @@ def test_the_pooling_setting_is_checked():
         Settings.from_env({"LLAMA_SERVER_POOLING": "max"})
     with pytest.raises(SettingsError, match="LLAMA_SERVER_EMBED_MAX_INPUTS"):
         Settings.from_env({"LLAMA_SERVER_EMBED_MAX_INPUTS": "0"})
+
+
+def test_embeddings_do_not_count_as_requests_waiting_for_a_slot(smollm_embed_engine):
+    engine = smollm_embed_engine
+    gens = [engine.submit(Request(prompt=p, sampling=LONG)) for p in ("Once upon a time", "In the beginning")]
+    try:
+        depths = []
+        for text in TEXTS[:6:2]:  # every slot is generating: the worker does not read its queue now
+            engine.embed(EmbedRequest((text,))).wait()
+            depths.append(engine.queue_depth())
+        assert engine.active == 2 and depths == [0, 0, 0]
+    finally:
+        for g in gens:
+            g.cancel()

@@ -25,6 +25,7 @@ from server.engine.request import SamplingParams
 from server.engine.vocab_index import VocabIndex
 from server.model.files import ModelChoice
 from server.model.ggufinfo import read_gguf_info
+from server.model.offload import gpu_devices
 from server.settings import Settings
 
 
@@ -54,12 +55,20 @@ def chat_embedder(settings: Settings, model: _internals.LlamaModel, n_ctx: int) 
 def open_embedding_model(settings: Settings, model: ModelChoice, pooling: str) -> "EmbeddingOnly":
     """Load the weights and the Embedder of a model that only embeds: sequences up to its
     training context (llama-server sizes an encoder's batch the same way)."""
-    cfg = DecoderConfig(n_parallel=1, n_ctx_per_seq=8, n_threads=settings.n_threads)
-    invariance.prepare(cfg)
+    # auto: every layer on a GPU when there is one (embedding models are small), else none
+    gpu_layers = settings.n_gpu_layers if isinstance(settings.n_gpu_layers, int) else -1 if gpu_devices() else 0
+    cfg = DecoderConfig(
+        n_parallel=1,
+        n_ctx_per_seq=8,
+        n_threads=settings.n_threads,
+        n_gpu_layers=gpu_layers,
+        batch_invariant=settings.batch_invariant,
+    )
+    invariance.prepare(cfg)  # the CPU kernels the generating decoder would get (server/engine/invariance.py)
     mparams = lc.llama_model_default_params()
-    mparams.n_gpu_layers = settings.n_gpu_layers if isinstance(settings.n_gpu_layers, int) else -1
-    mparams.main_gpu, mparams.use_mlock = settings.main_gpu, settings.use_mlock
-    invariance.model_params(mparams)
+    mparams.n_gpu_layers, mparams.main_gpu, mparams.use_mlock = gpu_layers, settings.main_gpu, settings.use_mlock
+    if invariance.applies(cfg):
+        invariance.model_params(mparams)
     weights = _internals.LlamaModel(path_model=str(model.path), params=mparams, verbose=False)
     try:
         embedder = Embedder(weights, EmbedderConfig(pooling, weights.n_ctx_train(), settings.n_threads), True)

@@ -122,3 +122,15 @@ def reranker_engine(reranker_gguf):
     assert engine.wait_ready(120), f"the engine did not load the reranker: {engine.load_error}"
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def minilm_q8_engine(minilm_gguf, tmp_path_factory):
+    """MiniLM quantized to Q8_0 by the project's quantizer: weights llama.cpp would repack on the CPU."""
+    from conversion.quantizer import quantize
+
+    path = quantize(minilm_gguf, tmp_path_factory.mktemp("minilm-q8") / "minilm-q8_0.gguf", "Q8_0", progress=False)
+    engine = Engine(Settings(**EMBED_SETTINGS), ModelChoice(path, is_default=False)).start()
+    assert engine.wait_ready(120), f"the engine did not load MiniLM Q8_0: {engine.load_error}"
+    yield engine
+    engine.close()

@@ -50,9 +50,9 @@ def alone(engine: Engine, texts) -> list[np.ndarray]:
     return [embed(engine, [t])[0] for t in texts]
 
 
-@pytest.fixture(params=["smollm", "minilm"])
+@pytest.fixture(params=["smollm_embed_engine", "minilm_engine", "minilm_q8_engine"])
 def engine(request) -> Engine:
-    return request.getfixturevalue("smollm_embed_engine" if request.param == "smollm" else "minilm_engine")
+    return request.getfixturevalue(request.param)
 
 
 def texts_for(engine: Engine) -> list[str]:

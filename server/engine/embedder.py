@@ -75,7 +75,7 @@ class Embedder:
         np.ctypeslib.as_array(b.logits, shape=(self.n_ubatch,))[:] = 1  # every row is an output
         np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_ubatch,))[:] = 1
         self._seq_ids = [b.seq_id[i] for i in range(self.n_ubatch)]
-        self._pending: collections.deque[tuple[EmbedJob, int]] = collections.deque()
+        self._jobs: collections.deque[EmbedJob] = collections.deque()  # with inputs still to place
         self._stats = DecoderStats.empty(0)  # its batches, as the decoder counts its steps
         self.facts = self._token_facts()
 
@@ -113,15 +113,15 @@ class Embedder:
 
     # --- the worker thread ---------------------------------------------------------------
     def add(self, job: EmbedJob) -> None:
-        self._pending.extend((job, i) for i in range(len(job.sequences)))
+        self._jobs.append(job)
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending)
+        return bool(self._jobs)
 
     def fail_all(self, error: Exception) -> None:
-        while self._pending:
-            self._pending.popleft()[0].fail(error)
+        while self._jobs:
+            self._jobs.popleft().fail(error)
 
     def step(self) -> int:
         """One batch of waiting sequences through llama.cpp; returns its rows (0: nothing to do)."""
@@ -150,28 +150,32 @@ class Embedder:
 
     def stats(self) -> DecoderStats:
         """Its batches as decoder statistics (any thread): rows per batch include the fillers."""
-        return self._stats.snapshot(0, len(self._pending), 0)
+        return self._stats.snapshot(0, len(self._jobs), 0)
 
     def _pack(self) -> list[tuple[EmbedJob, int, int, list[int]]]:
-        """(job, input index, first row, tokens) for as many waiting sequences as fit, in order."""
+        """(job, input index, first row, tokens) for as many waiting sequences as fit. Jobs take
+        turns, one input each per turn, oldest first: a one-text request waiting behind bulk ones
+        gets into the next batch instead of after all of theirs."""
         placed: list[tuple[EmbedJob, int, int, list[int]]] = []
-        rows = 0
-        while self._pending and len(placed) < self.max_sequences:
-            job, i = self._pending[0]
-            if job.finished:
-                self._pending.popleft()
-                continue
-            if (why := job.interrupt()) is not None:
-                job.fail(why)
-                self._pending.popleft()
-                continue
-            tokens = job.sequences[i]
-            size = _round_up(len(tokens), ALIGN)
-            if rows + size > self.capacity:
-                break
-            self._pending.popleft()
-            placed.append((job, i, rows, tokens))
-            rows += size
+        rows, turn = 0, True
+        while turn and len(placed) < self.max_sequences:
+            turn = False
+            for job in list(self._jobs):
+                if job.finished or job.placed == len(job.sequences):  # ended, or every input placed
+                    self._jobs.remove(job)
+                    continue
+                if (why := job.interrupt()) is not None:
+                    job.fail(why)
+                    self._jobs.remove(job)
+                    continue
+                tokens = job.sequences[job.placed]
+                size = _round_up(len(tokens), ALIGN)
+                if rows + size > self.capacity:
+                    continue  # a shorter input of another job may fit; this one leads the next batch
+                placed.append((job, job.placed, rows, tokens))
+                job.placed, rows, turn = job.placed + 1, rows + size, True
+                if len(placed) == self.max_sequences:
+                    break
         return placed
 
     def _write(self, placed: list[tuple[EmbedJob, int, int, list[int]]]) -> int:

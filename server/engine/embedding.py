@@ -68,6 +68,7 @@ class EmbedJob:
         self.submitted = time.monotonic()
         self.started: float | None = None  # its first batch
         self.on_done: Callable[[EmbedJob], None] | None = None  # the engine's admission count
+        self.placed = 0  # the worker's: inputs handed to a batch so far
         self._vectors: list[np.ndarray | None] = [None] * len(sequences)
         self._left = len(sequences)
         self._error: Exception | None = None

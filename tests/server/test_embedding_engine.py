@@ -252,3 +252,13 @@ def test_embeddings_do_not_count_as_requests_waiting_for_a_slot(smollm_embed_eng
     finally:
         for g in gens:
             g.cancel()
+
+
+def test_a_one_text_request_is_not_kept_behind_a_bulk_one(minilm_engine):
+    """Jobs take turns in each batch: a request of one text, sent after one of 120 (8 batches of
+    16 texts of 20-odd tokens), is answered while the bulk request still has texts to go."""
+    bulk = minilm_engine.embed(EmbedRequest(tuple(f"{i} " + "a llama walks " * 6 for i in range(120))))
+    quick = minilm_engine.embed(EmbedRequest(("one text",)))
+    quick.wait()
+    assert not bulk.finished
+    assert len(bulk.wait().vectors) == 120

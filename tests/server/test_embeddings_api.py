@@ -191,3 +191,16 @@ def test_an_embedding_model_s_health_and_metrics(mini):
     assert count[1] == count[0] + 1 and total[1] == total[0] + 2  # one batch of two, counted as a decoder step
     r = mini.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 400 and r.json["error"]["param"] == "model" and "only embeds" in r.json["error"]["message"]
+
+
+def test_a_chat_model_embeds_over_every_dialect_when_pooling_is_set(smollm_embed_engine):
+    client = make_client(smollm_embed_engine, pooling="mean")
+    name = smollm_embed_engine.model.path.name.removesuffix(".gguf")
+    openai_vec = client.post("/v1/embeddings", json={"input": "llamas"}).json["data"][0]["embedding"]
+    ollama_vec = client.post("/api/embed", json={"model": name, "input": "llamas"}).json["embeddings"][0]
+    assert len(openai_vec) == 576 and openai_vec == ollama_vec
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    answer = client.post("/v1/chat/completions", json=chat)
+    assert answer.status_code == 200  # it still generates
+    r = client.post("/v1/embeddings", json={"input": ""})  # SmolLM2 adds no BOS: nothing to embed
+    assert r.status_code == 400 and r.json["error"]["param"] == "input" and "empty" in r.json["error"]["message"]

@@ -24,6 +24,8 @@ tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
   so a rank batch always ends with a filler sequence (two sequences at least);
 - quantized weights are kept unrepacked and the tiled K-quant kernel off, as for
   generation (server/engine/invariance.py), since the model is the same one.
+BATCH_INVARIANT=off gives all of that up for speed: sequences packed tight, no fillers but the
+rank batch's closing one, flash attention as llama.cpp chooses.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class EmbedderConfig:
     pooling: str  # a POOLING_IDS name
     limit: int  # the most tokens one sequence may have
     n_threads: int = 2
+    invariant: bool = True  # BATCH_INVARIANT: off packs sequences tight, with flash attention as llama.cpp picks
 
 
 class Embedder:
@@ -56,10 +59,11 @@ class Embedder:
     def __init__(self, model: _internals.LlamaModel, cfg: EmbedderConfig, owns_model: bool = False) -> None:
         self.cfg, self._model, self._owns_model = cfg, model, owns_model
         self.rank = cfg.pooling == "rank"
-        # A rank batch keeps ALIGN rows for its closing filler (see the module docstring).
-        self.capacity = _round_up(cfg.limit, ALIGN)
-        self.n_ubatch = self.capacity + (ALIGN if self.rank else 0)
-        n_seq_max = min(lc.llama_max_parallel_sequences(), 2 * (self.n_ubatch // ALIGN) + 1)
+        self.align = ALIGN if cfg.invariant else 1
+        # A rank batch keeps `align` rows for its closing filler (see the module docstring).
+        self.capacity = _round_up(cfg.limit, self.align)
+        self.n_ubatch = self.capacity + (self.align if self.rank else 0)
+        n_seq_max = min(lc.llama_max_parallel_sequences(), 2 * (self.n_ubatch // self.align) + 1)
         self.max_sequences = (n_seq_max - 1) // 2  # each may need a filler after it; rank one more
         self._ctx = _internals.LlamaContext(model=model, params=self._params(n_seq_max), verbose=False)
         self._c = self._ctx.ctx
@@ -86,7 +90,7 @@ class Embedder:
         p.n_threads = p.n_threads_batch = self.cfg.n_threads
         p.embeddings = True
         p.pooling_type = POOLING_IDS["rank"] if self.rank else POOLING_IDS["none"]  # pooled here otherwise
-        p.flash_attn_type = 0  # off: see the module docstring
+        p.flash_attn_type = 0 if self.cfg.invariant else -1  # off: see the module docstring; else auto
         p.kv_unified = True  # one KV stream for every sequence of a batch (chat models)
         return p
 
@@ -169,7 +173,7 @@ class Embedder:
                     self._jobs.remove(job)
                     continue
                 tokens = job.sequences[job.placed]
-                size = _round_up(len(tokens), ALIGN)
+                size = _round_up(len(tokens), self.align)
                 if rows + size > self.capacity:
                     continue  # a shorter input of another job may fit; this one leads the next batch
                 placed.append((job, job.placed, rows, tokens))
@@ -185,14 +189,14 @@ class Embedder:
             end = start + len(tokens)
             self._rows(start, tokens, seq_id)
         fill_ids = iter(range(n_seqs, 2 * n_seqs + 2))
-        for (_, _, start, tokens), nxt in zip(placed, [p[2] for p in placed[1:]] + [_round_up(end, ALIGN)]):
+        for (_, _, start, tokens), nxt in zip(placed, [p[2] for p in placed[1:]] + [_round_up(end, self.align)]):
             gap = nxt - (start + len(tokens))
             if gap:
                 self._rows(start + len(tokens), [self._filler] * gap, next(fill_ids))
-        n = _round_up(end, ALIGN)
+        n = _round_up(end, self.align)
         if self.rank:  # the head's product needs two rows: see the module docstring
-            self._rows(n, [self._filler] * ALIGN, next(fill_ids))
-            n += ALIGN
+            self._rows(n, [self._filler] * self.align, next(fill_ids))
+            n += self.align
         self._batch.batch.n_tokens = n
         return n
 

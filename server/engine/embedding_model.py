@@ -49,7 +49,7 @@ def chat_embedder(settings: Settings, model: _internals.LlamaModel, n_ctx: int) 
     if settings.pooling is None:
         return None
     limit = min(settings.n_batch, n_ctx, model.n_ctx_train())
-    return Embedder(model, EmbedderConfig(settings.pooling, limit, settings.n_threads))
+    return Embedder(model, EmbedderConfig(settings.pooling, limit, settings.n_threads, settings.batch_invariant))
 
 
 def open_embedding_model(settings: Settings, model: ModelChoice, pooling: str) -> "EmbeddingOnly":
@@ -71,7 +71,8 @@ def open_embedding_model(settings: Settings, model: ModelChoice, pooling: str) -
         invariance.model_params(mparams)
     weights = _internals.LlamaModel(path_model=str(model.path), params=mparams, verbose=False)
     try:
-        embedder = Embedder(weights, EmbedderConfig(pooling, weights.n_ctx_train(), settings.n_threads), True)
+        config = EmbedderConfig(pooling, weights.n_ctx_train(), settings.n_threads, invariance.applies(cfg))
+        embedder = Embedder(weights, config, True)
     except Exception:
         weights.close()
         raise

@@ -262,3 +262,16 @@ def test_a_one_text_request_is_not_kept_behind_a_bulk_one(minilm_engine):
     quick.wait()
     assert not bulk.finished
     assert len(bulk.wait().vectors) == 120
+
+
+def test_without_batch_invariance_sequences_are_packed_tight(minilm_gguf, minilm_engine):
+    engine = Engine(Settings(**EMBED_SETTINGS, batch_invariant=False), ModelChoice(minilm_gguf, False)).start()
+    try:
+        assert engine.wait_ready(120)
+        answer = engine.embed(EmbedRequest(tuple(TEXTS))).wait()
+        assert engine.decoder_stats().tokens == answer.prompt_tokens  # no filler rows
+        for text, loose, exact in zip(TEXTS, answer.vectors, embed(minilm_engine, TEXTS)):
+            cosine = float(loose @ exact / np.linalg.norm(loose) / np.linalg.norm(exact))
+            assert cosine > 0.9999, text
+    finally:
+        engine.close()

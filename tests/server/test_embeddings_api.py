@@ -204,3 +204,23 @@ def test_a_chat_model_embeds_over_every_dialect_when_pooling_is_set(smollm_embed
     assert answer.status_code == 200  # it still generates
     r = client.post("/v1/embeddings", json={"input": ""})  # SmolLM2 adds no BOS: nothing to embed
     assert r.status_code == 400 and r.json["error"]["param"] == "input" and "empty" in r.json["error"]["message"]
+
+
+def test_every_embedding_route_needs_the_key_when_one_is_set(minilm_engine, reranker_engine, name):
+    key = {"Authorization": "Bearer s3cret"}
+    client = make_client(minilm_engine, api_key="s3cret")
+    routes = [
+        ("/v1/embeddings", {"input": "hi"}),
+        ("/api/embed", {"model": name, "input": "hi"}),
+        ("/api/embeddings", {"model": name, "prompt": "hi"}),
+        ("/embedding", {"content": "hi"}),
+        ("/embeddings", {"content": "hi"}),
+    ]
+    for path, body in routes:
+        assert client.post(path, json=body).status_code == 401, path
+        assert client.post(path, json=body, headers=key).status_code == 200, path
+    ranker = make_client(reranker_engine, api_key="s3cret")
+    for path in ("/v1/rerank", "/rerank", "/v1/reranking", "/reranking"):
+        body = {"query": "q", "documents": ["a"]}
+        assert ranker.post(path, json=body).status_code == 401, path
+        assert ranker.post(path, json=body, headers=key).status_code == 200, path

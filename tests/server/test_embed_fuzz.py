@@ -106,3 +106,34 @@ def test_rerank_bodies_never_fail_the_server(ranker, path):
         check_answer(ranker, path, body)
 
     run()
+
+
+def test_every_sequence_handed_to_llama_cpp_fits_its_batch(minilm_engine):
+    """The engine's own guard, below the dialects: any inputs, any lengths, any ids either become
+    sequences of 1 to `limit` tokens, every id in the vocabulary, or an InvalidRequest naming one."""
+    from server.engine.embed_inputs import embed_sequences, rank_sequences
+    from server.engine.embedding import EmbedRequest, RankRequest
+    from server.errors import InvalidRequest
+
+    facts = minilm_engine._embedder.facts
+    long_text = st.integers(0, 3).map(lambda n: "llama " * (n * 300))
+    ids = st.lists(st.integers(-3, facts.n_vocab + 3), max_size=1500).map(tuple)
+    inputs = st.lists(TEXT | long_text | ids, max_size=5).map(tuple)
+
+    def fits(sequences: list[list[int]]) -> None:
+        for s in sequences:
+            assert 1 <= len(s) <= facts.limit and all(0 <= t < facts.n_vocab for t in s)
+
+    @settings(**SETTINGS, max_examples=200)
+    @given(inputs, st.booleans(), TEXT | long_text, st.lists(TEXT | long_text, max_size=3).map(tuple))
+    def run(items, truncate, query, documents):
+        try:
+            fits(embed_sequences(EmbedRequest(items, truncate), facts, 4))
+        except InvalidRequest as exc:
+            assert exc.field and exc.field.startswith("input") and f"'{exc.field}'" in exc.message
+        try:
+            fits(rank_sequences(RankRequest(query, documents, truncate), facts, 4))
+        except InvalidRequest as exc:
+            assert exc.field and exc.field.split("[")[0] in ("query", "documents")
+
+    run()

@@ -10,22 +10,23 @@ thread cuts or refuses longer ones (server/engine/embed_inputs.py).
 
 A request's vectors never depend on what shared its batch, bit for bit (tested in
 tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
-- attention: flash attention switches to a tiled kernel from 64 query rows in the batch,
-  whose tiles of 64 cells split a sequence differently by where it starts -> off here; the
-  plain softmax and KQV product then group a row's terms by 16 (SIMD lanes, AVX-512) from
-  the start of the batch -> every sequence starts at a multiple of ALIGN, the rows between
-  one sequence's end and the next one's start go to a filler sequence (its own id, so
-  nobody attends to it), and the batch is a multiple of ALIGN rows long;
+- attention: with flash attention, a batch of fewer than 64 rows runs each row through one
+  loop over the cells it may see, in cell order, skipping every other sequence's: what
+  shares the batch, and where, changes nothing. From 64 rows up a tiled kernel takes over
+  whose tiles of 64 cells split a sequence by where it starts (server/engine/invariance.py)
+  -> a batch holds at most MAX_ROWS (63) rows, or one sequence alone (and its filler): a
+  sequence is always computed the same one of those two ways. (Without flash attention the
+  softmax and the KQV product group a row's terms by SIMD lanes counted from the start of
+  the batch, and every row pays for every other sequence's cells: 2.7x slower here.)
 - pooling: llama.cpp's mean pooling is a matrix product over the whole batch -> the context
   returns each token's vector (pooling "none") and the mean, first or last is taken here,
   per sequence, always in the same order;
-- the weight products pick their kernel by batch width, a single row taking another path
-  -> every batch has at least ALIGN rows; the rank head multiplies one row per sequence,
-  so a rank batch always ends with a filler sequence (two sequences at least);
+- the weight products take another kernel for a single row -> a batch of one row gets a
+  filler row (its own sequence, so nobody attends to it); the rank head multiplies one row
+  per sequence, so a rank batch always ends with a one-row filler sequence;
 - quantized weights are kept unrepacked and the tiled K-quant kernel off, as for
   generation (server/engine/invariance.py), since the model is the same one.
-BATCH_INVARIANT=off gives all of that up for speed: sequences packed tight, no fillers but the
-rank batch's closing one, flash attention as llama.cpp chooses.
+BATCH_INVARIANT=off lets a batch fill the whole physical batch, its kernels as llama.cpp picks.
 """
 
 from __future__ import annotations
@@ -40,9 +41,8 @@ from llama_cpp import _internals
 from server.engine.decoder_types import DecoderStats
 from server.engine.embed_inputs import TokenFacts
 from server.engine.embedding import POOLING_IDS, EmbedJob
+from server.engine.invariance import MAX_ROWS
 from server.errors import GenerationFailed
-
-ALIGN = 16  # rows; a multiple of every CPU's SIMD width in floats (AVX-512: 16)
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,10 @@ class Embedder:
     def __init__(self, model: _internals.LlamaModel, cfg: EmbedderConfig, owns_model: bool = False) -> None:
         self.cfg, self._model, self._owns_model = cfg, model, owns_model
         self.rank = cfg.pooling == "rank"
-        self.align = ALIGN if cfg.invariant else 1
-        # A rank batch keeps `align` rows for its closing filler (see the module docstring).
-        self.capacity = _round_up(cfg.limit, self.align)
-        self.n_ubatch = self.capacity + (self.align if self.rank else 0)
-        n_seq_max = min(lc.llama_max_parallel_sequences(), 2 * (self.n_ubatch // self.align) + 1)
-        self.max_sequences = (n_seq_max - 1) // 2  # each may need a filler after it; rank one more
+        self.n_ubatch = cfg.limit + 1  # the longest sequence and a one-row filler
+        self.batch_rows = MAX_ROWS if cfg.invariant else self.n_ubatch  # or one sequence alone
+        n_seq_max = min(lc.llama_max_parallel_sequences(), self.n_ubatch)
+        self.max_sequences = n_seq_max - 1  # and a filler
         self._ctx = _internals.LlamaContext(model=model, params=self._params(n_seq_max), verbose=False)
         self._c = self._ctx.ctx
         self._mem = lc.llama_get_memory(self._c)  # None for encoders (BERT): no KV cache
@@ -90,7 +88,7 @@ class Embedder:
         p.n_threads = p.n_threads_batch = self.cfg.n_threads
         p.embeddings = True
         p.pooling_type = POOLING_IDS["rank"] if self.rank else POOLING_IDS["none"]  # pooled here otherwise
-        p.flash_attn_type = 0 if self.cfg.invariant else -1  # off: see the module docstring; else auto
+        p.flash_attn_type = 1 if self.cfg.invariant else -1  # on: see the module docstring; else auto
         p.kv_unified = True  # one KV stream for every sequence of a batch (chat models)
         return p
 
@@ -157,12 +155,13 @@ class Embedder:
         return self._stats.snapshot(0, len(self._jobs), 0)
 
     def _pack(self) -> list[tuple[EmbedJob, int, int, list[int]]]:
-        """(job, input index, first row, tokens) for as many waiting sequences as fit. Jobs take
+        """(job, input index, first row, tokens) for the waiting sequences of this batch. Jobs take
         turns, one input each per turn, oldest first: a one-text request waiting behind bulk ones
-        gets into the next batch instead of after all of theirs."""
+        gets into the next batch instead of after all of theirs. The first input that does not
+        fit ends the batch and leads the next one, so none waits for ever."""
         placed: list[tuple[EmbedJob, int, int, list[int]]] = []
-        rows, turn = 0, True
-        while turn and len(placed) < self.max_sequences:
+        rows, extra, turn = 0, int(self.rank), True
+        while turn:
             turn = False
             for job in list(self._jobs):
                 if job.finished or job.placed == len(job.sequences):  # ended, or every input placed
@@ -173,30 +172,23 @@ class Embedder:
                     self._jobs.remove(job)
                     continue
                 tokens = job.sequences[job.placed]
-                size = _round_up(len(tokens), self.align)
-                if rows + size > self.capacity:
-                    continue  # a shorter input of another job may fit; this one leads the next batch
+                if placed and rows + len(tokens) + extra > self.batch_rows:
+                    return placed
                 placed.append((job, job.placed, rows, tokens))
-                job.placed, rows, turn = job.placed + 1, rows + size, True
-                if len(placed) == self.max_sequences:
-                    break
+                job.placed, rows, turn = job.placed + 1, rows + len(tokens), True
+                if rows + extra >= self.batch_rows or len(placed) == self.max_sequences:
+                    return placed  # full, or a long sequence alone
         return placed
 
     def _write(self, placed: list[tuple[EmbedJob, int, int, list[int]]]) -> int:
-        """The batch's rows: each sequence at its aligned start, fillers in the gaps; returns the row count."""
-        n_seqs, end = len(placed), 0
+        """The batch's rows: the sequences one after another, then a filler row where one is
+        needed (see the module docstring); returns the row count."""
         for seq_id, (_, _, start, tokens) in enumerate(placed):
-            end = start + len(tokens)
             self._rows(start, tokens, seq_id)
-        fill_ids = iter(range(n_seqs, 2 * n_seqs + 2))
-        for (_, _, start, tokens), nxt in zip(placed, [p[2] for p in placed[1:]] + [_round_up(end, self.align)]):
-            gap = nxt - (start + len(tokens))
-            if gap:
-                self._rows(start + len(tokens), [self._filler] * gap, next(fill_ids))
-        n = _round_up(end, self.align)
-        if self.rank:  # the head's product needs two rows: see the module docstring
-            self._rows(n, [self._filler] * self.align, next(fill_ids))
-            n += self.align
+        n = placed[-1][2] + len(placed[-1][3])
+        if self.rank or n == 1:
+            self._rows(n, [self._filler], len(placed))
+            n += 1
         self._batch.batch.n_tokens = n
         return n
 
@@ -232,7 +224,3 @@ def pool(rows: np.ndarray, pooling: str) -> np.ndarray:
         return np.asarray(rows.mean(axis=0, dtype=np.float64), dtype=np.float32)
     picked = rows[0] if pooling == "cls" else rows[-1] if pooling == "last" else rows
     return np.array(picked, dtype=np.float32)  # a copy: llama.cpp reuses its buffer
-
-
-def _round_up(n: int, to: int) -> int:
-    return -(-n // to) * to

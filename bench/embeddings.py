@@ -9,7 +9,9 @@ round of each scenario on ours, then on llama-server, and so on), always through
   8x8          8 clients at once, 8 texts per request  texts/s
   latency      a 1-text request every 50 ms while 8 clients embed 32 texts each: p50/p95 ms
 Each round's ratio ours/llama-server is kept; the summary gives their spread and what they
-support (bench/_spread.py). With --torch DIR (a sentence-transformers checkpoint, e.g. the one
+support (bench/_spread.py). "ours" is the default server (vectors bit for bit independent of
+their batch: batches of at most 63 rows); "ours-loose" runs with BATCH_INVARIANT=off (batches
+as large as llama-server's). With --torch DIR (a sentence-transformers checkpoint, e.g. the one
 the converter fetches), the same 32-text requests run through sentence-transformers in this
 process on the same threads, as a user would otherwise embed (torch is a bench-only dependency).
 
@@ -103,15 +105,19 @@ def latency(base: str, pool: list[str], probes: int = 20) -> dict:
     return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[int(len(times) * 0.95) - 1], 2)}
 
 
+SERVERS = ("ours", "ours-loose", "llama-server")
+
+
 def start(name: str, model: Path, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    if name == "ours":
+    if name.startswith("ours"):
         env = {
             "LLAMA_SERVER_MODEL": str(model),
             "LLAMA_SERVER_PORT": str(port),
             "LLAMA_SERVER_N_THREADS": str(threads),
             "LLAMA_SERVER_QUEUE_SIZE": "32",
             "LLAMA_SERVER_HTTP_THREADS": "64",
+            "LLAMA_SERVER_BATCH_INVARIANT": "off" if name == "ours-loose" else "on",
         }
         gunicorn = str(ROOT / ".venv" / "bin" / "gunicorn")
         argv = [gunicorn, "-c", "server/gunicorn.conf.py", "server.http.app:create_app()"]
@@ -123,7 +129,7 @@ def start(name: str, model: Path, threads: int) -> tuple[subprocess.Popen, str]:
     log = open(WORK / f"embeddings-{name}.log", "w")
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
-    wait_ready(f"{base}/health" if name != "ours" else f"{base}/api/health", proc)
+    wait_ready(f"{base}/api/health" if name.startswith("ours") else f"{base}/health", proc)
     return proc, base
 
 
@@ -153,7 +159,7 @@ def main(argv: list[str]) -> int:
     pool = texts(512)
     servers, raw = {}, []
     try:
-        for name in ("ours", "llama-server"):
+        for name in SERVERS:
             servers[name] = start(name, args.model, args.threads)
         for _, base in servers.values():
             throughput(base, "one-text", pool)  # warm up
@@ -180,19 +186,19 @@ def main(argv: list[str]) -> int:
 
 
 def summarize(raw: list[dict]) -> dict:
-    """Per scenario: each server's spread and the per-round ratios ours/llama-server."""
+    """Per scenario: each server's spread and the per-round ratios of each of ours to llama-server."""
     out: dict = {}
     for scenario in SCENARIOS:
         rows = [x for x in raw if x["scenario"] == scenario]
-        by = {n: {x["round"]: x["texts_per_s"] for x in rows if x["server"] == n} for n in ("ours", "llama-server")}
-        ratios = [by["ours"][r] / by["llama-server"][r] for r in by["ours"] if r in by["llama-server"]]
-        out[scenario] = {
-            **{f"{n}_texts_per_s": spread(v.values(), 1) for n, v in by.items()},
-            "ours_over_llama_server": claim(ratios, "ours", "llama-server"),
-        }
+        by = {n: {x["round"]: x["texts_per_s"] for x in rows if x["server"] == n} for n in SERVERS}
+        out[scenario] = {f"{n}_texts_per_s": spread(v.values(), 1) for n, v in by.items() if v}
+        for n in SERVERS[:2]:
+            ratios = [by[n][r] / by["llama-server"][r] for r in by[n] if r in by["llama-server"]]
+            if ratios:
+                out[scenario][f"{n}_over_llama_server"] = claim(ratios, n, "llama-server")
     lat = [x for x in raw if x["scenario"] == "latency"]
     out["latency"] = {n: {k: spread(x[k] for x in lat if x["server"] == n) for k in ("p50_ms", "p95_ms")}
-                      for n in ("ours", "llama-server")}  # fmt: skip
+                      for n in SERVERS if any(x["server"] == n for x in lat)}  # fmt: skip
     return out
 
 

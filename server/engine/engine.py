@@ -5,7 +5,8 @@ calls `engine.submit(request)` and reads the returned `Generation`
 (server/engine/generation.py): iterate it for `Delta` events and one final
 `Done`, call `.cancel()` to stop it. Prompt rendering, tokenization and the context-fit check happen in the
 caller's thread, so a bad request fails at once; a good one waits in a bounded
-queue (QUEUE_SIZE: the admission control, 503 when full).
+queue (QUEUE_SIZE: the admission control, 503 when full). Embeddings and reranking
+(`embed`, `rerank`) are queued and batched on the same worker: server/engine/embedding_engine.py.
 
 One worker thread drives the continuous-batching decoder (server/engine/batching.py,
 through the small protocol in server/engine/protocol.py):
@@ -278,7 +279,8 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding_
         once); prompts evaluated in the same step share one pass over the weights, which
         on a CPU costs about as much as the prompts themselves. So once a new request is
         taken, companions are awaited for a moment: GATHER_SHARE of a typical step, at
-        most GATHER_MAX_S (~15 ms for a 7B model on a CPU, under 1 ms for Gemma 270M)."""
+        most GATHER_MAX_S (~15 ms for a 7B model on a CPU, under 1 ms for Gemma 270M).
+        Embedding jobs need no slot: they move into the Embedder at every turn of the loop."""
         gather_until = None
         while True:
             self._take_embeds()
@@ -295,13 +297,12 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding_
                 return False
             if generation is None:
                 return True
-            if generation is WAKE:  # embedding jobs came: taken at the top of the loop
+            if generation is WAKE:  # embedding jobs came: taken at the top of the loop, no gathering
                 self._woken()
-            else:
-                self._start(generation)
+                continue
+            self._start(generation)
             if gather_until is None:
                 gather_until = time.monotonic() + self._gather_seconds()
-        return False
 
     def _gather_seconds(self) -> float:
         stats = self._decoder.stats()

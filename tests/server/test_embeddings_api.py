@@ -122,6 +122,10 @@ def test_ollama_legacy_embeddings_are_raw(mini, name):
     unit = vec(mini.post("/api/embed", json={"model": name, "input": "llamas"}).json["embeddings"][0])
     assert abs(np.linalg.norm(raw) - 1) > 1e-3 and np.allclose(raw / np.linalg.norm(raw), unit, atol=1e-6)
     assert mini.post("/api/embeddings", json={"model": name, "prompt": ""}).json == {"embedding": []}
+    r = mini.post("/api/embeddings", json={"model": name, "prompt": "word " * 600, "truncate": False})
+    assert r.status_code == 400 and r.json["error"].startswith("'prompt' has 602 tokens")
+    r = mini.post("/embedding", json={"content": ["a", [1, 99_999]]})
+    assert r.status_code == 400 and r.json["error"]["field"] == "content[1][1]"
 
 
 def test_llama_server_embedding_shape_and_embd_normalize(mini):

@@ -228,3 +228,26 @@ def test_every_embedding_route_needs_the_key_when_one_is_set(minilm_engine, rera
         body = {"query": "q", "documents": ["a"]}
         assert ranker.post(path, json=body).status_code == 401, path
         assert ranker.post(path, json=body, headers=key).status_code == 200, path
+
+
+def test_pooling_none_gives_a_raw_vector_per_token_on_llama_server_s_route_only(minilm_gguf, mini):
+    from server.engine.engine import Engine
+    from server.model.files import ModelChoice
+    from server.settings import Settings
+    from tests.server.conftest import EMBED_SETTINGS
+
+    engine = Engine(Settings(**EMBED_SETTINGS, pooling="none"), ModelChoice(minilm_gguf, is_default=False)).start()
+    try:
+        assert engine.wait_ready(120)
+        client = make_client(engine, pooling="none")
+        rows = client.post("/embedding", json={"content": "hello world"}).json[0]["embedding"]
+        assert len(rows) == 4 and all(len(r) == 384 for r in rows)  # [CLS] hello world [SEP]
+        mean = vec(rows).mean(axis=0)
+        pooled = vec(
+            mini.post("/embedding", json={"content": "hello world", "embd_normalize": -1}).json[0]["embedding"][0]
+        )
+        assert np.allclose(mean, pooled, atol=1e-5)  # mean pooling is the mean of these
+        r = client.post("/v1/embeddings", json={"input": "hello world"})
+        assert r.status_code == 400 and r.json["error"]["param"] == "model" and "'none'" in r.json["error"]["message"]
+    finally:
+        engine.close()

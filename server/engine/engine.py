@@ -6,7 +6,7 @@ calls `engine.submit(request)` and reads the returned `Generation`
 `Done`, call `.cancel()` to stop it. Prompt rendering, tokenization and the context-fit check happen in the
 caller's thread, so a bad request fails at once; a good one waits in a bounded
 queue (QUEUE_SIZE: the admission control, 503 when full). Embeddings and reranking
-(`embed`, `rerank`) are queued and batched on the same worker: server/engine/embedding_engine.py.
+(`embed`, `rerank`) are queued and batched on the same worker: server/engine/embedding/engine.py.
 
 One worker thread drives the continuous-batching decoder (server/engine/batching.py,
 through the small protocol in server/engine/protocol.py):
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from server.engine.constraints import conversation, gbnf_for, grammar_of
 from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
-from server.engine.embedding_engine import WAKE, EmbeddingEngine
+from server.engine.embedding.engine import WAKE, EmbeddingEngine
 from server.engine.generation import Generation, GenerationRequest, done_event
 from server.engine.protocol import Decoder, Handle
 from server.engine.request import Delta, Done, Request
@@ -84,7 +84,7 @@ class _Running:
         self.seq, self.reason, self.ended = None, None, False
 
 
-class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding_engine.py
+class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/engine.py
     # Set on the worker thread by _load, before the state becomes "ready".
     _decoder: Decoder
     _vocab: Vocab

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from server.engine.batching import BatchDecoder
-from server.engine.embedder import Embedder
-from server.engine.embedding_model import chat_embedder, check_rank_head, file_pooling, open_embedding_model
+from server.engine.embedding.embedder import Embedder
+from server.engine.embedding.model import chat_embedder, check_rank_head, file_pooling, open_embedding_model
 from server.engine.llamalog import buffer_sizes, captured_errors, one_line
 from server.engine.protocol import Decoder
 from server.model import describe
@@ -50,7 +50,7 @@ def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = 
         check_rank_head(model.path, settings.pooling or pooling or "")
     except ValueError as exc:
         raise LoadError(str(exc)) from None
-    if pooling is not None:  # a model that only embeds (server/engine/embedding_model.py)
+    if pooling is not None:  # a model that only embeds (server/engine/embedding/model.py)
         return _load_embedding_model(settings, model, settings.pooling or pooling)
     try:
         plan = plan_parallel(settings, model.path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from server.engine.embedding import EmbedRequest, Input, RankRequest
+from server.engine.embedding.jobs import EmbedRequest, Input, RankRequest
 from server.errors import InvalidRequest
 from server.http.fields import LIMITS, Limit, check, check_body
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 from flask import Blueprint, jsonify, request
 
-from server.engine.embedding import Embeddings, EmbedRequest, shortened
+from server.engine.embedding.jobs import Embeddings, EmbedRequest, shortened
 from server.engine.engine import Engine
 from server.errors import InvalidRequest
 from server.http.body import json_body

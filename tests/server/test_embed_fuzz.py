@@ -111,8 +111,8 @@ def test_rerank_bodies_never_fail_the_server(ranker, path):
 def test_every_sequence_handed_to_llama_cpp_fits_its_batch(minilm_engine):
     """The engine's own guard, below the dialects: any inputs, any lengths, any ids either become
     sequences of 1 to `limit` tokens, every id in the vocabulary, or an InvalidRequest naming one."""
-    from server.engine.embed_inputs import embed_sequences, rank_sequences
-    from server.engine.embedding import EmbedRequest, RankRequest
+    from server.engine.embedding.inputs import embed_sequences, rank_sequences
+    from server.engine.embedding.jobs import EmbedRequest, RankRequest
     from server.errors import InvalidRequest
 
     facts = minilm_engine._embedder.facts

@@ -13,8 +13,8 @@ import threading
 import numpy as np
 import pytest
 
-from server.engine.embed_inputs import embed_sequences, rank_sequences
-from server.engine.embedding import EmbedRequest, RankRequest
+from server.engine.embedding.inputs import embed_sequences, rank_sequences
+from server.engine.embedding.jobs import EmbedRequest, RankRequest
 from server.engine.engine import Engine
 from server.engine.request import Request, SamplingParams
 from server.errors import InvalidRequest

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from server.engine.embedding import EmbedRequest, RankRequest
+from server.engine.embedding.jobs import EmbedRequest, RankRequest
 from server.errors import InvalidRequest
 
 

@@ -2,9 +2,9 @@
 
 A dialect builds an `EmbedRequest` (texts or token lists) or a `RankRequest` (a query and
 documents) and calls `Engine.embed` / `Engine.rerank`. Tokenizing, truncating and checking
-happen there, in the caller's thread (server/engine/embed_inputs.py), so a bad input fails
+happen there, in the caller's thread (server/engine/embedding/inputs.py), so a bad input fails
 at once; the `EmbedJob` it gets back is filled by the engine's worker, which packs the
-sequences of every waiting job into shared llama.cpp batches (server/engine/embedder.py).
+sequences of every waiting job into shared llama.cpp batches (server/engine/embedding/embedder.py).
 
 The engine answers with raw pooled vectors (or per-token vectors for pooling "none", or
 the classification head's outputs for "rank"); normalizing and shortening them is each

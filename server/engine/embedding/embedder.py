@@ -6,7 +6,7 @@ only one of an embedding model): embeddings need all of a sequence's tokens in o
 batch, their own pooling and a KV cache cleared for each batch, none of which suits the
 generation context's slots. Its physical batch (n_ubatch) holds the longest sequence
 allowed, so llama.cpp's "n_ubatch >= n_tokens" abort cannot be reached: the caller's
-thread cuts or refuses longer ones (server/engine/embed_inputs.py).
+thread cuts or refuses longer ones (server/engine/embedding/inputs.py).
 
 A request's vectors never depend on what shared its batch, bit for bit (tested in
 tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
@@ -39,8 +39,8 @@ import numpy as np
 from llama_cpp import _internals
 
 from server.engine.decoder_types import DecoderStats
-from server.engine.embed_inputs import TokenFacts
-from server.engine.embedding import POOLING_IDS, EmbedJob
+from server.engine.embedding.inputs import TokenFacts
+from server.engine.embedding.jobs import POOLING_IDS, EmbedJob
 from server.engine.invariance import MAX_ROWS
 from server.errors import GenerationFailed
 

@@ -2,7 +2,7 @@
 
 An embedding model (BERT and its kin: its GGUF has `<arch>.pooling_type`) is served with
 its pooling, or the POOLING setting's; it has no KV cache and generates nothing, so it
-gets no batch decoder, only an Embedder (server/engine/embedder.py) and `EmbeddingOnly`,
+gets no batch decoder, only an Embedder (server/engine/embedding/embedder.py) and `EmbeddingOnly`,
 the Decoder the engine drives for everything else: the vocabulary (/tokenize), and no
 slots, so every generation request is refused. A chat model embeds only when POOLING
 names a pooling; its Embedder shares the generating decoder's weights.
@@ -18,8 +18,8 @@ from llama_cpp import _internals
 
 from server.engine import invariance
 from server.engine.decoder_types import DecoderConfig, DecoderStats, Event
-from server.engine.embedder import Embedder, EmbedderConfig
-from server.engine.embedding import POOLING_NAMES
+from server.engine.embedding.embedder import Embedder, EmbedderConfig
+from server.engine.embedding.jobs import POOLING_NAMES
 from server.engine.model_facts import ModelFacts
 from server.engine.request import SamplingParams
 from server.engine.vocab_index import VocabIndex

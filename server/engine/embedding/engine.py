@@ -1,6 +1,6 @@
 """The engine's embedding side: `Engine.embed` and `Engine.rerank`, mixed into Engine.
 
-Inputs are tokenized and checked in the caller's thread (server/engine/embed_inputs.py),
+Inputs are tokenized and checked in the caller's thread (server/engine/embedding/inputs.py),
 then the job waits in its own queue; a WAKE token in the engine's main queue wakes an
 idle worker, which moves every queued job into the Embedder and runs one embedding batch
 per turn of its loop, beside the generating step when the model does both. Embedding
@@ -15,13 +15,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from server.engine.embed_inputs import embed_sequences, rank_sequences
-from server.engine.embedding import EmbedJob, EmbedRequest, RankRequest
+from server.engine.embedding.inputs import embed_sequences, rank_sequences
+from server.engine.embedding.jobs import EmbedJob, EmbedRequest, RankRequest
 from server.errors import InvalidRequest, QueueFull
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    from server.engine.embedder import Embedder
+    from server.engine.embedding.embedder import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from server.http.body import json_body
 from server.http.embed_schema import EmbedCall, embed_call
 from server.http.state import app_state, keep_alive_of, model_of, use
 from server.http.streaming import client_gone_check
-from server.library.library import DEFAULT, Lease
+from server.library.entries import Lease
+from server.library.library import DEFAULT
 
 blueprint = Blueprint("embed", __name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from server.http.fields import DEFAULTS
 from server.http.state import app_state
 from server.library.catalog import Model
-from server.library.library import Entry
+from server.library.entries import Entry
 from server.model import describe
 from server.model.ggufinfo import GGUFInfo, read_gguf_info
 

@@ -14,6 +14,7 @@ import math
 from typing import Any, Callable
 
 from server.model.decimal_range import RangeError, as_decimal, number_range
+from server.model.schema_pattern import PatternError, check_pattern
 
 ANNOTATIONS = {
     "title",
@@ -42,9 +43,6 @@ KNOWN = ANNOTATIONS | GENERIC | set().union(*BY_TYPE.values())
 # String formats with a grammar, and the lengths their values can have (None: unbounded).
 FORMAT_LENGTHS = {"date": (10, 10), "time": (9, 18), "date-time": (20, 29), "uuid": (36, 36), "email": (6, 122)}
 FORMAT_LENGTHS["uri"] = (8, 223)
-# A pattern becomes grammar rules inside a JSON string: anything that could match a quote, a
-# backslash or a control character (".", "[^...]", escapes) would let the answer out of its string.
-PATTERN_FORBIDDEN = (".", "[^", '"', "\\")
 MAX_LENGTH = 1000  # longest minLength/maxLength/minItems/maxItems: each unit is a grammar rule
 # How many schemas deep a walk may go, counting each reference followed as a level: a chain of
 # references ($defs.d0 -> d1 -> ...) is as long as the user likes, nesting in the body is not
@@ -232,11 +230,12 @@ def _check_string(schema: dict[str, Any], path: str, visit: Visit) -> None:
     if pattern is not None:
         if fmt is not None or lo is not None or hi is not None:
             raise SchemaError(_join(path, "pattern"), "'pattern' with 'format' or lengths is not supported")
-        if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
-            raise SchemaError(_join(path, "pattern"), "'pattern' must be anchored: '^...$'")
-        bad = next((p for p in PATTERN_FORBIDDEN if p in pattern), None)
-        if bad is not None:
-            raise SchemaError(_join(path, "pattern"), f"'pattern' may not use '{bad}' (list the characters instead)")
+        if not isinstance(pattern, str):
+            raise SchemaError(_join(path, "pattern"), "'pattern' must be a string")
+        try:
+            check_pattern(pattern)
+        except PatternError as exc:
+            raise SchemaError(_join(path, "pattern"), str(exc)) from None
     if fmt is not None:
         if fmt not in FORMAT_LENGTHS:
             known = ", ".join(FORMAT_LENGTHS)

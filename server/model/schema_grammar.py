@@ -11,7 +11,9 @@ converter is completed where it would let an answer out of its schema:
   - a list of types keeps the node's other keywords in each alternative, and
     enum/const values are filtered by the node's type (the converter drops both);
   - `{}` (no assertion) is any JSON value, not only an object;
-  - email and uri formats, with bounded lengths.
+  - email and uri formats, with bounded lengths;
+  - a pattern's alternatives kept inside its string (patterns are checked first:
+    server/model/schema_pattern.py).
 Whitespace between tokens is bounded as in llama.cpp's own converter (a space, or at
 most two line breaks and 20 spaces or tabs), so a structure never runs on in blank lines.
 The converter recurses once per schema it visits, following references: the check bounds
@@ -172,6 +174,12 @@ class _Converter(SchemaConverter):
             inner = self._add_rule(fmt, EXTRA_FORMATS[fmt])
             return self._add_rule(rule_name, f'"\\"" {inner} "\\"" space')
         return super().visit(schema, name)
+
+    def _visit_pattern(self, pattern: str, name: str) -> str:
+        # Checked (schema_pattern.py); grouped whole, or a top-level '|' would leave one of the
+        # string's quotes to each alternative.
+        inner = pattern[1:-1]
+        return super()._visit_pattern(f"^({inner})$" if inner else pattern, name)
 
     def _generate_constant_rule(self, value: Any) -> str:
         # ensure_ascii: a non-ASCII value is written with \u escapes, which every JSON reader takes.

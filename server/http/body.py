@@ -11,6 +11,9 @@ same odd input the same way, with a 4xx and never a 5xx:
   recursion cannot run out), integers of more than MAX_INT_DIGITS digits -> 400;
 - strings that are not valid Unicode (a lone surrogate written as "\\ud800") ->
   400 naming the field as the user wrote it (`messages[2].content`).
+- a body whose framing is broken (a chunk size that is not hexadecimal, ...) -> 400,
+  raised by the body itself while it is read, and the connection closes after the
+  answer (server/http/framed_body.py).
 
 The name `json_body` is stable: dialects import it. That the body is declared
 application/json is checked before any route runs (server/http/guard.py).

@@ -12,6 +12,7 @@ converter is completed where it would let an answer out of its schema:
     enum/const values are filtered by the node's type (the converter drops both);
   - `{}` (no assertion) is any JSON value, not only an object;
   - email and uri formats, with bounded lengths;
+  - lengths and item counts as GBNF counts (`{0,1000}`), not one nested group per unit;
   - a pattern's alternatives kept inside its string (patterns are checked first:
     server/model/schema_pattern.py).
 Whitespace between tokens is bounded as in llama.cpp's own converter (a space, or at
@@ -169,11 +170,34 @@ class _Converter(SchemaConverter):
             lo, lo_incl, hi, hi_incl = numeric_bounds(bounds)
             expr = number_range(lo, lo_incl, hi, hi_incl, kind == "integer", self._add_rule, rule_name)
             return self._add_rule(rule_name, expr + " space")
+        counted = self._counted(schema, name, rule_name)
+        if counted is not None:
+            return counted
         fmt = schema.get("format")
         if kind in (None, "string") and fmt in EXTRA_FORMATS:
             inner = self._add_rule(fmt, EXTRA_FORMATS[fmt])
             return self._add_rule(rule_name, f'"\\"" {inner} "\\"" space')
         return super().visit(schema, name)
+
+    def _counted(self, schema: dict[str, Any], name: str, rule_name: str) -> str | None:
+        """Strings with min/maxLength and arrays with min/maxItems, as GBNF counts: the base class
+        nests one optional group per unit, which llama.cpp's parser refuses past 256 (grammar.py)."""
+        kind = schema.get("type")
+        if kind == "string" and not {"pattern", "format"} & set(schema):
+            lo, hi = schema.get("minLength", 0), schema.get("maxLength")
+            if lo == 0 and hi is None:
+                return None
+            char = self._add_primitive("char", PRIMITIVE_RULES["char"])
+            return self._add_rule(rule_name, f'"\\"" {char}{_count(lo, hi)} "\\"" space')
+        if kind == "array" and "items" in schema and not {"minItems", "maxItems"}.isdisjoint(schema):
+            lo, hi = schema.get("minItems", 0), schema.get("maxItems")
+            item = self.visit(schema["items"], f"{name}{'-' if name else ''}item")
+            if hi == 0:
+                return self._add_rule(rule_name, '"[" space "]" space')
+            more = f'("," space {item}){_count(max(lo - 1, 0), None if hi is None else hi - 1)}'
+            inner = f"{item} {more}" if lo else f"({item} {more})?"
+            return self._add_rule(rule_name, f'"[" space {inner} "]" space')
+        return None
 
     def _visit_pattern(self, pattern: str, name: str) -> str:
         # Checked (schema_pattern.py); grouped whole, or a top-level '|' would leave one of the
@@ -184,6 +208,10 @@ class _Converter(SchemaConverter):
     def _generate_constant_rule(self, value: Any) -> str:
         # ensure_ascii: a non-ASCII value is written with \u escapes, which every JSON reader takes.
         return self._format_literal(json.dumps(value))
+
+
+def _count(lo: int, hi: int | None) -> str:
+    return f"{{{lo},}}" if hi is None else f"{{{lo}}}" if lo == hi else f"{{{lo},{hi}}}"
 
 
 def _has_value(schema: dict[str, Any], kind: str) -> bool:

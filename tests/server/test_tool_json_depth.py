@@ -13,6 +13,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.http.ollama_tools import ToolReply
 from server.model.prompt import Message, ToolCall
 from server.model.tools import MAX_JSON_DEPTH, Tool, ToolChoice, tool_conversation
 
@@ -72,3 +73,15 @@ def test_any_nesting_in_arguments_and_results_is_read_or_kept(depth, brackets, i
     except ValueError:
         expected = text
     assert call == expected
+
+
+def test_an_answer_whose_arguments_nest_deeper_comes_back_as_content():
+    """A schema that lets arguments hold any value lets the model nest them as deep as its tokens go:
+    Ollama's reply read them with json.loads, a RecursionError past about 1,000 levels."""
+    text = '{"tool_call": {"name": "f", "arguments": ' + nested(3000) + "}}"
+    reply = ToolReply()
+    reply.content(text)
+    assert reply.finish() == (text, [])
+    reply = ToolReply()
+    reply.content('{"tool_call": {"name": "f", "arguments": ' + nested(MAX_JSON_DEPTH) + "}}")
+    assert reply.finish()[1] == [{"function": {"name": "f", "arguments": json.loads(nested(MAX_JSON_DEPTH))}}]

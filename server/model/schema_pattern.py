@@ -11,7 +11,7 @@ with Python's `re` on random patterns and strings), and names what it refuses:
     alternatives sequence ( | sequence )*, no sequence empty unless it is the only one
     sequence     ( atom quantifier? )*
     atom         a character; ( alternatives ), not (?...); [ class ], not [^...]
-    class        characters and ranges a-b (a <= b), not empty
+    class        characters and ranges a-b (a <= b), not empty, no "[" inside
     quantifier   * + ? {n} {n,} {n,m}, n <= m <= MAX_REPEAT, one per atom; * + {n,} not on
                  a group that can match the empty string
 
@@ -133,6 +133,8 @@ def _class_end(body: str, i: int) -> int:
     inside = body[i + 1 : end]
     if not inside:
         raise PatternError("'pattern' has an empty class '[]'")
+    if "[" in inside:  # a nested set in some regex dialects (Python warns), a character in others
+        raise PatternError("'pattern' has a '[' inside a class")
     j = 0
     while j < len(inside):
         if j + 2 < len(inside) and inside[j + 1] == "-":  # a range; '-' first or last is itself

@@ -55,6 +55,7 @@ REFUSED = [
     ("^a|$", "empty"),
     ("^()$", "empty"),
     ("^[]$", "empty class"),
+    ("^[[a]$", "inside a class"),
     ("^(a?)*$", "can match nothing"),  # llama.cpp refuses the grammar: it recurses without consuming
     ("^(a|b*)+$", "can match nothing"),
     ("^((a)?){2,}$", "can match nothing"),

@@ -114,10 +114,16 @@ class BufferingWorker(ThreadWorker):
             state.registered = True
 
     def handle_request(self, req, conn):
-        """gthread's, with the body read through FramedBody."""
-        if req.body is not None:
-            req.body = FramedBody(req.body, req)
-        return super().handle_request(req, conn)
+        """gthread's, with the app reading the body through FramedBody. What the app leaves unread
+        gunicorn's parser reads past before the next request, through its own reader, answering a
+        framing error there itself (400): to it, FramedBody's errors would be unexpected (500)."""
+        body = req.body
+        if body is not None:
+            req.body = FramedBody(body, req)
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            req.body = body
 
     def _on_readable(self, state: Reading, _sock) -> None:
         self._progress(state)

@@ -83,6 +83,16 @@ def test_a_body_that_stops_arriving_while_the_app_reads_it_is_a_408(server):
     assert json.loads(body)["error"]["code"] == "request_timeout"  # in OpenAI's shape, under /v1
 
 
+def test_a_broken_body_the_app_never_reads_is_no_500_either(server):
+    """The app answers without reading the body; gunicorn then finds the framing error itself,
+    draining it before the next request, and answers that (400), as it always did."""
+    _, base = server
+    get = HEAD.replace(b"POST /v1/chat/completions", b"GET /api/health")
+    status, _, body = exchange(base, get + b"zz\r\n\r\n")
+    assert status == 200
+    assert b" 500 " not in body and b"HTTP/1.1 400" in body, body
+
+
 def test_a_well_framed_chunked_body_is_still_answered(server):
     _, base = server
     pieces = b"".join(chunk(BODY[i : i + 7]) for i in range(0, len(BODY), 7))

@@ -31,8 +31,9 @@ class Vocab:
 
 
 @pytest.fixture(scope="module")
-def vocabs(smollm2_gguf, gemma_gguf):
-    loaded = {"smollm2": Vocab(smollm2_gguf), "gemma": Vocab(gemma_gguf)}
+def vocabs(smollm2_gguf, gemma_gguf, tiny_llama_gguf):
+    """BPE (SmolLM2), SentencePiece without (Gemma) and with a space before each text (Llama-style)."""
+    loaded = {"smollm2": Vocab(smollm2_gguf), "gemma": Vocab(gemma_gguf), "llama": Vocab(tiny_llama_gguf)}
     yield loaded
     for v in loaded.values():
         v.model.close()
@@ -95,7 +96,7 @@ def _pieces(specials: SpecialTexts) -> list[bytes]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), name=st.sampled_from(["smollm2", "gemma"]), add=st.booleans(), parse=st.booleans())
+@given(data=st.data(), name=st.sampled_from(["smollm2", "gemma", "llama"]), add=st.booleans(), parse=st.booleans())
 def test_any_text_in_segments_gives_the_ids_of_the_whole(vocabs, data, name, add, parse):
     """With tiny segments, so that texts of a few dozen pieces are cut in many places."""
     v = vocabs[name]
@@ -115,7 +116,7 @@ def _markers(specials: SpecialTexts) -> list[bytes]:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), name=st.sampled_from(["smollm2", "gemma"]), n=st.integers(1_000, 30_000))
+@given(data=st.data(), name=st.sampled_from(["smollm2", "gemma", "llama"]), n=st.integers(1_000, 30_000))
 def test_no_text_gives_one_call_an_unbounded_share(vocabs, data, name, n):
     """Before: one call had the whole text, however many markers it held (quadratic in them)."""
     v = vocabs[name]

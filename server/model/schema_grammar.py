@@ -182,15 +182,16 @@ class _Converter(SchemaConverter):
     def _counted(self, schema: dict[str, Any], name: str, rule_name: str) -> str | None:
         """Strings with min/maxLength and arrays with min/maxItems, as GBNF counts: the base class
         nests one optional group per unit, which llama.cpp's parser refuses past 256 (grammar.py)."""
-        kind = schema.get("type")
-        if kind == "string" and not {"pattern", "format"} & set(schema):
-            lo, hi = schema.get("minLength", 0), schema.get("maxLength")
+        kind = schema.get("type")  # None: the check has found the keywords of one type only
+        keys = set(schema)
+        if kind in (None, "string") and {"minLength", "maxLength"} & keys and not {"pattern", "format"} & keys:
+            lo, hi = schema.get("minLength") or 0, schema.get("maxLength")
             if lo == 0 and hi is None:
                 return None
             char = self._add_primitive("char", PRIMITIVE_RULES["char"])
             return self._add_rule(rule_name, f'"\\"" {char}{_count(lo, hi)} "\\"" space')
-        if kind == "array" and "items" in schema and not {"minItems", "maxItems"}.isdisjoint(schema):
-            lo, hi = schema.get("minItems", 0), schema.get("maxItems")
+        if kind in (None, "array") and "items" in keys and {"minItems", "maxItems"} & keys:
+            lo, hi = schema.get("minItems") or 0, schema.get("maxItems")
             item = self.visit(schema["items"], f"{name}{'-' if name else ''}item")
             if hi == 0:
                 return self._add_rule(rule_name, '"[" space "]" space')

@@ -60,3 +60,17 @@ def test_any_counts_are_enforced_exactly(oracle, kind, lo, span):
         value = "x" * n if kind == "string" else [7] * n
         inside = n >= lo and (hi is None or n <= hi)
         assert oracle.accepts(text, json.dumps(value)) == inside, (schema, n)
+
+
+@pytest.mark.parametrize(
+    "schema, inside, outside",
+    [
+        ({"minLength": 2}, ["ab", "abc"], ["a"]),  # the type implied by the keyword: was a 400
+        ({"type": "string", "minLength": None, "maxLength": 2}, ["", "ab"], ["abc"]),  # null: not given
+        ({"items": {"type": "integer"}, "minItems": None, "maxItems": 1}, [[], [1]], [[1, 2]]),  # was a 400
+    ],
+)
+def test_counts_without_a_type_or_with_null_are_enforced(oracle, schema, inside, outside):
+    text = schema_to_gbnf(schema)
+    assert all(oracle.accepts(text, json.dumps(v)) for v in inside)
+    assert not any(oracle.accepts(text, json.dumps(v)) for v in outside)

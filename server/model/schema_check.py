@@ -115,7 +115,7 @@ def _types(schema: dict[str, Any], path: str) -> list[str]:
     """The node's types: declared, else implied by its keywords (properties -> object)."""
     declared = schema.get("type")
     if declared is None:
-        implied = [t for t in ("object", "array", "string", "number") if BY_TYPE[t] & set(schema)]
+        implied = _implied(schema)
         if len(implied) > 1:
             raise SchemaError(path, f"keywords of several types ({', '.join(implied)}) without a 'type'")
         return implied
@@ -126,6 +126,16 @@ def _types(schema: dict[str, Any], path: str) -> list[str]:
         if not any(key in BY_TYPE.get(t, ()) for t in names):
             raise SchemaError(_join(path, key), f"'{key}' does not apply to type {'/'.join(names)}")
     return names
+
+
+def _implied(schema: dict[str, Any]) -> list[str]:
+    return [t for t in ("object", "array", "string", "number") if BY_TYPE[t] & set(schema)]
+
+
+def implied_type(schema: dict[str, Any]) -> str | None:
+    """The type a node's keywords imply when it declares none (properties: object), if just one."""
+    implied = _implied(schema) if "type" not in schema else []
+    return implied[0] if len(implied) == 1 else None
 
 
 def _check_ref(ref: Any, path: str, root: Any, refs: set[str], depth: int) -> None:

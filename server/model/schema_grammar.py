@@ -43,6 +43,7 @@ from server.model.schema_check import (
     TOOL_FORMAT_DEPTH,
     SchemaError,
     check_schema,
+    implied_type,
     json_type_matches,
     numeric_bounds,
 )
@@ -153,6 +154,9 @@ class _Converter(SchemaConverter):
             return self._add_rule(rule_name, self._add_primitive("value", PRIMITIVE_RULES["value"]))
         if schema.get("items") == {}:  # any items: the base class reads an empty schema as none given
             schema = {**schema, "items": True}
+        implied = implied_type(schema)
+        if implied is not None:  # the base class knows no type from 'minimum' or 'required' alone
+            schema = {**schema, "type": implied}
         if "allOf" in schema:  # exactly one item (checked): it is the schema
             return self.visit(schema["allOf"][0], name)
         kind = schema.get("type")

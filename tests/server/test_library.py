@@ -265,3 +265,57 @@ def test_unloading_gives_the_memory_back(folder):
     rss = json.loads(done.stdout.strip().splitlines()[-1])
     assert rss["loaded"] - rss["before"] > 300 << 20  # Gemma's weights and buffers really were in memory
     assert abs(rss["after"] - rss["before"]) <= 0.05 * rss["before"], rss
+
+
+def test_deleting_a_loaded_model_lets_its_running_request_finish(folder, tmp_path, smollm2_gguf):
+    spare = folder / "spare.gguf"
+    spare.write_bytes(smollm2_gguf.read_bytes())  # a file of its own, to delete
+    app, library = library_app(folder)
+    try:
+        client = app.test_client()
+        body = {"model": "spare", "messages": CHAT["messages"], "max_tokens": 40, "stream": True, "ignore_eos": True}
+        stream = client.post("/v1/chat/completions", json=body)
+        chunks = iter(stream.response)
+        first = next(chunks)  # running now
+        assert client.delete("/api/delete", json={"model": "spare"}).status_code == 200
+        assert not spare.exists() and "spare:latest" not in {m["name"] for m in client.get("/api/tags").json["models"]}
+        rest = b"".join(chunks)
+        assert b"data: [DONE]" in first + rest and b'"finish_reason": "length"' in rest  # it ran to its end
+        wait_until(lambda: library.entry("spare") is None)
+        assert client.post("/v1/chat/completions", json={**CHAT, "model": "spare"}).status_code == 404
+    finally:
+        library.close()
+        spare.unlink(missing_ok=True)
+
+
+def test_a_load_never_pauses_requests_to_loaded_models(folder):
+    """While one model loads (held open here: a real load is too quick to watch), the loaded ones answer."""
+    from server.engine.engine import Engine
+
+    release = threading.Event()
+
+    class SlowToStart(Engine):
+        def start(self):
+            release.wait(60)
+            return super().start()
+
+    values = {**TEST_SETTINGS, "models_dir": str(folder), "default_model": TINY}
+    app = create_app(Settings(**values))
+    library = app.extensions["laptop_llama"].library
+    assert library.wait_loaded(TINY, 120)
+    library._make_engine = SlowToStart
+    try:
+        loading = threading.Thread(
+            target=lambda: app.test_client().post("/api/respond", json={"query": "hi", "model": GEMMA, "max_tokens": 2})
+        )
+        loading.start()
+        wait_until(lambda: library.status(library.catalog.find(GEMMA)) == "loading")
+        r = app.test_client().post("/api/respond", json={"query": "hi", "max_tokens": 2})
+        assert r.status_code == 200 and r.json["model"] == TINY
+        assert library.status(library.catalog.find(GEMMA)) == "loading"  # still: the answer did not wait for it
+        release.set()
+        loading.join(120)
+        assert library.status(library.catalog.find(GEMMA)) == "loaded"
+    finally:
+        release.set()
+        library.close()

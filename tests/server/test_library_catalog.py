@@ -144,3 +144,20 @@ def test_a_name_is_looked_up_never_opened(dirs, tmp_path):
 )
 def test_quant_tags_are_read_from_file_names(name, quant):
     assert quant_of(name) == quant
+
+
+def test_a_bad_preset_stops_the_server_at_start_naming_file_model_and_key(tmp_path, smollm2_gguf):
+    import subprocess
+    import sys
+
+    from tests.server.gunicorn_util import ROOT
+
+    presets = tmp_path / "presets.toml"
+    presets.write_text('[models.smollm2-135m-instruct-q4_1]\nn_ctx = "lots"\n')
+    env = {**os.environ, "LLAMA_SERVER_MODELS_PRESETS": str(presets), "LLAMA_SERVER_MODEL": str(smollm2_gguf)}
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert str(presets) in line and "model 'smollm2-135m-instruct-q4_1'" in line and "key 'n_ctx'" in line

@@ -62,7 +62,9 @@ def free_port() -> int:
 class Server:
     """One server (ours or llama-server's router) over the folder, started fresh, stopped after."""
 
-    def __init__(self, side: str, folder: Path, a: argparse.Namespace, budget_mb: int | None = None, most: int = 4):
+    def __init__(
+        self, side: str, folder: Path, a: argparse.Namespace, budget_mb: int | None = None, most: int = 4, cache=None
+    ):
         self.side, self.port = side, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(WORK / f"{side}.log", "w")
@@ -77,6 +79,7 @@ class Server:
                 "LLAMA_SERVER_N_THREADS": str(a.threads),
                 "LLAMA_SERVER_MAX_TOKENS_CEILING": "4096",
                 **({"LLAMA_SERVER_RAM_BUDGET_MB": str(budget_mb)} if budget_mb else {}),
+                **({"LLAMA_SERVER_CACHE_RAM": str(cache)} if cache is not None else {}),
             }
             cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "server"]
         else:
@@ -84,6 +87,7 @@ class Server:
             cmd = [str(LLAMA_SERVER), "--models-dir", str(folder), "--models-max", str(most)]
             cmd += ["--host", "127.0.0.1", "--port", str(self.port), "-np", str(a.parallel)]
             cmd += ["-c", str(a.parallel * a.ctx), "-t", str(a.threads), "-tb", str(a.threads)]
+            cmd += ["--cache-ram", str(cache)] if cache is not None else []
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_up()
 
@@ -235,8 +239,11 @@ def _median(answers: list[dict]) -> float:
     return statistics.median(x["tokens_per_s"] for x in answers if x.get("tokens_per_s"))
 
 
+BUDGET_CACHE_MIB = 64  # both sides' prompt cache in RAM, in the budget run: its limit counts in a reservation
+
+
 def budget(folder: Path, a: argparse.Namespace) -> dict:
-    probe = Server("ours", folder, a)
+    probe = Server("ours", folder, a, cache=BUDGET_CACHE_MIB)
     try:
         for model in NAMES[:2]:
             ask(probe, model, prompt("probe", 0), 2)
@@ -245,9 +252,9 @@ def budget(folder: Path, a: argparse.Namespace) -> dict:
         probe.stop()
     # Room for the default (SmolLM2, pinned) and Gemma, the larger of the others, with 5% to spare.
     budget_mb = int((sizes[NAMES[0]] + sizes[NAMES[1]]) * 1.05) >> 20
-    out = {"budget_mb": budget_mb}
+    out = {"budget_mb": budget_mb, "cache_ram_mib": BUDGET_CACHE_MIB}
     for side in ("ours", "llama-server"):
-        server = Server(side, folder, a, budget_mb=budget_mb, most=2)
+        server = Server(side, folder, a, budget_mb=budget_mb, most=2, cache=BUDGET_CACHE_MIB)
         try:
             out[side] = rotate(server, a)
         finally:
@@ -300,11 +307,15 @@ def main() -> int:
     p.add_argument("--ctx", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--only", choices=("cold", "switch", "budget"), help="one figure alone (a trial: no table)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "models-cpu.json")
     a = p.parse_args()
     stop_on_sigterm()
     prepare_llama_server()
     folder = library_folder()
+    if a.only:
+        print(json.dumps({"cold": cold, "switch": switch, "budget": budget}[a.only](folder, a), indent=1))
+        return 0
     results = {
         "command": "bench/models.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),

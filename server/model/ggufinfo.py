@@ -12,6 +12,7 @@ holds all of it (server/model/files.py does, before the server starts).
 
 from __future__ import annotations
 
+import functools
 import mmap
 import struct
 from dataclasses import dataclass
@@ -48,6 +49,21 @@ class _Cursor:
         self.skip(size)
         return struct.unpack_from(fmt, self.buf, self.pos - size)[0]
 
+    def skip_strings(self, count: int) -> None:
+        """Step over `count` strings reading only their lengths (a vocabulary of 262k tokens:
+        decoding each one cost most of a header read)."""
+        pos, buf, unpack, end = self.pos, self.buf, struct.unpack_from, len(self.buf)
+        for _ in range(count):
+            if pos + 8 > end:
+                break
+            pos += 8 + unpack("<Q", buf, pos)[0]
+        else:
+            if pos <= end:
+                self.pos = pos
+                return
+        self.pos = end
+        self.skip(1)  # raises: the header runs past the end of the file
+
     def string(self) -> str:
         n = self.take("<Q")
         self.skip(n)
@@ -62,6 +78,8 @@ class _Cursor:
             item, count = self.take("<I"), self.take("<Q")
             if item in _SCALARS:
                 self.skip(count * struct.calcsize(_SCALARS[item]))
+            elif item == _STRING:
+                self.skip_strings(count)
             else:
                 for _ in range(count):
                     self.value(item)
@@ -70,7 +88,15 @@ class _Cursor:
 
 
 def read_gguf_info(path: Path) -> GGUFInfo:
-    """The header of the GGUF file at `path`; ValueError saying what is wrong with it."""
+    """The header of the GGUF file at `path`; ValueError saying what is wrong with it. Kept per
+    version of the file (size and time): loading a model reads it for its plan, its memory
+    estimate and its description."""
+    stat = Path(path).stat()
+    return _read_file(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_file(path: str, _size: int, _mtime_ns: int) -> GGUFInfo:
     with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise ValueError("not a GGUF file (bad magic bytes)")

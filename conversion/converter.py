@@ -13,11 +13,11 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from tqdm import tqdm
 
 from conversion.errors import ConversionError
 from conversion.files import atomic_output
 from conversion.plan import OUTTYPES, TensorPlan, load_hparams, plan_tensors
+from conversion.progress import bar_class
 from conversion.vocab import add_vocab
 
 CHUNK_BYTES = 16 << 20  # float32 bytes per read; bounds memory per tensor
@@ -138,7 +138,7 @@ def write_data(writer: gguf.GGUFWriter, plans: list[TensorPlan], progress: bool)
     fout = writer.fout[0]
     writer.write_padding(fout, fout.tell())
     total = sum(p.nbytes for p in plans)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar:
+    with bar_class()(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar:
         for p in plans:
             written = 0
             for rows in read_chunks(p):

@@ -115,10 +115,10 @@ bench-cluster: install deploy-tools  ## benchmark replicas behind nginx
 # make docs        -> the documentation site (docs/, mkdocs.yml) in site/; --strict: a broken link or anchor fails
 # make docs-serve  -> serve it on http://127.0.0.1:8001, rebuilt on every change
 docs: install  ## build the documentation site into site/
-	$(PY) -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 docs-serve: install  ## serve the documentation site while you edit it
-	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
 
 clean:  ## remove the virtual environment and caches (keeps models/ and the compiled llama.cpp wheels)
 	rm -rf $(VENV) .pytest_cache site

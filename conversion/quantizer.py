@@ -10,10 +10,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tqdm import tqdm
-
 from conversion.errors import ConversionError
 from conversion.files import atomic_output
+from conversion.progress import bar_class
 
 # Types that need no importance matrix; the name is the suffix of LLAMA_FTYPE_MOSTLY_*.
 QUANT_TYPES = (
@@ -75,7 +74,7 @@ class SizeProgress:
 
     def __init__(self, path: Path, input_size: int, desc: str, enabled: bool):
         self.path, self.enabled = path, enabled
-        self.bar = tqdm(total=None, unit="B", unit_scale=True, desc=desc, disable=not enabled)
+        self.bar = bar_class()(total=None, unit="B", unit_scale=True, desc=desc, disable=not enabled)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.poll, daemon=True)
 

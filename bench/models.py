@@ -7,7 +7,8 @@ Three figures, each on fresh servers and prompts never sent before:
 - cold: a request naming a model that is not loaded, to its first token (files in the page
   cache), ours / llama-server router per round, interleaved;
 - switch: two clients taking turns on two models that both fit: decode tokens/s of each model
-  against the same model asked alone on the same server, and how many loads each server made;
+  when it follows the other against when it follows itself (the model alone), on the same server
+  and in the same rounds, and how many loads each server made;
 - budget: RAM_BUDGET_MB for two of the three models, two clients rotating over all three: every
   answer arrives, none is refused, and the server's peak RSS (every process of it) against the
   budget; llama-server's router with --models-max 2 beside it, for the record.
@@ -17,6 +18,7 @@ Writes bench/results/models-cpu.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -152,15 +154,18 @@ def _rss(pid: int) -> int:
 
 
 def ask(server: Server, model: str, prompt: str, max_tokens: int) -> dict:
-    """One streamed chat answer: status, time to first token, decode tokens/s."""
+    """One streamed chat answer of exactly `max_tokens` tokens (end of text ignored, on both sides):
+    status, time to first token, decode tokens/s (the tokens after the first, over the time after it)."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0,
+        "ignore_eos": True,
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
-    started, first, last, pieces = time.monotonic(), None, None, 0
+    started, first, last, tokens = time.monotonic(), None, None, None
     with requests.post(server.base + "/v1/chat/completions", json=body, stream=True, timeout=600) as r:
         if r.status_code != 200:
             return {"status": r.status_code, "error": r.text[:200]}
@@ -168,20 +173,48 @@ def ask(server: Server, model: str, prompt: str, max_tokens: int) -> dict:
             if not line.startswith(b"data: ") or line == b"data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
             delta = (chunk.get("choices") or [{}])[0].get("delta", {})
             if delta.get("content"):
                 last = time.monotonic()
                 first = first or last
-                pieces += 1
     if first is None:
         return {"status": 200, "ttft_s": None, "tokens_per_s": None}
-    rate = (pieces - 1) / (last - first) if pieces > 1 and last > first else None
-    return {"status": 200, "ttft_s": first - started, "tokens_per_s": rate, "pieces": pieces}
+    rate = (tokens - 1) / (last - first) if tokens and tokens > 1 and last > first else None
+    return {"status": 200, "ttft_s": first - started, "tokens_per_s": rate, "tokens": tokens}
+
+
+TOPICS = (
+    "rivers",
+    "bread",
+    "comets",
+    "violins",
+    "glaciers",
+    "owls",
+    "copper",
+    "tides",
+    "maps",
+    "ferns",
+    "kites",
+    "salt",
+    "deserts",
+    "bees",
+    "lanterns",
+    "coral",
+    "clocks",
+    "moss",
+    "harbors",
+    "volcanoes",
+)
+_asked = itertools.count()
 
 
 def prompt(kind: str, n: int) -> str:
-    """A prompt no server has seen: the round and a counter make each one new."""
-    return f"[{kind} {n} {time.time_ns()}] Write two sentences about the number {n}."
+    """A prompt no server has seen, on a topic of its own: answers that copy an earlier one would let
+    speculative decoding's n-gram pool draft them, which is not what a new request gets."""
+    i = next(_asked)
+    return f"[{kind} {n}/{i} {time.time_ns()}] Write a short poem about {TOPICS[i % len(TOPICS)]} and the number {i}."
 
 
 def cold(folder: Path, a: argparse.Namespace) -> dict:
@@ -207,27 +240,36 @@ def cold(folder: Path, a: argparse.Namespace) -> dict:
 
 
 def switch(folder: Path, a: argparse.Namespace) -> dict:
+    """Per round, on one server with both models loaded: each model asked twice in a row (the second
+    answer is the model "alone": it follows itself), then the two taking turns (each answer follows
+    the other model). Decode tokens/s of each, and the loads the server made meanwhile."""
+    a_, b_ = NAMES[:2]
     out = {}
     for side in ("ours", "llama-server"):
         server = Server(side, folder, a)
         try:
-            for model in NAMES[:2]:
+            for model in (a_, b_):
                 ask(server, model, prompt("warm", 0), 4)  # both loaded before anything is timed
             loads_before = server.loads()
-            alone = {
-                m: [ask(server, m, prompt(f"alone-{m}", i), a.max_tokens) for i in range(a.turns)] for m in NAMES[:2]
-            }
-            turns = [ask(server, NAMES[i % 2], prompt("switch", i), a.max_tokens) for i in range(2 * a.turns)]
-            taking_turns = {m: turns[i::2] for i, m in enumerate(NAMES[:2])}
+            alone: dict[str, list[dict]] = {a_: [], b_: []}
+            turns: dict[str, list[dict]] = {a_: [], b_: []}
+            for r in range(a.turns):
+                for model in (a_, b_):
+                    ask(server, model, prompt(f"alone-{model}-first", r), a.max_tokens)
+                    alone[model].append(ask(server, model, prompt(f"alone-{model}", r), a.max_tokens))
+                for model in (a_, b_, a_, b_):
+                    turns[model].append(
+                        ask(server, model, prompt(f"turns-{model}-{len(turns[model])}", r), a.max_tokens)
+                    )
             out[side] = {
                 "reloads_while_switching": server.loads() - loads_before,
                 **{
                     m: {
                         "alone_tokens_per_s": spread(x.get("tokens_per_s") for x in alone[m]),
-                        "switching_tokens_per_s": spread(x.get("tokens_per_s") for x in taking_turns[m]),
-                        "ratio": round(_median(taking_turns[m]) / _median(alone[m]), 3),
+                        "switching_tokens_per_s": spread(x.get("tokens_per_s") for x in turns[m]),
+                        "ratio": round(_median(turns[m]) / _median(alone[m]), 3),
                     }
-                    for m in NAMES[:2]
+                    for m in (a_, b_)
                 },
             }
         finally:
@@ -301,7 +343,7 @@ def _health(server: Server) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=5, help="cold-load rounds (fresh servers each)")
-    p.add_argument("--turns", type=int, default=4, help="answers per model in the switching test")
+    p.add_argument("--turns", type=int, default=5, help="rounds of the switching test")
     p.add_argument("--rotations", type=int, default=3, help="times each client goes round the three models")
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--ctx", type=int, default=2048)

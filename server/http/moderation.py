@@ -28,7 +28,7 @@ from server.http.body import json_body
 from server.http.state import app_state, model_of
 from server.safety.guard import GuardFailed, LlamaGuard
 from server.safety.metrics import SafetyMetrics
-from server.safety.policy import HEADER, ContentFiltered, Moderation, ModerationUnavailable
+from server.safety.policy import HEADER, ContentFiltered, Moderation, ModerationUnavailable, unavailable
 from server.safety.prompt import Turn
 from server.safety.windows import Watched
 
@@ -114,7 +114,7 @@ def moderations():
         try:
             verdict = policy.check([Turn("User", text)], "api")
         except GuardFailed as exc:  # under GUARD_FAILURE=closed
-            raise ModerationUnavailable(f"content moderation is unavailable: {exc}") from None
+            raise unavailable(exc) from None
         results.append(_result(verdict.flagged, verdict.score, verdict.categories, names))
     guard = policy.guard
     return jsonify({"id": "modr-" + uuid.uuid4().hex[:24], "model": getattr(guard, "model", ""), "results": results})

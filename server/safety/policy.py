@@ -48,6 +48,17 @@ class ModerationUnavailable(ServerError):
     headers = {"Retry-After": "5"}
 
 
+class TooLongToModerate(ServerError):
+    status, type = 400, "prompt_too_long"
+
+
+def unavailable(exc: GuardFailed) -> ServerError:
+    """What a client is told when a check it needed gave no verdict (GUARD_FAILURE=closed)."""
+    if exc.reason == "too_long":  # the client's text, not the server, is at fault: a 400
+        return TooLongToModerate(f"content moderation cannot judge this: {exc}")
+    return ModerationUnavailable(f"content moderation is unavailable: {exc}")
+
+
 @dataclass(frozen=True)
 class Plan:
     input: bool
@@ -116,7 +127,7 @@ class Moderation:
         try:
             verdict = self.check(turns_of(req), "input")
         except GuardFailed as exc:
-            raise ModerationUnavailable(f"content moderation is unavailable: {exc}") from None
+            raise unavailable(exc) from None
         if not verdict.flagged:
             return None
         if self.settings.moderation_refusal:

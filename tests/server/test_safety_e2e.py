@@ -105,3 +105,9 @@ def test_smollm2_as_guard_answers_in_the_grammar_with_a_real_score(smollm2_gguf)
             assert im_end[0] not in _tokens(vocab, pieces)
     finally:
         library.close()
+
+
+def test_a_text_too_long_for_the_guard_is_a_400_not_a_5xx(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.moderations.create(input="word " * 3000)
+    assert caught.value.code == "context_length_exceeded"

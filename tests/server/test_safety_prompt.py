@@ -223,3 +223,35 @@ def test_guard_2_rendering_is_llama_recipes(name):
         agent_type=turns[-1].role, categories=categories, conversations=conversations
     )
     assert text_of(render(FORMATS[fmt], turns, excluded)) == expected
+
+
+@pytest.mark.parametrize(
+    "setting, name, metadata, expected",
+    [
+        ("auto", "llama-guard-3-8b-q4_k_m", {}, "llama-guard-3"),
+        ("auto", "llama-guard-3-1b-q4_k_m", {}, "llama-guard-3-1b"),
+        ("auto", "guard", {"general.name": "Llama Guard 3 1B"}, "llama-guard-3-1b"),
+        ("auto", "x", {"general.basename": "Llama-Guard-3", "general.size_label": "1B"}, "llama-guard-3-1b"),
+        ("auto", "llama-guard-3-11b-vision", {}, "llama-guard-3-1b"),
+        ("auto", "meta-llama-guard-2-8b.Q4_K_M", {}, "llama-guard-2"),
+        ("auto", "llamaguard2", {}, "llama-guard-2"),
+        ("auto", "smollm2-135m-instruct-q4_1", {"general.size_label": "135M"}, "llama-guard-3"),
+        ("llama-guard-2", "llama-guard-3-1b", {}, "llama-guard-2"),  # the setting wins
+    ],
+)
+def test_the_format_comes_from_the_setting_or_the_models_name(setting, name, metadata, expected):
+    from server.safety.guard import detect_format
+
+    assert detect_format(setting, name, metadata).name == expected
+
+
+def test_llama2_safety_is_a_named_system_prompt():
+    from server.settings import Settings, SettingsError
+
+    text = Settings.from_env({"LLAMA_SERVER_SYSTEM_PROMPT": "@llama2-safety"}).system_prompt
+    assert text.startswith("You are a helpful, respectful and honest assistant. Always answer as helpfully as possible")
+    assert "while being safe.  Your answers" in text  # two spaces, as Meta's release has it
+    assert text.endswith("please don't share false information.") and "\n\nIf a question" in text
+    with pytest.raises(SettingsError, match="@llama2-safety"):
+        Settings.from_env({"LLAMA_SERVER_SYSTEM_PROMPT": "@llama3-safety"})
+    assert Settings.from_env({"LLAMA_SERVER_SYSTEM_PROMPT": "@ me: be brief"}).system_prompt == "@ me: be brief"

@@ -2,8 +2,8 @@
 
 `install` builds the app's Moderation (server/safety/policy.py) over the library's guard
 model and registers its metrics. `moderate(req, submit)` is the one call the dialects'
-common `submit` (server/http/state.py) makes: the input check before the request is
-queued, then the answer wrapped for the output checks; with MODERATION off and no
+common `submit` (server/http/state.py) makes: the input check beside the request's own
+prompt evaluation, then the answer wrapped for the output checks; with MODERATION off and no
 `X-Moderation` header it costs nothing. A flagged request's error takes each dialect's
 shape through the dialects' own error hooks (OpenAI's keeps `code: content_filter` and the
 `categories`).
@@ -84,13 +84,26 @@ def moderation() -> Moderation:
 
 
 def moderate(req: Request, submit: Callable[[Request], Generation]) -> Generation:
-    """The request's input check, its submission, and its answer under the output checks."""
+    """The request's input check beside its submission, and its answer under the output checks.
+
+    The input check runs while the model evaluates the prompt (the two are decoding work in the
+    engines' batch loops, the same loop when the guard is the same model), and nothing of the
+    answer is read before the verdict: a flagged request's generation is cancelled unread."""
     policy = moderation()
     plan = policy.plan(request.headers.get(HEADER))
-    refusal = policy.screen(req, plan)
-    if refusal is not None:
-        return refusal
-    generation = submit(req)
+    if plan.input:
+        screening = policy.pool.submit(policy.screen, req, plan)
+        generation = submit(req)  # an error here (a bad field, an unknown model) is the answer
+        try:
+            refusal = screening.result()
+        except BaseException:
+            generation.cancel()
+            raise
+        if refusal is not None:
+            generation.cancel()
+            return refusal
+    else:
+        generation = submit(req)
     if not plan.output:
         return generation
     s = policy.settings

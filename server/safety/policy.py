@@ -2,12 +2,13 @@
 
 MODERATION (off, input, output, both) is the server's; a request may narrow it with the
 `X-Moderation` header (both -> input or output), never widen it and never switch it off
-while the server moderates. An input check runs before the request is queued for its
-model: flagged, it is a 400 `content_filter` naming the categories, or with
-MODERATION_REFUSAL set, that text as the model's answer (finish_reason `content_filter`).
-Output is checked by server/safety/windows.py. A guard that gives no verdict follows
-GUARD_FAILURE: closed blocks (a 503 for a request, `content_filter` for an answer), open
-lets it through; both are logged and counted.
+while the server moderates. An input check runs while the request's model evaluates its
+prompt (server/http/moderation.py), and no token is read before it passes: flagged, it is
+a 400 `content_filter` naming the categories, or with MODERATION_REFUSAL set, that text as
+the model's answer (finish_reason `content_filter`). Output is checked by
+server/safety/windows.py. A guard that gives no verdict follows GUARD_FAILURE: closed
+blocks (a 503 for a request, `content_filter` for an answer), open lets it through; both
+are logged and counted.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ class Moderation:
 
     @property
     def pool(self) -> ThreadPoolExecutor:
-        """Where fast mode's window checks run beside the stream."""
+        """Where input checks run beside the prompt's evaluation, and fast mode's windows beside the stream."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="moderation")
+            # One check per open request at most: input checks and fast mode's windows.
+            self._pool = ThreadPoolExecutor(self.settings.http_threads, thread_name_prefix="moderation")
         return self._pool
 
     def plan(self, asked: str | None) -> Plan:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -211,3 +212,32 @@ def test_flags_are_counted_by_category_and_direction(gemma_engine):
     assert metric(text, "llama_server_moderation_flags_total", 'direction="output",category="S1"') == 1
     assert metric(text, "llama_server_moderation_checks_total", 'direction="input",outcome="safe"') == 1
     assert metric(text, "llama_server_moderation_guard_seconds_count", 'direction="input"') == 2
+
+
+def test_the_input_check_runs_beside_the_prompts_evaluation(gemma_engine):
+    """The model is already at work when the guard reads the request; a flag cancels it unread."""
+    client, guard = guarded(gemma_engine, moderation="input")
+    seen: list[bool] = []
+    check = guard.check
+
+    def slow_check(turns):
+        deadline = time.monotonic() + 10
+        while not gemma_engine.busy and time.monotonic() < deadline:  # the request reaches the engine meanwhile
+            time.sleep(0.005)
+        seen.append(gemma_engine.busy)
+        return check(turns)
+
+    guard.check = slow_check  # type: ignore[method-assign]
+    before = metric(
+        client.get("/metrics").get_data(as_text=True), "llama_server_generations_total", 'finish_reason="cancelled"'
+    )
+    r = client.post("/v1/chat/completions", json=chat(BOMB))
+    assert r.status_code == 400 and seen == [True]
+    deadline = time.monotonic() + 10
+    while gemma_engine.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    after = metric(
+        client.get("/metrics").get_data(as_text=True), "llama_server_generations_total", 'finish_reason="cancelled"'
+    )
+    assert after == before + 1
+    assert client.post("/v1/chat/completions", json=chat("Say hi.")).status_code == 200

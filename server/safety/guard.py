@@ -29,6 +29,7 @@ from server.safety.verdict import MAX_TOKENS, TOP, Verdict, decide, grammar, sco
 from server.settings import Settings
 
 log = logging.getLogger("server")
+OVERLAP_CHARS = 200  # what two halves of a text too long for the guard share, so nothing is cut unread
 
 
 class GuardFailed(Exception):
@@ -81,41 +82,65 @@ class LlamaGuard:
         return self._format
 
     def check(self, turns: Sequence[Turn]) -> Verdict:
+        """The verdict on the last turn. Too long for the guard's context, the oldest exchanges
+        go first, then the rest of the context; a last turn still too long is read in two
+        overlapping halves (recursively), flagged if either is (never silently cut)."""
         turns = list(turns)
+        while True:
+            try:
+                return self._check(turns)
+            except _TooLong:
+                if len(turns) > 2:
+                    turns = turns[2:]  # the oldest exchange goes; the turn checked stays
+                elif len(turns) == 2 and turns[0].text:
+                    turns = [Turn("User", ""), turns[1]]  # an answer read without its question
+                else:
+                    return self._halves(turns)
+
+    def _halves(self, turns: list[Turn]) -> Verdict:
+        last = turns[-1]
+        if len(last.text) < 2 * OVERLAP_CHARS:
+            raise GuardFailed("the text is too long for the guard's context", "too_long")
+        middle = len(last.text) // 2
+        cut = last.text.rfind(" ", 0, middle) + 1 or middle  # at a space where there is one
+        parts = (last.text[: cut + OVERLAP_CHARS], last.text[max(cut - OVERLAP_CHARS, 0) :])
+        verdicts = [self.check([*turns[:-1], Turn(last.role, part)]) for part in parts]
+        flagged = [v for v in verdicts if v.flagged]
+        codes = tuple(dict.fromkeys(c for v in flagged for c in v.categories))
+        worst = max(verdicts, key=lambda v: v.score)
+        return Verdict(bool(flagged), worst.score, codes, worst.said)
+
+    def _check(self, turns: list[Turn]) -> Verdict:
         fmt, excluded = self.format, self.settings.guard_exclude
         timeout = self.settings.guard_timeout
+        pieces = render(fmt, turns, excluded)
+        request = Request(
+            prompt=text_of(pieces),
+            sampling=SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=MAX_TOKENS, logprobs=TOP),
+            grammar=Grammar(gbnf=grammar(fmt)),
+            timeout=timeout,
+        )
         try:
             with self.library.use(self.model, timeout=timeout) as lease:
-                while True:
-                    pieces = render(fmt, turns, excluded)
-                    request = Request(
-                        prompt=text_of(pieces),
-                        sampling=SamplingParams(
-                            temperature=0.0, repeat_penalty=1.0, max_tokens=MAX_TOKENS, logprobs=TOP
-                        ),
-                        grammar=Grammar(gbnf=grammar(fmt)),
-                        timeout=timeout,
-                    )
-                    try:
-                        generation = lease.engine.submit_tokens(_tokens(lease.engine.vocab, pieces), request)
-                        break
-                    except PromptTooLong:
-                        if len(turns) <= 2:
-                            raise GuardFailed("the text is too long for the guard's context", "too_long") from None
-                        turns = turns[2:]  # the oldest exchange goes; the turn checked stays
+                try:
+                    generation = lease.engine.submit_tokens(_tokens(lease.engine.vocab, pieces), request)
+                except PromptTooLong:
+                    raise _TooLong() from None
             said, records = "", list[TokenLogprob]()
             for event in generation:
                 if isinstance(event, Delta):
                     said += event.text
                     records.extend(event.logprobs)
-        except GuardFailed:
-            raise
         except ServerError as exc:  # not found, failed to load, no room, queue full, timeout
             reason = "timeout" if exc.status == 504 else "unavailable"
             raise GuardFailed(f"guard '{self.model}': {exc.message}", reason) from None
         except SplitFailed as exc:
             raise GuardFailed(f"guard '{self.model}': {exc}") from None
         return decide(said, score(records, said), self.settings.guard_threshold, excluded)
+
+
+class _TooLong(Exception):
+    pass
 
 
 def _tokens(vocab: Any, pieces: list[tuple[str, bool]]) -> list[int]:

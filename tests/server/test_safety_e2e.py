@@ -107,7 +107,27 @@ def test_smollm2_as_guard_answers_in_the_grammar_with_a_real_score(smollm2_gguf)
         library.close()
 
 
-def test_a_text_too_long_for_the_guard_is_a_400_not_a_5xx(client):
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.moderations.create(input="word " * 3000)
-    assert caught.value.code == "context_length_exceeded"
+def test_a_text_too_long_for_the_guard_is_read_in_overlapping_parts(smollm2_gguf, monkeypatch):
+    """Never cut unread: every part fits the guard's context, and together the parts hold every word."""
+    from server.engine.engine import Engine
+
+    seen: list[str] = []
+    submit = Engine.submit_tokens
+
+    def spy(self, tokens, request, on_done=None):
+        generation = submit(self, tokens, request, on_done)  # raises PromptTooLong for a part too long
+        seen.append(request.prompt)
+        return generation
+
+    monkeypatch.setattr(Engine, "submit_tokens", spy)
+    settings = Settings(n_ctx=768, parallel=1, guard_model=GUARD, guard_threshold=0.0)
+    library = build_library(settings)
+    words = [f"w{i}" for i in range(250)]
+    try:
+        verdict = LlamaGuard(settings, library).check([Turn("User", "question"), Turn("Agent", " ".join(words))])
+    finally:
+        library.close()
+    assert verdict.flagged and len(seen) >= 2
+    assert all("User: \n\nAgent: " in prompt for prompt in seen)  # the question went first, to make room
+    read = set(" ".join(prompt.split("Agent: ")[1].split("\n\n<END CONVERSATION>")[0] for prompt in seen).split())
+    assert read >= set(words)

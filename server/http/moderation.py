@@ -1,9 +1,10 @@
 """Moderation on the web side: the hook every dialect's `submit` goes through, and POST /v1/moderations.
 
 `install` builds the app's Moderation (server/safety/policy.py) over the library's guard
-model and registers its metrics. `moderate(req, submit)` is the one call the dialects'
-common `submit` (server/http/state.py) makes: the input check beside the request's own
-prompt evaluation, then the answer wrapped for the output checks; with MODERATION off and no
+model, registers its metrics, and with MODERATION on starts loading the guard at once.
+`moderate(req, submit)` is the one call the dialects' common `submit`
+(server/http/state.py) makes: the input check beside the request's own prompt
+evaluation, then the answer wrapped for the output checks; with MODERATION off and no
 `X-Moderation` header it costs nothing. A flagged request's error takes each dialect's
 shape through the dialects' own error hooks (OpenAI's keeps `code: content_filter` and the
 `categories`).
@@ -23,7 +24,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from server.engine.generation import Generation
 from server.engine.request import Request
-from server.errors import InvalidRequest
+from server.errors import InvalidRequest, ServerError
 from server.http.body import json_body
 from server.http.state import app_state, model_of
 from server.safety.guard import GuardFailed, LlamaGuard
@@ -77,6 +78,11 @@ def install(app: Flask) -> None:
     guard = LlamaGuard(settings, state.library) if settings.guard_model else None
     app.extensions[KEY] = Moderation(settings, guard, SafetyMetrics(state.metrics.registry))
     app.register_blueprint(blueprint)
+    if guard is not None and settings.moderation != "off":  # the first request would wait for it
+        try:
+            state.library.preload(state.library.catalog.find(guard.model).name)
+        except ServerError:
+            pass  # not in the library: every check fails, as GUARD_FAILURE says, and logs why
 
 
 def moderation() -> Moderation:

@@ -37,6 +37,8 @@ class RuleGuard:
         users = " ".join(t.text for t in turns if t.role == "User")
         if "guard-down" in users:
             raise GuardFailed("the guard is down", "unavailable")
+        if "too-long" in users:
+            raise GuardFailed("the text is too long for the guard's context", "too_long")
         last = turns[-1]
         if last.role == "User" and "bomb" in last.text:
             return Verdict(True, 0.97, ("S9",), "unsafe\nS9")
@@ -175,6 +177,35 @@ def test_a_failed_guard_blocks_when_closed_and_passes_when_open(gemma_engine):
     assert r.status_code == 200 and r.get_json()["choices"][0]["finish_reason"] == "length"
     text = client.get("/metrics").get_data(as_text=True)
     assert metric(text, "llama_server_moderation_checks_total", 'direction="output",outcome="failed"') >= 1
+
+
+def test_a_text_the_guard_cannot_hold_is_the_clients_400(gemma_engine):
+    client, _ = guarded(gemma_engine)
+    r = client.post("/v1/chat/completions", json=chat("too-long"))
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "context_length_exceeded"
+    r = client.post("/api/respond", json={"query": "too-long"})
+    assert r.status_code == 400 and r.get_json()["error"]["type"] == "prompt_too_long"
+
+
+def test_the_guard_reads_tools_calls_and_raw_prompts_as_turns():
+    from server.engine.request import Message, Request, ToolCall
+    from server.safety.policy import turns_of
+
+    call = ToolCall("c1", "lookup", '{"q": "x"}')
+    messages = (
+        Message("system", "S"),
+        Message("user", "U1"),
+        Message("assistant", "", (call,)),
+        Message("tool", "result", tool_call_id="c1"),
+        Message("assistant", "A2"),
+    )
+    assert turns_of(Request(messages=messages)) == [
+        Turn("User", "S\n\nU1"),
+        Turn("Agent", '\nlookup({"q": "x"})'),
+        Turn("User", "result"),
+        Turn("Agent", "A2"),
+    ]
+    assert turns_of(Request(prompt="raw <s> text")) == [Turn("User", "raw <s> text")]
 
 
 def test_no_guard_loaded_is_a_failure_not_a_crash(gemma_engine):

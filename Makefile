@@ -10,7 +10,10 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 MODEL_REPO ?= meta-llama/Llama-2-7b-chat-hf
 SOURCE ?= $(MODEL_REPO)
 QUANT ?= Q4_K_M
-OUT ?= models/llama-2-7b-chat.$(QUANT).gguf
+# A local BERT checkpoint (embedding model or reranker) is named after its folder, never as the Llama
+# file the server loads by default: make quantize SOURCE=models/all-MiniLM-L6-v2 QUANT=Q8_0
+# -> models/all-MiniLM-L6-v2.Q8_0.gguf
+OUT ?= models/$(if $(shell grep -s '"Bert' $(SOURCE)/config.json),$(notdir $(abspath $(SOURCE))),llama-2-7b-chat).$(QUANT).gguf
 CUDA_ARCHS ?= native
 LLAMA_CPP_PIN := $(shell grep '^llama-cpp-python==' requirements.txt)
 # llama.cpp is compiled for this CPU (-march=native), except its AMX kernels: on CPUs that have AMX
@@ -67,7 +70,8 @@ test: install lint browser deploy-tools  ## lint, then run the test suite (Chrom
 # make quantize                               -> download Llama-2-7B-chat, convert, quantize to Q4_K_M, verify
 # make quantize SOURCE=~/ckpt/llama-2-7b-chat  -> from a local Hugging Face checkpoint directory
 # make quantize QUANT=Q5_K_M                   -> another quantization type
-quantize: install  ## download + convert + quantize + verify a Llama model
+# make quantize SOURCE=models/all-MiniLM-L6-v2 QUANT=Q8_0  -> a BERT embedding model or reranker (verified by embedding)
+quantize: install  ## download + convert + quantize + verify a Llama or BERT model
 	$(PY) -m conversion all $(SOURCE) --out $(OUT) --type $(QUANT)
 
 # make pull MODEL=hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF        -> Q4_K_M into the Hugging Face cache

@@ -1,4 +1,4 @@
-"""Hugging Face Llama checkpoint -> GGUF, without torch.
+"""Hugging Face checkpoint (Llama, BERT) -> GGUF, without torch.
 
 The plain functions are the API (the benchmark and the tests call them); the
 `python -m conversion` command line in cli.py is a thin layer over them.

@@ -112,8 +112,8 @@ def read_header(path: Path) -> list[TensorSource]:
     for name, meta in sorted(header.items()):
         if name == "__metadata__":
             continue
-        if meta["dtype"] not in STORED_DTYPES:
-            raise ConversionError(f"{name} in {path.name} is {meta['dtype']}; supported: F32, F16, BF16.")
+        # Other dtypes (BERT's I64 position_ids) may be listed; only a tensor that is kept must be
+        # readable, which plan.planned_source checks.
         begin, end = meta["data_offsets"]
         if base + end > size:
             raise ConversionError(f"{path.name} is truncated (incomplete download?).")

@@ -42,14 +42,20 @@ def add_convert(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("hf_dir", type=Path, help="Hugging Face checkpoint folder")
     p.add_argument("--out", type=Path, required=True, help="output .gguf path")
-    p.add_argument("--outtype", default="f16", choices=list(OUTTYPES))
+    p.add_argument("--outtype", "--type", dest="outtype", default="f16", choices=list(OUTTYPES))
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument(
+        "--keep-pooler",
+        action="store_true",
+        help="BERT rerankers: keep the pooler so llama.cpp scores as transformers does "
+        "(the file then differs from llama.cpp's converter's)",
+    )
 
 
 def run_convert(a: argparse.Namespace) -> str:
     from conversion.pipeline import convert_step
 
-    return convert_step(a.hf_dir, a.out, a.outtype, a.force).summary("convert")
+    return convert_step(a.hf_dir, a.out, a.outtype, a.force, keep_pooler=a.keep_pooler).summary("convert")
 
 
 def add_quantize(p: argparse.ArgumentParser) -> None:
@@ -95,16 +101,17 @@ def run_all(a: argparse.Namespace) -> str:
 
 COMMANDS = {
     "download": (add_download, run_download, "download a checkpoint's files from the Hub"),
-    "convert": (add_convert, run_convert, "Hugging Face Llama checkpoint -> GGUF"),
+    "convert": (add_convert, run_convert, "Hugging Face checkpoint (Llama, BERT) -> GGUF"),
     "quantize": (add_quantize, run_quantize, "quantize a GGUF with llama.cpp"),
-    "verify": (add_verify, run_verify, "load a GGUF and generate a few tokens"),
+    "verify": (add_verify, run_verify, "load a GGUF and generate a few tokens (or embed, for encoders)"),
     "all": (add_all, run_all, "download, convert, quantize and verify"),
 }
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m conversion", description="Llama checkpoint -> quantized GGUF, step by step or all at once."
+        prog="python -m conversion",
+        description="Hugging Face checkpoint (Llama, BERT) -> quantized GGUF, step by step or all at once.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     for name, (setup, runner, help_text) in COMMANDS.items():

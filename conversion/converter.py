@@ -1,57 +1,80 @@
-"""convert: a Hugging Face Llama checkpoint -> a GGUF file, streamed.
+"""convert: a Hugging Face checkpoint (Llama, BERT) -> a GGUF file, streamed.
 
 The header (metadata and tensor infos) is built from config.json and the
 safetensors headers, written first, then each tensor is read from its shard a
 few rows at a time, encoded and appended. Peak memory is a couple of chunks
-plus the vocabulary, whatever the model's size.
+plus the vocabulary, whatever the model's size. What differs between architectures
+(tensor names, hyperparameters, vocabulary) is in their own modules (architectures.py).
 """
 
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import gguf
 import numpy as np
 from tqdm import tqdm
 
+from conversion.architectures import Architecture, load_hparams
 from conversion.errors import ConversionError
 from conversion.files import atomic_output
-from conversion.plan import OUTTYPES, TensorPlan, load_hparams, plan_tensors
-from conversion.vocab import add_vocab
+from conversion.plan import OUTTYPES, Options, TensorPlan
 
 CHUNK_BYTES = 16 << 20  # float32 bytes per read; bounds memory per tensor
-CONTEXT_KEYS = (
-    "max_position_embeddings",
-    "n_ctx",
-    "n_positions",
-    "max_length",
-    "max_sequence_length",
-    "model_max_length",
-)
+# What reading a config or tokenizer file of an unexpected shape raises (a list where an object was
+# expected, a string where a number was, a missing entry, a value that does not fit its GGUF type).
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, struct.error, OverflowError)
 
 
-def convert(hf_dir, out, outtype: str = "f16", force: bool = False, progress: bool = True) -> Path:
-    """Convert the checkpoint in `hf_dir` to the GGUF file `out`; return `out`."""
+def convert(
+    hf_dir, out, outtype: str = "f16", force: bool = False, progress: bool = True, keep_pooler: bool = False
+) -> Path:
+    """Convert the checkpoint in `hf_dir` to the GGUF file `out`; return `out`.
+
+    keep_pooler: a BERT reranker keeps its pooler (see bert.py); the file then differs from llama.cpp's.
+    """
     hf_dir, out = Path(hf_dir), Path(out)
     if outtype not in OUTTYPES:
         raise ConversionError(f"Unknown outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}.")
-    hparams = load_hparams(hf_dir)
-    plans = plan_tensors(hf_dir, hparams, outtype)
-    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-    for p in plans:
-        writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
-    add_metadata(writer, hf_dir, hparams, OUTTYPES[outtype][0])
+    try:
+        writer, plans = prepare(hf_dir, outtype, Options(keep_pooler=keep_pooler))
+    except MALFORMED as exc:  # a JSON file of the checkpoint holds something of an unexpected shape
+        raise malformed(hf_dir, exc) from None
     check_space(out, sum(p.nbytes for p in plans))
     with atomic_output(out, force) as tmp:
         writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
+        try:
+            writer.write_kv_data_to_file()  # values are packed only now: a number that is not one fails here
+        except MALFORMED as exc:
+            raise malformed(hf_dir, exc) from None
         writer.write_ti_data_to_file()
         try:
             write_data(writer, plans, progress)
         finally:
             writer.close()
     return out
+
+
+def malformed(hf_dir: Path, exc: Exception) -> ConversionError:
+    what = f"{type(exc).__name__}: {exc}"
+    return ConversionError(f"A config or tokenizer file in {hf_dir} is not as its architecture has it ({what}).")
+
+
+def prepare(hf_dir: Path, outtype: str, options: Options) -> tuple[gguf.GGUFWriter, list[TensorPlan]]:
+    """The tensor plan and a writer holding the header's tensor infos and metadata; nothing written yet."""
+    arch, hparams = load_hparams(hf_dir)
+    if options.keep_pooler and arch.gguf_arch != gguf.MODEL_ARCH.BERT:
+        raise ConversionError(f"keep_pooler applies to BERT rerankers only; {hf_dir} is {arch.name}.")
+    plans = arch.module.plan_tensors(hf_dir, hparams, outtype, options)
+    if not plans:
+        raise ConversionError(f"No tensors found in the safetensors files of {hf_dir}.")
+    writer = gguf.GGUFWriter(path=None, arch=arch.name)
+    for p in plans:
+        writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
+    add_metadata(writer, arch, hf_dir, hparams, OUTTYPES[outtype][0], options)
+    return writer, plans
 
 
 def check_space(out: Path, need: int) -> None:
@@ -65,8 +88,15 @@ def check_space(out: Path, need: int) -> None:
         )
 
 
-def add_metadata(writer: gguf.GGUFWriter, hf_dir: Path, hparams: dict, ftype: gguf.LlamaFileType) -> None:
-    """general.*, llama.* and tokenizer.* keys, in llama.cpp's converter's order."""
+def add_metadata(
+    writer: gguf.GGUFWriter,
+    arch: Architecture,
+    hf_dir: Path,
+    hparams: dict,
+    ftype: gguf.LlamaFileType,
+    options: Options,
+) -> None:
+    """general.*, <arch>.* and tokenizer.* keys, in llama.cpp's converter's order."""
     total, shared, expert, n_expert = writer.get_total_parameter_count()
     meta = gguf.Metadata.load(None, hf_dir, cached_repo_name(hf_dir), total)
     if meta.name is None:
@@ -75,9 +105,9 @@ def add_metadata(writer: gguf.GGUFWriter, hf_dir: Path, hparams: dict, ftype: gg
         meta.size_label = gguf.size_label(total, shared, expert, n_expert)
     writer.add_type(gguf.GGUFType.MODEL)
     meta.set_gguf_meta_model(writer)
-    add_llama_parameters(writer, hparams, ftype)
+    arch.module.add_parameters(writer, hf_dir, hparams, ftype, options)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    add_vocab(writer, hf_dir, hparams)
+    arch.module.add_vocab(writer, hf_dir, hparams)
 
 
 def cached_repo_name(hf_dir: Path) -> str | None:
@@ -89,47 +119,6 @@ def cached_repo_name(hf_dir: Path) -> str | None:
     if hf_dir.resolve().parent.name == "snapshots" and repo.startswith("models--"):
         return repo.split("--")[-1]
     return None
-
-
-def add_llama_parameters(writer: gguf.GGUFWriter, hp: dict, ftype: gguf.LlamaFileType) -> None:
-    """TextModel.set_gguf_parameters + LlamaModel.set_gguf_parameters, for Llama configs."""
-    writer.add_block_count(hp["num_hidden_layers"])
-    if (n_ctx := first(hp, *CONTEXT_KEYS)) is not None:
-        writer.add_context_length(n_ctx)
-    writer.add_embedding_length(hp["hidden_size"])
-    writer.add_feed_forward_length(hp["intermediate_size"])
-    writer.add_head_count(hp["num_attention_heads"])
-    if (n_kv := hp.get("num_key_value_heads")) is not None:
-        writer.add_head_count_kv(n_kv)
-    rope = dict(hp.get("rope_parameters") or hp.get("rope_scaling") or {})
-    if "rope_theta" not in rope and (theta := first(hp, "rope_theta", "rotary_emb_base")) is not None:
-        rope["rope_theta"] = theta
-    add_rope_scaling(writer, rope)
-    if (theta := rope.get("rope_theta")) is not None:
-        writer.add_rope_freq_base(theta)
-    if (eps := first(hp, "rms_norm_eps", "norm_eps")) is not None:
-        writer.add_layer_norm_rms_eps(eps)
-    if (head_dim := hp.get("head_dim")) is not None:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-    writer.add_file_type(ftype)
-    writer.add_vocab_size(hp["vocab_size"])
-    writer.add_rope_dimension_count(head_dim or hp["hidden_size"] // hp["num_attention_heads"])
-
-
-def add_rope_scaling(writer: gguf.GGUFWriter, rope: dict) -> None:
-    kind = rope.get("rope_type", rope.get("type"))
-    if kind in (None, "default", "dynamic"):  # dynamic NTK is a runtime choice in llama.cpp
-        return
-    if kind == "linear" and rope.get("factor") is not None:
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(rope["factor"])
-        return
-    raise ConversionError(f"RoPE scaling {kind!r} is not supported; supported: none or linear.")
-
-
-def first(hp: dict, *keys: str):
-    return next((hp[k] for k in keys if k in hp), None)
 
 
 def write_data(writer: gguf.GGUFWriter, plans: list[TensorPlan], progress: bool) -> None:

@@ -61,11 +61,14 @@ def run_step(out: Path, ftype: int, force: bool, fn, *args, **kwargs) -> StepRes
     return StepResult(out, time.monotonic() - started)
 
 
-def convert_step(hf_dir: Path, out: Path, outtype: str, force: bool, progress: bool = True) -> StepResult:
+def convert_step(
+    hf_dir: Path, out: Path, outtype: str, force: bool, progress: bool = True, keep_pooler: bool = False
+) -> StepResult:
     from conversion.converter import convert
     from conversion.plan import OUTTYPES
 
-    return run_step(out, int(OUTTYPES[outtype][0]), force, convert, hf_dir, out, outtype, progress=progress)
+    ftype = int(OUTTYPES[outtype][0])
+    return run_step(out, ftype, force, convert, hf_dir, out, outtype, progress=progress, keep_pooler=keep_pooler)
 
 
 def quantize_step(

@@ -231,6 +231,9 @@ def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = 
 
 AUTO_PARALLEL_MAX = 4  # the most slots PARALLEL=auto picks (server/model/parallel.py)
 
+# llama.cpp's pooling types (LLAMA_POOLING_TYPE_*), by the names llama-server's --pooling takes.
+POOLINGS = ("none", "mean", "cls", "last", "rank")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -317,6 +320,14 @@ class Settings:
     # Checked (exists, a whole GGUF file) by the entry points, as MODEL is.
     draft_model: str | None = setting(None, _optional_str, _file_ok, "GGUF draft model (same vocabulary)")
     draft_n_gpu_layers: int = setting(0, _int, _at_least(-1), "draft model layers on the GPU (-1: all)")
+    pooling: str | None = setting(
+        None,
+        lambda t: t.strip().lower() or None,
+        lambda v: None if v is None else _one_of(POOLINGS)(v),
+        "embeddings: how a text's token vectors become one (none, mean, cls, last, rank); "
+        "default: the model file's (embedding models), else the model does not embed",
+    )
+    embed_max_inputs: int = setting(2048, _int, _at_least(1), "most texts (or token lists) one embedding request holds")
     queue_size: int = setting(16, _int, _at_least(1), "requests waiting for a free slot")
     request_timeout: float = setting(300.0, _float, _at_least(1), "seconds a request may take, queue included")
     max_body_bytes: int = setting(1 << 20, _int, _at_least(1024), "largest request body")

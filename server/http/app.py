@@ -14,7 +14,7 @@ import logging
 from flask import Flask, Response, g, request
 
 from server.engine.engine import Engine
-from server.http import guard, models_api, moderation, ollama, ops, pull, respond, tokens
+from server.http import embeddings, guard, models_api, moderation, ollama, ops, pull, rerank, respond, tokens
 from server.http.errors import register_error_handlers
 from server.http.fields import sampling_problem
 from server.http.metrics import Metrics
@@ -40,6 +40,8 @@ ENDPOINTS = {
     *(f"ollama.{name}" for name in ("chat", "generate", "tags", "show", "ps", "version", "delete", "copy")),
     "pull.pull",
     *(f"models.{name}" for name in ("models", "load", "unload")),
+    *(f"embed.{name}" for name in ("v1_embeddings", "ollama_embed", "ollama_embeddings", "embedding")),
+    "rerank.rerank",
 }
 
 
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     register_error_handlers(app)
     guard.install(app)  # Host, CORS, API key and content type before every route; security headers after
     dialects = (respond.blueprint, openai_blueprint, ollama.blueprint, pull.blueprint, models_api.blueprint)
-    for blueprint in (*dialects, tokens.blueprint, ops.blueprint):
+    for blueprint in (*dialects, embeddings.blueprint, rerank.blueprint, tokens.blueprint, ops.blueprint):
         app.register_blueprint(blueprint)
     moderation.install(app)  # the guard, its metrics and POST /v1/moderations
     app.after_request(_count_request)

@@ -11,6 +11,9 @@ same odd input the same way, with a 4xx and never a 5xx:
   recursion cannot run out), integers of more than MAX_INT_DIGITS digits -> 400;
 - strings that are not valid Unicode (a lone surrogate written as "\\ud800") ->
   400 naming the field as the user wrote it (`messages[2].content`).
+- a body whose framing is broken (a chunk size that is not hexadecimal, ...) -> 400,
+  raised by the body itself while it is read, and the connection closes after the
+  answer (server/http/framed_body.py).
 
 The name `json_body` is stable: dialects import it. That the body is declared
 application/json is checked before any route runs (server/http/guard.py).
@@ -26,13 +29,11 @@ from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from server.errors import InvalidRequest
+from server.model.jsondepth import deeper_than
 
 MAX_DEPTH = 32  # arrays/objects inside each other; our bodies need 4 (messages[].content[].text)
 MAX_INT_DIGITS = 32  # no field takes more than 2**64; Python refuses past 4300 digits with a ValueError
 _CHUNK = 64 * 1024
-# A JSON string: quotes around anything but quotes and backslashes, or escapes (unrolled, so no backtracking).
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -81,11 +82,8 @@ def read_body(limit: int) -> bytes:
 
 def check_depth(text: str) -> None:
     """400 when arrays and objects nest deeper than MAX_DEPTH (strings skipped: brackets in them count not)."""
-    depth = 0
-    for bracket in _NOT_BRACKET.sub("", _STRING.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        if depth > MAX_DEPTH:
-            raise InvalidRequest(f"the body nests arrays and objects more than {MAX_DEPTH} deep")
+    if deeper_than(text, MAX_DEPTH):
+        raise InvalidRequest(f"the body nests arrays and objects more than {MAX_DEPTH} deep")
 
 
 def check_strings(value: Any, where: str) -> None:

@@ -52,6 +52,19 @@ LIMITS: dict[str, Limit] = {
     "ignore_eos": Limit(bool),
     "model": Limit(str, 0, 256),
     "keep_alive": Limit((str, int, float)),  # Ollama's: "5m", seconds, 0 (unload when idle), negative (forever)
+    # Embeddings and reranking (server/http/embeddings.py, rerank.py). The most inputs: the settings'
+    # EMBED_MAX_INPUTS; how long each may be: the model's context (cut, or refused with truncate false).
+    "input": Limit((str, list), 0, None),
+    "encoding_format": Limit(str, 1, 16),
+    "dimensions": Limit(int, 1, None),  # at most the model's vector size
+    "truncate": Limit(bool),
+    "embd_normalize": Limit(int, -1, 64),  # llama.cpp's: -1 none, 0 max-abs int16, 1 taxicab, 2 euclidean, p
+    "user": Limit(str, 0, 256),
+    "options": Limit(dict, 0, 64),
+    "documents": Limit(list, 1, None),
+    "documents.item": Limit((str, dict)),  # a text, or {"text": ...} (Jina, Cohere)
+    "top_n": Limit(int, 1, None),
+    "return_documents": Limit(bool),
 }
 
 # Sampling defaults of every dialect (llama.cpp's, except a lower temperature for chat).

@@ -126,9 +126,9 @@ def _answer(kind: str):
         return jsonify(
             {**_head(call.model), **wrap(""), "done": True, "done_reason": _load_or_unload(named, keep_alive)}
         )
-    loading = time.monotonic_ns()
+    loaded, loading = state.library.status(named) == "loaded", time.monotonic_ns()
     generation = submit(call.request, NAMES, named, keep_alive)
-    load_ns = time.monotonic_ns() - loading  # waiting for the model to load, if it was not
+    load_ns = 0 if loaded else time.monotonic_ns() - loading  # waiting for the model to load
     reply = ToolReply() if call.request.uses_tools else None
     if call.request.stream:
         lines = Lines(call.model, wrap, started, reply, load_ns)

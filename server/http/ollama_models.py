@@ -18,7 +18,7 @@ from pathlib import Path
 from server.http.fields import DEFAULTS
 from server.http.state import app_state
 from server.library.catalog import Model
-from server.library.library import Entry
+from server.library.entries import Entry
 from server.model import describe
 from server.model.ggufinfo import GGUFInfo, read_gguf_info
 
@@ -101,9 +101,16 @@ def show(model: Model) -> dict:
         "template": template or label,
         "details": entry(model)["details"],
         "model_info": info,
-        "capabilities": ["completion", "tools"],  # tools: any model, in the generic format (server/model/tools.py)
+        "capabilities": _capabilities(metadata),
         "modified_at": timestamp(stat.st_mtime),
     }
+
+
+def _capabilities(metadata: dict) -> list[str]:
+    """An embedding model (its GGUF names a pooling, as Ollama checks) embeds; any other completes,
+    with tools in the generic format (server/model/tools.py)."""
+    arch = str(metadata.get("general.architecture", ""))
+    return ["embedding"] if f"{arch}.pooling_type" in metadata else ["completion", "tools"]
 
 
 def running() -> list[dict]:

@@ -20,7 +20,9 @@ from typing import Any
 from server.engine.request import Message, ToolCall
 from server.errors import InvalidRequest
 from server.http.openai_tools import NAME
+from server.model.jsondepth import deeper_than
 from server.model.tool_answer import AnswerReader
+from server.model.tools import MAX_JSON_DEPTH
 
 
 def calls_of(where: str, value: Any) -> tuple[ToolCall, ...]:
@@ -79,6 +81,8 @@ class ToolReply:
         events, answer = self.reader.finish()
         if answer.name is None:
             return _content(events), []
+        if deeper_than(answer.arguments or "", MAX_JSON_DEPTH):  # json.loads recurses once per level
+            return self.text, []
         try:
             arguments = json.loads(answer.arguments or "")
         except ValueError:

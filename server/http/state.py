@@ -19,7 +19,8 @@ from server.engine.request import Request
 from server.errors import InvalidRequest, Unauthorized
 from server.http.metrics import Metrics
 from server.library.catalog import Model
-from server.library.library import DEFAULT, Lease, Library
+from server.library.entries import Lease
+from server.library.library import DEFAULT, Library
 from server.library.names import check_name
 from server.settings import Settings, parse_duration
 

@@ -12,6 +12,9 @@ arrive) is answered 408 and closed. When all worker_connections are taken, the
 connections that have been sending the longest are closed to make room, so slow
 clients cannot crowd out new ones either.
 
+The app reads a body through `FramedBody` (framed_body.py): a framing error gunicorn's
+reader finds on the way is a 400, and the connection closes after it.
+
 Everything else is gthread's: the threads, keep-alive, graceful SIGTERM draining,
 streaming, and `gunicorn.socket` in the WSGI environ (conn.sock is untouched).
 TLS connections (not used here) take gthread's own path.
@@ -27,10 +30,10 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
-from gunicorn.http.errors import NoMoreData
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from server.http.framed_body import DeadlinePassed, FramedBody
 from server.http.framing import RequestFrame
 from server.settings import Settings
 
@@ -56,7 +59,7 @@ class DeadlineUnreader(SocketUnreader):
             poller = select.poll()  # not select(): descriptors may be past 1024
             poller.register(self.sock, select.POLLIN)
             if remaining <= 0 or not poller.poll(remaining * 1000):
-                raise NoMoreData()
+                raise DeadlinePassed()
         return super().chunk(size_hint)
 
 
@@ -109,6 +112,18 @@ class BufferingWorker(ThreadWorker):
         if not self._progress(state, first=True):
             self.poller.register(conn.sock, _EVENT_READ, partial(self._on_readable, state))
             state.registered = True
+
+    def handle_request(self, req, conn):
+        """gthread's, with the app reading the body through FramedBody. What the app leaves unread
+        gunicorn's parser reads past before the next request, through its own reader, answering a
+        framing error there itself (400): to it, FramedBody's errors would be unexpected (500)."""
+        body = req.body
+        if body is not None:
+            req.body = FramedBody(body, req)
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            req.body = body
 
     def _on_readable(self, state: Reading, _sock) -> None:
         self._progress(state)

@@ -30,12 +30,35 @@ class Budget:
         return f"RAM {self.ram // MIB} MiB{vram}"
 
 
+def cgroup_room() -> int | None:
+    """What this process's memory cgroup still allows (a container's limit less its use), if limited:
+    inside a container /proc/meminfo shows the whole node, not the limit the kernel enforces."""
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max", or v1's huge number: no limit
+            return max(int(limit) - used, 0)
+    return None
+
+
 def budget_from(settings: Settings, ram_available: int | None = -1, vram_free: int | None = None) -> Budget:
-    """The settings' budgets, else what is free now less the margins (-1 / None: read them)."""
+    """The settings' budgets, else what is free now less the margins (-1 / None: read them; a
+    container's memory limit counts)."""
     if settings.ram_budget_mb is not None:
         ram = settings.ram_budget_mb * MIB
     else:
         available = available_ram() if ram_available == -1 else ram_available
+        room = cgroup_room() if ram_available == -1 else None
+        if room is not None:
+            available = min(available or room, room)
         ram = max((available or 0) - settings.ram_margin_mb * MIB, 0)
     if settings.vram_budget_mb is not None:
         vram = settings.vram_budget_mb * MIB

@@ -1,4 +1,4 @@
-"""The library's loaded models: load on demand within the budget, keep alive, unload.
+"""The library's loaded models: load on demand within the budget, keep alive, unload (entries.py: what is kept of each).
 
 `use(name, keep_alive)` is what every route calls: it yields the named model's ready
 engine, loading it first if need be, and holds it (a lease) until the request has been
@@ -17,71 +17,24 @@ A reaper thread unloads models whose keep_alive has run out once they are idle.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable
 
 from server.engine.engine import Engine
 from server.errors import ModelFailed, QueueFull, ServerError
 from server.library.budget import Budget, Resident, could_ever_fit, shortfall, victims
 from server.library.catalog import Catalog, Model
+from server.library.entries import Entry, Lease, Load, NoRoom, cache_mib, describe, measured, return_freed_memory
 from server.model.files import ModelChoice
 from server.model.memory import Memory, estimate
-from server.model.offload import MIB
 from server.model.parallel import plan_parallel
 from server.settings import Settings
 
 log = logging.getLogger("server")
 DEFAULT = object()  # keep_alive not given: the model's preset, else KEEP_ALIVE
-
-
-class NoRoom(ServerError):
-    """The model does not fit beside the busy ones before the request's deadline."""
-
-    status, type = 503, "insufficient_memory"
-
-    def __init__(self, message: str, retry_after: int | None = 5) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(retry_after)} if retry_after else {}
-
-
-@dataclass(eq=False)
-class Entry:
-    """One model in memory (or on its way in or out)."""
-
-    model: Model
-    engine: Engine
-    memory: Memory  # the estimate, then what llama.cpp reported
-    keep_alive: float | None  # seconds after its last request; None: forever
-    pinned: bool
-    owned: bool = True  # False: an engine the caller made and closes (tests)
-    measured: bool = False
-    leases: int = 0
-    loaded_at: float = field(default_factory=time.time)
-    estimate: Memory | None = None
-
-    @property
-    def idle(self) -> bool:
-        return self.leases == 0 and not self.engine.busy
-
-    def expires_in(self, now: float) -> float | None:
-        """Seconds until its keep_alive runs out (negative: past), None when it never does."""
-        if self.pinned or self.keep_alive is None:
-            return None
-        since = now if not self.idle else self.engine.last_active
-        return since + self.keep_alive - now
-
-
-@dataclass(eq=False)
-class _Load:
-    """A load in progress: the requests that wait for it read its outcome."""
-
-    done: threading.Event = field(default_factory=threading.Event)
-    error: ServerError | None = None
-    waiting: int = 0
 
 
 class Library:
@@ -96,7 +49,7 @@ class Library:
         self._make_engine = engine_factory
         self._cond = threading.Condition()
         self._loaded: dict[str, Entry] = {}
-        self._loads: dict[str, _Load] = {}
+        self._loads: dict[str, Load] = {}
         self._unloading: list[Entry] = []
         self.failures: dict[str, str] = {}  # model name -> why its last load failed
         self._default: str | None = None  # set by serve_as_default
@@ -114,7 +67,7 @@ class Library:
         entry = self._acquire(model, deadline)
         with self._cond:
             entry.keep_alive = self._keep_alive(model, keep_alive)
-        return Lease(self, entry)
+        return Lease(entry, self._cond)
 
     def load(self, name: str, keep_alive: object = DEFAULT) -> Entry:
         """Load `name` (if it is not) and return its entry, without holding it."""
@@ -235,7 +188,7 @@ class Library:
                 if load is not None:  # another request is loading it: wait for that load, then look again
                     self._wait_for(model, load, deadline)
                     continue
-                self._loads[model.name] = load = _Load()
+                self._loads[model.name] = load = Load()
             try:
                 return self._load(model, deadline)
             except ServerError as exc:
@@ -247,7 +200,7 @@ class Library:
                     load.done.set()
                     self._cond.notify_all()
 
-    def _wait_for(self, model: Model, load: _Load, deadline: float) -> None:
+    def _wait_for(self, model: Model, load: Load, deadline: float) -> None:
         """Called holding the condition: wait for the load of `model` another request started;
         its error is this request's too (a failed load is retried only by a new request)."""
         limit = self.settings.queue_size + (self.settings.parallel if isinstance(self.settings.parallel, int) else 4)
@@ -272,7 +225,7 @@ class Library:
             settings = self.settings_for(model)
             try:
                 plan = plan_parallel(settings, model.path)
-                need = estimate(settings, model.path, plan, _cache_mib(settings, plan))
+                need = estimate(settings, model.path, plan, cache_mib(settings, plan))
             except (OSError, ValueError) as exc:
                 raise self._failed(model, f"cannot read its file: {exc}") from None
             self._make_room(model, need, deadline)
@@ -289,10 +242,10 @@ class Library:
                 raise self._failed(model, engine.load_error or "the load failed")
             with self._cond:
                 self.failures.pop(model.name, None)
-                entry.memory, entry.measured = _measured(engine, need)
+                entry.memory, entry.measured = measured(engine, need)
                 entry.leases += 1
                 self._cond.notify_all()
-            log.info("loaded %s: %s", model.name, _mib(entry.memory))
+            log.info("loaded %s: %s", model.name, describe(entry.memory))
             return entry
         finally:
             self._load_lock.release()
@@ -310,7 +263,7 @@ class Library:
                     return
                 if not could_ever_fit(self.budget, residents, need):
                     raise NoRoom(
-                        f"model '{model.name}' needs {_mib(need)}; the budget is {self.budget.describe()} "
+                        f"model '{model.name}' needs {describe(need)}; the budget is {self.budget.describe()} "
                         "and pinned models hold part of it",
                         retry_after=None,
                     )
@@ -319,7 +272,7 @@ class Library:
                     self._start_unload(self._loaded[free[0].name])
                     continue
                 if time.monotonic() >= deadline:
-                    raise NoRoom(f"model '{model.name}' does not fit beside the busy models: {_mib(need)} needed")
+                    raise NoRoom(f"model '{model.name}' does not fit beside the busy models: {describe(need)} needed")
                 self._cond.wait(max(deadline - time.monotonic(), 0.001))
 
     def _residents(self) -> list[Resident]:
@@ -343,7 +296,7 @@ class Library:
 
     def _close(self, entry: Entry) -> None:
         entry.engine.close(timeout=self.settings.request_timeout + 5)
-        _return_freed_memory()
+        return_freed_memory()
         with self._cond:
             self._unloading.remove(entry)
             self._cond.notify_all()
@@ -384,52 +337,3 @@ class Library:
             return model.name == self.default_model().name
         except Exception:  # noqa: BLE001 - no default model: nothing is pinned for being it
             return False
-
-
-class Lease:
-    """A hold on a loaded model's engine, from `use` until the request is handed over."""
-
-    def __init__(self, library: Library, entry: Entry) -> None:
-        self.library, self.entry = library, entry
-        self.engine, self.model = entry.engine, entry.model
-        self._held = True
-
-    def __enter__(self) -> "Lease":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            with self.library._cond:
-                self.entry.leases -= 1
-                self.library._cond.notify_all()
-
-
-def _measured(engine: Engine, estimate_: Memory) -> tuple[Memory, bool]:
-    sizes = engine.info.get("memory") or {}
-    if not sizes:
-        return estimate_, False
-    return Memory(**{k: int(v) for k, v in sizes.items()}, cache_ram=estimate_.cache_ram), True
-
-
-def _cache_mib(settings: Settings, plan: object) -> int:
-    from server.engine.loading import cache_ram_mib
-
-    return cache_ram_mib(settings, plan)  # type: ignore[arg-type]
-
-
-def _mib(memory: Memory) -> str:
-    vram = f", VRAM {memory.vram // MIB} MiB" if memory.vram else ""
-    return f"RAM {memory.ram // MIB} MiB{vram}"
-
-
-def _return_freed_memory() -> None:
-    """Give the heap's freed pages back to the system (glibc keeps them otherwise), so the
-    process's RSS falls by what the unloaded model held."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

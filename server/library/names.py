@@ -74,6 +74,8 @@ def check_name(name: str, field: str = "model") -> str:
 
 def nearest(name: str, names: list[str], n: int = 5) -> list[str]:
     """`names` ordered with the closest to `name` first (all of them, the close ones leading)."""
+    if not names:
+        return []
     close = difflib.get_close_matches(key(name), [key(x) for x in names], n=len(names), cutoff=0.0)
     by_key = {key(x): x for x in names}
     ordered = list(dict.fromkeys(by_key[k] for k in close))

@@ -14,6 +14,7 @@ import math
 from typing import Any, Callable
 
 from server.model.decimal_range import RangeError, as_decimal, number_range
+from server.model.schema_pattern import PatternError, check_pattern
 
 ANNOTATIONS = {
     "title",
@@ -42,10 +43,17 @@ KNOWN = ANNOTATIONS | GENERIC | set().union(*BY_TYPE.values())
 # String formats with a grammar, and the lengths their values can have (None: unbounded).
 FORMAT_LENGTHS = {"date": (10, 10), "time": (9, 18), "date-time": (20, 29), "uuid": (36, 36), "email": (6, 122)}
 FORMAT_LENGTHS["uri"] = (8, 223)
-# A pattern becomes grammar rules inside a JSON string: anything that could match a quote, a
-# backslash or a control character (".", "[^...]", escapes) would let the answer out of its string.
-PATTERN_FORBIDDEN = (".", "[^", '"', "\\")
 MAX_LENGTH = 1000  # longest minLength/maxLength/minItems/maxItems: each unit is a grammar rule
+# How many schemas deep a walk may go, counting each reference followed as a level: a chain of
+# references ($defs.d0 -> d1 -> ...) is as long as the user likes, nesting in the body is not
+# (server/http/body.py: 32 arrays and objects). Real schemas need a few; the converter's recursion
+# (schema_grammar.py) stays far inside Python's limit at this depth.
+MAX_SCHEMA_DEPTH = 32
+# Levels the tool format puts around a user's schema (server/model/tools.py): the check of the
+# whole answer schema starts that much below zero, so a user's schema within the limit stays so.
+TOOL_FORMAT_DEPTH = 8
+# Optional properties of one object: the converter recurses once for each (and does quadratic work).
+MAX_OPTIONAL_PROPERTIES = 128
 
 
 class SchemaError(ValueError):
@@ -64,11 +72,14 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
 
 
-def check_schema(schema: Any, path: str = "", root: Any = None, refs: set[str] | None = None) -> None:
+def check_schema(schema: Any, path: str = "", root: Any = None, refs: set[str] | None = None, depth: int = 0) -> None:
     """Raise SchemaError for the first keyword this node (or one below it) asks that we cannot enforce.
-    `root` is the document references resolve in; `refs` the references already checked."""
+    `root` is the document references resolve in; `refs` the references already checked; `depth`
+    how many schemas (and references) lead here: the walk stops at MAX_SCHEMA_DEPTH."""
     root = schema if root is None else root
     refs = set() if refs is None else refs
+    if depth > MAX_SCHEMA_DEPTH:
+        raise SchemaError(path, f"the schema nests more than {MAX_SCHEMA_DEPTH} schemas deep (references included)")
     if schema is True or schema == {}:
         return
     if not isinstance(schema, dict):
@@ -83,7 +94,7 @@ def check_schema(schema: Any, path: str = "", root: Any = None, refs: set[str] |
             other = sorted(asserted - {kind})[0]
             raise SchemaError(_join(path, other), f"'{other}' beside '{kind}' is not supported; move it inside")
     if "$ref" in schema:
-        return _check_ref(schema["$ref"], _join(path, "$ref"), root, refs)
+        return _check_ref(schema["$ref"], _join(path, "$ref"), root, refs, depth)
     for kind in ("anyOf", "allOf"):
         if kind in schema:
             items = schema[kind]
@@ -91,20 +102,20 @@ def check_schema(schema: Any, path: str = "", root: Any = None, refs: set[str] |
                 need = "a non-empty array" if kind == "anyOf" else "an array of exactly one schema (merge the others)"
                 raise SchemaError(_join(path, kind), f"'{kind}' must be {need}")
             for i, item in enumerate(items):
-                check_schema(item, _join(_join(path, kind), i), root, refs)
+                check_schema(item, _join(_join(path, kind), i), root, refs, depth + 1)
             return
     if "enum" in schema or "const" in schema:
         return _check_values(schema, path, types)
     for kind in types:
         if kind in CHECKS:
-            CHECKS[kind](schema, path, lambda sub, where: check_schema(sub, where, root, refs))
+            CHECKS[kind](schema, path, lambda sub, where: check_schema(sub, where, root, refs, depth + 1))
 
 
 def _types(schema: dict[str, Any], path: str) -> list[str]:
     """The node's types: declared, else implied by its keywords (properties -> object)."""
     declared = schema.get("type")
     if declared is None:
-        implied = [t for t in ("object", "array", "string", "number") if BY_TYPE[t] & set(schema)]
+        implied = _implied(schema)
         if len(implied) > 1:
             raise SchemaError(path, f"keywords of several types ({', '.join(implied)}) without a 'type'")
         return implied
@@ -117,7 +128,17 @@ def _types(schema: dict[str, Any], path: str) -> list[str]:
     return names
 
 
-def _check_ref(ref: Any, path: str, root: Any, refs: set[str]) -> None:
+def _implied(schema: dict[str, Any]) -> list[str]:
+    return [t for t in ("object", "array", "string", "number") if BY_TYPE[t] & set(schema)]
+
+
+def implied_type(schema: dict[str, Any]) -> str | None:
+    """The type a node's keywords imply when it declares none (properties: object), if just one."""
+    implied = _implied(schema) if "type" not in schema else []
+    return implied[0] if len(implied) == 1 else None
+
+
+def _check_ref(ref: Any, path: str, root: Any, refs: set[str], depth: int) -> None:
     if not isinstance(ref, str) or not ref.startswith("#/"):
         raise SchemaError(path, "only local references ('#/$defs/Name') are supported")
     if ref in refs:  # checked already, or being checked (a recursive schema)
@@ -129,7 +150,7 @@ def _check_ref(ref: Any, path: str, root: Any, refs: set[str]) -> None:
         if not isinstance(node, dict) or part not in node:
             raise SchemaError(path, f"the reference '{ref}' points nowhere")
         node = node[part]
-    check_schema(node, ref[2:].replace("/", "."), root, refs)
+    check_schema(node, ref[2:].replace("/", "."), root, refs, depth + 1)
 
 
 def _check_values(schema: dict[str, Any], path: str, types: list[str]) -> None:
@@ -186,6 +207,10 @@ def _check_object(schema: dict[str, Any], path: str, visit: Visit) -> None:
     missing = [r for r in required if r not in props]
     if missing:
         raise SchemaError(_join(path, "required"), f"'{missing[0]}' is required but not among 'properties'")
+    if len(set(props) - set(required)) > MAX_OPTIONAL_PROPERTIES:
+        raise SchemaError(
+            _join(path, "properties"), f"at most {MAX_OPTIONAL_PROPERTIES} properties may be optional (not 'required')"
+        )
     extra = schema.get("additionalProperties", False)
     if not isinstance(extra, bool):
         visit(extra, _join(path, "additionalProperties"))
@@ -215,11 +240,12 @@ def _check_string(schema: dict[str, Any], path: str, visit: Visit) -> None:
     if pattern is not None:
         if fmt is not None or lo is not None or hi is not None:
             raise SchemaError(_join(path, "pattern"), "'pattern' with 'format' or lengths is not supported")
-        if not isinstance(pattern, str) or not (pattern.startswith("^") and pattern.endswith("$")):
-            raise SchemaError(_join(path, "pattern"), "'pattern' must be anchored: '^...$'")
-        bad = next((p for p in PATTERN_FORBIDDEN if p in pattern), None)
-        if bad is not None:
-            raise SchemaError(_join(path, "pattern"), f"'pattern' may not use '{bad}' (list the characters instead)")
+        if not isinstance(pattern, str):
+            raise SchemaError(_join(path, "pattern"), "'pattern' must be a string")
+        try:
+            check_pattern(pattern)
+        except PatternError as exc:
+            raise SchemaError(_join(path, "pattern"), str(exc)) from None
     if fmt is not None:
         if fmt not in FORMAT_LENGTHS:
             known = ", ".join(FORMAT_LENGTHS)

@@ -18,9 +18,12 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
+from server.model.jsondepth import deeper_than
 from server.model.prompt import Message, ToolCall
 
 __all__ = ["Tool", "ToolCall", "ToolChoice", "tool_conversation", "answer_schema", "uses_tools"]
+
+MAX_JSON_DEPTH = 32  # of a call's arguments or a tool's result read as JSON, as of a request body
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,12 @@ def _call_name(messages: Sequence[Message], call_id: str | None) -> str | None:
 
 
 def _json_or_text(text: str) -> Any:
+    """The JSON value a call's arguments or a tool's result hold, to be written back as JSON; the
+    text itself when it is no JSON, or nests deeper than MAX_JSON_DEPTH (parsing it recursed once
+    per level: 15,000 levels were a RecursionError, a 500)."""
+    if not isinstance(text, str) or deeper_than(text, MAX_JSON_DEPTH):
+        return text
     try:
         return json.loads(text)
-    except (TypeError, ValueError):
+    except ValueError:
         return text

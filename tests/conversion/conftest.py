@@ -1,4 +1,4 @@
-"""Fixtures of the conversion tests: more tiny checkpoints and a loader for llama.cpp logits."""
+"""Fixtures of the conversion tests: more tiny checkpoints (Llama, a BERT reranker), a loader for llama.cpp logits."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.tiny_bert import RERANKER_FOLDER, write_tiny_reranker
 from tests.tiny_llama import TinySpec, write_tiny_llama
 
 
@@ -17,6 +18,12 @@ def bf16_checkpoint(tmp_path_factory):
         dtype="BF16", num_key_value_heads=4, tie_word_embeddings=True, shards=3, rope_theta=500000.0, seed=1
     )
     return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama-bf16"), spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_checkpoint(tmp_path_factory, minilm_checkpoint):
+    """The seeded tiny BERT reranker (tests/tiny_bert.py), in a folder named as when its reference hashes were made."""
+    return write_tiny_reranker(tmp_path_factory.mktemp("tiny-bert") / RERANKER_FOLDER, minilm_checkpoint)
 
 
 @pytest.fixture(scope="session")

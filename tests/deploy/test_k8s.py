@@ -156,6 +156,7 @@ def test_the_gpu_variant_differs_only_where_a_gpu_needs_it():
                 "LLAMA_SERVER_PARALLEL",
                 "LLAMA_SERVER_N_THREADS",
                 "LLAMA_SERVER_CACHE_RAM",
+                "LLAMA_SERVER_RAM_BUDGET_MB",  # the weights and KV cache live on the GPU, not in host RAM
             )
         ]
         return doc

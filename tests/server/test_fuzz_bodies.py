@@ -149,8 +149,9 @@ def route_bodies(route: str, model: str, plausible: bool = False):
     ollama = {"stream": st.booleans(), "options": st.fixed_dictionaries({}, optional=OPTIONS)}
     table = {
         "/api/respond": ({"query": SAID}, {**SAMPLING, "system": TEXT, "history": HISTORY}),
-        "/v1/chat/completions": ({"messages": MESSAGES}, {**SAMPLING, **OPENAI}),
-        "/v1/completions": ({"prompt": SAID}, {**SAMPLING, **OPENAI}),
+        # The served model's name, or none (the default): another name is a 404 (tests/server/test_library.py).
+        "/v1/chat/completions": ({"messages": MESSAGES}, {**SAMPLING, **OPENAI, "model": st.just(model)}),
+        "/v1/completions": ({"prompt": SAID}, {**SAMPLING, **OPENAI, "model": st.just(model)}),
         "/api/chat": ({"model": st.just(model), "messages": OLLAMA_MESSAGES}, ollama),
         "/api/generate": ({"model": st.just(model), "prompt": SAID}, {**ollama, "system": TEXT}),
         "/api/show": ({"model": st.just(model)}, {"verbose": st.booleans()}),
@@ -215,7 +216,8 @@ def check_answer(route: str, status: int, content_type: str, body: bytes) -> str
 
 
 def served_name(get) -> str:
-    return get("/api/tags")["models"][0]["model"]
+    """The default model's name (the one the app's engine serves)."""
+    return next(m["id"] for m in get("/v1/models")["data"] if m.get("default"))
 
 
 @pytest.fixture(scope="module")

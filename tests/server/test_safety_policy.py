@@ -47,11 +47,32 @@ class RuleGuard:
         return Verdict(False, 0.02, (), "safe")
 
 
+class Settling:
+    """A test client that, after each request, waits until the engine is idle again: a flagged
+    request's cancelled generation holds its place in the engine's admission count until the
+    worker takes it (as a disconnected client's does), and the next request must not find the
+    queue full because of it."""
+
+    def __init__(self, client, engine):
+        self.client, self.engine, self.application = client, engine, client.application
+
+    def post(self, *args, **kwargs):
+        response = self.client.post(*args, **kwargs)
+        response.get_data()  # a stream runs to its end
+        deadline = time.monotonic() + 10
+        while self.engine.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return response
+
+    def get(self, *args, **kwargs):
+        return self.client.get(*args, **kwargs)
+
+
 def guarded(engine, **settings):
     client = make_client(engine, guard_model="any-guard", **{"moderation": "both", **settings})
     guard = RuleGuard()
     client.application.extensions[KEY].guard = guard
-    return client, guard
+    return Settling(client, engine), guard
 
 
 def chat(text, **extra):
@@ -64,6 +85,7 @@ def ollama(text, **extra):
 
 
 def sse(response) -> list[dict]:
+    assert response.status_code == 200, response.get_data(as_text=True)
     lines = response.get_data(as_text=True).split("\n\n")
     return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
 

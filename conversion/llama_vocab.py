@@ -1,4 +1,4 @@
-"""The SentencePiece vocabulary, written exactly as llama.cpp's converter writes it.
+"""The Llama SentencePiece vocabulary, written exactly as llama.cpp's converter writes it.
 
 Token texts, scores and types come from tokenizer.model; added tokens from
 added_tokens.json and tokenizer_config.json override them; special ids,

@@ -2,15 +2,19 @@
 
     .venv/bin/python bench/moderation.py                  # Gemma 3 270M answers, SmolLM2 stands in as the guard
     .venv/bin/python bench/moderation.py --requests 12
+    .venv/bin/python bench/moderation.py --model M.gguf --guard G.gguf --n-gpu-layers -1 --out R.json   # a GPU
 
 One gunicorn per configuration, the guard a model of the same library (GUARD_MODEL); each
 request a fresh ~200-token question (a number of its own up front, so the answering model's
 prefix cache cannot help, while the guard's fixed prompt start is shared as in service), streamed
 through /v1/chat/completions with 16 answer tokens; 1 client, then 4 at once. Time to first
-token is until the first content chunk arrives. SmolLM2's verdicts mean nothing; GUARD_THRESHOLD
-is 1 so that none blocks (any that did is counted). The goal in the issue is on a GPU with a
-Llama Guard 3-1B-shaped guard; this is the CPU figure with SmolLM2 as the stand-in.
-Writes bench/results/moderation-cpu.json and prints a table.
+token is until the first content chunk arrives (or the answer's end, when nothing was sent). A
+stand-in guard's verdicts mean nothing; GUARD_THRESHOLD is 1 so that few block, and with
+MODERATION_REFUSAL set a blocked request still streams (the refusal, once the verdict is in),
+so its time is the verdict's, as a passed one's is; blocked requests are counted. The goal in
+the issue is on a GPU with a Llama Guard 3-1B-shaped guard (random weights do: latency does
+not depend on them); by default this is the CPU figure with SmolLM2 as the stand-in.
+Writes bench/results/moderation-cpu.json (or --out) and prints a table.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._measure import git_commit, machine_info  # noqa: E402
-from server.model.files import MODELS_DIR, SMOLLM2_FILE, ensure_gemma, ensure_smollm2  # noqa: E402
+from server.model.files import MODELS_DIR, ensure_gemma, ensure_smollm2  # noqa: E402
 
 CONFIGS = {
     "off": {"LLAMA_SERVER_MODERATION": "off"},
@@ -56,16 +60,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(model: Path, env_extra: dict, log: Path) -> tuple[subprocess.Popen, str]:
+def start(model: Path, guard: Path, folder: Path, gpu_layers: str, env_extra: dict, log: Path):
     port = free_port()
     env = {
         **os.environ,
         "LLAMA_SERVER_MODEL": str(model),
+        "LLAMA_SERVER_MODELS_DIR": str(folder),  # the guard's library
         "LLAMA_SERVER_PORT": str(port),
         "LLAMA_SERVER_N_CTX": "2048",
         "LLAMA_SERVER_PARALLEL": "4",
-        "LLAMA_SERVER_GUARD_MODEL": SMOLLM2_FILE.removesuffix(".gguf"),
+        "LLAMA_SERVER_N_GPU_LAYERS": gpu_layers,
+        "LLAMA_SERVER_GUARD_MODEL": guard.name.removesuffix(".gguf"),
         "LLAMA_SERVER_GUARD_THRESHOLD": "1",
+        "LLAMA_SERVER_MODERATION_REFUSAL": "I can't help with that.",
         **env_extra,
     }
     cmd = [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.http.app:create_app()"]
@@ -140,15 +147,23 @@ def run(base: str, clients: int, requests_each: int, counter: list[int]) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=8, help="requests per client count (split among clients)")
+    parser.add_argument("--model", type=Path, help="the answering model's GGUF (default: Gemma 3 270M)")
+    parser.add_argument("--guard", type=Path, help="the guard's GGUF (default: SmolLM2 as a stand-in)")
+    parser.add_argument("--n-gpu-layers", default="0", help="N_GPU_LAYERS of the servers (default 0: CPU)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "moderation-cpu.json")
     args = parser.parse_args()
-    model, _ = ensure_gemma(MODELS_DIR), ensure_smollm2(MODELS_DIR)
+    model = (args.model or ensure_gemma(MODELS_DIR)).resolve()
+    guard = (args.guard or ensure_smollm2(MODELS_DIR)).resolve()
     work = ROOT / "bench" / ".work" / "moderation"
-    work.mkdir(parents=True, exist_ok=True)
+    folder = work / "library"  # the guard alone, by its file's name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    (folder / guard.name).symlink_to(guard)
     results: dict = {}
     counter = [0]
     for name, env in CONFIGS.items():
-        proc, base = start(model, env, work / f"{name}.log")
+        proc, base = start(model, guard, folder, args.n_gpu_layers, env, work / f"{name}.log")
         try:
             ask(base, 0)  # loads the guard (and warms both models) outside the measurement
             results[name] = {f"{c}_clients": run(base, c, max(args.requests // c, 1), counter) for c in (1, 4)}
@@ -159,7 +174,8 @@ def main() -> None:
         for clients in ("1_clients", "4_clients"):
             off, this = results["off"][clients]["ttft_p50_s"], results[name][clients]
             this["ttft_p50_added_pct"] = round(100 * (this["ttft_p50_s"] - off) / off, 1)
-    record = {"machine": machine_info(), "commit": git_commit(ROOT), "model": model.name, "guard": SMOLLM2_FILE}
+    record = {"machine": machine_info(), "commit": git_commit(ROOT), "model": model.name, "guard": guard.name}
+    record["n_gpu_layers"] = args.n_gpu_layers
     record["results"] = results
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -205,6 +205,22 @@ def _file_ok(v) -> str | None:
     return None if v is None or Path(v).expanduser().is_file() else f"no such file: {v}"
 
 
+def _system_prompt(text: str) -> str:
+    from server.safety.presets import system_prompt  # named prompts: plain text, no imports
+
+    return system_prompt(text)
+
+
+def _codes(text: str) -> tuple[str, ...]:
+    """Hazard category codes: "S6, s8" -> ("S6", "S8")."""
+    return tuple(part.strip().upper() for part in text.split(",") if part.strip())
+
+
+def _codes_ok(v) -> str | None:
+    bad = [c for c in v if not re.fullmatch(r"S(?:[1-9]|1[0-4])", c)]
+    return f"{bad[0]!r} is not a category code S1 ... S14" if bad else None
+
+
 def setting(default, parse: Callable[[str], Any] = str, check=None, help: str = "", factory=None, secret=False):
     meta = {"parse": parse, "check": check, "help": help}
     if factory is not None:
@@ -275,7 +291,9 @@ class Settings:
     max_tokens_ceiling: int = setting(2048, _int, _at_least(1), "largest max_tokens a request may ask")
     # No default system prompt, as in llama.cpp and Ollama: Meta dropped Llama-2's for
     # causing refusals, and small models tend to echo one back as their answer.
-    system_prompt: str = setting("", str, None, "system prompt when a request gives none")
+    system_prompt: str = setting(
+        "", _system_prompt, None, "system prompt when a request gives none; @llama2-safety: Llama 2's safety prompt"
+    )
     chat_template: str | None = setting(None, _optional_str, None, "Jinja file overriding the model's chat template")
     parallel: int | str = setting(
         "auto", _auto_or_int, _parallel_ok, "requests decoded together (slots): auto (up to 4, as memory allows) or N"
@@ -316,6 +334,31 @@ class Settings:
     read_timeout: float = setting(
         30.0, _float, _at_least(0.1), "seconds a client has to send a whole request (head and body), else 408"
     )
+    # Moderation with a guard model (server/safety/, docs/safety-layer.md).
+    moderation: str = setting(
+        "off", str.lower, _one_of(("off", "input", "output", "both")), "check requests, answers or both (GUARD_MODEL)"
+    )
+    guard_model: str | None = setting(None, _optional_str, None, "the library's Llama Guard model that moderates")
+    guard_format: str = setting(
+        "auto",
+        str.lower,
+        _one_of(("auto", "llama-guard-3", "llama-guard-3-1b", "llama-guard-2")),
+        "the guard's prompt: auto (from the GGUF's name and metadata) or a Llama Guard version",
+    )
+    guard_exclude: tuple[str, ...] = setting(
+        (), _codes, _codes_ok, "hazard categories left out of the guard's prompt, e.g. S6,S8"
+    )
+    guard_threshold: float = setting(0.5, _float, _between(0.0, 1.0), "P(unsafe) at which the guard flags")
+    guard_failure: str = setting(
+        "closed", str.lower, _one_of(("closed", "open")), "when the guard fails: closed (block) or open (let through)"
+    )
+    guard_timeout: float = setting(30.0, _float, _at_least(0.1), "seconds one guard check may take, queue included")
+    moderation_refusal: str = setting("", str, None, "answer a flagged request with this text instead of a 400")
+    moderation_stream: str = setting(
+        "strict", str.lower, _one_of(("strict", "fast")), "streamed answers: strict (hold text until checked) or fast"
+    )
+    moderation_window: int = setting(64, _int, _at_least(2), "answer tokens per output check while streaming")
+    moderation_overlap: int = setting(32, _int, _at_least(0), "tokens of the previous window each check repeats")
     api_key: str | None = setting(
         None, _optional_str, None, "bearer key required on every route but health and the page's files", secret=True
     )
@@ -342,6 +385,13 @@ class Settings:
             raise SettingsError(f"{env_name('kv_cache_type')}: {self.kv_cache_type} needs {env_name('flash_attn')}=on")
         if (self.speculative == "draft") != (self.draft_model is not None):
             raise SettingsError(f"{env_name('speculative')}=draft and {env_name('draft_model')} go together")
+        if self.moderation_overlap >= self.moderation_window:
+            raise SettingsError(
+                f"{env_name('moderation_overlap')}: must be less than {env_name('moderation_window')} "
+                f"({self.moderation_window})"
+            )
+        if self.moderation != "off" and not self.guard_model:
+            raise SettingsError(f"{env_name('moderation')}={self.moderation} needs {env_name('guard_model')}")
         # Every slot decodes one token per step, so a step must hold one per slot.
         if isinstance(self.parallel, int) and self.parallel > self.n_batch:
             raise SettingsError(f"{env_name('parallel')}: must not exceed {env_name('n_batch')} ({self.n_batch})")

@@ -8,7 +8,8 @@ into WORK/model.json; finished outputs are reused (a rerun skips them).
 
 `--model draft` makes, the same way, a much smaller Llama (4 layers, hidden 1024) with other
 random weights (seed 1) and the same tokenizer: a draft model that shares the 7B's vocabulary
-but rarely agrees with it, for the speculative bench's mismatched-draft sides.
+but rarely agrees with it, for the speculative bench's mismatched-draft sides; `--model guard` one of
+Llama Guard 3-1B's shapes, the moderation bench's guard.
 
     python bench/gpu/prepare_model.py checkpoint --work bench/.work/gpu --tokenizer tokenizer.model
     python bench/gpu/prepare_model.py quantize --work bench/.work/gpu
@@ -38,6 +39,14 @@ MODELS = {
         "ckpt-draft",
         _checkpoint.Shape(hidden=1024, intermediate=2816, layers=4, heads=8, kv_heads=8),
         1,
+    ),
+    # Llama Guard 3-1B's shapes (Llama 3.2 1B: hidden 2048, 16 layers, 32 heads, 8 KV heads, MLP 8192) with
+    # the 7B's tokenizer: random weights, for the moderation bench (latency does not depend on the weights).
+    "guard": (
+        "llama-guard-3-1b-shape-random",
+        "ckpt-guard",
+        _checkpoint.Shape(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8),
+        2,
     ),
 }
 

@@ -67,6 +67,10 @@ pipeline() {
   build_cuda & local build_pid=$!
   .venv/bin/python bench/gpu/prepare_model.py checkpoint --work "$WORK" --tokenizer "$BUNDLE/data/llama2-tokenizer.model" \
     >> "$WORK/model.log" 2>&1 && note "checkpoint written" || note "checkpoint FAILED (model.log)"
+  if has moderation; then
+    .venv/bin/python bench/gpu/prepare_model.py checkpoint --model guard --work "$WORK" \
+      --tokenizer "$BUNDLE/data/llama2-tokenizer.model" >> "$WORK/model.log" 2>&1 || note "guard checkpoint FAILED"
+  fi
   if has speculative; then
     .venv/bin/python bench/gpu/prepare_model.py checkpoint --model draft --work "$WORK" \
       --tokenizer "$BUNDLE/data/llama2-tokenizer.model" >> "$WORK/model.log" 2>&1 || note "draft checkpoint FAILED"
@@ -94,6 +98,13 @@ pipeline() {
   if has offload; then
     .venv/bin/python bench/gpu/offload_check.py --force --model "$MODEL" --out "$WORK/gpu-offload.json" > "$WORK/offload.log" 2>&1 \
       && note "offload check done" || note "offload check FAILED"
+  fi
+  if has moderation; then  # a Llama Guard 3-1B-shaped guard beside the 7B: bench/moderation.py
+    .venv/bin/python bench/gpu/prepare_model.py quantize --model guard --work "$WORK" >> "$WORK/model.log" 2>&1 \
+      && note "guard Q4_K_M done" || note "guard convert/quantize FAILED"
+    .venv/bin/python bench/moderation.py --model "$MODEL" --guard "$WORK/llama-guard-3-1b-shape-random.Q4_K_M.gguf" \
+      --n-gpu-layers -1 --requests 16 --out "$WORK/gpu-moderation.json" > "$WORK/moderation.log" 2>&1 \
+      && note "moderation done" || note "moderation FAILED (moderation.log)"
   fi
   for stage in serve-gpu concurrency cache-ab serve-split profile side-by-side cluster speculative; do
     has $stage || continue

@@ -175,6 +175,16 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/
             tokens = self._format.tokens(conversation(request, messages), self._vocab)
         return self._enqueue(tokens, request, on_done)
 
+    def submit_tokens(
+        self, tokens: list[int], request: Request, on_done: Callable[[Done], None] | None = None
+    ) -> Generation:
+        """Queue a prompt its caller has tokenized (the guard's, server/safety/guard.py: its
+        template text may hold control tokens, its messages may not); `request` gives the rest."""
+        self.check_ready()
+        if not self._n_slots:
+            raise InvalidRequest(f"the model '{self.info.get('model')}' only embeds: it does not generate", "model")
+        return self._enqueue(list(tokens), request, on_done)
+
     # --- the vocabulary (/tokenize, /detokenize): it is only read, so any thread may ask ----
     def tokenize(self, text: str, add_special: bool = False) -> list[int]:
         """Token ids of `text`, special tokens parsed as in a raw prompt; `add_special` adds

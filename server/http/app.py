@@ -14,7 +14,7 @@ import logging
 from flask import Flask, Response, g, request
 
 from server.engine.engine import Engine
-from server.http import embeddings, guard, models_api, ollama, ops, pull, rerank, respond, tokens
+from server.http import embeddings, guard, models_api, moderation, ollama, ops, pull, rerank, respond, tokens
 from server.http.errors import register_error_handlers
 from server.http.fields import sampling_problem
 from server.http.metrics import Metrics
@@ -34,6 +34,7 @@ ENDPOINTS = {
     "v1.chat_completions",
     "v1.completions",
     "v1.models",
+    "moderation.moderations",
     "tokens.tokenize",
     "tokens.detokenize",
     *(f"ollama.{name}" for name in ("chat", "generate", "tags", "show", "ps", "version", "delete", "copy")),
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     dialects = (respond.blueprint, openai_blueprint, ollama.blueprint, pull.blueprint, models_api.blueprint)
     for blueprint in (*dialects, embeddings.blueprint, rerank.blueprint, tokens.blueprint, ops.blueprint):
         app.register_blueprint(blueprint)
+    moderation.install(app)  # the guard, its metrics and POST /v1/moderations
     app.after_request(_count_request)
     return app
 

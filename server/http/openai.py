@@ -172,6 +172,7 @@ def openai_error(error: dict, status: int) -> dict:
             "type": ERROR_TYPES.get(status, "server_error"),
             "param": field,
             "code": ERROR_CODES.get(error.get("type", ""), error.get("type")),
+            **({"categories": error["categories"]} if "categories" in error else {}),  # content_filter's
         }
     }
 

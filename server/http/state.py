@@ -97,8 +97,15 @@ def use(model: Model | str | None, keep_alive: object = DEFAULT) -> Lease:
 
 
 def submit(req: Request, names: dict[str, str], model: Model | str | None, keep_alive: object = DEFAULT) -> Generation:
-    """Queue `req` on the model's engine; an error about one of its fields names it as the
-    dialect does (`names`: the engine's field names -> the dialect's)."""
+    """Queue `req` on the model's engine, under the moderation policy (server/http/moderation.py);
+    an error about one of its fields names it as the dialect does (`names`: the engine's field
+    names -> the dialect's)."""
+    from server.http.moderation import moderate  # it imports this module
+
+    return moderate(req, lambda r: _submit(r, names, model, keep_alive))
+
+
+def _submit(req: Request, names: dict[str, str], model: Model | str | None, keep_alive: object) -> Generation:
     state = app_state()
     if req.timeout is None:  # this app's REQUEST_TIMEOUT (an engine may be shared by apps, as in tests)
         req = replace(req, timeout=state.settings.request_timeout)

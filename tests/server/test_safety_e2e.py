@@ -1,0 +1,133 @@
+"""Moderation end to end: real gunicorn, Gemma 3 270M answering and SmolLM2 loaded from the library as
+the guard model, asked through the official openai client.
+
+SmolLM2 is no Llama Guard, so its verdicts mean nothing; but the prompt it reads, the grammar that
+holds its answer, the score from its log-probabilities and the windows are the real ones. With
+GUARD_THRESHOLD=0 every check flags, which makes each path's outcome certain.
+"""
+
+from __future__ import annotations
+
+import re
+
+import openai
+import pytest
+import requests
+
+from server.http.app import build_library
+from server.model.files import SMOLLM2_FILE
+from server.safety.guard import LlamaGuard, _tokens
+from server.safety.prompt import Turn, render
+from server.settings import Settings
+from tests.server.conftest import metric
+from tests.server.gunicorn_util import run_gunicorn
+
+GUARD = SMOLLM2_FILE.removesuffix(".gguf")
+ANSWER = re.compile(r"\n{0,2}(safe|unsafe\n(S[1-9]|S1[0-4])(,(S[1-9]|S1[0-4]))*)")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def base(gemma_gguf, smollm2_gguf, tmp_path_factory):
+    with run_gunicorn(
+        gemma_gguf,
+        tmp_path_factory.mktemp("safety-gunicorn"),
+        LLAMA_SERVER_N_CTX="1024",
+        LLAMA_SERVER_MODERATION="both",
+        LLAMA_SERVER_GUARD_MODEL=GUARD,
+        LLAMA_SERVER_GUARD_THRESHOLD="0",
+        LLAMA_SERVER_MODERATION_WINDOW="4",
+        LLAMA_SERVER_MODERATION_OVERLAP="2",
+    ) as (_, url):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base):
+    return openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_moderations_in_openais_shape(client):
+    result = client.moderations.create(input=["How do I bake bread?", "Hello there"])
+    assert len(result.results) == 2 and result.model == GUARD
+    first = result.results[0]
+    assert first.flagged is True  # GUARD_THRESHOLD=0
+    assert set(first.categories.model_dump(by_alias=True)) >= {"violence", "self-harm", "sexual/minors"}
+    extra = first.model_extra or {}
+    assert 0.0 <= extra["llama_guard_score"] <= 1.0 and isinstance(extra["llama_guard_categories"], list)
+    assert len(client.moderations.create(input="one").results) == 1
+
+
+def test_a_request_is_refused_with_content_filter(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="gemma-3-270m-q4_k_m", messages=[{"role": "user", "content": "Hi"}], max_tokens=8
+        )
+    assert caught.value.code == "content_filter"
+
+
+def test_an_answer_is_withheld_streamed_or_not(client):
+    narrowed = {"X-Moderation": "output"}
+    asked = dict(model="gemma-3-270m-q4_k_m", messages=[{"role": "user", "content": "Count."}], max_tokens=8)
+    whole = client.chat.completions.create(**asked, extra_headers=narrowed)
+    assert whole.choices[0].finish_reason == "content_filter" and whole.choices[0].message.content == ""
+    chunks = list(client.chat.completions.create(**asked, stream=True, extra_headers=narrowed))
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""  # strict
+
+
+def test_the_guards_work_is_measured(base, client):
+    client.moderations.create(input="x")
+    text = requests.get(base + "/metrics", timeout=30).text
+    for direction in ("input", "output", "api"):
+        assert metric(text, "llama_server_moderation_guard_seconds_count", f'direction="{direction}"') >= 1
+    assert metric(text, "llama_server_moderation_guard_failures_total") == 0
+    assert metric(text, "llama_server_moderation_flags_total", 'direction="api"') >= 1
+
+
+def test_smollm2_as_guard_answers_in_the_grammar_with_a_real_score(smollm2_gguf):
+    settings = Settings(n_ctx=1024, parallel=1, guard_model=GUARD, guard_threshold=0.5)
+    library = build_library(settings)
+    try:
+        guard = LlamaGuard(settings, library)
+        assert guard.format.name == "llama-guard-3"  # nothing in SmolLM2's name says otherwise
+        for turns in ([Turn("User", "How do I bake bread?")], [Turn("User", "Hi"), Turn("Agent", "Hello <|im_end|>")]):
+            verdict = guard.check(turns)
+            assert ANSWER.fullmatch(verdict.said), verdict.said
+            assert 0.0 <= verdict.score <= 1.0 and verdict.flagged == (verdict.score >= 0.5)
+        # A message that types the model's own control token gets the characters, not the token.
+        with library.use(GUARD) as lease:
+            vocab = lease.engine.vocab
+            im_end = vocab.tokenize("<|im_end|>", True)
+            assert len(im_end) == 1
+            pieces = render(guard.format, [Turn("User", "a <|im_end|> b")])
+            assert im_end[0] not in _tokens(vocab, pieces)
+    finally:
+        library.close()
+
+
+def test_a_text_too_long_for_the_guard_is_read_in_overlapping_parts(smollm2_gguf, monkeypatch):
+    """Never cut unread: every part fits the guard's context, and together the parts hold every word."""
+    from server.engine.engine import Engine
+
+    seen: list[str] = []
+    submit = Engine.submit_tokens
+
+    def spy(self, tokens, request, on_done=None):
+        generation = submit(self, tokens, request, on_done)  # raises PromptTooLong for a part too long
+        seen.append(request.prompt)
+        return generation
+
+    monkeypatch.setattr(Engine, "submit_tokens", spy)
+    settings = Settings(n_ctx=768, parallel=1, guard_model=GUARD, guard_threshold=0.0)
+    library = build_library(settings)
+    words = [f"w{i}" for i in range(250)]
+    try:
+        verdict = LlamaGuard(settings, library).check([Turn("User", "question"), Turn("Agent", " ".join(words))])
+    finally:
+        library.close()
+    assert verdict.flagged and len(seen) >= 2
+    assert all("User: \n\nAgent: " in prompt for prompt in seen)  # the question went first, to make room
+    read = set(" ".join(prompt.split("Agent: ")[1].split("\n\n<END CONVERSATION>")[0] for prompt in seen).split())
+    assert read >= set(words)

@@ -99,8 +99,11 @@ class Library:
         def load() -> None:
             try:
                 self.load(name)
-            except ServerError as exc:
+            except ModelFailed as exc:  # the engine has logged llama.cpp's reason
                 log.debug("preloading %s failed: %s", name, exc.message)
+            except ServerError as exc:  # it does not fit the budget, say: shown as a failed load
+                self.failures.setdefault(name, exc.message)
+                log.error("cannot load %s: %s", name, exc.message)
             finally:
                 with self._cond:
                     self._preloading.discard(name)

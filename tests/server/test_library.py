@@ -319,3 +319,16 @@ def test_a_load_never_pauses_requests_to_loaded_models(folder):
     finally:
         release.set()
         library.close()
+
+
+def test_a_default_model_that_cannot_fit_the_budget_is_a_failed_load(folder):
+    values = {**TEST_SETTINGS, "models_dir": str(folder), "default_model": TINY, "ram_budget_mb": 1}
+    app = create_app(Settings(**values))
+    library = app.extensions["laptop_llama"].library
+    try:
+        assert library.wait_loaded(TINY, 60) is False  # what stops gunicorn at start
+        assert "needs" in library.failures[TINY] and "budget" in library.failures[TINY]
+        health = app.test_client().get("/api/health")
+        assert health.status_code == 503 and health.json["status"] == "failed"
+    finally:
+        library.close()

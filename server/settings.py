@@ -301,7 +301,7 @@ class Settings:
     prefill_chunk: int = setting(128, _int, _at_least(1), "prompt tokens per step while other requests are generating")
     prefix_cache: bool = setting(True, _bool, None, "idle slots keep their prompt for reuse by the next request")
     batch_invariant: bool = setting(
-        True, _bool, None, "CPU: a request's logits never depend on what else is decoded (README: guarantees)"
+        True, _bool, None, "CPU: a request's logits never depend on what else is decoded (docs/determinism.md)"
     )
     cache_ram: int | str = setting(
         "auto",
@@ -311,7 +311,7 @@ class Settings:
         "unless every layer is on the GPU, then 0), N, or 0 (off)",
     )
     speculative: str = setting(
-        "ngram",  # measured never slower: drafts that do not pay are not made (README: speculative decoding)
+        "ngram",  # measured never slower: drafts that do not pay are not made (docs/serving.md)
         str.lower,
         _one_of(("off", "ngram", "draft")),
         "speculative decoding: off, ngram (drafts copied from the prompt and answer) or draft (DRAFT_MODEL)",

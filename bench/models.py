@@ -363,7 +363,11 @@ def main() -> int:
     results = {
         "command": "bench/models.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
-        "settings": {k: str(v) for k, v in vars(a).items()},
+        # Paths relative to the checkout: results never name the machine they ran on.
+        "settings": {
+            k: str(v.relative_to(ROOT) if isinstance(v, Path) and v.is_relative_to(ROOT) else v)
+            for k, v in vars(a).items()
+        },
         "cold": cold(folder, a),
         "switch": switch(folder, a),
         "budget": budget(folder, a),

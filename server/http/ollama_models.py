@@ -8,12 +8,10 @@ described without loading it; /api/ps adds what llama.cpp measured once it loade
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from server.http.fields import DEFAULTS
 from server.http.state import app_state
@@ -31,15 +29,10 @@ def timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-@functools.lru_cache(maxsize=64)
-def _header(path: str, _version: tuple[int, int]) -> GGUFInfo:
-    return read_gguf_info(Path(path))
-
-
 def _facts(model: Model) -> tuple[os.stat_result, GGUFInfo]:
     """(os.stat result, GGUF header) of the model's file."""
     stat = model.path.stat()
-    return stat, _header(str(model.path), (stat.st_size, stat.st_mtime_ns))
+    return stat, read_gguf_info(model.path)  # kept per file version by read_gguf_info itself
 
 
 def digest(model: Model, stat: os.stat_result) -> str:

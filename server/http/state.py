@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from flask import current_app, g, request
 
@@ -71,11 +71,6 @@ def model_of(body: Any, field: str = "model", required: bool = False) -> Model:
     return app_state().library.catalog.find(name)
 
 
-def sampling_defaults(body: Any) -> Mapping[str, Any]:
-    """The named model's own sampling defaults (its preset's), for the dialect's validator."""
-    return model_of(body).preset.sampling
-
-
 def keep_alive_of(body: Any) -> object:
     """The body's keep_alive in seconds (None: forever), or DEFAULT when it gives none."""
     value = body.get("keep_alive") if isinstance(body, dict) else None
@@ -115,8 +110,3 @@ def _submit(req: Request, names: dict[str, str], model: Model | str | None, keep
             return lease.engine.submit(req, on_done=lambda done: state.metrics.observe(done, label))
         except InvalidRequest as exc:
             raise exc.renamed(names) from None
-
-
-def model_name() -> str:
-    """The library name of the model this request was served by (set by `use`)."""
-    return g.get("model_name", "")

@@ -324,8 +324,8 @@ def profile(model: Path, threads: int, n: int, rounds: int = 3) -> dict:
     sampling under the grammar, how often the model's first choice was refused, and which
     subset the masked draw needed; against the same number of unconstrained tokens."""
     sys.path.insert(0, str(cc.ROOT))
-    from server.engine import constrained
     from server.engine.batching import BatchDecoder, Ended, SamplingParams
+    from server.engine.constraints import sampler as constrained
     from server.model.schema_grammar import schema_to_gbnf
 
     counts = {"sample_s": 0.0, "tokens": 0, "refused": 0, "masked": {}}

@@ -27,7 +27,9 @@ import numpy as np
 from llama_cpp import _internals
 
 from server.engine import invariance, stepplan
-from server.engine.constrained import ConstrainedSampler, GrammarStuck
+from server.engine.constraints.grammar import Candidates, LlamaGrammar
+from server.engine.constraints.sampler import ConstrainedSampler, GrammarStuck
+from server.engine.constraints.vocab_index import VocabIndex
 from server.engine.decoder_types import (
     DecodeError,
     DecoderConfig,
@@ -36,7 +38,6 @@ from server.engine.decoder_types import (
     Event,
     PromptTooLongError,
 )
-from server.engine.grammar import Candidates, LlamaGrammar
 from server.engine.model_facts import ModelFacts
 from server.engine.opening import open_model
 from server.engine.promptcache import PromptCache
@@ -47,9 +48,8 @@ from server.engine.sampling import (
 )
 from server.engine.sequence import DECODING, DONE, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
-from server.engine.speculative import DraftState, Speculator
+from server.engine.speculation.speculator import DraftState, Speculator
 from server.engine.token_flow import TokenFlow
-from server.engine.vocab_index import VocabIndex
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class BatchDecoder(ModelFacts, TokenFlow):
         self._candidates: Candidates | None = None  # the whole vocabulary's, for constrained sampling
         self._index: VocabIndex | None = None  # see vocab_index_
         self._index_lock = threading.Lock()
-        self._spec = speculator  # speculative decoding (server/engine/speculative.py), None when off
+        self._spec = speculator  # speculative decoding (server/engine/speculation/speculator.py), None when off
         # Batch-invariant shapes (server/engine/invariance.py): CPU only, the GPU kernels differ.
         self._invariant = invariance.applies(cfg)
         self._max_rows = invariance.MAX_ROWS if self._invariant else cfg.n_batch

@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
-from server.engine.constraints import conversation, gbnf_for, grammar_of
+from server.engine.constraints.request_grammar import conversation, gbnf_for, grammar_of
 from server.engine.decoder_types import DecodeError, DecoderStats, Ended, Event
 from server.engine.embedding.engine import WAKE, EmbeddingEngine
 from server.engine.generation import Generation, GenerationRequest, done_event

@@ -1,7 +1,7 @@
 """What the decoder can tell about its model, so the caller needs no second copy of the weights.
 
-Tokens (server/engine/tokenizing.py) and their text, metadata, the chat template, grammar checks and the vocabulary
-index, mixed into BatchDecoder (server/engine/batching.py). Any thread may call these:
+Tokens (server/engine/tokens/tokenizing.py) and their text, metadata, the chat template, grammar checks and
+the vocabulary index, mixed into BatchDecoder (server/engine/batching.py). Any thread may call these:
 they only read the vocabulary and the model's metadata, which llama.cpp never changes.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 import llama_cpp.llama_cpp as lc
 from llama_cpp import _internals
 
-from server.engine import tokenizing, vocabtext
+from server.engine.constraints.grammar import check_grammar
+from server.engine.constraints.vocab_index import VocabIndex
 from server.engine.decoder_types import DecoderConfig
-from server.engine.grammar import check_grammar
-from server.engine.vocab_index import VocabIndex
+from server.engine.tokens import tokenizing, vocabtext
 
 
 class ModelFacts:
@@ -29,7 +29,7 @@ class ModelFacts:
     _specials: tokenizing.SpecialTexts | None
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
-        """llama.cpp's ids for `text`, in time linear in it (server/engine/tokenizing.py)."""
+        """llama.cpp's ids for `text`, in time linear in it (server/engine/tokens/tokenizing.py)."""
         data = text.encode("utf-8")
         if len(data) <= tokenizing.LONG:
             return tokenizing.tokenize_whole(self._vocab, data, add_bos, special)
@@ -47,7 +47,7 @@ class ModelFacts:
         return str(self._model.detokenize(tokens, special).decode("utf-8", errors="replace"))
 
     def text_of(self, tokens: list[int]) -> str:
-        """Tokens -> text as /detokenize gives it (server/engine/vocabtext.py); any thread."""
+        """Tokens -> text as /detokenize gives it (server/engine/tokens/vocabtext.py); any thread."""
         return vocabtext.detokenize(self._vocab, tokens)
 
     def piece_of(self, token: int) -> bytes:

@@ -15,9 +15,9 @@ from llama_cpp import _internals, _logger
 
 from server.engine import invariance
 from server.engine.decoder_types import DecodeError, DecoderConfig, context_params
-from server.engine.draft_model import DraftModel
-from server.engine.drafts import DraftSource, NgramDraft
-from server.engine.speculative import Speculator
+from server.engine.speculation.draft_model import DraftModel
+from server.engine.speculation.drafts import DraftSource, NgramDraft
+from server.engine.speculation.speculator import Speculator
 
 invariance.configure_process()  # before any context exists: ggml reads it once
 

@@ -17,10 +17,10 @@ import llama_cpp.llama_cpp as lc
 
 from server.engine.decoder_types import Event, SamplingParams, Timings
 from server.engine.sampling import TextAssembler
-from server.engine.speculative import DraftState
+from server.engine.speculation.speculator import DraftState
 
 if TYPE_CHECKING:
-    from server.engine.constrained import ConstrainedSampler
+    from server.engine.constraints.sampler import ConstrainedSampler
     from server.engine.logprobs import Before, TokenLogprob
     from server.engine.slots import Slot
 

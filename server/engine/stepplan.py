@@ -34,7 +34,7 @@ class Feed:
 
 def plan(running: list[Sequence], n_batch: int, prefill_chunk: int, max_rows: int) -> list[Feed]:
     """This step's rows for `running` (Sequence objects), in slot order. A decoding sequence
-    gives its next token and its draft, if it has one (server/engine/speculative.py)."""
+    gives its next token and its draft, if it has one (server/engine/speculation/speculator.py)."""
     feeds = []
     for s in running:
         if s.state == DECODING:

@@ -22,7 +22,7 @@ from server.engine.request import Delta
 from server.engine.sampling import apply_bias, bias_entries, free_sampler_chain, greedy_token
 from server.engine.sequence import DECODING, DONE, EOG, Pieces, Sequence
 from server.engine.slots import SlotTable
-from server.engine.speculative import Speculator
+from server.engine.speculation.speculator import Speculator
 
 log = logging.getLogger("server.engine.batching")
 

@@ -14,11 +14,13 @@ import logging
 from flask import Flask, Response, g, request
 
 from server.engine.engine import Engine
-from server.http import embeddings, guard, models_api, moderation, ollama, ops, pull, rerank, respond, tokens
+from server.http import guard, models_api, moderation, ops, pull, respond, tokens
 from server.http.errors import register_error_handlers
 from server.http.fields import sampling_problem
 from server.http.metrics import Metrics
-from server.http.openai import blueprint as openai_blueprint
+from server.http.ollama import routes as ollama
+from server.http.openai.routes import blueprint as openai_blueprint
+from server.http.retrieval import embeddings, rerank
 from server.http.state import EXTENSION, AppState, app_state
 from server.library.budget import budget_from
 from server.library.catalog import Catalog, Model

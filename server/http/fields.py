@@ -52,7 +52,7 @@ LIMITS: dict[str, Limit] = {
     "ignore_eos": Limit(bool),
     "model": Limit(str, 0, 256),
     "keep_alive": Limit((str, int, float)),  # Ollama's: "5m", seconds, 0 (unload when idle), negative (forever)
-    # Embeddings and reranking (server/http/embeddings.py, rerank.py). The most inputs: the settings'
+    # Embeddings and reranking (server/http/retrieval/embeddings.py, rerank.py). The most inputs: the settings'
     # EMBED_MAX_INPUTS; how long each may be: the model's context (cut, or refused with truncate false).
     "input": Limit((str, list), 0, None),
     "encoding_format": Limit(str, 1, 16),

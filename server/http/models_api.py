@@ -11,9 +11,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from server.errors import InvalidRequest
-from server.http import ollama_models as views
 from server.http.body import json_body
 from server.http.fields import Limit, check_body
+from server.http.ollama import models as views
 from server.http.state import app_state, keep_alive_of, model_of, use
 
 blueprint = Blueprint("models", __name__)

@@ -29,7 +29,7 @@ import re
 
 MAX_GROUP_DEPTH = 16
 # Counts of {n,m}: each optional repetition nests one group deeper in the grammar, and
-# llama.cpp's grammar check allows 256 (server/engine/grammar.py).
+# llama.cpp's grammar check allows 256 (server/engine/constraints/grammar.py).
 MAX_REPEAT = 200
 _QUANTIFIER = re.compile(r"\{(\d{1,4})(,(\d{0,4}))?\}")
 _HINTS = {".": " (list the characters instead)", "[^": " (list the characters instead)", "\\": ""}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import llama_cpp.llama_cpp as lc
 from llama_cpp import _internals
 
-from server.engine.grammar import LlamaGrammar
+from server.engine.constraints.grammar import LlamaGrammar
 
 
 class Oracle:

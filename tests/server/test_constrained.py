@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from server.engine.batching import SamplingParams
-from server.engine.constrained import WHITESPACE_RUN, ConstrainedSampler
-from server.engine.grammar import Candidates, LlamaGrammar
+from server.engine.constraints.grammar import Candidates, LlamaGrammar
+from server.engine.constraints.sampler import WHITESPACE_RUN, ConstrainedSampler
 from server.model.schema_grammar import schema_to_gbnf
 from tests.server.test_batching import Recorder, load
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.engine.draftcost import Acceptance, StepCost, expected_kept
-from server.engine.drafts import DraftLength, NgramDraft
-from server.engine.speculative import Speculator
+from server.engine.speculation.cost import Acceptance, StepCost, expected_kept
+from server.engine.speculation.drafts import DraftLength, NgramDraft
+from server.engine.speculation.speculator import Speculator
 
 
 def draft(history, n_max=8, **kw):

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.errors import InvalidRequest
-from server.http.ollama_schema import validate_ollama
-from server.http.ollama_tools import ToolReply
+from server.http.ollama.schema import validate_ollama
+from server.http.ollama.tools import ToolReply
 from server.settings import Settings
 
 SETTINGS = Settings(n_ctx=512, max_tokens=64, max_tokens_ceiling=256)

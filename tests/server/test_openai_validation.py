@@ -11,7 +11,7 @@ import pytest
 from server.engine.engine import Engine
 from server.errors import InvalidRequest
 from server.http.app import create_app
-from server.http.openai_schema import validate_openai
+from server.http.openai.schema import validate_openai
 from server.model.files import ModelChoice
 from server.model.prompt import Message
 from server.settings import Settings

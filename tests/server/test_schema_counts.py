@@ -2,7 +2,7 @@
 
 The check accepts minLength/maxLength/minItems/maxItems up to MAX_LENGTH (1,000), but the
 converter wrote one nested optional group per unit, and llama.cpp's grammar check refuses
-more than 256 nested groups (server/engine/grammar.py): `"maxLength": 300` was a 400 naming
+more than 256 nested groups (server/engine/constraints/grammar.py): `"maxLength": 300` was a 400 naming
 'schema' with a message about groups. They are GBNF counts now (`char{0,300}`).
 """
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.engine.grammar import check_grammar
+from server.engine.constraints.grammar import check_grammar
 from server.model.schema_check import MAX_LENGTH
 from server.model.schema_grammar import schema_to_gbnf
 from tests.server.grammar_oracle import Oracle

@@ -20,7 +20,7 @@ import pytest
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field
 
-from server.engine.grammar import GrammarError, check_grammar
+from server.engine.constraints.grammar import GrammarError, check_grammar
 from server.model.decimal_range import as_decimal
 from server.model.schema_grammar import SchemaError, schema_to_gbnf
 from tests.server.grammar_oracle import Oracle

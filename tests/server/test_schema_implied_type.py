@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.engine.grammar import check_grammar
+from server.engine.constraints.grammar import check_grammar
 from server.model.schema_check import SchemaError, check_schema
 from server.model.schema_grammar import schema_to_gbnf
 from tests.server.grammar_oracle import Oracle

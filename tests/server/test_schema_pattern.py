@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.engine.grammar import check_grammar
+from server.engine.constraints.grammar import check_grammar
 from server.model.schema_grammar import SchemaError, schema_to_gbnf
 from server.model.schema_pattern import MAX_GROUP_DEPTH, MAX_REPEAT
 from tests.server.grammar_oracle import Oracle

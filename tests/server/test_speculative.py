@@ -11,8 +11,8 @@ import pytest
 
 from server.engine.batching import BatchDecoder, Ended, SamplingParams
 from server.engine.decoder_types import DecoderConfig
-from server.engine.draft_model import DraftModelError
 from server.engine.request import Delta
+from server.engine.speculation.draft_model import DraftModelError
 
 # An edit task: the answer repeats long runs of the prompt, which prompt lookup can draft.
 EDIT = (

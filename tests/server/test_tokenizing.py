@@ -3,7 +3,7 @@
 /tokenize of 50,000 "<|im_start|>" took about 21 s: llama.cpp's tokenizer counts its way
 along its list of fragments for every special-token match (k markers: ~k²/2 steps; the
 reason llama-server takes 11 s), and llama-cpp-python called it twice once the ids
-outnumbered the training context. server/engine/tokenizing.py tokenizes long texts in
+outnumbered the training context. server/engine/tokens/tokenizing.py tokenizes long texts in
 segments cut where cutting changes nothing, one call each. Linearity is checked by what
 each llama_tokenize call is given (never timed): a bounded number of bytes per call, so
 a text four times as long costs four times the calls.
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llama_cpp import _internals
 
-from server.engine import tokenizing
-from server.engine.tokenizing import SEARCH_BYTES, SEGMENT_BYTES, SpecialTexts, tokenize, tokenize_whole
+from server.engine.tokens import tokenizing
+from server.engine.tokens.tokenizing import SEARCH_BYTES, SEGMENT_BYTES, SpecialTexts, tokenize, tokenize_whole
 
 
 class Vocab:

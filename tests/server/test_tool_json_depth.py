@@ -13,7 +13,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.http.ollama_tools import ToolReply
+from server.http.ollama.tools import ToolReply
 from server.model.prompt import Message, ToolCall
 from server.model.tools import MAX_JSON_DEPTH, Tool, ToolChoice, tool_conversation
 

@@ -17,12 +17,12 @@ import llama_cpp.llama_cpp as lc
 from llama_cpp import _internals
 
 from server.engine import invariance
+from server.engine.constraints.vocab_index import VocabIndex
 from server.engine.decoder_types import DecoderConfig, DecoderStats, Event
 from server.engine.embedding.embedder import Embedder, EmbedderConfig
 from server.engine.embedding.jobs import POOLING_NAMES
 from server.engine.model_facts import ModelFacts
 from server.engine.request import SamplingParams
-from server.engine.vocab_index import VocabIndex
 from server.model.files import ModelChoice
 from server.model.ggufinfo import read_gguf_info
 from server.model.offload import gpu_devices

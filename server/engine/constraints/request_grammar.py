@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from server.engine.grammar import GrammarError
+from server.engine.constraints.grammar import GrammarError
 from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
 from server.model.schema_grammar import SchemaError, schema_to_gbnf

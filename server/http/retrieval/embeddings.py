@@ -1,13 +1,13 @@
 """Embeddings over HTTP: OpenAI's POST /v1/embeddings, Ollama's POST /api/embed and legacy
 /api/embeddings, llama-server's POST /embedding (and /embeddings).
 
-Each route only translates: its body (server/http/embed_schema.py) -> one engine
+Each route only translates: its body (server/http/retrieval/schema.py) -> one engine
 EmbedRequest -> the engine's raw vectors in its own shape. Vectors are L2-normalized
 wherever the anchor normalizes (OpenAI, Ollama's /api/embed, llama-server's default
 `embd_normalize: 2`) and left raw where it does not (Ollama's legacy /api/embeddings);
 `dimensions` keeps the first values and normalizes again, as OpenAI and Ollama do.
-Errors take each dialect's shape through the after-request hooks of server/http/openai.py
-(/v1/) and server/http/ollama.py (/api/). Which engine serves a request is decided in
+Errors take each dialect's shape through the after-request hooks of server/http/openai/routes.py
+(/v1/) and server/http/ollama/routes.py (/api/). Which engine serves a request is decided in
 one place, `lease_for`, over the model library.
 """
 
@@ -24,7 +24,7 @@ from server.engine.embedding.jobs import Embeddings, EmbedRequest, shortened
 from server.engine.engine import Engine
 from server.errors import InvalidRequest
 from server.http.body import json_body
-from server.http.embed_schema import EmbedCall, embed_call
+from server.http.retrieval.schema import EmbedCall, embed_call
 from server.http.state import app_state, keep_alive_of, model_of, use
 from server.http.streaming import client_gone_check
 from server.library.entries import Lease

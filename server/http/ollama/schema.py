@@ -18,8 +18,8 @@ from typing import Any, Mapping
 from server.engine.request import Grammar, Message, Request, ToolChoice
 from server.errors import InvalidRequest
 from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_body, check_json_schema, check_stop, sampling
-from server.http.ollama_tools import Results, calls_of
-from server.http.openai_tools import tools_of
+from server.http.ollama.tools import Results, calls_of
+from server.http.openai.tools import tools_of
 
 NUMBER, INT, BOOL = Limit((int, float)), Limit(int), Limit(bool)
 # Each option the engine honours -> the row of the shared table that limits it.

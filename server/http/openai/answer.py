@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 
 from server.engine.request import Delta, TokenLogprob
-from server.http.openai_schema import OpenAICall
+from server.http.openai.schema import OpenAICall
 from server.model.tool_answer import AnswerReader
 
 

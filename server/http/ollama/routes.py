@@ -23,11 +23,11 @@ from flask import Blueprint, Response, jsonify, request
 from server.engine.engine import Generation
 from server.engine.request import Delta, Done
 from server.errors import InvalidRequest, ServerError
-from server.http import ollama_models as models
 from server.http.body import json_body
 from server.http.fields import Limit, check_body
-from server.http.ollama_schema import NAMES, validate_ollama
-from server.http.ollama_tools import ToolReply
+from server.http.ollama import models
+from server.http.ollama.schema import NAMES, validate_ollama
+from server.http.ollama.tools import ToolReply
 from server.http.state import app_state, keep_alive_of, model_of, submit, use
 from server.http.streaming import EventStream, client_gone_check, collect
 from server.library import store

@@ -1,7 +1,7 @@
 """Speculative decoding inside continuous batching: which slots draft, and checking their drafts.
 
 Each step, a decoding sequence may append a draft (guessed next tokens from a
-DraftSource, server/engine/drafts.py) after its one token; the decoder evaluates
+DraftSource, server/engine/speculation/drafts.py) after its one token; the decoder evaluates
 all of them in the same llama_decode as every other slot's tokens. `accept`
 then walks the draft: the target's own choice at each position is computed
 exactly as plain decoding would (greedy, with the repeat penalty over the tokens
@@ -14,7 +14,7 @@ Drafting costs compute, which a CPU does not have spare when the batch is full:
 a step's drafts are capped by `max_step_tokens` (decode tokens included), each
 sequence's draft length follows its measured acceptance (DraftLength), and a
 draft is kept only when the measured cost of a step's rows says the tokens it
-should give are worth their time (server/engine/draftcost.py), so under load, or
+should give are worth their time (server/engine/speculation/cost.py), so under load, or
 where each row costs nearly a whole step, drafting stops by itself.
 """
 
@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from server.engine.draftcost import Acceptance, StepCost, expected_kept, worth
-from server.engine.drafts import DraftLength, DraftSource
+from server.engine.speculation.cost import Acceptance, StepCost, expected_kept, worth
+from server.engine.speculation.drafts import DraftLength, DraftSource
 
 # Steps of more rows than this (long prompt chunks) are not used to fit the cost of a row.
 COST_MAX_ROWS = 64

@@ -19,7 +19,7 @@ from typing import Any
 
 from server.engine.request import Message, ToolCall
 from server.errors import InvalidRequest
-from server.http.openai_tools import NAME
+from server.http.openai.tools import NAME
 from server.model.jsondepth import deeper_than
 from server.model.tool_answer import AnswerReader
 from server.model.tools import MAX_JSON_DEPTH

@@ -4,7 +4,7 @@
 llama.cpp cannot parse is an error with llama.cpp's own words, and a few inputs
 that would hang or exhaust its parser (a repetition `{m,n}` with n < m) are refused
 before it sees them. `LlamaGrammar` is the per-sequence `Constraint` the decoder
-samples under (server/engine/constrained.py); a test may hand the decoder another
+samples under (server/engine/constraints/sampler.py); a test may hand the decoder another
 object with the same three methods. `Candidates` is a reusable llama_token_data_array
 over numpy memory, so filling one from the logits is a vectorized copy.
 """

@@ -16,8 +16,8 @@ from flask import Blueprint, jsonify, request
 
 from server.errors import InvalidRequest
 from server.http.body import json_body
-from server.http.embed_schema import rank_call
-from server.http.embeddings import lease_for
+from server.http.retrieval.embeddings import lease_for
+from server.http.retrieval.schema import rank_call
 from server.http.state import app_state
 from server.http.streaming import client_gone_check
 

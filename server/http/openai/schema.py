@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from server.engine.request import Message, Request
 from server.errors import InvalidRequest
 from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_logit_bias, check_stop, sampling
-from server.http.openai_tools import response_grammar, tool_calls_of, tool_choice_of, tool_message, tools_of
+from server.http.openai.tools import response_grammar, tool_calls_of, tool_choice_of, tool_message, tools_of
 
 # Each OpenAI field -> the row of the shared table that limits it.
 ROWS: dict[str, str] = {

@@ -5,7 +5,7 @@ that one token, and only when it is rejected mask the candidates and sample agai
 Masking the whole vocabulary costs about 100 ms for Gemma's 262k tokens (the grammar
 decodes every piece), so the mask is first applied to the best 64 candidates by
 logit, then the best 4096, and when neither holds what the draw needs, to the tokens
-that start with a byte the grammar allows there (server/engine/vocab_index.py: every
+that start with a byte the grammar allows there (server/engine/constraints/vocab_index.py: every
 allowed token is among them). That is exact, not an approximation: an allowed token
 outside the best N has a lower logit than every token inside, so greedy picks the
 same token, a top-k draw too once the subset holds k allowed tokens, and so does a
@@ -31,10 +31,10 @@ from typing import Callable
 import llama_cpp.llama_cpp as lc
 import numpy as np
 
-from server.engine.grammar import Candidates, Constraint
+from server.engine.constraints.grammar import Candidates, Constraint
+from server.engine.constraints.vocab_index import VocabIndex
 from server.engine.request import SamplingParams
 from server.engine.sampling import apply_bias, bias_entries, draw_chain, penalize
-from server.engine.vocab_index import VocabIndex
 
 WHITESPACE_RUN = 32
 SUBSETS = (64, 4096)

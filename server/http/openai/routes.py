@@ -2,7 +2,7 @@
 
 The same engine, queue, API key and metrics as /api/respond; only the wire format
 differs. Chat and completions share one code path and differ by a row of SHAPES
-(ids, object names) and by how server/http/openai_answer.py builds their choices. Errors keep the one
+(ids, object names) and by how server/http/openai/answer.py builds their choices. Errors keep the one
 mapping from domain exceptions to statuses in server/http/errors.py: an after-request
 hook only rewrites our error JSON into OpenAI's {"error": {message, type, param,
 code}} for /v1 paths, and a failure mid-stream is sent in the same shape.
@@ -22,10 +22,10 @@ from flask import Blueprint, Response, jsonify, request
 from server.engine.engine import Generation
 from server.engine.request import Delta
 from server.errors import ServerError
-from server.http import ollama_models as library_views
 from server.http.body import json_body
-from server.http.openai_answer import ChoiceBuilder
-from server.http.openai_schema import NAMES, OpenAICall, validate_openai
+from server.http.ollama import models as library_views
+from server.http.openai.answer import ChoiceBuilder
+from server.http.openai.schema import NAMES, OpenAICall, validate_openai
 from server.http.state import app_state, keep_alive_of, model_of, submit
 from server.http.streaming import SSE_HEADERS, EventStream, client_gone_check, collect_deltas, sse
 from server.library.catalog import Model

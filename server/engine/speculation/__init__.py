@@ -1,0 +1,1 @@
+"""Speculative decoding: where drafts come from (n-grams, a draft model), what they cost, and how they are kept."""

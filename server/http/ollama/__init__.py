@@ -1,0 +1,1 @@
+"""Ollama's dialect (`/api/*`): request validation, tool calls, and the model-library views."""

@@ -5,7 +5,10 @@
   drift from the code. settings.py is loaded by its path: it imports only the standard library,
   and loading the `server` package would load llama.cpp.
 - `<!-- respond-fields-table -->` becomes the table of /api/respond's fields: the dialect's field
-  list (server/http/respond_schema.py) with the shared limits and defaults (server/http/fields.py).
+  list (server/http/respond_schema.py) with the shared limits (server/http/fields.py) and its
+  defaults (server/http/defaults.py).
+- `<!-- sampling-defaults-table -->` becomes the table of every dialect's sampling defaults
+  (server/http/defaults.py), one column per dialect.
 - Pages cite measured figures with links to bench/results/*.json, written relative to the page in
   the repository (`../bench/results/x.json`, right when read on a forge). Those files are published
   with the site under bench/results/ and the links are rewritten to point there.
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = "bench/results"
 TABLE_MARKER = "<!-- settings-table -->"
 FIELDS_MARKER = "<!-- respond-fields-table -->"
+DEFAULTS_MARKER = "<!-- sampling-defaults-table -->"
 
 
 def load_settings_module():
@@ -94,16 +98,31 @@ def limits_text(name: str, limit, types: tuple) -> str:
 
 
 def default_text(name: str, own: dict) -> str:
-    from server.http import fields
+    from server.http import defaults
 
     if name in own:
         return own[name]
-    if name not in fields.DEFAULTS:
+    if name not in defaults.RESPOND:
         return "–"
-    value = fields.DEFAULTS[name]
+    value = defaults.RESPOND[name]
     if value is None:
         return "none"
     return "`" + json.dumps(value) + "`"
+
+
+def sampling_defaults_table() -> str:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from server.http import defaults
+
+    dialects = list(defaults.DIALECTS)
+    head = " | ".join(f"{defaults.ROUTES[d]} ({defaults.ANCHORS[d]})" for d in dialects)
+    rows = [f"| field | {head} |", "|---|" + "---|" * len(dialects)]
+    for name in defaults.SHOWN:
+        values = [defaults.DIALECTS[d][name] for d in dialects]
+        cells = ["random" if v is None else f"`{json.dumps(v)}`" for v in values]
+        rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def on_files(files: Files, config) -> Files:
@@ -118,5 +137,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(TABLE_MARKER, settings_table())
     if FIELDS_MARKER in markdown:
         markdown = markdown.replace(FIELDS_MARKER, respond_fields_table())
+    if DEFAULTS_MARKER in markdown:
+        markdown = markdown.replace(DEFAULTS_MARKER, sampling_defaults_table())
     # Pages sit at the top of docs/, so ../bench/results/ in the repository is bench/results/ in the site.
     return markdown.replace(f"](../{RESULTS}/", f"]({RESULTS}/")

@@ -1,9 +1,10 @@
-"""The one table of request fields every dialect shares: types, limits and defaults.
+"""The one table of request fields every dialect shares: types and limits.
 
-A dialect's validator (respond_schema.py, openai_schema.py, ...) reads its JSON
+A dialect's validator (respond_schema.py, openai/schema.py, ...) reads its JSON
 field by field through `check`, taking the limit from LIMITS under the engine's
 name for the field and naming the field in errors as its users wrote it
-(`history[0].content` on /api/respond, `messages[2].content` on /v1). What comes
+(`history[0].content` on /api/respond, `messages[2].content` on /v1). What a field
+left out gets is the dialect's default (server/http/defaults.py). What comes
 out is one engine Request (server/engine/request.py), built by `sampling`.
 """
 
@@ -67,21 +68,8 @@ LIMITS: dict[str, Limit] = {
     "return_documents": Limit(bool),
 }
 
-# Sampling defaults of every dialect (llama.cpp's, except a lower temperature for chat).
-DEFAULTS: dict[str, Any] = {
-    "temperature": 0.7,
-    "top_p": 0.95,
-    "top_k": 40,
-    "min_p": 0.05,
-    "repeat_penalty": 1.1,
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-    "logit_bias": {},
-    "seed": None,
-    "stop": [],
-    "ignore_eos": False,
-}
-SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "ignore_eos")
+# The sampling defaults, one set per dialect, are in server/http/defaults.py.
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n", "seed", "ignore_eos")
 FLOATS = ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
 _NAMES = {int: "an integer", float: "a number", str: "a string", list: "an array", dict: "an object", bool: "a boolean"}
 
@@ -155,7 +143,7 @@ def check_json_schema(schema: Any, where: str) -> None:
 
 
 def sampling(values: dict[str, Any]) -> SamplingParams:
-    """The sampling part of a request from checked values (DEFAULTS filled in, max_tokens set)."""
+    """The sampling part of a request from checked values (the dialect's defaults filled in, max_tokens set)."""
     floats = {k: float(values[k]) for k in FLOATS}
     bias = {int(k): float(v) for k, v in values["logit_bias"].items()}
     return SamplingParams(

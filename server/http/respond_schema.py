@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 from server.engine.request import Grammar, Message, Request
 from server.errors import InvalidRequest
+from server.http.defaults import defaults as dialect_defaults
 from server.http.fields import (
-    DEFAULTS,
     LIMITS,
     check,
     check_body,
@@ -54,9 +54,10 @@ def validate_respond(
     body: Any, max_tokens_default: int, max_tokens_ceiling: int, defaults: Mapping[str, Any] = MappingProxyType({})
 ) -> Request:
     """Check a parsed JSON body field by field; return the engine request with defaults filled
-    (`defaults`: the model's own sampling defaults, from its preset, over the table's)."""
+    (`defaults`: the model's own sampling defaults, from its preset, over this dialect's in defaults.py)."""
     given = check_body(body, {name: LIMITS[name] for name in FIELDS}, {"max_tokens": max_tokens_ceiling})
-    values = dict(DEFAULTS, **defaults, max_tokens=max_tokens_default, stream=False, history=[], system=None) | given
+    own = {"max_tokens": max_tokens_default, "stream": False, "history": [], "system": None}
+    values = dialect_defaults("respond", defaults) | own | given
     check_stop(values)
     check_logit_bias(values)
     if not values["query"].strip():

@@ -13,7 +13,8 @@ import os
 import time
 from datetime import datetime, timezone
 
-from server.http.fields import DEFAULTS
+from server.http.defaults import SHOWN
+from server.http.defaults import defaults as dialect_defaults
 from server.http.state import app_state
 from server.library.catalog import Model
 from server.library.entries import Entry
@@ -74,29 +75,35 @@ def tags() -> list[dict]:
 
 
 def show(model: Model) -> dict:
-    """/api/show: the header's metadata (arrays left empty, as Ollama does unless verbose),
-    the chat template and the model's sampling defaults as Modelfile parameters."""
+    """/api/show: the header's metadata (arrays left empty, as Ollama does unless verbose), the chat
+    template, and as Modelfile parameters the values a request to /api/chat or /api/generate gets when
+    its options leave them out (Ollama's defaults under the model's preset)."""
     settings = app_state().library.settings_for(model)
     stat, header = _facts(model)
     metadata = header.metadata
     template, label = describe.chat_template(settings, {k: str(v) for k, v in metadata.items()})
     info = {k: ([] if k in header.arrays else v) for k, v in metadata.items() if k != "tokenizer.chat_template"}
-    sampling = {**DEFAULTS, **model.preset.sampling}
+    sampling = dialect_defaults("ollama", model.preset.sampling)
     parameters = {
         "num_ctx": settings.n_ctx,
         "num_predict": settings.max_tokens,
-        **{k: sampling[k] for k in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")},
+        **{k: sampling[k] for k in SHOWN if sampling[k] is not None},  # a seed left out is random: none to show
     }
     return {
         "license": str(metadata.get("general.license", "")),
         "modelfile": f"# Served by laptop-llama; its settings are the server's and its preset's.\nFROM {model.path}\n",
-        "parameters": "\n".join(f"{k:<30} {v}" for k, v in parameters.items()),
+        "parameters": "\n".join(f"{k:<30} {_number(v)}" for k, v in parameters.items()),
         "template": template or label,
         "details": entry(model)["details"],
         "model_info": info,
         "capabilities": _capabilities(metadata),
         "modified_at": timestamp(stat.st_mtime),
     }
+
+
+def _number(value: float) -> str:
+    """A number as Ollama writes a parameter (Go's %v): 1 rather than 1.0, 0.05 as it is."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _capabilities(metadata: dict) -> list[str]:

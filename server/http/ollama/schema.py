@@ -11,13 +11,14 @@ does not define is refused (Ollama only logs it), so a typo is not silently igno
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from server.engine.request import Grammar, Message, Request, ToolChoice
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_body, check_json_schema, check_stop, sampling
+from server.http.defaults import defaults as dialect_defaults
+from server.http.fields import LIMITS, Limit, check, check_body, check_json_schema, check_stop, sampling
 from server.http.ollama.tools import Results, calls_of
 from server.http.openai.tools import tools_of
 
@@ -91,7 +92,7 @@ def validate_ollama(kind: str, body: Any, settings, defaults: Mapping[str, Any] 
     tools = tools_of(body["tools"]) if body.get("tools") else ()
     if messages is None:
         return OllamaCall(model, None)
-    params = replace(sampling(values), repeat_last_n=values["repeat_last_n"])
+    params = sampling(values)
     if isinstance(messages, str):  # raw: the prompt as written, no template
         return OllamaCall(model, Request(prompt=messages, sampling=params, stream=stream, grammar=grammar))
     return OllamaCall(
@@ -134,8 +135,8 @@ def _refuse_unsupported(body: dict) -> None:
 
 
 def _options(options: dict, settings, defaults: Mapping[str, Any]) -> dict:
-    """The sampling values: the server's defaults, the model's, then the options laid over them."""
-    values = dict(DEFAULTS, **defaults, max_tokens=settings.max_tokens, repeat_last_n=64)
+    """The sampling values: Ollama's defaults, the model's (its preset), then the options laid over them."""
+    values = dialect_defaults("ollama", defaults) | {"max_tokens": settings.max_tokens}
     for name, value in options.items():
         where = f"options.{name}"
         if value is None:

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from server.engine.request import Message, Request
 from server.errors import InvalidRequest
-from server.http.fields import DEFAULTS, LIMITS, Limit, check, check_logit_bias, check_stop, sampling
+from server.http.defaults import defaults as dialect_defaults
+from server.http.fields import LIMITS, Limit, check, check_logit_bias, check_stop, sampling
 from server.http.openai.tools import response_grammar, tool_calls_of, tool_choice_of, tool_message, tools_of
 
 # Each OpenAI field -> the row of the shared table that limits it.
@@ -92,7 +93,7 @@ def validate_openai(
     defaults: Mapping[str, Any] = MappingProxyType({}),
 ) -> OpenAICall:
     """Check a chat ("chat") or completion ("completion") body; return the engine request and extras
-    (`defaults`: the model's own sampling defaults, from its preset, over the table's)."""
+    (`defaults`: the model's own sampling defaults, from its preset, over llama-server's)."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     other_kind = set().union(*(f for k, f in KIND_FIELDS.items() if k != kind))
@@ -104,8 +105,7 @@ def validate_openai(
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is not None:
         body = {**body, "max_tokens": body["max_completion_tokens"]}  # the newer name for the same limit
     values: dict[str, Any] = dict(
-        DEFAULTS,
-        **defaults,
+        dialect_defaults("openai", defaults),
         max_tokens=max_tokens_default,
         model=None,
         messages=[],

@@ -52,10 +52,11 @@ def test_a_preset_comes_before_the_dialects_default_and_a_request_before_both():
     preset = {"repeat_penalty": 1.3, "top_p": 0.5}
     chat = validate_openai("chat", {"messages": LLAMA, "top_p": 0.7}, 8, 256, preset).request.sampling
     assert (chat.repeat_penalty, chat.top_p, chat.temperature) == (1.3, 0.7, 0.8)
-    body = {"model": NAME, "messages": LLAMA, "options": {"top_p": 0.7}}
+    body = {"model": NAME, "messages": LLAMA, "options": {"top_p": 0.7, "repeat_last_n": 8}}
     request = validate_ollama("chat", body, Settings(), preset).request
     assert request is not None
-    assert (request.sampling.repeat_penalty, request.sampling.top_p, request.sampling.min_p) == (1.3, 0.7, 0.0)
+    got = request.sampling
+    assert (got.repeat_penalty, got.top_p, got.min_p, got.repeat_last_n) == (1.3, 0.7, 0.0, 8)
     answer = validate_respond({"query": "hi", "top_p": 0.7}, 8, 256, preset).sampling
     assert (answer.repeat_penalty, answer.top_p, answer.temperature) == (1.3, 0.7, 0.7)
 

@@ -7,6 +7,7 @@ missing anchor, an error: the build below must pass, and a copy of the docs with
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from server.errors import ServerError
+from server.http.defaults import DIALECTS, SHOWN
 from server.http.errors import HTTP_ERROR_TYPES
 from server.http.respond_schema import FIELDS
 from server.settings import Settings, env_name
@@ -42,6 +44,12 @@ def test_the_site_builds_strictly_with_the_tables_made_from_the_code(tmp_path):
         assert f.metadata["help"][:30] in settings_page
     respond_page = (tmp_path / "site" / "api-respond" / "index.html").read_text()
     assert all(f"<td><code>{name}</code></td>" in respond_page for name in FIELDS)
+    defaults = respond_page[respond_page.index('id="sampling-defaults"') :]
+    for name in SHOWN:  # every dialect's default, in the table's order of dialects
+        row = re.search(rf"<tr>\s*<td><code>{name}</code></td>(.*?)</tr>", defaults, re.S)
+        cells = re.findall(r"<td>(.*?)</td>", row.group(1) if row else "")
+        values = [d[name] for d in DIALECTS.values()]
+        assert cells == ["random" if v is None else f"<code>{json.dumps(v)}</code>" for v in values], name
     assert (tmp_path / "site" / "bench" / "results" / "conversion.json").is_file()  # published with the site
 
 

@@ -6,7 +6,7 @@ answer on both where the kernels agree: /v1 as llama-server, Ollama's /api/chat 
 field the order is: the request's value, else the model's preset (server/library/presets.py),
 else this table (no setting of server/settings.py sets sampling server-wide).
 The limits of each field are in server/http/fields.py; docs/hooks/docs_hooks.py prints this
-table in the API pages.
+table on the /api/respond page, which the OpenAI and Ollama pages link to.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ FROM build-${BACKEND} AS build
 WORKDIR /src
 COPY requirements.txt .
 COPY deploy/llama_wheel.sh deploy/llama_wheel.sh
+COPY deploy/llama-patches deploy/llama-patches
 # Only the runtime part of requirements.txt: everything above its "# Tests" line. llama.cpp is
 # compiled by the same script as `make install` runs, into a BuildKit cache mount (BuildKit is
 # Docker's builder since 23.0), keyed by the pin, CMAKE_ARGS and the compiler: a change to another

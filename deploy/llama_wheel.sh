@@ -13,6 +13,10 @@
 # where KEY hashes what the wheel depends on, written out beside it in key.txt. The wheel is built
 # in a temporary directory and renamed into place once whole, so an interrupted build leaves no
 # wheel behind. `make clean` keeps the cache; `make clean-all` removes it.
+#
+# The patches in deploy/llama-patches/ (each says why in its header) are applied to the pinned
+# source distribution before it is built, as Ollama patches the llama.cpp it vendors; they are
+# part of the key, so a changed patch builds again (LAPTOP_LLAMA_PATCHES names another folder).
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -22,6 +26,7 @@ fi
 python=$1
 pin=$2
 cache=${LAPTOP_LLAMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/laptop-llama}/wheels
+patches=${LAPTOP_LLAMA_PATCHES:-$(cd "$(dirname "$0")" && pwd)/llama-patches}
 args=" ${CMAKE_ARGS:-} "
 
 # Everything the compiled library depends on, one line each.
@@ -45,6 +50,9 @@ describe() {
     *GGML_NATIVE=OFF*) ;;
     *) echo "cpu: $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cksum | cut -d' ' -f1)" ;;
   esac
+  if compgen -G "$patches/*.patch" >/dev/null; then
+    echo "patches: $(cat "$patches"/*.patch | sha256sum | cut -c1-16)"
+  fi
 }
 
 key_text=$(describe)
@@ -78,7 +86,18 @@ else
     ticker=$!
   fi
   start=$SECONDS
-  "$python" -m pip wheel --no-deps --no-cache-dir --disable-pip-version-check --wheel-dir "$tmp/wheel" "$pin"
+  source=$pin
+  if compgen -G "$patches/*.patch" >/dev/null; then
+    "$python" -m pip download --no-deps --no-binary :all: --no-cache-dir --disable-pip-version-check \
+      --dest "$tmp/sdist" "$pin"
+    tar -xzf "$tmp"/sdist/*.tar.gz -C "$tmp/sdist"
+    source=$(find "$tmp/sdist" -mindepth 1 -maxdepth 1 -type d)
+    for p in "$patches"/*.patch; do
+      echo "Applying $(basename "$p")"
+      patch -p1 --batch --forward --silent -d "$source" <"$p"
+    done
+  fi
+  "$python" -m pip wheel --no-deps --no-cache-dir --disable-pip-version-check --wheel-dir "$tmp/wheel" "$source"
   printf '%s\n' "$key_text" >"$tmp/wheel/key.txt"
   # Renamed whole; if another install finished the same key first, its wheel is as good as ours.
   mv -T "$tmp/wheel" "$dir" 2>/dev/null || compgen -G "$dir/*.whl" >/dev/null

@@ -26,7 +26,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals
 
-from server.engine import invariance, stepplan
+from server.engine import stepplan
 from server.engine.constraints.grammar import Candidates, LlamaGrammar
 from server.engine.constraints.sampler import ConstrainedSampler, GrammarStuck
 from server.engine.constraints.vocab_index import VocabIndex
@@ -109,10 +109,6 @@ class BatchDecoder(ModelFacts, TokenFlow):
         self._index: VocabIndex | None = None  # see vocab_index_
         self._index_lock = threading.Lock()
         self._spec = speculator  # speculative decoding (server/engine/speculation/speculator.py), None when off
-        # Batch-invariant shapes (server/engine/invariance.py): CPU only, the GPU kernels differ.
-        self._invariant = invariance.applies(cfg)
-        self._max_rows = invariance.MAX_ROWS if self._invariant else cfg.n_batch
-        self._n_ubatch = lc.llama_n_ubatch(self._c)
         self._feeds: list[stepplan.Feed] = []
 
     @classmethod
@@ -258,15 +254,11 @@ class BatchDecoder(ModelFacts, TokenFlow):
         for seq in running:
             seq.i_batch = -1
         cfg = self.cfg
-        self._feeds = feeds = stepplan.plan(running, cfg.n_batch, cfg.prefill_chunk, self._max_rows)
-        if self._invariant:
-            stepplan.shape(feeds, self._n_ubatch, self._max_rows)
+        self._feeds = feeds = stepplan.plan(running, cfg.n_batch, cfg.prefill_chunk)
         n = 0
         for f in feeds:
             seq, k = f.seq, len(f.tokens)
             assert seq.slot is not None  # every running sequence holds one
-            if f.pos < seq.n_past:  # recomputing cells it holds: drop them first
-                self._rewind(seq, f.pos)
             end = n + k
             self._tok[n:end] = f.tokens
             self._pos[n:end] = np.arange(f.pos, f.pos + k, dtype=np.int32)
@@ -279,13 +271,6 @@ class BatchDecoder(ModelFacts, TokenFlow):
             n = end
         self._batch.batch.n_tokens = n
         return n
-
-    def _rewind(self, seq: Sequence, pos: int) -> None:
-        """Forget `seq`'s cells from `pos` on; they are about to be computed again."""
-        assert seq.slot is not None
-        lc.llama_memory_seq_rm(self._mem, seq.slot.id, pos, -1)
-        del seq.slot.cached[pos:]
-        seq.n_past, seq.n_cached = pos, min(seq.n_cached, pos)
 
     def _plan_drafts(self, running: list[Sequence]) -> None:
         """Drafts for this step's decoding sequences (none while a prompt is being evaluated:

@@ -3,7 +3,7 @@
 llama.cpp's CPU backend picks kernels by batch shape, and two kernels add a row's terms in
 different orders, so the same token can get logits that differ in the last bits, and a greedy
 near-tie flips ("Why" / "why"). What the pinned llama.cpp does (read in its source and probed; the
-end-to-end property is tested in tests/server/test_invariance.py):
+end-to-end property is tested in tests/server/test_invariance.py), and what is done about it:
 
 - Weights repacked at load ("extra buffer types": Q4_K, Q6_K, Q4_0... on AVX2 and up) are
   multiplied four rows at a time by one kernel and the remaining rows by another, so a row's
@@ -11,12 +11,14 @@ end-to-end property is tested in tests/server/test_invariance.py):
 - Unrepacked K-quant weights take a tiled kernel from 8 rows up and a dot product below.
   -> Tiled matmul off for the process (`configure_process`, `prepare`); the dot product serves
   every size.
-- Flash attention runs each query row through the same loop over the KV cells, except when
-  one sequence has 64 or more rows in a ubatch (a tiled f32 GEMM) or when a single row is
-  alone in its ubatch and the KV view has 512 or more cells (the cells are split across
-  threads and the partial sums merged). -> At most `MAX_ROWS` rows of one sequence per
-  decode, and a row that would be alone in its ubatch with that many cells gets its
-  predecessor recomputed beside it (`lone_rows` says which; the decoder does it).
+- Flash attention has three paths: a loop over the KV cells for fewer than 64 query rows of a
+  sequence, a tiled GEMM from 64 rows, and for a lone row with 512 or more cells a split of
+  the cells across threads. -> deploy/llama-patches/0001 (applied by `make install`): with
+  GGML_CPU_FA_INVARIANT=1 every row takes the tiled path, which computes each score as one
+  FMA chain in a fixed order and walks the KV tiles from cell 0, so a row's result depends on
+  its own query, mask and cells only; the tiled kernel multiplies only a tile's valid rows, so
+  a decode row costs one row. `available()` checks that the loaded build carries the patch.
+  Prompts are then processed a whole ubatch at a time: no cap on a sequence's rows per step.
 
 What does not depend on the batch: everything else is computed row by row (norms, RoPE,
 activations, the quantization of activations); the llamafile GEMM that multiplies Q8_0,
@@ -26,102 +28,86 @@ prefix reuse or copied back from the RAM prompt cache equal freshly computed one
 sequence has its own KV stream, filled in position order, so attention visits its cells in
 the same order).
 
-Not covered: GPU backends (their own kernel choices), flash attention off (its KQ product
-takes the llamafile GEMM from two rows and a dot product for one), and f16/f32 weight
-matrices (the same GEMM and dot product disagree there). BATCH_INVARIANT=off leaves every
-kernel choice to llama.cpp again.
+Not covered (`unavailable` says which applies): GPU backends (their own kernel choices), flash
+attention off (its KQ product takes the llamafile GEMM from two rows and a dot product for one),
+a quantized KV cache (the tiled path reads f16 or f32 cells), a llama.cpp built without the
+patch, and f16/f32 weight matrices (the same GEMM and dot product disagree there).
+BATCH_INVARIANT=off leaves every kernel choice to llama.cpp again.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+from pathlib import Path
 from typing import Any
 
 from server.engine.decoder_types import DecoderConfig
 
-# ggml-cpu's flash attention switches to its tiled path at this many query rows of one sequence.
+# ggml-cpu's flash attention switches to its tiled path at this many query rows of one sequence
+# in an unpatched build (the embedder still shapes its batches by it: server/engine/embedding/).
 FA_TILE_ROWS = 64
 MAX_ROWS = FA_TILE_ROWS - 1
-# A lone query row is split across threads when the KV view has >= 512 cells; the view is the
-# sequence's cells padded to 256, so that happens once a row's position reaches 256.
-LONE_ROW_MIN_POS = 256
+
+TILED_MM = "GGML_CPU_TILED_MM"
+FA_INVARIANT = "GGML_CPU_FA_INVARIANT"
+# An explicit setting is the operator's, never changed here.
+_OWN = {name: name not in os.environ for name in (TILED_MM, FA_INVARIANT)}
+_INVARIANT_ENV = {TILED_MM: "0", FA_INVARIANT: "1"}
+_CELL_TYPES = ("f16", "f32")  # what the tiled flash attention reads
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the llama.cpp that llama_cpp loaded carries deploy/llama-patches/0001."""
+    import llama_cpp
+
+    lib = Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"
+    try:
+        return hasattr(ctypes.CDLL(str(lib)), "ggml_cpu_fa_invariant_available")
+    except OSError:
+        return False
+
+
+def unavailable(cfg: DecoderConfig) -> str | None:
+    """Why a decoder with DecoderConfig `cfg`, asked for invariance, cannot have it (None: it can)."""
+    if cfg.n_gpu_layers != 0:
+        return "layers on a GPU take the GPU's kernels"
+    if cfg.flash_attn == "off":
+        return "flash attention is off"
+    if cfg.type_k not in _CELL_TYPES or cfg.type_v not in _CELL_TYPES:
+        return "the KV cache is quantized"
+    if not available():
+        return "this llama.cpp was built without deploy/llama-patches (make install applies them)"
+    return None
 
 
 def applies(cfg: DecoderConfig) -> bool:
-    """Whether a decoder with DecoderConfig `cfg` shapes its batches for invariance: asked for,
-    and on the CPU (with layers on a GPU, the GPU's kernels decide)."""
-    return bool(cfg.batch_invariant) and cfg.n_gpu_layers == 0
-
-
-TILED_MM = "GGML_CPU_TILED_MM"
-_OWN_TILED_MM = TILED_MM not in os.environ  # an explicit setting is the operator's, never changed here
+    """Whether a decoder with DecoderConfig `cfg` gets batch-invariant kernels: asked for, and possible."""
+    return bool(cfg.batch_invariant) and unavailable(cfg) is None
 
 
 def configure_process() -> None:
-    """Turn ggml-cpu's tiled K-quant matmul off. ggml reads the variable once, when the process
+    """Set ggml-cpu's kernel switches for invariance. ggml reads them once, when the process
     creates its first context; so this runs when the decoder module is imported, before any
     llama.cpp context exists (a test session may make several), and `prepare` undoes it for
     a server started with BATCH_INVARIANT=off."""
-    if _OWN_TILED_MM:
-        os.environ[TILED_MM] = "0"
+    for name, value in _INVARIANT_ENV.items():
+        if _OWN[name]:
+            os.environ[name] = value
 
 
 def prepare(cfg: DecoderConfig) -> None:
-    """Before the decoder's context is created: the kernel setting its config asks for."""
-    if _OWN_TILED_MM:
-        if applies(cfg):
-            os.environ[TILED_MM] = "0"
-        else:
-            os.environ.pop(TILED_MM, None)
+    """Before the decoder's context is created: the kernel settings its config asks for."""
+    for name, value in _INVARIANT_ENV.items():
+        if _OWN[name]:
+            if applies(cfg):
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
 
 
 def model_params(mparams: Any) -> None:
     """Keep the weights as stored: no repacking into the row-grouped CPU layouts."""
     mparams.use_extra_bufts = False
-
-
-def ubatches(seq_of_row: list[int], n_ubatch: int) -> list[dict[int, list[int]]]:
-    """The ubatches llama_decode splits a batch into when each sequence has its own KV stream:
-    llama_batch_allocr::split_equal(n_ubatch, sequential=true). `seq_of_row[i]` is row i's
-    sequence id; each ubatch maps its sequences to their row indices (the same count each).
-
-    A ubatch takes sequences with consecutive ids, in the order they first appear among the
-    unused rows, and then the same number of rows from each while all have rows left.
-    """
-    rows: dict[int, list[int]] = {}
-    for i, s in enumerate(seq_of_row):
-        rows.setdefault(s, []).append(i)
-    used = [False] * len(seq_of_row)
-    nxt = {s: 0 for s in rows}
-    out: list[dict[int, list[int]]] = []
-    while not all(used):
-        chosen: list[int] = []
-        for i, s in enumerate(seq_of_row):
-            if used[i] or s in chosen or (chosen and s != chosen[-1] + 1):
-                continue
-            chosen.append(s)
-            if len(chosen) > n_ubatch:
-                break
-        taken: dict[int, list[int]] = {s: [] for s in chosen}
-        while all(nxt[s] < len(rows[s]) for s in chosen):
-            for s in chosen:
-                i = rows[s][nxt[s]]
-                used[i] = True
-                nxt[s] += 1
-                taken[s].append(i)
-            if (len(taken[chosen[0]]) + 1) * len(chosen) > n_ubatch:
-                break
-        out.append(taken)
-    return out
-
-
-def lone_rows(seq_of_row: list[int], pos_of_row: list[int], n_ubatch: int) -> list[int]:
-    """Sequences with a row that would sit alone in its ubatch at a position where flash
-    attention splits the KV cells across threads."""
-    return [
-        s
-        for ub in ubatches(seq_of_row, n_ubatch)
-        if len(ub) == 1
-        for s, idx in ub.items()
-        if len(idx) == 1 and pos_of_row[idx[0]] >= LONE_ROW_MIN_POS
-    ]

@@ -8,6 +8,7 @@ server/engine/invariance.py; a context too small for the slots is refused before
 from __future__ import annotations
 
 import ctypes
+import logging
 from pathlib import Path
 
 import llama_cpp.llama_cpp as lc
@@ -20,6 +21,7 @@ from server.engine.speculation.drafts import DraftSource, NgramDraft
 from server.engine.speculation.speculator import Speculator
 
 invariance.configure_process()  # before any context exists: ggml reads it once
+log = logging.getLogger(__name__)
 
 Opened = tuple[_internals.LlamaModel, _internals.LlamaContext, DecoderConfig, "Speculator | None"]
 
@@ -36,6 +38,8 @@ def open_model(model_path: str | Path, cfg: DecoderConfig) -> Opened:
     invariance.prepare(cfg)
     if invariance.applies(cfg):
         invariance.model_params(mparams)
+    elif cfg.batch_invariant and cfg.n_gpu_layers == 0:
+        log.warning("batch-invariant decoding is off: %s", invariance.unavailable(cfg))
     model = _internals.LlamaModel(path_model=str(model_path), params=mparams, verbose=cfg.verbose)
     ctx = _internals.LlamaContext(model=model, params=context_params(cfg), verbose=cfg.verbose)
     per_seq = lc.llama_n_ctx_seq(ctx.ctx)

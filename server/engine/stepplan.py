@@ -48,4 +48,3 @@ def plan(running: list[Sequence], n_batch: int, prefill_chunk: int) -> list[Feed
         budget -= k
     feeds.sort(key=lambda f: f.slot.id)
     return feeds
-

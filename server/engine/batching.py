@@ -26,7 +26,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals
 
-from server.engine import stepplan
+from server.engine import invariance, stepplan
 from server.engine.constraints.grammar import Candidates, LlamaGrammar
 from server.engine.constraints.sampler import ConstrainedSampler, GrammarStuck
 from server.engine.constraints.vocab_index import VocabIndex
@@ -109,6 +109,7 @@ class BatchDecoder(ModelFacts, TokenFlow):
         self._index: VocabIndex | None = None  # see vocab_index_
         self._index_lock = threading.Lock()
         self._spec = speculator  # speculative decoding (server/engine/speculation/speculator.py), None when off
+        self._invariant = invariance.applies(cfg)  # batch-invariant kernels (server/engine/invariance.py)
         self._feeds: list[stepplan.Feed] = []
 
     @classmethod
@@ -187,6 +188,7 @@ class BatchDecoder(ModelFacts, TokenFlow):
     def _decode(self, n: int) -> None:
         self._stats.start()
         t0 = time.perf_counter()
+        invariance.use(self._invariant)
         rc = lc.llama_decode(self._c, self._batch.batch)
         if rc == 1 and self._table.evict_idle():  # unified KV: idle caches may fill it
             rc = lc.llama_decode(self._c, self._batch.batch)

@@ -13,12 +13,15 @@ end-to-end property is tested in tests/server/test_invariance.py), and what is d
   every size.
 - Flash attention has three paths: a loop over the KV cells for fewer than 64 query rows of a
   sequence, a tiled GEMM from 64 rows, and for a lone row with 512 or more cells a split of
-  the cells across threads. -> deploy/llama-patches/0001 (applied by `make install`): with
-  GGML_CPU_FA_INVARIANT=1 every row takes the tiled path, which computes each score as one
-  FMA chain in a fixed order and walks the KV tiles from cell 0, so a row's result depends on
-  its own query, mask and cells only; the tiled kernel multiplies only a tile's valid rows, so
-  a decode row costs one row. `available()` checks that the loaded build carries the patch.
-  Prompts are then processed a whole ubatch at a time: no cap on a sequence's rows per step.
+  the cells across threads. -> deploy/llama-patches/0001 (applied by `make install`): after
+  `use(True)` in the thread that calls llama_decode, every row of its graphs takes the tiled
+  path, which computes each score as one FMA chain in a fixed order and walks the KV tiles
+  from the stream's first cell, so a row's result depends on its own query, mask and cells
+  only (each slot has its own KV stream); the tiled kernel multiplies only a tile's valid
+  rows, so a decode row costs one row. The switch is per thread and per call: an embedding
+  context in the same thread, whose sequences share one stream at varying offsets, keeps
+  llama.cpp's own paths (server/engine/embedding/embedder.py). `available()` checks that the
+  loaded build carries the patch. Prompts are evaluated a whole ubatch at a time.
 
 What does not depend on the batch: everything else is computed row by row (norms, RoPE,
 activations, the quantization of activations); the llamafile GEMM that multiplies Q8_0,
@@ -51,23 +54,48 @@ FA_TILE_ROWS = 64
 MAX_ROWS = FA_TILE_ROWS - 1
 
 TILED_MM = "GGML_CPU_TILED_MM"
-FA_INVARIANT = "GGML_CPU_FA_INVARIANT"
-# An explicit setting is the operator's, never changed here.
-_OWN = {name: name not in os.environ for name in (TILED_MM, FA_INVARIANT)}
-_INVARIANT_ENV = {TILED_MM: "0", FA_INVARIANT: "1"}
+_OWN_TILED_MM = TILED_MM not in os.environ  # an explicit setting is the operator's, never changed here
 _CELL_TYPES = ("f16", "f32")  # what the tiled flash attention reads
 
 
-@functools.cache
-def available() -> bool:
-    """Whether the llama.cpp that llama_cpp loaded carries deploy/llama-patches/0001."""
+def _loaded_ggml_cpu() -> Path:
+    """The ggml-cpu library this process runs: a wheel holds libggml-cpu.so, .so.0 and .so.0.x as
+    three copies, and opening another copy than the one libllama loaded would give a second,
+    unused instance of it."""
+    import llama_cpp.llama_cpp  # noqa: F401  (loads libllama and, through it, libggml-cpu)
+
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if Path(path).name.startswith("libggml-cpu"):
+                return Path(path)
     import llama_cpp
 
-    lib = Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"
+    return Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so.0"
+
+
+@functools.cache
+def _switch() -> Any:
+    """ggml_cpu_set_fa_invariant of the llama.cpp that llama_cpp loaded (None: built without the patch)."""
     try:
-        return hasattr(ctypes.CDLL(str(lib)), "ggml_cpu_fa_invariant_available")
-    except OSError:
-        return False
+        fn = ctypes.CDLL(str(_loaded_ggml_cpu())).ggml_cpu_set_fa_invariant
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_bool], None
+    return fn
+
+
+def available() -> bool:
+    """Whether the llama.cpp that llama_cpp loaded carries deploy/llama-patches/0001."""
+    return _switch() is not None
+
+
+def use(on: bool) -> None:
+    """The graphs this thread computes next take the batch-invariant flash attention, or llama.cpp's
+    own paths; called before every llama_decode, since a thread may serve two contexts."""
+    switch = _switch()
+    if switch is not None:
+        switch(on)
 
 
 def unavailable(cfg: DecoderConfig) -> str | None:
@@ -89,23 +117,21 @@ def applies(cfg: DecoderConfig) -> bool:
 
 
 def configure_process() -> None:
-    """Set ggml-cpu's kernel switches for invariance. ggml reads them once, when the process
+    """Turn ggml-cpu's tiled K-quant matmul off. ggml reads the variable once, when the process
     creates its first context; so this runs when the decoder module is imported, before any
     llama.cpp context exists (a test session may make several), and `prepare` undoes it for
     a server started with BATCH_INVARIANT=off."""
-    for name, value in _INVARIANT_ENV.items():
-        if _OWN[name]:
-            os.environ[name] = value
+    if _OWN_TILED_MM:
+        os.environ[TILED_MM] = "0"
 
 
 def prepare(cfg: DecoderConfig) -> None:
-    """Before the decoder's context is created: the kernel settings its config asks for."""
-    for name, value in _INVARIANT_ENV.items():
-        if _OWN[name]:
-            if applies(cfg):
-                os.environ[name] = value
-            else:
-                os.environ.pop(name, None)
+    """Before the decoder's context is created: the kernel setting its config asks for."""
+    if _OWN_TILED_MM:
+        if applies(cfg):
+            os.environ[TILED_MM] = "0"
+        else:
+            os.environ.pop(TILED_MM, None)
 
 
 def model_params(mparams: Any) -> None:

@@ -10,13 +10,14 @@ thread cuts or refuses longer ones (server/engine/embedding/inputs.py).
 
 A request's vectors never depend on what shared its batch, bit for bit (tested in
 tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
-- attention: the batch-invariant flash attention (server/engine/invariance.py) takes the tiled
-  kernel for every row, whose tiles of cells and SIMD lanes are counted from the start of the
-  batch: a sequence's bits depend on where it starts, and on nothing after its own cells
-  (tried: a sequence 8 rows in gets other bits than at row 0 or 16) -> a batch holds one
-  sequence, at row 0, and a filler after it where one is needed; jobs take turns, one input
-  a batch. (Without flash attention the softmax and the KQV product group a row's terms the
-  same way, and every row pays for every other sequence's cells.)
+- attention: with flash attention, a batch of fewer than 64 rows runs each row through one
+  loop over the cells it may see, in cell order, skipping every other sequence's: what
+  shares the batch, and where, changes nothing. From 64 rows up a tiled kernel takes over
+  whose tiles of 64 cells split a sequence by where it starts (server/engine/invariance.py)
+  -> a batch holds at most MAX_ROWS (63) rows, or one sequence alone (and its filler): a
+  sequence is always computed the same one of those two ways. (Without flash attention the
+  softmax and the KQV product group a row's terms by SIMD lanes counted from the start of
+  the batch, and every row pays for every other sequence's cells: 2.7x slower here.)
 - pooling: llama.cpp's mean pooling is a matrix product over the whole batch -> the context
   returns each token's vector (pooling "none") and the mean, first or last is taken here,
   per sequence, always in the same order;
@@ -25,7 +26,7 @@ tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
   per sequence, so a rank batch always ends with a one-row filler sequence;
 - quantized weights are kept unrepacked and the tiled K-quant kernel off, as for
   generation (server/engine/invariance.py), since the model is the same one.
-BATCH_INVARIANT=off packs a batch with as many sequences as fit, its kernels as llama.cpp picks.
+BATCH_INVARIANT=off lets a batch fill the whole physical batch, its kernels as llama.cpp picks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import llama_cpp.llama_cpp as lc
 import numpy as np
 from llama_cpp import _internals
 
+from server.engine import invariance
 from server.engine.decoder_types import DecoderStats
 from server.engine.embedding.inputs import TokenFacts
 from server.engine.embedding.jobs import POOLING_IDS, EmbedJob
@@ -58,6 +60,7 @@ class Embedder:
         self.cfg, self._model, self._owns_model = cfg, model, owns_model
         self.rank = cfg.pooling == "rank"
         self.n_ubatch = cfg.limit + 1  # the longest sequence and a one-row filler
+        self.batch_rows = invariance.MAX_ROWS if cfg.invariant else self.n_ubatch  # or one sequence alone
         n_seq_max = min(lc.llama_max_parallel_sequences(), self.n_ubatch)
         self.max_sequences = n_seq_max - 1  # and a filler
         self._ctx = _internals.LlamaContext(model=model, params=self._params(n_seq_max), verbose=False)
@@ -129,6 +132,7 @@ class Embedder:
             return 0
         n = self._write(placed)
         self._stats.start()
+        invariance.use(False)  # llama.cpp's own attention paths, which the layout above is made for
         if self._mem is not None:  # a chat model: each batch starts from an empty KV cache
             lc.llama_memory_clear(self._mem, True)
             rc = lc.llama_decode(self._c, self._batch.batch)
@@ -155,8 +159,7 @@ class Embedder:
         """(job, input index, first row, tokens) for the waiting sequences of this batch. Jobs take
         turns, one input each per turn, oldest first: a one-text request waiting behind bulk ones
         gets into the next batch instead of after all of theirs. The first input that does not
-        fit ends the batch and leads the next one, so none waits for ever. Batch-invariant: one
-        input a batch, and the job that gave it goes behind the others."""
+        fit ends the batch and leads the next one, so none waits for ever."""
         placed: list[tuple[EmbedJob, int, int, list[int]]] = []
         rows, extra, turn = 0, int(self.rank), True
         while turn:
@@ -170,14 +173,11 @@ class Embedder:
                     self._jobs.remove(job)
                     continue
                 tokens = job.sequences[job.placed]
-                if placed and rows + len(tokens) + extra > self.n_ubatch:
+                if placed and rows + len(tokens) + extra > self.batch_rows:
                     return placed
                 placed.append((job, job.placed, rows, tokens))
                 job.placed, rows, turn = job.placed + 1, rows + len(tokens), True
-                if self.cfg.invariant:
-                    self._jobs.rotate(-1 - self._jobs.index(job))  # it goes behind the others
-                    return placed
-                if rows + extra >= self.n_ubatch or len(placed) == self.max_sequences:
+                if rows + extra >= self.batch_rows or len(placed) == self.max_sequences:
                     return placed  # full, or a long sequence alone
         return placed
 

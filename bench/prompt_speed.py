@@ -39,11 +39,12 @@ CORPUS = sorted((ROOT / "docs").glob("*.md"))
 
 
 def prompt_text(n_tokens: int, salt: int) -> str:
-    """About `n_tokens` tokens of documentation text (4 characters a token), different for every
-    `salt` (its start moves), so that no two passes send the same prompt."""
+    """About `n_tokens` tokens of documentation text (its markdown and code run about 2.3 characters
+    a token), different for every `salt` (its start moves), so that no two passes send the same prompt."""
     text = "\n\n".join(p.read_text() for p in CORPUS)
-    start = (salt * 7919) % max(1, len(text) - 4 * n_tokens)
-    body = text[start : start + 4 * n_tokens]
+    n_chars = int(2.3 * n_tokens)
+    start = (salt * 7919) % max(1, len(text) - n_chars)
+    body = text[start : start + n_chars]
     return "Summarize the following documentation in one sentence.\n\n" + body
 
 
@@ -65,7 +66,7 @@ def one_pass(side: str, model: Path, size: int, clients: int, salt: int, a: argp
     proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_ready(base + "/health", proc)
+        wait_ready(base + ("/health" if side == "llama-server" else "/api/health"), proc)
         bodies = [
             {
                 "messages": [{"role": "user", "content": prompt_text(size, salt * 16 + i)}],
@@ -140,6 +141,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--sizes", default="500,1500,3500", help="prompt sizes, in tokens")
     ap.add_argument("--clients", default="1,4", help="requests arriving together")
+    ap.add_argument("--together-max", type=int, default=3500, help="largest size sent by several clients at once")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=4096, help="context per slot")
@@ -154,6 +156,8 @@ def main(argv: list[str]) -> int:
     for k in range(a.rounds):
         for size in sizes:
             for n in clients:
+                if n > 1 and size > a.together_max:
+                    continue
                 order = SIDES[k % 3 :] + SIDES[: k % 3]
                 for side in order:
                     r = one_pass(side, a.model.resolve(), size, n, k, a)
@@ -174,7 +178,7 @@ def main(argv: list[str]) -> int:
         "raw": raw,
     }
     write_atomic(out, (json.dumps(doc, indent=1) + "\n").encode())
-    print("wrote", out.relative_to(ROOT))
+    print("wrote", out)
     return 0
 
 

@@ -3,12 +3,16 @@
 Each step, a decoding sequence may append a draft (guessed next tokens from a
 DraftSource, server/engine/speculation/drafts.py) after its one token; the decoder evaluates
 all of them in the same llama_decode as every other slot's tokens. `accept`
-then walks the draft: the target's own choice at each position is computed
-exactly as plain decoding would (greedy, with the repeat penalty over the tokens
-before it) and the draft is kept while it agrees; the first disagreement gives
-the target's own token for free. So at temperature 0 the accepted text is the
-text plain decoding produces. Sampled (temperature > 0) and grammar-constrained
-requests do not draft.
+then walks the draft as llama.cpp's common_sampler_sample_and_accept_n does: at
+each position the target's token is chosen exactly as plain decoding chooses it
+(greedy, the request's sampler chain with its seeded draw, or sampling under its
+grammar), from that position's row of logits, with the sampler's state (penalties,
+grammar, random numbers) advanced by the tokens kept before it; the draft is kept
+while it equals that token, and the first disagreement is the target's own token,
+as plain decoding would have produced it. Nothing is sampled after it, so the
+sampler draws exactly the random numbers plain decoding draws: with batch-invariant
+logits (server/engine/invariance.py) the accepted text is plain decoding's text, at
+any temperature, under a grammar, and with the same log-probabilities.
 
 Drafting costs compute, which a CPU does not have spare when the batch is full:
 a step's drafts are capped by `max_step_tokens` (decode tokens included), each
@@ -40,8 +44,13 @@ class DraftState:
     draft: tuple[int, ...] = ()
     kind: int = 0  # the draft source's kind of guess the draft is (its acceptance is measured per kind)
     streak: bool = False  # its last draft was kept whole: the answer is copying, the next guess likely right
+    sampled: bool = False  # its tokens are drawn at random: a guess is kept less often than a greedy one's
     drafted: int = 0
     accepted: int = 0
+
+
+def _never(token: int) -> bool:
+    return False
 
 
 class Speculator:
@@ -51,15 +60,15 @@ class Speculator:
         self.cost = StepCost(COST_MAX_ROWS)
         # Acceptance per kind of guess, over all sequences: a new request starts from what the
         # earlier ones measured (a copy matched on 12 tokens is kept far more often than on 2).
-        self.acceptance: dict[int, Acceptance] = {}
+        self.acceptance: dict[tuple[int, bool, bool], Acceptance] = {}
 
     def observe(self, rows: int, seconds: float) -> None:
         """A decode step's size and time, for the cost model."""
         self.cost.observe(rows, seconds)
 
-    def begin(self, key: int, prompt: Sequence[int]) -> DraftState:
+    def begin(self, key: int, prompt: Sequence[int], sampled: bool = False) -> DraftState:
         self.source.begin(key, prompt)
-        return DraftState(DraftLength(self.n_max))
+        return DraftState(DraftLength(self.n_max), sampled=sampled)
 
     def end(self, key: int) -> None:
         self.source.end(key)
@@ -87,14 +96,19 @@ class Speculator:
             budget -= len(state.draft)
             rows, tokens = rows + len(state.draft), tokens + expected_kept(p, len(state.draft))
 
-    def accept(self, state: DraftState, choose: Callable[[int, list[int]], int]) -> list[int]:
+    def accept(
+        self, state: DraftState, choose: Callable[[int, list[int]], int], final: Callable[[int], bool] = _never
+    ) -> list[int]:
         """The tokens the target emits this step: `choose(i, kept)` is the target's token at
         draft position i (0 = after the sequence's own token) given the drafted tokens kept
-        so far. Returns the kept draft tokens followed by the target's next own token."""
+        so far; it is called once per position, in order, and never after a disagreement,
+        so a sampler that draws a random number per call draws as plain decoding does.
+        A kept token that is `final` (end of generation) ends the walk: nothing after it
+        is output. Returns the kept draft tokens followed by the target's next own token."""
         kept: list[int] = []
         for i, guess in enumerate(state.draft):
             token = choose(i, kept)
-            if token != guess:
+            if token != guess or final(token):
                 return self._done(state, kept, token)
             kept.append(token)
         return self._done(state, kept, choose(len(state.draft), kept))
@@ -113,7 +127,8 @@ class Speculator:
         return [*kept, own]
 
 
-def _bucket(state: DraftState) -> int:
-    """What acceptance is measured over: the kind of guess, and whether the sequence's last draft
-    was kept whole (inside a copied run nearly every guess is right; at its start, far fewer)."""
-    return 2 * state.kind + state.streak
+def _bucket(state: DraftState) -> tuple[int, bool, bool]:
+    """What acceptance is measured over: the kind of guess, whether the sequence's last draft
+    was kept whole (inside a copied run nearly every guess is right; at its start, far fewer),
+    and whether the sequence samples (a random draw keeps fewer guesses than greedy)."""
+    return state.kind, state.streak, state.sampled

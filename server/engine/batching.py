@@ -28,6 +28,7 @@ from llama_cpp import _internals
 
 from server.engine import invariance, stepplan
 from server.engine.constraints.grammar import Candidates, LlamaGrammar
+from server.engine.constraints.guide import guide
 from server.engine.constraints.sampler import ConstrainedSampler, GrammarStuck
 from server.engine.constraints.vocab_index import VocabIndex
 from server.engine.decoder_types import (
@@ -49,8 +50,9 @@ from server.engine.sampling import (
 )
 from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
-from server.engine.speculation.speculator import DraftState, Speculator
+from server.engine.speculation.speculator import Guide, Speculator
 from server.engine.token_flow import TokenFlow
+from server.engine.tokens.tokenizing import tokenize_whole
 
 log = logging.getLogger(__name__)
 STUCK = -1  # what a verified row gives when nothing fits the grammar: never a drafted token
@@ -294,17 +296,22 @@ class BatchDecoder(ModelFacts, TokenFlow):
         if self._spec is None:
             return
         decoding = [s for s in running if s.state == DECODING]
-        candidates: list[tuple[int, DraftState, list[int], int]] = []
-        if not any(s.state == PREFILL for s in running):
-            candidates = [
-                (s.slot.id, s.spec, [*s.prompt, *s.tokens], self._draft_room(s))
-                for s in decoding
-                if s.spec is not None and s.slot is not None
-            ]
+        keyed = [(s.slot.id, s) for s in decoding if s.spec is not None and s.slot is not None]
+        if any(s.state == PREFILL for s in running):
+            keyed = []
+        candidates = [(key, s.spec, [*s.prompt, *s.tokens], self._draft_room(s)) for key, s in keyed if s.spec]
         for s in decoding:
             if s.spec is not None:
                 s.spec.draft = ()
-        self._spec.plan(candidates, len(decoding))
+        guides = {key: self._guide(seq.constraint) for key, seq in keyed if seq.constraint is not None}
+        self._spec.plan(candidates, len(decoding), guides)
+
+    def _guide(self, constraint: ConstrainedSampler) -> Guide:
+        """What the grammar makes of a draft: cut where it refuses, extended by what it forces."""
+        return lambda draft, n_max: guide(constraint, draft, n_max, self._tokenize_bytes)
+
+    def _tokenize_bytes(self, data: bytes) -> list[int]:
+        return tokenize_whole(self._vocab, data, False, False)
 
     def _draft_room(self, seq: Sequence) -> int:
         """How many drafted tokens `seq` could still use: answer length and context left."""

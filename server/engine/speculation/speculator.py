@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from server.engine.speculation.cost import Acceptance, StepCost, expected_kept, worth
 from server.engine.speculation.drafts import DraftLength, DraftSource
@@ -34,6 +34,8 @@ from server.engine.speculation.drafts import DraftLength, DraftSource
 # Steps of more rows than this (long prompt chunks) are not used to fit the cost of a row.
 COST_MAX_ROWS = 64
 PROBE = 2  # tokens drafted to measure a kind of guess again after drafts of it were refused for long
+GUIDED = -1  # the kind of a draft made only of what a grammar forces (the source had no guess)
+Guide = Callable[[list[int], int], list[int]]  # (draft, most tokens) -> the draft a grammar makes of it
 
 
 @dataclass
@@ -73,17 +75,28 @@ class Speculator:
     def end(self, key: int) -> None:
         self.source.end(key)
 
-    def plan(self, candidates: Sequence[tuple[int, DraftState, Sequence[int], int]], n_decoding: int) -> None:
+    def plan(
+        self,
+        candidates: Sequence[tuple[int, DraftState, Sequence[int], int]],
+        n_decoding: int,
+        guides: Mapping[int, Guide] | None = None,
+    ) -> None:
         """Set each candidate's draft for this step. A candidate: (key, state, history, room),
         room = how many tokens it may still take (max_tokens and context left). The step's
         budget (max_step_tokens minus the decoding sequences' own tokens) goes first come, and
-        each draft must be worth the rows it adds (draftcost.worth), or it is halved until it is."""
+        each draft must be worth the rows it adds (draftcost.worth), or it is halved until it is.
+        `guides`: per key, what a sequence's grammar makes of a draft (cut where it refuses,
+        extended by what it forces: server/engine/constraints/guide.py); a guided sequence
+        drafts what its grammar forces even where the source has no guess (kind GUIDED)."""
         budget = self.max_step_tokens - n_decoding
         rows, tokens = n_decoding, float(n_decoding)
         for key, state, history, room in candidates:
+            guide = guides.get(key) if guides else None
             state.draft, state.kind = (), self.source.kind(key, history)
             if not state.kind:
-                continue
+                if guide is None:
+                    continue
+                state.kind = GUIDED
             acceptance = self.acceptance.setdefault(_bucket(state), Acceptance())
             p, k = acceptance.p, min(state.length.next(), room, budget)
             while k > 0 and not worth(self.cost, rows, tokens, k, p):
@@ -91,7 +104,9 @@ class Speculator:
             if k == 0 and acceptance.probe():  # refused for long: measure this kind again
                 k = min(PROBE, room, budget)
             started = time.perf_counter()
-            state.draft = tuple(self.source.draft(key, history, k)) if k > 0 else ()
+            if k > 0:
+                draft = self.source.draft(key, history, k) if state.kind != GUIDED else []
+                state.draft = tuple(guide(draft, k) if guide is not None else draft)
             self.cost.drafted(len(state.draft), time.perf_counter() - started)
             budget -= len(state.draft)
             rows, tokens = rows + len(state.draft), tokens + expected_kept(p, len(state.draft))

@@ -1,9 +1,9 @@
 """Draft sources for speculative decoding: guesses of a sequence's next tokens, cheap to make.
 
 The decoder verifies a slot's draft in the same llama_decode as everyone else's
-tokens and keeps the longest prefix the target model agrees with (at
-temperature 0 a drafted token is kept exactly when it is the target's greedy
-token), so a draft source only changes speed, never the text. `NgramDraft`
+tokens and keeps the longest prefix the target model agrees with (a drafted
+token is kept exactly when it is the token the request's sampler picks at its
+place), so a draft source only changes speed, never the text. `NgramDraft`
 copies from the sequence's own history (prompt lookup: an answer that quotes or
 rewrites its prompt repeats long runs of it); `DraftLength` adapts how much to
 draft from the measured acceptance, so a source that keeps missing costs little.

@@ -182,11 +182,41 @@ def test_a_request_that_repeats_an_earlier_one_drafts_the_earlier_answer_from_th
     source.end(0)
     source.begin(1, prompt)  # the same request again, a few tokens into the same answer
     again = [*prompt, *answer[:3]]
-    assert source.kind(1, again) == source.pool_kind
+    assert source.kind(1, again) == source.long_kind  # 33 tokens in: the long pool knows them
     assert source.draft(1, again, 8) == answer[3:11]
+    short = [*prompt[-20:], *answer[:3]]  # fewer than long_n tokens: the 12-gram pool
+    source.begin(2, short)
+    assert source.kind(2, short) == source.pool_kind and source.draft(2, short, 8) == answer[3:11]
     fresh = NgramDraft(n_match=12, n_min=2)
     fresh.begin(1, prompt)
     assert fresh.kind(1, again) == 0 and fresh.draft(1, again, 8) == []  # nothing seen before, nothing to copy
+
+
+def test_a_repeated_answer_whose_records_share_their_keys_is_drafted_whole_from_the_long_pool():
+    """`"city": "` comes before Paris in one record and London in the next: the last 12 tokens
+    cannot tell which, the last 32 can."""
+    key = list(range(500, 514))  # 14 tokens shared by every record, longer than n_match
+    records = [[*key, 600 + i, 601 + i, 602 + i] for i in range(0, 30, 3)]
+    prompt, answer = list(range(1000, 1020)), [t for r in records for t in r]
+    source = NgramDraft(n_match=12, n_min=2)
+    source.begin(0, prompt)
+    source.kind(0, [*prompt, *answer])
+    source.end(0)
+    source.begin(1, prompt)
+    history, drafted = [*prompt, *answer[:40]], []  # the same request, part way into it
+    while len(history) < len(prompt) + len(answer):
+        guess = source.draft(1, history, 8) or [-1]
+        drafted.append(guess[0] == answer[len(history) - len(prompt)])
+        history.append(answer[len(history) - len(prompt)])
+    assert all(drafted)
+    fresh = NgramDraft(n_match=12, n_min=2, long_n=10**6)  # without it: the 12-gram pool, wrong at record starts
+    fresh.begin(0, prompt)
+    fresh.kind(0, [*prompt, *answer])
+    fresh.begin(1, prompt)
+    misses = sum(
+        fresh.draft(1, [*prompt, *answer[:i]], 1) != [answer[i]] for i in range(40, len(answer)) if i % 17 == 14
+    )
+    assert misses > 0
 
 
 def test_the_pool_is_emptied_when_full():

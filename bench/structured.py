@@ -1,12 +1,16 @@
 """Structured-answer benchmark: what a JSON Schema costs, side by side in one run.
 
-Three ratios, each measured in the same run on the same model, prompt and schema
+Four ratios, each measured in the same run on the same model, prompt and schema
 (greedy, no repeat penalty, equal token counts):
   single    ours, json_schema request / the same request unconstrained   (goal >= 0.9)
   batch     ours, 4 clients of which 2 constrained / 4 unconstrained      (goal >= 0.9)
   vs-ref    ours json_schema / llama.cpp's llama-server json_schema       (goal >= 1.0)
-"single" and "vs-ref" compare decode speed as each server reports it (tokens after the
-first / the time they took); "batch" compares aggregate tokens/s seen by the clients.
+  extract   ours, structured extraction with speculation / without        (goal >= 1.3)
+"single", "vs-ref" and "extract" compare decode speed as each server reports it (tokens
+after the first / the time they took); "batch" compares aggregate tokens/s seen by the
+clients. "extract" asks both servers (ours, and ours with SPECULATIVE=off) to copy a
+customer's details from a message into a JSON Schema answer, a message never seen before
+in each round (bench/_extract_prompts.py), and checks that both answers are the same text.
 An unconstrained request generates exactly as many tokens as the constrained answer
 (ignore_eos). Both servers get the same raw prompt through their completion routes.
 Every round runs every measurement, in a rotating order, so load from other work
@@ -37,6 +41,7 @@ import threading
 import time
 from pathlib import Path
 
+import _extract_prompts as extract
 import concurrency as cc
 
 SCHEMA = {
@@ -64,7 +69,7 @@ SCHEMA = {
 PROMPT = "Here are six people, with their name, age and city, as JSON:\n"
 LOGPROB_PROMPT = "The three primary colours are"
 TOP = 5
-GOALS = {"single": 0.9, "batch": 0.9, "vs-ref": 1.0}
+GOALS = {"single": 0.9, "batch": 0.9, "vs-ref": 1.0, "extract": 1.3}
 
 
 class Ours:
@@ -83,6 +88,19 @@ class Ours:
             "decode_tps": r["timings"]["tokens_per_second"],
             "text": r["choices"][0]["text"],
         }
+
+    def extract(self, i: int) -> dict:
+        """The i-th extraction message's details as JSON, through the chat route."""
+        schema = {"name": "customer", "schema": extract.SCHEMA}
+        body = {
+            "messages": [{"role": "user", "content": extract.message(i)}],
+            "max_tokens": 160,
+            "temperature": 0,
+            "repeat_penalty": 1.0,
+            "response_format": {"type": "json_schema", "json_schema": schema},
+        }
+        r = cc.post(self.base + "/v1/chat/completions", body)
+        return {"decode_tps": r["timings"]["tokens_per_second"], "text": r["choices"][0]["message"]["content"]}
 
     def logprobs(self) -> list[dict]:
         body = {"prompt": LOGPROB_PROMPT, "max_tokens": 8, "temperature": 0, "repeat_penalty": 1.0, "logprobs": TOP}
@@ -164,7 +182,7 @@ def concurrent(jobs: list) -> tuple[float, int]:
     return time.perf_counter() - t0, sum(tokens)
 
 
-def one_round(ours: Ours, ref: Reference | None, n: int, r: int) -> dict:
+def one_round(ours: Ours, ref: Reference | None, nospec: Ours | None, n: int, r: int) -> dict:
     """Every measurement once, in an order that rotates with the round."""
     steps = {
         "ours_json": lambda: ours.ask(True, 2 * n)["decode_tps"],
@@ -179,13 +197,25 @@ def one_round(ours: Ours, ref: Reference | None, n: int, r: int) -> dict:
             [lambda: ours.ask(True, 2 * n)] * 2 + [lambda: ours.ask(False, n, True)] * 2
         ),
     }
+    texts: dict[str, str] = {}
+    if nospec is not None:
+        for name, server in (("ours_extract", ours), ("nospec_extract", nospec)):
+            steps[name] = lambda server=server, name=name: _extracted(server, r, texts, name)
     names = list(steps)
     k = r % len(names)
     row = {}
     for name in names[k:] + names[:k]:
         row[name] = round(steps[name](), 2)
         print(f"round {r}  {name:20} {row[name]:8.2f} tokens/s", flush=True)
+    if texts:
+        row["extract_same_text"] = len(set(texts.values())) == 1
     return row
+
+
+def _extracted(server: Ours, r: int, texts: dict[str, str], name: str) -> float:
+    answer = server.extract(r)
+    texts[name] = answer["text"]
+    return float(answer["decode_tps"])
 
 
 def _aggregate(jobs: list) -> float:
@@ -194,7 +224,7 @@ def _aggregate(jobs: list) -> float:
 
 
 def summary(rows: list[dict]) -> dict:
-    keys = rows[0].keys()
+    keys = [k for k, v in rows[0].items() if not isinstance(v, bool)]
     spread = {
         k: {
             "min": min(r[k] for r in rows),
@@ -209,6 +239,8 @@ def summary(rows: list[dict]) -> dict:
     }
     if "ref_json" in rows[0]:
         per_round["vs-ref"] = [r["ours_json"] / r["ref_json"] for r in rows]
+    if "ours_extract" in rows[0]:
+        per_round["extract"] = [r["ours_extract"] / r["nospec_extract"] for r in rows]
     ratios = {
         k: {
             "min": round(min(v), 3),
@@ -252,6 +284,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-reference", action="store_true", help="ours only: no llama-server, so no vs-ref ratio or logprobs check"
     )
     ap.add_argument("--no-profile", action="store_true", help="skip the in-process profile of a constrained token")
+    ap.add_argument("--no-extract", action="store_true", help="skip extraction with and without speculation")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--force", action="store_true")
     return ap.parse_args(argv)
@@ -281,13 +314,17 @@ def main(argv: list[str]) -> int:
             served.append(Server(name, args.model, settings))
         ours = Ours(served[0].base)
         ref = None if args.no_reference else Reference(served[1].base)
+        nospec = None
+        if not args.no_extract:
+            served.append(Server("ours-pN", args.model, settings, {"LLAMA_SERVER_SPECULATIVE": "off"}, "ours-nospec"))
+            nospec = Ours(served[-1].base)
         # On fresh servers, before any other request.
         logprobs = compare_logprobs(ours.logprobs(), ref.logprobs()) if ref else None
         first = ours.ask(True, 400)
         n = first["tokens"]
         json.loads(first["text"])  # the answer parses
         print(f"the constrained answer is {n} tokens; unconstrained requests generate as many", flush=True)
-        rows = [one_round(ours, ref, n, r) for r in range(args.rounds)]
+        rows = [one_round(ours, ref, nospec, n, r) for r in range(args.rounds)]
     finally:
         for s in served:
             s.close()
@@ -389,12 +426,15 @@ def _commit() -> str:
 class Server:
     """One server started as bench/concurrency.py starts it, up for the whole run."""
 
-    def __init__(self, name: str, model: Path, settings: argparse.Namespace) -> None:
+    def __init__(
+        self, name: str, model: Path, settings: argparse.Namespace, env: dict | None = None, label: str = ""
+    ) -> None:
         target = cc.TARGETS[name]
         target.prepare()
         port = cc.free_port()
-        argv, env = target.command(model, port, settings)
-        self.log = open(cc.WORK / f"structured-{name}.log", "w")
+        argv, own_env = target.command(model, port, settings)
+        env = {**own_env, **(env or {})}
+        self.log = open(cc.WORK / f"structured-{label or name}.log", "w")
         self.proc = subprocess.Popen(
             [str(a) for a in argv],
             cwd=cc.ROOT,

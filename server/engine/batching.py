@@ -28,6 +28,7 @@ from llama_cpp import _internals
 
 from server.engine import invariance, stepplan
 from server.engine.constraints.grammar import Candidates, LlamaGrammar
+from server.engine.constraints.guide import guide
 from server.engine.constraints.sampler import ConstrainedSampler, GrammarStuck
 from server.engine.constraints.vocab_index import VocabIndex
 from server.engine.decoder_types import (
@@ -38,6 +39,7 @@ from server.engine.decoder_types import (
     Event,
     PromptTooLongError,
 )
+from server.engine.logprobs import Before
 from server.engine.model_facts import ModelFacts
 from server.engine.opening import open_model
 from server.engine.promptcache import PromptCache
@@ -46,12 +48,14 @@ from server.engine.sampling import (
     build_sampler_chain,
     is_greedy,
 )
-from server.engine.sequence import DECODING, DONE, PREFILL, Pieces, Sequence
+from server.engine.sequence import DECODING, DONE, EOG, PREFILL, Pieces, Sequence
 from server.engine.slots import SlotTable
-from server.engine.speculation.speculator import DraftState, Speculator
+from server.engine.speculation.speculator import Guide, Speculator
 from server.engine.token_flow import TokenFlow
+from server.engine.tokens.tokenizing import tokenize_whole
 
 log = logging.getLogger(__name__)
+STUCK = -1  # what a verified row gives when nothing fits the grammar: never a drafted token
 
 __all__ = [
     "BatchDecoder",
@@ -230,17 +234,16 @@ class BatchDecoder(ModelFacts, TokenFlow):
             seq.t_start = time.perf_counter()
             if seq.params.grammar is not None:
                 seq.constraint = self._constrained(seq.params)
-                continue
-            # Greedy sequences need no chain: see sampling.greedy_token.
-            banned = self._eog_tokens() if seq.params.ignore_eos else None
-            seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
-            # Speculation checks drafts against plain greedy picks: not for sampled requests, nor for
-            # those with log-probabilities (one record per sampled token).
-            if self._spec is not None and seq.chain is None and seq.params.logprobs is None:
-                seq.spec = self._spec.begin(slot.id, seq.prompt)
+            else:  # greedy sequences need no chain: see sampling.greedy_token
+                banned = self._eog_tokens() if seq.params.ignore_eos else None
+                seq.chain = None if is_greedy(seq.params) else build_sampler_chain(seq.params, self._n_vocab, banned)
+            if self._spec is not None:  # every request may draft: verification samples as plain decoding does
+                seq.spec = self._spec.begin(slot.id, seq.prompt, sampled=not is_greedy(seq.params))
 
     def _constrained(self, params: SamplingParams) -> ConstrainedSampler:
-        """Constrained sequences never speculate: a grammar cannot take back a token it accepted."""
+        """The sampler of a sequence with a grammar. Its drafts are verified without taking anything
+        back: each drafted row is sampled after the grammar accepted the tokens kept before it,
+        and a drafted token the grammar refuses is never the sampled one, so the draft ends there."""
         if self._candidates is None:
             self._candidates = Candidates(self._n_vocab)
         assert params.grammar is not None  # only constrained requests come here
@@ -280,17 +283,22 @@ class BatchDecoder(ModelFacts, TokenFlow):
         if self._spec is None:
             return
         decoding = [s for s in running if s.state == DECODING]
-        candidates: list[tuple[int, DraftState, list[int], int]] = []
-        if not any(s.state == PREFILL for s in running):
-            candidates = [
-                (s.slot.id, s.spec, [*s.prompt, *s.tokens], self._draft_room(s))
-                for s in decoding
-                if s.spec is not None and s.slot is not None
-            ]
+        keyed = [(s.slot.id, s) for s in decoding if s.spec is not None and s.slot is not None]
+        if any(s.state == PREFILL for s in running):
+            keyed = []
+        candidates = [(key, s.spec, [*s.prompt, *s.tokens], self._draft_room(s)) for key, s in keyed if s.spec]
         for s in decoding:
             if s.spec is not None:
                 s.spec.draft = ()
-        self._spec.plan(candidates, len(decoding))
+        guides = {key: self._guide(seq.constraint) for key, seq in keyed if seq.constraint is not None}
+        self._spec.plan(candidates, len(decoding), guides)
+
+    def _guide(self, constraint: ConstrainedSampler) -> Guide:
+        """What the grammar makes of a draft: cut where it refuses, extended by what it forces."""
+        return lambda draft, n_max: guide(constraint, draft, n_max, self._tokenize_bytes)
+
+    def _tokenize_bytes(self, data: bytes) -> list[int]:
+        return tokenize_whole(self._vocab, data, False, False)
 
     def _draft_room(self, seq: Sequence) -> int:
         """How many drafted tokens `seq` could still use: answer length and context left."""
@@ -318,15 +326,28 @@ class BatchDecoder(ModelFacts, TokenFlow):
         assert slot is not None and spec is not None and speculator is not None  # only called with a draft
         base = feed.pos + len(feed.tokens) - feed.n_out  # the next token's position
         slot.cached.extend(feed.tokens[: len(feed.tokens) - feed.n_out])  # rows recomputed before it
-        draft = spec.draft
-        out = speculator.accept(spec, lambda i, kept: self._sample(seq, seq.i_batch + i, kept))
+        draft, befores = spec.draft, list[Before | None]()
+
+        def choose(i: int, kept: list[int]) -> int:
+            try:
+                token = self._sample(seq, seq.i_batch + i, kept)
+            except GrammarStuck as exc:
+                log.warning("sequence %d ends: %s", seq.id, exc)
+                token = STUCK
+            befores.append(seq.before)  # each row's log-probabilities, for the token chosen from it
+            return token
+
+        out = speculator.accept(spec, choose, lambda token: self._pieces(token) is EOG)
         kept = len(out) - 1
         if kept < len(draft):
             lc.llama_memory_seq_rm(self._mem, slot.id, base + 1 + kept, -1)
         slot.cached.append(seq.next_token)
         slot.cached.extend(draft[:kept])
         seq.n_past = base + 1 + kept
-        for token in out:
+        for token, before in zip(out, befores):
+            seq.before = before
+            if token == STUCK:
+                return self._finish(seq, "stop")
             self._on_token(seq, token)
             if seq.state == DONE:
                 return

@@ -72,7 +72,7 @@ class Sequence:
         self.before = None  # logprobs.Before of the token being sampled, when logprobs were asked for
         self.pending: list[TokenLogprob] = []  # logprobs.TokenLogprob of tokens whose text is not out yet
         self.tokens: list[int] = []  # generated tokens, end-of-generation token excluded
-        self.spec: DraftState | None = None  # speculation, for a greedy sequence when the decoder drafts
+        self.spec: DraftState | None = None  # speculation, when the decoder drafts
         self.text = TextAssembler(params.stop)
         self.finish_reason: str | None = None
         self.cancel_requested = False

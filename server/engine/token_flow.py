@@ -2,7 +2,10 @@
 
 Mixed into BatchDecoder (server/engine/batching.py), on the stepping thread only.
 `_sample` picks the token for one batch row (greedy in Python, a llama.cpp sampler
-chain, or a grammar-constrained pick), recording log-probabilities first when asked;
+chain, or a grammar-constrained pick), recording log-probabilities first when asked,
+and advances the sampler's state by it (the chain's penalties and random numbers, the
+grammar), as llama.cpp's sample-then-accept does: a verified draft samples its rows one
+after the other, each after the tokens kept before it (server/engine/speculation/speculator.py);
 `_on_token` turns it into text (stop strings, UTF-8 held back until whole), events
 and the end of the sequence; `_finish` ends a sequence and gives its slot back.
 """
@@ -38,8 +41,9 @@ class TokenFlow:
     _table: SlotTable
 
     def _sample(self, seq: Sequence, i: int | None = None, extra: list[int] | tuple[int, ...] = ()) -> int:
-        """The token for the logits at batch row `i` (default: the sequence's own row);
-        `extra`: tokens accepted after seq.tokens but not yet emitted (a verified draft)."""
+        """The token for the logits at batch row `i` (default: the sequence's own row), accepted
+        into the sequence's sampler chain or grammar; `extra`: tokens accepted after seq.tokens
+        but not yet emitted (a verified draft)."""
         i, p = seq.i_batch if i is None else i, seq.params
         if seq.chain is not None and p.logprobs is None:
             return int(lc.llama_sampler_sample(seq.chain, self._c, i))
@@ -51,7 +55,10 @@ class TokenFlow:
         history = [*seq.tokens, *extra] if extra else seq.tokens
         recent = history[-p.repeat_last_n :] if p.repeat_last_n > 0 else []
         if seq.constraint is not None:
-            return seq.constraint.sample(logits, recent)
+            token = seq.constraint.sample(logits, recent)
+            if self._pieces(token) is not EOG:  # the grammar takes it now: the next row is sampled after it
+                seq.constraint.accept(token)
+            return token
         if p.logit_bias or p.ignore_eos:
             apply_bias(logits, bias_entries(p, self._eog_tokens() if p.ignore_eos else None))
         return greedy_token(logits, recent, p)
@@ -69,8 +76,6 @@ class TokenFlow:
         piece = self._pieces(token)
         if piece is EOG:
             return self._finish(seq, "stop")
-        if seq.constraint is not None:
-            seq.constraint.accept(token)
         if seq.before is not None:
             seq.pending.append(seq.before.record(token, self._pieces.text_bytes))
         seq.tokens.append(token)

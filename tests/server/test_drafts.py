@@ -105,7 +105,7 @@ def plan(cost: StepCost, n_decoding: int, p: float) -> list[int]:
     speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
     speculator.cost = cost
     history = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] * 3
-    for bucket in range(2, 26):
+    for bucket in [(kind, streak, False) for kind in range(1, 13) for streak in (False, True)]:
         speculator.acceptance[bucket] = Acceptance(prior=p)
         speculator.acceptance[bucket].kept, speculator.acceptance[bucket].tried = 100 * p, 100.0
     states = []
@@ -149,12 +149,12 @@ def test_what_one_request_learnt_of_a_kind_serves_the_next_and_refused_kinds_are
     speculator.cost = cpu
     history = list(range(100, 130)) * 2
     for _ in range(30):  # an earlier request: drafts of this kind (12-gram matches, no streak) were all kept
-        speculator.acceptance.setdefault(24, Acceptance()).update(drafted=8, kept=8)
+        speculator.acceptance.setdefault((12, False, False), Acceptance()).update(drafted=8, kept=8)
     state = speculator.begin(1, history)
     speculator.plan([(1, state, history, 100)], 1)
     assert len(state.draft) > 0 and state.kind == 12
     for _ in range(30):  # then they all missed
-        speculator.acceptance[24].update(drafted=8, kept=0)
+        speculator.acceptance[(12, False, False)].update(drafted=8, kept=0)
     lengths = []
     for _ in range(32):
         speculator.plan([(1, state, history, 100)], 1)
@@ -168,10 +168,10 @@ def test_acceptance_is_kept_apart_inside_a_copied_run():
     state = speculator.begin(1, history)
     state.kind, state.draft = 12, (1, 2, 3)
     speculator.accept(state, lambda i, kept: [1, 2, 3, 4][i])  # kept whole
-    assert state.streak and speculator.acceptance[24].p > 0.5
+    assert state.streak and speculator.acceptance[(12, False, False)].p > 0.5
     state.draft = (1, 2, 3)
     speculator.accept(state, lambda i, kept: 9)  # missed at once: measured in the streak's bucket
-    assert not state.streak and speculator.acceptance[25].p < 0.5
+    assert not state.streak and speculator.acceptance[(12, True, False)].p < 0.5
 
 
 def test_a_request_that_repeats_an_earlier_one_drafts_the_earlier_answer_from_the_pool():
@@ -182,11 +182,41 @@ def test_a_request_that_repeats_an_earlier_one_drafts_the_earlier_answer_from_th
     source.end(0)
     source.begin(1, prompt)  # the same request again, a few tokens into the same answer
     again = [*prompt, *answer[:3]]
-    assert source.kind(1, again) == source.pool_kind
+    assert source.kind(1, again) == source.long_kind  # 33 tokens in: the long pool knows them
     assert source.draft(1, again, 8) == answer[3:11]
+    short = [*prompt[-20:], *answer[:3]]  # fewer than long_n tokens: the 12-gram pool
+    source.begin(2, short)
+    assert source.kind(2, short) == source.pool_kind and source.draft(2, short, 8) == answer[3:11]
     fresh = NgramDraft(n_match=12, n_min=2)
     fresh.begin(1, prompt)
     assert fresh.kind(1, again) == 0 and fresh.draft(1, again, 8) == []  # nothing seen before, nothing to copy
+
+
+def test_a_repeated_answer_whose_records_share_their_keys_is_drafted_whole_from_the_long_pool():
+    """`"city": "` comes before Paris in one record and London in the next: the last 12 tokens
+    cannot tell which, the last 32 can."""
+    key = list(range(500, 514))  # 14 tokens shared by every record, longer than n_match
+    records = [[*key, 600 + i, 601 + i, 602 + i] for i in range(0, 30, 3)]
+    prompt, answer = list(range(1000, 1020)), [t for r in records for t in r]
+    source = NgramDraft(n_match=12, n_min=2)
+    source.begin(0, prompt)
+    source.kind(0, [*prompt, *answer])
+    source.end(0)
+    source.begin(1, prompt)
+    history, drafted = [*prompt, *answer[:40]], []  # the same request, part way into it
+    while len(history) < len(prompt) + len(answer):
+        guess = source.draft(1, history, 8) or [-1]
+        drafted.append(guess[0] == answer[len(history) - len(prompt)])
+        history.append(answer[len(history) - len(prompt)])
+    assert all(drafted)
+    fresh = NgramDraft(n_match=12, n_min=2, long_n=10**6)  # without it: the 12-gram pool, wrong at record starts
+    fresh.begin(0, prompt)
+    fresh.kind(0, [*prompt, *answer])
+    fresh.begin(1, prompt)
+    misses = sum(
+        fresh.draft(1, [*prompt, *answer[:i]], 1) != [answer[i]] for i in range(40, len(answer)) if i % 17 == 14
+    )
+    assert misses > 0
 
 
 def test_the_pool_is_emptied_when_full():
@@ -195,3 +225,32 @@ def test_the_pool_is_emptied_when_full():
     source.kind(0, list(range(40)))
     source.kind(0, [*range(40), 99])  # over the limit: emptied before indexing the rest
     assert len(source._pool) <= 10 + 1
+
+
+@given(
+    draft=st.lists(st.integers(0, 3), max_size=8),
+    target=st.lists(st.integers(0, 3), min_size=9, max_size=9),
+    end=st.sampled_from([None, 0, 1]),
+)
+def test_each_position_is_chosen_once_in_order_and_never_after_a_miss_or_an_end(draft, target, end):
+    """A sampler draws a random number per choice: verification must choose exactly the positions
+    plain decoding would have sampled (the kept ones, then the first miss or the one after the
+    draft), so the draws are the same. A kept end-of-generation token ends the walk."""
+    speculator = Speculator(NgramDraft(), n_max=8, max_step_tokens=64)
+    state = speculator.begin(1, [])
+    state.kind, state.draft = 3, tuple(draft)
+    calls: list[tuple[int, list[int]]] = []
+
+    def choose(i: int, kept: list[int]) -> int:
+        calls.append((i, list(kept)))
+        return target[i]
+
+    out = speculator.accept(state, choose, lambda token: token == end)
+    plain = []  # what plain decoding samples, token by token, until it leaves the draft or ends
+    for i, token in enumerate(target):
+        plain.append(token)
+        if i >= len(draft) or token != draft[i] or token == end:
+            break
+    assert out == plain
+    assert calls == [(i, plain[:i]) for i in range(len(plain))]
+    assert state.accepted == len(plain) - 1 and state.drafted == len(draft) and state.draft == ()

@@ -60,6 +60,10 @@ class Constraint(Protocol):
         """Advance past `token`, which `allows` said may come next (never another one)."""
         ...
 
+    def clone(self) -> "Constraint":
+        """An independent copy in the same state (to try a draft on without changing this one)."""
+        ...
+
     def free(self) -> None: ...
 
 
@@ -109,6 +113,11 @@ class LlamaGrammar:
     def accept(self, token: int) -> None:
         # llama.cpp aborts the process on a token its grammar forbids: callers check `allows` first.
         lc.llama_sampler_accept(self._sampler, token)
+
+    def clone(self) -> "LlamaGrammar":
+        copy = LlamaGrammar.__new__(LlamaGrammar)
+        copy._sampler, copy._one = lc.llama_sampler_clone(self._sampler), self._one  # one thread uses both
+        return copy
 
     def free(self) -> None:
         if self._sampler:

@@ -88,6 +88,11 @@ class ConstrainedSampler:
         else:
             self._blank_run = len(piece) - len(piece.rstrip(b" \t\n\r"))
 
+    @property
+    def candidates(self) -> Candidates:
+        """The decoder's shared candidate array (stepping thread only)."""
+        return self._candidates
+
     def free(self) -> None:
         self.grammar.free()
         if self._chain:

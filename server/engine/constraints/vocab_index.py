@@ -51,9 +51,9 @@ class VocabIndex:
         self.single_bytes = np.flatnonzero(single >= 0)
         self.single_ids = single[self.single_bytes].astype(np.int32)
         # Bytes without a one-byte token cannot be tested: their tokens are always candidates.
-        self._untestable = [b for b in range(256) if single[b] < 0 and len(self._by_byte[b])]
+        self.untestable = [b for b in range(256) if single[b] < 0 and len(self._by_byte[b])]
 
     def starting_with(self, allowed: np.ndarray) -> np.ndarray:
         """Token ids whose text starts with one of the `allowed` byte values (or an untestable one)."""
-        parts = [self._by_byte[b] for b in (*allowed.tolist(), *self._untestable)]
+        parts = [self._by_byte[b] for b in (*allowed.tolist(), *self.untestable)]
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)

@@ -1,9 +1,9 @@
 """Draft sources for speculative decoding: guesses of a sequence's next tokens, cheap to make.
 
 The decoder verifies a slot's draft in the same llama_decode as everyone else's
-tokens and keeps the longest prefix the target model agrees with (at
-temperature 0 a drafted token is kept exactly when it is the target's greedy
-token), so a draft source only changes speed, never the text. `NgramDraft`
+tokens and keeps the longest prefix the target model agrees with (a drafted
+token is kept exactly when it is the token the request's sampler picks at its
+place), so a draft source only changes speed, never the text. `NgramDraft`
 copies from the sequence's own history (prompt lookup: an answer that quotes or
 rewrites its prompt repeats long runs of it); `DraftLength` adapts how much to
 draft from the measured acceptance, so a source that keeps missing costs little.
@@ -48,15 +48,23 @@ class NgramDraft:
     kind, `n_match + 1`), so a request that repeats an earlier one (a retry, an answer
     regenerated) drafts the earlier answer. The pool is emptied when it reaches
     `pool_max` entries.
+
+    An answer that repeats its own structure (a JSON list of records) has the same 12
+    tokens before different continuations (`"city": "` before Paris, then London), so
+    the latest one seen is often wrong even when the whole request was seen before. A
+    second pool keys on the last `long_n` tokens (a hash of them) and is asked first (its
+    kind, `n_match + 2`): where a request repeats an earlier one, the context that long
+    tells its records apart.
     """
 
-    def __init__(self, n_match: int = 12, n_min: int = 2, pool_max: int = 1 << 20) -> None:
-        if not 1 <= n_min <= n_match:
-            raise ValueError("need 1 <= n_min <= n_match")
-        self.n_match, self.n_min, self.pool_max = n_match, n_min, pool_max
-        self.pool_kind = n_match + 1
+    def __init__(self, n_match: int = 12, n_min: int = 2, pool_max: int = 1 << 20, long_n: int = 32) -> None:
+        if not 1 <= n_min <= n_match < long_n:
+            raise ValueError("need 1 <= n_min <= n_match < long_n")
+        self.n_match, self.n_min, self.pool_max, self.long_n = n_match, n_min, pool_max, long_n
+        self.pool_kind, self.long_kind = n_match + 1, n_match + 2
         self._index: dict[int, tuple[list[dict[tuple[int, ...], int]], list[int]]] = {}
         self._pool: dict[tuple[int, ...], int] = {}
+        self._long: dict[int, int] = {}  # hash of long_n tokens -> the token that followed them
         # The last match per sequence, by history length: `kind` and `draft` ask about the same
         # history in one step, and the lookup is done once.
         self._last: dict[int, tuple[int, int, int]] = {}
@@ -71,6 +79,8 @@ class NgramDraft:
 
     def kind(self, key: int, history: Sequence[int]) -> int:
         n, _ = self._match(key, history)
+        if self._long_pooled(history, 1):
+            return self.long_kind
         if n < self.n_match and self._pooled(history, 1):
             return self.pool_kind
         return n
@@ -79,6 +89,9 @@ class NgramDraft:
         if n_max <= 0:
             return []
         n, start = self._match(key, history)
+        long = self._long_pooled(history, n_max)
+        if long:
+            return long
         if n < self.n_match:
             pooled = self._pooled(history, n_max)
             if pooled:
@@ -91,6 +104,18 @@ class NgramDraft:
         out: list[int] = []
         while len(out) < n_max and len(tail) == self.n_match:
             token = self._pool.get(tuple(tail))
+            if token is None:
+                break
+            out.append(token)
+            tail = [*tail[1:], token]
+        return out
+
+    def _long_pooled(self, history: Sequence[int], n_max: int) -> list[int]:
+        """Up to `n_max` tokens read from the long pool, each following the last long_n before it."""
+        tail = list(history[-self.long_n :])
+        out: list[int] = []
+        while len(out) < n_max and len(tail) == self.long_n:
+            token = self._long.get(hash(tuple(tail)))
             if token is None:
                 break
             out.append(token)
@@ -123,11 +148,15 @@ class NgramDraft:
         end = len(history) - 1
         if len(self._pool) > self.pool_max:
             self._pool.clear()
+        if len(self._long) > self.pool_max:
+            self._long.clear()
         for stop in range(max(done[0], 1), end + 1):  # an n-gram ending at `stop` is followed by history[stop]
             for n in range(self.n_min, min(self.n_match, stop) + 1):
                 maps[n][tuple(history[stop - n : stop])] = stop
             if stop >= self.n_match:
                 self._pool[tuple(history[stop - self.n_match : stop])] = history[stop]
+            if stop >= self.long_n:
+                self._long[hash(tuple(history[stop - self.long_n : stop]))] = history[stop]
         done[0] = max(done[0], end + 1)
 
 

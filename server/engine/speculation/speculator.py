@@ -3,12 +3,16 @@
 Each step, a decoding sequence may append a draft (guessed next tokens from a
 DraftSource, server/engine/speculation/drafts.py) after its one token; the decoder evaluates
 all of them in the same llama_decode as every other slot's tokens. `accept`
-then walks the draft: the target's own choice at each position is computed
-exactly as plain decoding would (greedy, with the repeat penalty over the tokens
-before it) and the draft is kept while it agrees; the first disagreement gives
-the target's own token for free. So at temperature 0 the accepted text is the
-text plain decoding produces. Sampled (temperature > 0) and grammar-constrained
-requests do not draft.
+then walks the draft as llama.cpp's common_sampler_sample_and_accept_n does: at
+each position the target's token is chosen exactly as plain decoding chooses it
+(greedy, the request's sampler chain with its seeded draw, or sampling under its
+grammar), from that position's row of logits, with the sampler's state (penalties,
+grammar, random numbers) advanced by the tokens kept before it; the draft is kept
+while it equals that token, and the first disagreement is the target's own token,
+as plain decoding would have produced it. Nothing is sampled after it, so the
+sampler draws exactly the random numbers plain decoding draws: with batch-invariant
+logits (server/engine/invariance.py) the accepted text is plain decoding's text, at
+any temperature, under a grammar, and with the same log-probabilities.
 
 Drafting costs compute, which a CPU does not have spare when the batch is full:
 a step's drafts are capped by `max_step_tokens` (decode tokens included), each
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from server.engine.speculation.cost import Acceptance, StepCost, expected_kept, worth
 from server.engine.speculation.drafts import DraftLength, DraftSource
@@ -30,6 +34,8 @@ from server.engine.speculation.drafts import DraftLength, DraftSource
 # Steps of more rows than this (long prompt chunks) are not used to fit the cost of a row.
 COST_MAX_ROWS = 64
 PROBE = 2  # tokens drafted to measure a kind of guess again after drafts of it were refused for long
+GUIDED = -1  # the kind of a draft made only of what a grammar forces (the source had no guess)
+Guide = Callable[[list[int], int], list[int]]  # (draft, most tokens) -> the draft a grammar makes of it
 
 
 @dataclass
@@ -40,8 +46,13 @@ class DraftState:
     draft: tuple[int, ...] = ()
     kind: int = 0  # the draft source's kind of guess the draft is (its acceptance is measured per kind)
     streak: bool = False  # its last draft was kept whole: the answer is copying, the next guess likely right
+    sampled: bool = False  # its tokens are drawn at random: a guess is kept less often than a greedy one's
     drafted: int = 0
     accepted: int = 0
+
+
+def _never(token: int) -> bool:
+    return False
 
 
 class Speculator:
@@ -51,30 +62,41 @@ class Speculator:
         self.cost = StepCost(COST_MAX_ROWS)
         # Acceptance per kind of guess, over all sequences: a new request starts from what the
         # earlier ones measured (a copy matched on 12 tokens is kept far more often than on 2).
-        self.acceptance: dict[int, Acceptance] = {}
+        self.acceptance: dict[tuple[int, bool, bool], Acceptance] = {}
 
     def observe(self, rows: int, seconds: float) -> None:
         """A decode step's size and time, for the cost model."""
         self.cost.observe(rows, seconds)
 
-    def begin(self, key: int, prompt: Sequence[int]) -> DraftState:
+    def begin(self, key: int, prompt: Sequence[int], sampled: bool = False) -> DraftState:
         self.source.begin(key, prompt)
-        return DraftState(DraftLength(self.n_max))
+        return DraftState(DraftLength(self.n_max), sampled=sampled)
 
     def end(self, key: int) -> None:
         self.source.end(key)
 
-    def plan(self, candidates: Sequence[tuple[int, DraftState, Sequence[int], int]], n_decoding: int) -> None:
+    def plan(
+        self,
+        candidates: Sequence[tuple[int, DraftState, Sequence[int], int]],
+        n_decoding: int,
+        guides: Mapping[int, Guide] | None = None,
+    ) -> None:
         """Set each candidate's draft for this step. A candidate: (key, state, history, room),
         room = how many tokens it may still take (max_tokens and context left). The step's
         budget (max_step_tokens minus the decoding sequences' own tokens) goes first come, and
-        each draft must be worth the rows it adds (draftcost.worth), or it is halved until it is."""
+        each draft must be worth the rows it adds (draftcost.worth), or it is halved until it is.
+        `guides`: per key, what a sequence's grammar makes of a draft (cut where it refuses,
+        extended by what it forces: server/engine/constraints/guide.py); a guided sequence
+        drafts what its grammar forces even where the source has no guess (kind GUIDED)."""
         budget = self.max_step_tokens - n_decoding
         rows, tokens = n_decoding, float(n_decoding)
         for key, state, history, room in candidates:
+            guide = guides.get(key) if guides else None
             state.draft, state.kind = (), self.source.kind(key, history)
             if not state.kind:
-                continue
+                if guide is None:
+                    continue
+                state.kind = GUIDED
             acceptance = self.acceptance.setdefault(_bucket(state), Acceptance())
             p, k = acceptance.p, min(state.length.next(), room, budget)
             while k > 0 and not worth(self.cost, rows, tokens, k, p):
@@ -82,19 +104,26 @@ class Speculator:
             if k == 0 and acceptance.probe():  # refused for long: measure this kind again
                 k = min(PROBE, room, budget)
             started = time.perf_counter()
-            state.draft = tuple(self.source.draft(key, history, k)) if k > 0 else ()
+            if k > 0:
+                draft = self.source.draft(key, history, k) if state.kind != GUIDED else []
+                state.draft = tuple(guide(draft, k) if guide is not None else draft)
             self.cost.drafted(len(state.draft), time.perf_counter() - started)
             budget -= len(state.draft)
             rows, tokens = rows + len(state.draft), tokens + expected_kept(p, len(state.draft))
 
-    def accept(self, state: DraftState, choose: Callable[[int, list[int]], int]) -> list[int]:
+    def accept(
+        self, state: DraftState, choose: Callable[[int, list[int]], int], final: Callable[[int], bool] = _never
+    ) -> list[int]:
         """The tokens the target emits this step: `choose(i, kept)` is the target's token at
         draft position i (0 = after the sequence's own token) given the drafted tokens kept
-        so far. Returns the kept draft tokens followed by the target's next own token."""
+        so far; it is called once per position, in order, and never after a disagreement,
+        so a sampler that draws a random number per call draws as plain decoding does.
+        A kept token that is `final` (end of generation) ends the walk: nothing after it
+        is output. Returns the kept draft tokens followed by the target's next own token."""
         kept: list[int] = []
         for i, guess in enumerate(state.draft):
             token = choose(i, kept)
-            if token != guess:
+            if token != guess or final(token):
                 return self._done(state, kept, token)
             kept.append(token)
         return self._done(state, kept, choose(len(state.draft), kept))
@@ -113,7 +142,8 @@ class Speculator:
         return [*kept, own]
 
 
-def _bucket(state: DraftState) -> int:
-    """What acceptance is measured over: the kind of guess, and whether the sequence's last draft
-    was kept whole (inside a copied run nearly every guess is right; at its start, far fewer)."""
-    return 2 * state.kind + state.streak
+def _bucket(state: DraftState) -> tuple[int, bool, bool]:
+    """What acceptance is measured over: the kind of guess, whether the sequence's last draft
+    was kept whole (inside a copied run nearly every guess is right; at its start, far fewer),
+    and whether the sequence samples (a random draw keeps fewer guesses than greedy)."""
+    return state.kind, state.streak, state.sampled

@@ -258,8 +258,8 @@ def test_embeddings_do_not_count_as_requests_waiting_for_a_slot(smollm_embed_eng
 
 
 def test_a_one_text_request_is_not_kept_behind_a_bulk_one(minilm_engine):
-    """Jobs take turns in each batch: a request of one text, sent after one of 120 (8 batches of
-    16 texts of 20-odd tokens), is answered while the bulk request still has texts to go."""
+    """Jobs take turns leading a batch, a new one first: a request of one text, sent after one of 120
+    (about 12 batches of 10 texts of 20-odd tokens), is answered while the bulk request still has texts to go."""
     bulk = minilm_engine.embed(EmbedRequest(tuple(f"{i} " + "a llama walks " * 6 for i in range(120))))
     quick = minilm_engine.embed(EmbedRequest(("one text",)))
     quick.wait()

@@ -182,6 +182,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quantize", metavar="TYPE", help="bench this quantization of --model (e.g. Q8_0)")
     ap.add_argument("--torch", type=Path, help="a sentence-transformers checkpoint directory, to compare with")
+    ap.add_argument("--probes", type=int, default=20, help="one-text requests timed per latency round")
     args = ap.parse_args(argv)
     stop_on_sigterm()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -204,20 +205,27 @@ def main(argv: list[str]) -> int:
                 if scenario == "32-texts" and torch is not None:
                     raw.append({"round": r, "scenario": scenario, "server": "torch", "texts_per_s": torch.rate()})
             for name, (_, base) in servers.items():
-                raw.append({"round": r, "scenario": "latency", "server": name, **latency(base, pool)})
-            print(json.dumps(raw[-2:]), flush=True)
+                raw.append({"round": r, "scenario": "latency", "server": name, **latency(base, pool, args.probes)})
+            print(json.dumps([x for x in raw if x["round"] == r]), flush=True)
+            save(args, model, torch, raw)  # each round as it ends: an interrupted run keeps its rounds
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(30)
         if torch is not None:
             torch.close()
-    result = {"model": model.name, "threads": args.threads, "batch": BATCH, "rounds": args.rounds,
-              "torch": torch.info if torch else None, "summary": summarize(raw), "raw": raw}  # fmt: skip
-    out = RESULTS / f"embeddings-{model.stem}.json"
-    write_atomic(out, (json.dumps(result, indent=1) + "\n").encode())
-    print(json.dumps(result["summary"], indent=1))
+    print(json.dumps(save(args, model, torch, raw)["summary"], indent=1))
     return 0
+
+
+def save(args: argparse.Namespace, model: Path, torch: "Torch | None", raw: list[dict]) -> dict:
+    """Write the results so far to bench/results/embeddings-<model>.json."""
+    rounds = len({x["round"] for x in raw})
+    result = {"model": model.name, "threads": args.threads, "batch": BATCH, "rounds": rounds,
+              "latency_probes": args.probes, "torch": torch.info if torch else None,
+              "summary": summarize(raw), "raw": raw}  # fmt: skip
+    write_atomic(RESULTS / f"embeddings-{model.stem}.json", (json.dumps(result, indent=1) + "\n").encode())
+    return result
 
 
 def quantized(model: Path, qtype: str) -> Path:

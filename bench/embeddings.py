@@ -10,13 +10,17 @@ round of each scenario on ours, then on llama-server, and so on), always through
   latency      a 1-text request every 50 ms while 8 clients embed 32 texts each: p50/p95 ms
 Each round's ratio ours/llama-server is kept; the summary gives their spread and what they
 support (bench/_spread.py). "ours" is the default server (vectors bit for bit independent of
-their batch: batches of at most 63 rows); "ours-loose" runs with BATCH_INVARIANT=off (batches
-as large as llama-server's). With --torch DIR (a sentence-transformers checkpoint, e.g. the one
-the converter fetches), the same 32-text requests run through sentence-transformers in this
-process on the same threads, as a user would otherwise embed (torch is a bench-only dependency).
+their batch: server/engine/embedding/layout.py); "ours-loose" runs with BATCH_INVARIANT=off
+(sequences packed back to back, as llama-server does).
 
-    python bench/embeddings.py --model models/minilm-f16.gguf            # writes bench/results/embeddings-<model>.json
-    python bench/embeddings.py --model models/minilm-q8_0.gguf --rounds 7 --threads 2
+--quantize Q8_0 benches a quantization of --model instead, made once by the project's quantizer
+(bench/.work/embed/). --torch DIR (a sentence-transformers checkpoint, e.g. models/all-MiniLM-L6-v2)
+adds what a user would otherwise run: the same 32-text requests through sentence-transformers on
+PyTorch's CPU build, on the same threads, in each round; torch is a bench-only dependency,
+installed once into its own virtual environment (bench/requirements-embeddings.txt).
+
+    python bench/embeddings.py --model bench/.work/embed/all-minilm-l6-v2.f16.gguf --torch models/all-MiniLM-L6-v2
+    python bench/embeddings.py --model bench/.work/embed/all-minilm-l6-v2.f16.gguf --quantize Q8_0 --rounds 7
 """
 
 from __future__ import annotations
@@ -133,18 +137,42 @@ def start(name: str, model: Path, threads: int) -> tuple[subprocess.Popen, str]:
     return proc, base
 
 
-def torch_rate(checkpoint: Path, pool: list[str], threads: int) -> float:
-    """Texts/s of sentence-transformers on the same 32-text batches, in this process."""
-    import torch
-    from sentence_transformers import SentenceTransformer
+TORCH_VENV = WORK / "torch-venv"
 
-    torch.set_num_threads(threads)
-    model = SentenceTransformer(str(checkpoint), device="cpu")
-    model.encode(pool[:32])  # warm up
-    t0 = time.perf_counter()
-    for r in range(8):
-        model.encode(pool[r * 32 : r * 32 + 32], batch_size=32)
-    return 8 * 32 / (time.perf_counter() - t0)
+
+def torch_python() -> Path:
+    """The bench's own virtual environment with sentence-transformers on PyTorch's CPU build (made once)."""
+    python = TORCH_VENV / "bin" / "python"
+    stamp = TORCH_VENV / ".installed"
+    requirements = ROOT / "bench" / "requirements-embeddings.txt"
+    if not stamp.exists() or stamp.read_text() != requirements.read_text():
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(TORCH_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], check=True)
+        stamp.write_text(requirements.read_text())
+    return python
+
+
+class Torch:
+    """sentence-transformers in a subprocess (bench/_torch_embed.py), asked once per round."""
+
+    def __init__(self, checkpoint: Path, pool: list[str], threads: int) -> None:
+        argv = [str(torch_python()), str(ROOT / "bench" / "_torch_embed.py"), str(checkpoint), str(threads)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(pool) + "\n")
+        self.proc.stdin.flush()
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def rate(self) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return float(json.loads(self.proc.stdout.readline())["texts_per_s"])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
 
 
 def main(argv: list[str]) -> int:
@@ -152,15 +180,21 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--model", type=Path, required=True, help="an embedding GGUF (e.g. all-MiniLM-L6-v2 f16)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quantize", metavar="TYPE", help="bench this quantization of --model (e.g. Q8_0)")
     ap.add_argument("--torch", type=Path, help="a sentence-transformers checkpoint directory, to compare with")
+    ap.add_argument("--probes", type=int, default=20, help="one-text requests timed per latency round")
     args = ap.parse_args(argv)
     stop_on_sigterm()
     WORK.mkdir(parents=True, exist_ok=True)
+    model = quantized(args.model, args.quantize) if args.quantize else args.model
     pool = texts(512)
-    servers, raw = {}, []
+    servers: dict = {}
+    raw: list[dict] = []
+    torch = None
     try:
         for name in SERVERS:
-            servers[name] = start(name, args.model, args.threads)
+            servers[name] = start(name, model, args.threads)
+        torch = Torch(args.torch, pool, args.threads) if args.torch else None
         for _, base in servers.values():
             throughput(base, "one-text", pool)  # warm up
         for r in range(args.rounds):
@@ -168,34 +202,58 @@ def main(argv: list[str]) -> int:
                 for name, (_, base) in servers.items():
                     rate = throughput(base, scenario, pool)
                     raw.append({"round": r, "scenario": scenario, "server": name, "texts_per_s": rate})
+                if scenario == "32-texts" and torch is not None:
+                    raw.append({"round": r, "scenario": scenario, "server": "torch", "texts_per_s": torch.rate()})
             for name, (_, base) in servers.items():
-                raw.append({"round": r, "scenario": "latency", "server": name, **latency(base, pool)})
-            print(json.dumps(raw[-2:]), flush=True)
+                raw.append({"round": r, "scenario": "latency", "server": name, **latency(base, pool, args.probes)})
+            print(json.dumps([x for x in raw if x["round"] == r]), flush=True)
+            save(args, model, torch, raw)  # each round as it ends: an interrupted run keeps its rounds
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(30)
-    result = {"model": args.model.name, "threads": args.threads, "batch": BATCH, "rounds": args.rounds,
-              "summary": summarize(raw), "raw": raw}  # fmt: skip
-    if args.torch:
-        result["torch_32_texts_per_s"] = round(torch_rate(args.torch, pool, args.threads), 1)
-    out = RESULTS / f"embeddings-{args.model.stem}.json"
-    write_atomic(out, (json.dumps(result, indent=1) + "\n").encode())
-    print(json.dumps(result["summary"], indent=1))
+        if torch is not None:
+            torch.close()
+    print(json.dumps(save(args, model, torch, raw)["summary"], indent=1))
     return 0
 
 
+def save(args: argparse.Namespace, model: Path, torch: "Torch | None", raw: list[dict]) -> dict:
+    """Write the results so far to bench/results/embeddings-<model>.json."""
+    rounds = len({x["round"] for x in raw})
+    result = {"model": model.name, "threads": args.threads, "batch": BATCH, "rounds": rounds,
+              "latency_probes": args.probes, "torch": torch.info if torch else None,
+              "summary": summarize(raw), "raw": raw}  # fmt: skip
+    write_atomic(RESULTS / f"embeddings-{model.stem}.json", (json.dumps(result, indent=1) + "\n").encode())
+    return result
+
+
+def quantized(model: Path, qtype: str) -> Path:
+    """`model` quantized to `qtype` by the project's quantizer (made once, beside the other embedding GGUFs)."""
+    sys.path.insert(0, str(ROOT))
+    from conversion.quantizer import quantize
+
+    stem = model.stem.removesuffix(".f16").removesuffix(".f32")
+    out = WORK / "embed" / f"{stem}.{qtype.lower()}.gguf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        quantize(model, out, qtype, progress=False)
+    return out
+
+
 def summarize(raw: list[dict]) -> dict:
-    """Per scenario: each server's spread and the per-round ratios of each of ours to llama-server."""
+    """Per scenario: each server's spread and the per-round ratios of each of ours to llama-server
+    (and, where torch ran, of each server to torch)."""
     out: dict = {}
     for scenario in SCENARIOS:
         rows = [x for x in raw if x["scenario"] == scenario]
-        by = {n: {x["round"]: x["texts_per_s"] for x in rows if x["server"] == n} for n in SERVERS}
+        by = {n: {x["round"]: x["texts_per_s"] for x in rows if x["server"] == n} for n in (*SERVERS, "torch")}
         out[scenario] = {f"{n}_texts_per_s": spread(v.values(), 1) for n, v in by.items() if v}
-        for n in SERVERS[:2]:
-            ratios = [by[n][r] / by["llama-server"][r] for r in by[n] if r in by["llama-server"]]
+        pairs = [(n, "llama-server") for n in SERVERS[:2]] + [(n, "torch") for n in SERVERS]
+        for n, ref in pairs:
+            ratios = [by[n][r] / by[ref][r] for r in by[n] if r in by[ref]]
             if ratios:
-                out[scenario][f"{n}_over_llama_server"] = claim(ratios, n, "llama-server")
+                out[scenario][f"{n}_over_{ref.replace('-', '_')}"] = claim(ratios, n, ref)
     lat = [x for x in raw if x["scenario"] == "latency"]
     out["latency"] = {n: {k: spread(x[k] for x in lat if x["server"] == n) for k in ("p50_ms", "p95_ms")}
                       for n in SERVERS if any(x["server"] == n for x in lat)}  # fmt: skip

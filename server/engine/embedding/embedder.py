@@ -5,33 +5,37 @@ The context is the model's second one, beside the generating context of a chat m
 only one of an embedding model): embeddings need all of a sequence's tokens in one physical
 batch, their own pooling and a KV cache cleared for each batch, none of which suits the
 generation context's slots. Its physical batch (n_ubatch) holds the longest sequence
-allowed, so llama.cpp's "n_ubatch >= n_tokens" abort cannot be reached: the caller's
-thread cuts or refuses longer ones (server/engine/embedding/inputs.py).
+allowed at any phase, so llama.cpp's "n_ubatch >= n_tokens" abort cannot be reached: the
+caller's thread cuts or refuses longer ones (server/engine/embedding/inputs.py).
 
 A request's vectors never depend on what shared its batch, bit for bit (tested in
-tests/server/test_embedding_engine.py). On the CPU, what would make them depend:
-- attention: with flash attention, a batch of fewer than 64 rows runs each row through one
-  loop over the cells it may see, in cell order, skipping every other sequence's: what
-  shares the batch, and where, changes nothing. From 64 rows up a tiled kernel takes over
-  whose tiles of 64 cells split a sequence by where it starts (server/engine/invariance.py)
-  -> a batch holds at most MAX_ROWS (63) rows, or one sequence alone (and its filler): a
-  sequence is always computed the same one of those two ways. (Without flash attention the
-  softmax and the KQV product group a row's terms by SIMD lanes counted from the start of
-  the batch, and every row pays for every other sequence's cells: 2.7x slower here.)
+tests/server/test_embedding_engine.py and test_embedding_layout.py). On the CPU, what
+would make them depend:
+- attention: flash attention takes a per-row kernel below 64 rows and a tiled one from 64
+  rows up, and the tiled one's sums depend on where a sequence's keys fall in its tiles
+  -> each sequence has one canonical shape, and sits in each batch where it computes the
+  same (server/engine/embedding/layout.py); filler rows (a sequence of their own, which
+  nobody attends to) fill the gaps. Without flash attention the softmax and the KQV product
+  group a row's terms by SIMD lanes counted from the start of the batch, and every row pays
+  for every other sequence's cells: 2.7x slower here.
 - pooling: llama.cpp's mean pooling is a matrix product over the whole batch -> the context
   returns each token's vector (pooling "none") and the mean, first or last is taken here,
   per sequence, always in the same order;
 - the weight products take another kernel for a single row -> a batch of one row gets a
-  filler row (its own sequence, so nobody attends to it); the rank head multiplies one row
-  per sequence, so a rank batch always ends with a one-row filler sequence;
+  filler row; the rank head multiplies one row per sequence, so a rank batch always has a
+  filler sequence;
 - quantized weights are kept unrepacked and the tiled K-quant kernel off, as for
   generation (server/engine/invariance.py), since the model is the same one.
-BATCH_INVARIANT=off lets a batch fill the whole physical batch, its kernels as llama.cpp picks.
+BATCH_INVARIANT=off packs sequences back to back up to the whole physical batch, its kernels
+as llama.cpp picks.
+
+Which inputs share a batch: the job served longest ago leads (a new one leads at once, so a
+one-text request waiting behind bulk ones gets into the next batch); its next input decides
+the batch's kind (small or tiled), and inputs of every job fill it, closest fit first.
 """
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 
 import llama_cpp.llama_cpp as lc
@@ -40,8 +44,11 @@ from llama_cpp import _internals
 
 from server.engine import invariance
 from server.engine.decoder_types import DecoderStats
+from server.engine.embedding import layout
 from server.engine.embedding.inputs import TokenFacts
 from server.engine.embedding.jobs import POOLING_IDS, EmbedJob
+from server.engine.embedding.layout import Candidate
+from server.engine.invariance import FA_TILE_ROWS
 from server.errors import GenerationFailed
 
 
@@ -59,8 +66,8 @@ class Embedder:
     def __init__(self, model: _internals.LlamaModel, cfg: EmbedderConfig, owns_model: bool = False) -> None:
         self.cfg, self._model, self._owns_model = cfg, model, owns_model
         self.rank = cfg.pooling == "rank"
-        self.n_ubatch = cfg.limit + 1  # the longest sequence and a one-row filler
-        self.batch_rows = invariance.MAX_ROWS if cfg.invariant else self.n_ubatch  # or one sequence alone
+        # the longest sequence at any phase and a filler row; at least one more than a key tile
+        self.n_ubatch = max(cfg.limit + layout.LANES, FA_TILE_ROWS + 1)
         n_seq_max = min(lc.llama_max_parallel_sequences(), self.n_ubatch)
         self.max_sequences = n_seq_max - 1  # and a filler
         self._ctx = _internals.LlamaContext(model=model, params=self._params(n_seq_max), verbose=False)
@@ -77,7 +84,7 @@ class Embedder:
         np.ctypeslib.as_array(b.logits, shape=(self.n_ubatch,))[:] = 1  # every row is an output
         np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_ubatch,))[:] = 1
         self._seq_ids = [b.seq_id[i] for i in range(self.n_ubatch)]
-        self._jobs: collections.deque[EmbedJob] = collections.deque()  # with inputs still to place
+        self._jobs: list[EmbedJob] = []  # with inputs still to place, in order of arrival
         self._stats = DecoderStats.empty(0)  # its batches, as the decoder counts its steps
         self.facts = self._token_facts()
 
@@ -115,6 +122,7 @@ class Embedder:
 
     # --- the worker thread ---------------------------------------------------------------
     def add(self, job: EmbedJob) -> None:
+        job.shapes = [layout.shape(s) for s in job.sequences]
         self._jobs.append(job)
 
     @property
@@ -123,14 +131,14 @@ class Embedder:
 
     def fail_all(self, error: Exception) -> None:
         while self._jobs:
-            self._jobs.popleft().fail(error)
+            self._jobs.pop().fail(error)
 
     def step(self) -> int:
         """One batch of waiting sequences through llama.cpp; returns its rows (0: nothing to do)."""
-        placed = self._pack()
+        placed, small = self._pack()
         if not placed:
             return 0
-        n = self._write(placed)
+        n = self._write(placed, small)
         self._stats.start()
         invariance.use(False)  # llama.cpp's own attention paths, which the layout above is made for
         if self._mem is not None:  # a chat model: each batch starts from an empty KV cache
@@ -139,7 +147,7 @@ class Embedder:
         else:
             rc = lc.llama_encode(self._c, self._batch.batch)
         if rc != 0:
-            for job, _, _, _ in placed:
+            for (job, _), _, _ in placed:
                 job.fail(GenerationFailed())
             raise RuntimeError(f"llama.cpp failed to embed a batch (code {rc})")
         self._deliver(placed, n)
@@ -155,41 +163,59 @@ class Embedder:
         """Its batches as decoder statistics (any thread): rows per batch include the fillers."""
         return self._stats.snapshot(0, len(self._jobs), 0)
 
-    def _pack(self) -> list[tuple[EmbedJob, int, int, list[int]]]:
-        """(job, input index, first row, tokens) for the waiting sequences of this batch. Jobs take
-        turns, one input each per turn, oldest first: a one-text request waiting behind bulk ones
-        gets into the next batch instead of after all of theirs. The first input that does not
-        fit ends the batch and leads the next one, so none waits for ever."""
-        placed: list[tuple[EmbedJob, int, int, list[int]]] = []
-        rows, extra, turn = 0, int(self.rank), True
-        while turn:
-            turn = False
-            for job in list(self._jobs):
-                if job.finished or job.placed == len(job.sequences):  # ended, or every input placed
-                    self._jobs.remove(job)
-                    continue
-                if (why := job.interrupt()) is not None:
-                    job.fail(why)
-                    self._jobs.remove(job)
-                    continue
-                tokens = job.sequences[job.placed]
-                if placed and rows + len(tokens) + extra > self.batch_rows:
-                    return placed
-                placed.append((job, job.placed, rows, tokens))
-                job.placed, rows, turn = job.placed + 1, rows + len(tokens), True
-                if rows + extra >= self.batch_rows or len(placed) == self.max_sequences:
-                    return placed  # full, or a long sequence alone
-        return placed
+    def _pack(self) -> tuple[list[tuple[tuple[EmbedJob, int], int, list[int]]], bool]:
+        """((job, input index), first row, tokens) for the sequences of this batch (see the
+        module docstring for who goes first), and whether they are small ones."""
+        self._drop_ended()
+        if not self._jobs:
+            return [], False
+        jobs = sorted(self._jobs, key=lambda j: j.last_step)  # stable: ties in order of arrival
+        exact = self.cfg.invariant
+        small = exact and jobs[0].shapes[jobs[0].pending[0]].small
+        candidates = [
+            Candidate((job, i), job.sequences[i], job.shapes[i])
+            for job in jobs
+            for i in job.pending[: layout.PER_JOB]
+            if not exact or job.shapes[i].small == small
+        ]
+        if not exact:
+            cap = self.n_ubatch - 1
+        else:
+            cap = layout.SMALL_ROWS - int(self.rank) if small else min(layout.TILED_ROWS, self.n_ubatch - 1)
+        seats = layout.pack(candidates, small, self.max_sequences, exact, cap)
+        taken: dict[EmbedJob, set[int]] = {}
+        for c, _ in seats:
+            job, i = c.key
+            taken.setdefault(job, set()).add(i)
+        for job, indices in taken.items():
+            job.pending = [i for i in job.pending if i not in indices]
+            job.last_step = self._stats.steps
+        return [(c.key, start, list(c.tokens)) for c, start in seats], small
 
-    def _write(self, placed: list[tuple[EmbedJob, int, int, list[int]]]) -> int:
-        """The batch's rows: the sequences one after another, then a filler row where one is
-        needed (see the module docstring); returns the row count."""
-        for seq_id, (_, _, start, tokens) in enumerate(placed):
+    def _drop_ended(self) -> None:
+        """Forget jobs that ended, or have every input placed; fail those cancelled or past their deadline."""
+        for job in list(self._jobs):
+            if job.finished or not job.pending:
+                self._jobs.remove(job)
+            elif (why := job.interrupt()) is not None:
+                job.fail(why)
+                self._jobs.remove(job)
+
+    def _write(self, placed: list[tuple[tuple[EmbedJob, int], int, list[int]]], small: bool) -> int:
+        """The batch's rows: each sequence at its place, filler rows (one sequence of their own)
+        in the gaps and where one is needed (see the module docstring); returns the row count."""
+        used = np.zeros(self.n_ubatch, dtype=bool)
+        for seq_id, (_, start, tokens) in enumerate(placed):
             self._rows(start, tokens, seq_id)
-        n = placed[-1][2] + len(placed[-1][3])
-        if self.rank or n == 1:
-            self._rows(n, [self._filler], len(placed))
-            n += 1
+            used[start : start + len(tokens)] = True
+        spans = [(start, len(tokens)) for _, start, tokens in placed]
+        min_rows = FA_TILE_ROWS if self.cfg.invariant and not small else 0
+        n = layout.rows_needed(spans, min_rows, self.rank or sum(len(t) for _, _, t in placed) == 1)
+        free = np.flatnonzero(~used[:n])
+        self._tok[free] = self._filler
+        self._pos[free] = np.arange(len(free), dtype=np.int32)
+        for i in free:
+            self._seq_ids[i][0] = len(placed)
         self._batch.batch.n_tokens = n
         return n
 
@@ -200,15 +226,15 @@ class Embedder:
         for i in range(start, end):
             self._seq_ids[i][0] = seq_id
 
-    def _deliver(self, placed: list[tuple[EmbedJob, int, int, list[int]]], n: int) -> None:
+    def _deliver(self, placed: list[tuple[tuple[EmbedJob, int], int, list[int]]], n: int) -> None:
         if self.rank:
-            for seq_id, (job, i, _, _) in enumerate(placed):
+            for seq_id, ((job, i), _, _) in enumerate(placed):
                 ptr = lc.llama_get_embeddings_seq(self._c, seq_id)
                 job.put(i, np.ctypeslib.as_array(ptr, shape=(self.n_cls_out,)).copy())
             return
         ptr = lc.llama_get_embeddings(self._c)
         out = np.ctypeslib.as_array(ptr, shape=(n, self.n_embd))
-        for job, i, start, tokens in placed:
+        for (job, i), start, tokens in placed:
             job.put(i, pool(out[start : start + len(tokens)], self.cfg.pooling))
 
     def close(self) -> None:

@@ -1,0 +1,154 @@
+"""Where sequences sit in an embedding batch (server/engine/embedding/layout.py), and the property it
+exists for: a sequence's per-token vectors are the same bits alone and in any mix of others.
+
+The placement rules are checked as arithmetic (hypothesis over cursors, lengths and candidate
+sets); the property on real models (MiniLM f16 and Q8_0, an encoder; SmolLM2, a chat model whose
+KV cache holds the batch), through an Embedder with pooling "none", so every token's vector is
+compared, over mixes of lengths around the kernels' boundaries: 16 (small/tiled and the SIMD
+group), 64 (a key tile and the tiled kernel's row count), and past them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import llama_cpp.llama_cpp as lc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from llama_cpp import _internals
+
+from server.engine import invariance
+from server.engine.embedding import layout
+from server.engine.embedding.embedder import Embedder, EmbedderConfig
+from server.engine.embedding.jobs import EmbedJob
+from server.engine.embedding.layout import KV_TILE, LANES, Candidate, pack, place, shape
+
+LENGTHS = (1, 2, 7, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 56, 63, 64, 65, 70, 100, 127, 128)
+
+
+def valid(start: int, n: int, phase: int) -> bool:
+    """Where a tiled sequence computes as alone, by the rule layout.py derives from ggml's kernel."""
+    if n > KV_TILE:
+        return start % KV_TILE == phase
+    return start % LANES == phase and start % KV_TILE + n <= KV_TILE
+
+
+# --- the arithmetic ------------------------------------------------------------------------------
+@given(st.integers(0, 600), st.integers(17, 300), st.integers(0, 1))
+def test_place_is_the_first_valid_row(cursor, n, ends):
+    phase = (LANES - n % LANES) % LANES if ends else 0
+    start = place(cursor, n, phase)
+    assert start >= cursor and valid(start, n, phase)
+    assert not any(valid(s, n, phase) for s in range(cursor, start))
+
+
+@given(st.lists(st.integers(1, 30000), min_size=1, max_size=300))
+def test_every_sequence_has_one_shape_that_fits_alone(tokens):
+    s = shape(tokens)
+    assert s == shape(list(tokens)) and s.small == (len(tokens) <= layout.SMALL_MAX)
+    if not s.small:
+        assert valid(s.phase, len(tokens), s.phase)  # alone: at its phase in its own batch
+        assert s.phase + len(tokens) <= max(KV_TILE, len(tokens) + LANES - 1)
+
+
+@given(st.lists(st.integers(1, 140), min_size=1, max_size=40), st.booleans(), st.integers(1, 12), st.booleans())
+def test_pack_seats_sequences_where_they_compute_as_alone(lengths, small, max_sequences, exact):
+    rng = random.Random(len(lengths))
+    cands = [Candidate(i, [rng.randrange(1, 999) for _ in range(n)], shape([7] * n)) for i, n in enumerate(lengths)]
+    if small:
+        cands = [c for c in cands if c.shape.small] or cands[:1]
+    seats = pack(cands, small, max_sequences, exact, cap=None if exact else 200)
+    first, start = seats[0]
+    assert first is cands[0], "the input that waited longest goes first"
+    assert start == (0 if small or not exact else first.shape.phase)
+    assert len(seats) <= max_sequences and len({c.key for c, _ in seats}) == len(seats)
+    spans = sorted((start, start + len(c.tokens)) for c, start in seats)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two sequences share a row"
+    limit = 200 if not exact else layout.SMALL_ROWS if small else layout.TILED_ROWS
+    assert len(seats) == 1 or spans[-1][1] <= limit
+    for c, start in seats:
+        if exact and not small and not c.shape.small:
+            assert valid(start, len(c.tokens), c.shape.phase)
+    if not exact:  # BATCH_INVARIANT=off: back to back
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[0][0] == 0
+
+
+# --- the property, on real models ----------------------------------------------------------------
+def load(path, limit: int) -> Embedder:
+    invariance.configure_process()
+    params = lc.llama_model_default_params()
+    invariance.model_params(params)
+    model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+    return Embedder(model, EmbedderConfig("none", limit, 2, True), owns_model=True)
+
+
+@pytest.fixture(scope="module", params=["minilm-f16", "minilm-q8_0", "smollm2"])
+def model(request, minilm_gguf, smollm2_gguf, tmp_path_factory):
+    """An Embedder (pooling "none") and a pool of sequences with each one's vectors computed alone."""
+    if request.param == "minilm-q8_0":
+        from conversion.quantizer import quantize
+
+        path = quantize(minilm_gguf, tmp_path_factory.mktemp("layout-q8") / "q8_0.gguf", "Q8_0", progress=False)
+    else:
+        path = smollm2_gguf if request.param == "smollm2" else minilm_gguf
+    limit = 128 if request.param == "smollm2" else 512
+    embedder = load(path, limit)
+    rng = np.random.default_rng(7)
+    n_vocab = embedder.facts.n_vocab
+    pool = [rng.integers(1000, min(n_vocab, 20000), n).tolist() for n in LENGTHS if n <= limit]
+    alone = [run(embedder, [[s]])[0][0] for s in pool]
+    yield embedder, pool, alone
+    embedder.close()
+
+
+def run(embedder: Embedder, jobs: list[list[list[int]]]) -> list[list[np.ndarray]]:
+    """Every job's per-token vectors, all jobs queued at once and batched together."""
+    handles = [EmbedJob(seqs, "none", time.monotonic() + 600) for seqs in jobs]
+    for job in handles:
+        embedder.add(job)
+    while embedder.busy:
+        embedder.step()
+    return [job.wait().vectors for job in handles]
+
+
+mixes = st.lists(st.lists(st.integers(0, len(LENGTHS) - 1), min_size=1, max_size=8), min_size=1, max_size=6)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mixes)
+def test_a_sequence_has_the_same_bits_in_any_mix(model, mix):
+    embedder, pool, alone = model
+    if embedder.n_embd != 384:  # the chat model: 20 times slower per token than MiniLM, so smaller mixes
+        mix = [job[:3] for job in mix[:2]]
+    mix = [[i % len(pool) for i in job] for job in mix]
+    steps, stats = embedder.steps, embedder.stats()
+    got = run(embedder, [[pool[i] for i in job] for job in mix])
+    for job, vectors in zip(mix, got):
+        for i, v in zip(job, vectors):
+            assert v.shape == alone[i].shape and v.tobytes() == alone[i].tobytes(), f"{len(pool[i])} tokens, mix {mix}"
+    n = sum(len(job) for job in mix)
+    assert embedder.steps - steps <= n and embedder.stats().sequences - stats.sequences == n
+
+
+def test_mixes_share_batches_and_rows_past_a_tile(model):
+    """The comparison above is about shared batches: a mix of every length goes through batches
+    of several sequences and of more than 64 rows, the tiled kernel's."""
+    embedder, pool, alone = model
+    before = embedder.stats()
+    got = run(embedder, [pool, pool[::-1]])
+    after = embedder.stats()
+    assert after.steps - before.steps < len(pool), "sequences shared batches"
+    assert (after.tokens - before.tokens) / (after.steps - before.steps) > KV_TILE
+    assert all(v.tobytes() == a.tobytes() for v, a in zip(got[0], alone))
+
+
+def test_a_sequence_off_its_phase_gets_other_bits(model, monkeypatch):
+    """Why the phases: placed anywhere (the rule broken on purpose), some sequences of a mix change."""
+    embedder, pool, alone = model
+    monkeypatch.setattr(layout, "place", lambda cursor, n, phase: cursor)
+    got = run(embedder, [pool[3:], pool[:3]])
+    changed = [len(s) for s, v, a in zip(pool[3:], got[0], alone[3:]) if v.tobytes() != a.tobytes()]
+    assert changed, "every sequence kept its bits at any offset: the layout rules would not be needed"

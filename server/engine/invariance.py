@@ -33,7 +33,7 @@ the same order).
 
 Not covered (`unavailable` says which applies): GPU backends (their own kernel choices), flash
 attention off (its KQ product takes the llamafile GEMM from two rows and a dot product for one),
-a quantized KV cache (the tiled path reads f16 or f32 cells), a llama.cpp built without the
+a KV cache of another type than f16 or f32 (the tiled path reads only those), a llama.cpp built without the
 patch, and f16/f32 weight matrices (the same GEMM and dot product disagree there).
 BATCH_INVARIANT=off leaves every kernel choice to llama.cpp again.
 """
@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from server.engine.decoder_types import DecoderConfig
+from server.settings import KV_CACHE_TYPES
 
 # ggml-cpu's flash attention switches to its tiled path at this many query rows of one sequence
 # in an unpatched build (the embedder still shapes its batches by it: server/engine/embedding/).
@@ -55,7 +56,7 @@ MAX_ROWS = FA_TILE_ROWS - 1
 
 TILED_MM = "GGML_CPU_TILED_MM"
 _OWN_TILED_MM = TILED_MM not in os.environ  # an explicit setting is the operator's, never changed here
-_CELL_TYPES = ("f16", "f32")  # what the tiled flash attention reads
+_CELL_TYPES = {0, 1}  # GGML_TYPE_F32, GGML_TYPE_F16: the KV cells the tiled flash attention reads
 
 
 def _loaded_ggml_cpu() -> Path:
@@ -104,8 +105,8 @@ def unavailable(cfg: DecoderConfig) -> str | None:
         return "layers on a GPU take the GPU's kernels"
     if cfg.flash_attn == "off":
         return "flash attention is off"
-    if cfg.type_k not in _CELL_TYPES or cfg.type_v not in _CELL_TYPES:
-        return "the KV cache is quantized"
+    if {KV_CACHE_TYPES[cfg.type_k].ggml, KV_CACHE_TYPES[cfg.type_v].ggml} - _CELL_TYPES:
+        return "the KV cache is neither f16 nor f32 (the tiled flash attention reads only those)"
     if not available():
         return "this llama.cpp was built without deploy/llama-patches (make install applies them)"
     return None

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.engine.speculation.cost import Acceptance, StepCost, expected_kept
+from server.engine.speculation.cost import Acceptance, StepCost, best_length, expected_kept
 from server.engine.speculation.drafts import DraftLength, NgramDraft
 from server.engine.speculation.speculator import Speculator
 
@@ -118,9 +118,19 @@ def plan(cost: StepCost, n_decoding: int, p: float) -> list[int]:
 
 def test_drafts_where_rows_are_cheap_and_not_where_each_row_costs_a_step():
     gpu, cpu = fitted(0.03, 0.0005), fitted(0.016, 0.014)
-    assert plan(gpu, 1, 0.6) == [6] and plan(gpu, 4, 0.6) == [6, 6, 6, 6]  # DraftLength's first guess
+    assert plan(gpu, 1, 0.6) == [6] and min(plan(gpu, 4, 0.6)) >= 4  # about DraftLength's first guess
     assert plan(cpu, 1, 0.95) != [0]  # a copy the model keeps: worth it even here
     assert plan(cpu, 1, 0.5) == [0] and plan(cpu, 4, 0.9) == [0, 0, 0, 0]
+
+
+def test_the_draft_length_is_the_one_that_gives_the_most_tokens_per_second():
+    """A run ends at its first miss: at p = 0.7, where a row costs 0.44 of a step, two tokens give
+    the most; the longer drafts that would still beat no draft only add rows."""
+    cpu = fitted(0.01, 0.0044)
+    assert best_length(cpu, 1, 1.0, 12, 0.7) == 2
+    assert best_length(cpu, 1, 1.0, 12, 0.97) >= 10  # a copy nearly always kept: long
+    assert best_length(cpu, 1, 1.0, 12, 0.3) == 0
+    assert best_length(StepCost(max_rows=64), 1, 1.0, 12, 0.3) == 12  # unmeasured: draft, to measure
 
 
 def test_a_draft_source_that_takes_time_is_counted_against_its_drafts():

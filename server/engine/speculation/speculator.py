@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from server.engine.speculation.cost import Acceptance, StepCost, expected_kept, worth
+from server.engine.speculation.cost import Acceptance, StepCost, best_length, expected_kept
 from server.engine.speculation.drafts import DraftLength, DraftSource
 
 # Steps of more rows than this (long prompt chunks) are not used to fit the cost of a row.
@@ -84,7 +84,8 @@ class Speculator:
         """Set each candidate's draft for this step. A candidate: (key, state, history, room),
         room = how many tokens it may still take (max_tokens and context left). The step's
         budget (max_step_tokens minus the decoding sequences' own tokens) goes first come, and
-        each draft must be worth the rows it adds (draftcost.worth), or it is halved until it is.
+        each draft is as long as gives the step the most tokens per second (cost.best_length), or
+        none when no length beats the step without it.
         `guides`: per key, what a sequence's grammar makes of a draft (cut where it refuses,
         extended by what it forces: server/engine/constraints/guide.py); a guided sequence
         drafts what its grammar forces even where the source has no guess (kind GUIDED)."""
@@ -98,15 +99,16 @@ class Speculator:
                     continue
                 state.kind = GUIDED
             acceptance = self.acceptance.setdefault(_bucket(state), Acceptance())
-            p, k = acceptance.p, min(state.length.next(), room, budget)
-            while k > 0 and not worth(self.cost, rows, tokens, k, p):
-                k //= 2
+            p = acceptance.p
+            k = best_length(self.cost, rows, tokens, min(state.length.next(), room, budget), p)
             if k == 0 and acceptance.probe():  # refused for long: measure this kind again
                 k = min(PROBE, room, budget)
             started = time.perf_counter()
             if k > 0:
                 draft = self.source.draft(key, history, k) if state.kind != GUIDED else []
                 state.draft = tuple(guide(draft, k) if guide is not None else draft)
+                if state.draft and state.draft[:1] != tuple(draft[:1]):  # the grammar's text alone:
+                    state.kind = GUIDED  # measured apart (nearly always kept, unlike a 2-gram's guess)
             self.cost.drafted(len(state.draft), time.perf_counter() - started)
             budget -= len(state.draft)
             rows, tokens = rows + len(state.draft), tokens + expected_kept(p, len(state.draft))

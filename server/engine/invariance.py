@@ -49,10 +49,9 @@ from typing import Any
 from server.engine.decoder_types import DecoderConfig
 from server.settings import KV_CACHE_TYPES
 
-# ggml-cpu's flash attention switches to its tiled path at this many query rows of one sequence
-# in an unpatched build (the embedder still shapes its batches by it: server/engine/embedding/).
+# On llama.cpp's own paths, flash attention switches to its tiled kernel at this many query rows
+# of one sequence (the embedder, which keeps those paths, shapes its batches by it).
 FA_TILE_ROWS = 64
-MAX_ROWS = FA_TILE_ROWS - 1
 
 TILED_MM = "GGML_CPU_TILED_MM"
 _OWN_TILED_MM = TILED_MM not in os.environ  # an explicit setting is the operator's, never changed here

@@ -88,13 +88,21 @@ else
   start=$SECONDS
   source=$pin
   if compgen -G "$patches/*.patch" >/dev/null; then
-    "$python" -m pip download --no-deps --no-binary :all: --no-cache-dir --disable-pip-version-check \
-      --dest "$tmp/sdist" "$pin"
-    tar -xzf "$tmp"/sdist/*.tar.gz -C "$tmp/sdist"
+    if [ -d "$pin" ]; then  # a source tree (an offline machine's bundle): patched in a copy
+      mkdir -p "$tmp/sdist" && cp -a "$pin" "$tmp/sdist/"
+    else
+      "$python" -m pip download --no-deps --no-binary :all: --no-cache-dir --disable-pip-version-check \
+        --dest "$tmp/sdist" "$pin"
+      tar -xzf "$tmp"/sdist/*.tar.gz -C "$tmp/sdist"
+    fi
     source=$(find "$tmp/sdist" -mindepth 1 -maxdepth 1 -type d)
     for p in "$patches"/*.patch; do
       echo "Applying $(basename "$p")"
-      patch -p1 --batch --forward --silent -d "$source" <"$p"
+      if command -v patch >/dev/null; then
+        patch -p1 --batch --forward --silent -d "$source" <"$p"
+      else  # a machine without patch(1): git applies a unified diff outside a repository too
+        (cd "$source" && git apply -p1 -) <"$p"
+      fi
     done
   fi
   "$python" -m pip wheel --no-deps --no-cache-dir --disable-pip-version-check --wheel-dir "$tmp/wheel" "$source"

@@ -115,6 +115,13 @@ class BatchDecoder(ModelFacts, TokenFlow):
         self._spec = speculator  # speculative decoding (server/engine/speculation/speculator.py), None when off
         self._invariant = invariance.applies(cfg)  # batch-invariant kernels (server/engine/invariance.py)
         self._feeds: list[stepplan.Feed] = []
+        self._out: np.ndarray | None = None  # the step's logits: TokenFlow._logits_row
+        # With layers on a device, llama_decode returns once the step is queued there, and the
+        # device computes while this thread goes on until it reads the logits: `on_launched`
+        # (the engine's) runs in that time.
+        self.asynchronous = cfg.n_gpu_layers != 0 and bool(lc.llama_supports_gpu_offload())
+        self.on_launched: Callable[[], None] | None = None
+        self._out_rows = np.zeros(0, dtype=np.int64)
 
     @classmethod
     def load(cls, model_path: str | Path, **settings: Any) -> "BatchDecoder":
@@ -193,6 +200,7 @@ class BatchDecoder(ModelFacts, TokenFlow):
         self._stats.start()
         t0 = time.perf_counter()
         invariance.use(self._invariant)
+        self._out = None  # read again after this decode
         rc = lc.llama_decode(self._c, self._batch.batch)
         if rc == 1 and self._table.evict_idle():  # unified KV: idle caches may fill it
             rc = lc.llama_decode(self._c, self._batch.batch)
@@ -200,10 +208,12 @@ class BatchDecoder(ModelFacts, TokenFlow):
             for f in self._feeds:
                 self._finish(f.seq, "error")
             raise DecodeError(f"llama_decode failed (code {rc})")
-        if self._spec is not None:
-            self._spec.observe(n, time.perf_counter() - t0)
+        if self.on_launched is not None:
+            self.on_launched()
         for f in self._feeds:
             self._after_decode(f)
+        if self._spec is not None:  # the whole step: on a device the rows' sampling is most of it
+            self._spec.observe(n, time.perf_counter() - t0)
         self._stats.record(n, len(self._feeds))
 
     def run_until_idle(self, max_steps: int = 1_000_000) -> int:

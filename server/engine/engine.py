@@ -117,6 +117,10 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/
         self._init_embedding()
         self._admitted, self._admission = 0, threading.Lock()
         self._running: list[_Running] = []
+        # Events of the last step, when the decoder runs on a device: handed to their readers
+        # while the device computes the next step (see _deliver), not in the thread's way.
+        self._outbox: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._defer = False
         self.last_active = time.monotonic()  # when a request was last admitted or ended
         self.on_idle: Callable[[], None] | None = None  # called when its last request ends (the model library)
         self._ready = threading.Event()
@@ -273,6 +277,9 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/
         loaded = (self._loader or load)(self.settings, self.model, self._given)
         self._decoder, self._vocab, self._format = loaded.decoder, loaded.vocab, loaded.prompt_format
         self._n_slots = loaded.decoder.n_slots
+        if getattr(loaded.decoder, "asynchronous", False):  # a test's decoder may not say
+            self._defer = True
+            loaded.decoder.on_launched = self._deliver
         self.info = loaded.info
         self._embedder = loaded.embedder
 
@@ -347,7 +354,8 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/
 
     def _step(self) -> None:
         try:
-            self._decoder.step()
+            if not self._decoder.step():
+                self._deliver()  # nothing was launched to deliver them beside
         except DecodeError:
             log.exception("llama.cpp failed to decode a batch")  # its sequences have ended as errors
         except Exception:
@@ -361,7 +369,7 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/
         if entry.ended:
             return
         if type(event) is Delta:
-            return entry.generation.put(event)
+            return self._send(entry.generation.put, event)
         assert isinstance(event, Ended)
         reason = event.finish_reason
         if reason == "cancelled" and entry.reason:
@@ -376,6 +384,25 @@ class Engine(EmbeddingEngine):  # embed() and rerank(): server/engine/embedding/
             self._admitted -= 1
             self.last_active, idle = time.monotonic(), self._admitted == 0
         error = ERRORS.get(reason)
-        entry.generation.finish(done_event(entry.generation, entry.handed, reason, ended), error() if error else None)
+        self._send(
+            entry.generation.finish,
+            done_event(entry.generation, entry.handed, reason, ended),
+            error() if error else None,
+        )
+        if not self._running:
+            self._deliver()
         if idle and self.on_idle is not None:
             self.on_idle()
+
+    def _send(self, call: Callable[..., None], *args: Any) -> None:
+        """Hand an event to its reader: at once, or with the others of its step (see _outbox)."""
+        if self._defer:
+            self._outbox.append((call, args))
+        else:
+            call(*args)
+
+    def _deliver(self) -> None:
+        """Hand the held events to their readers, in the order they came."""
+        outbox, self._outbox = self._outbox, []
+        for call, args in outbox:
+            call(*args)

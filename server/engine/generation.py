@@ -4,7 +4,9 @@ The HTTP side iterates a `Generation` for `Delta` events and one final
 `Done` (or gets the request's error raised), and calls `cancel()` when the
 client goes away. The engine's worker puts events in with `put`/`finish`; it reads
 `interrupt_reason()` once per decode step, so a cancel or a passed deadline
-stops the sequence within one step.
+stops the sequence within one step. A request that is not streamed holds its deltas
+until `finish`: its reader wants only the whole answer, and waking it for each token
+would have it take the interpreter's lock from the engine's thread once per token.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Generation:
         self.submitted = time.monotonic()
         self._on_done = on_done
         self._events: queue.SimpleQueue[Delta | Done | Exception] = queue.SimpleQueue()
+        self._held: list[Delta] | None = None if request.stream else []  # a whole answer's deltas, until finish
+        self._hold = threading.Lock()  # between the worker's put and a reader's live()
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
@@ -83,10 +87,23 @@ class Generation:
                 return
 
     # The engine's worker side.
+    def live(self) -> None:
+        """Deliver each delta as it comes, streamed or not (a reader that checks the answer as
+        it grows: server/safety/windows.py)."""
+        with self._hold:
+            for delta in self._held or ():
+                self._events.put(delta)
+            self._held = None
+
     def put(self, delta: Delta) -> None:
+        if self._held is not None:
+            with self._hold:
+                if self._held is not None:
+                    return self._held.append(delta)
         self._events.put(delta)
 
     def finish(self, finished: Done, error: Exception | None = None) -> None:
+        self.live()
         self._events.put(error or finished)
         if self._on_done is not None:
             try:

@@ -53,6 +53,11 @@ class Decoder(Protocol):
         """Raise grammar.GrammarError unless the decoder can sample under `gbnf` (any thread)."""
         ...
 
+    # True when a step is computed on a device after `step` queued it: `on_launched` (the engine's)
+    # is then called once it is queued, before its results are read, to work while it computes.
+    asynchronous: bool
+    on_launched: Callable[[], None] | None
+
     def step(self) -> int:
         """One decode over every running sequence; decoder_types.DecodeError if llama.cpp failed
         (the batch's sequences have then ended with "error")."""

@@ -39,6 +39,10 @@ class TokenFlow:
     _pieces: Pieces
     _spec: Speculator | None
     _table: SlotTable
+    _batch: Any  # the step's llama_batch (server/engine/batching.py)
+    _logits: np.ndarray  # its logits flags
+    _out: np.ndarray | None  # this step's logits, rows in batch order (None until read)
+    _out_rows: np.ndarray  # batch row -> row of _out
 
     def _sample(self, seq: Sequence, i: int | None = None, extra: list[int] | tuple[int, ...] = ()) -> int:
         """The token for the logits at batch row `i` (default: the sequence's own row), accepted
@@ -47,7 +51,7 @@ class TokenFlow:
         i, p = seq.i_batch if i is None else i, seq.params
         if seq.chain is not None and p.logprobs is None:
             return int(lc.llama_sampler_sample(seq.chain, self._c, i))
-        logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(self._c, i), shape=(self._n_vocab,))
+        logits = self._logits_row(i)
         if p.logprobs is not None:  # read before sampling changes the logits in place
             seq.before = Before(logits, p.logprobs)
         if seq.chain is not None:
@@ -62,6 +66,18 @@ class TokenFlow:
         if p.logit_bias or p.ignore_eos:
             apply_bias(logits, bias_entries(p, self._eog_tokens() if p.ignore_eos else None))
         return greedy_token(logits, recent, p)
+
+    def _logits_row(self, i: int) -> np.ndarray:
+        """Batch row `i`'s logits: a view of llama.cpp's output buffer, which holds the rows that
+        asked for logits in batch order. Read once per step (one synchronization with the
+        device and one array), not once per row."""
+        if self._out is None:
+            flags = self._logits[: self._batch.batch.n_tokens]
+            self._out_rows = np.cumsum(flags, dtype=np.int64) - 1
+            n_out = int(self._out_rows[-1]) + 1
+            self._out = np.ctypeslib.as_array(lc.llama_get_logits(self._c), shape=(n_out, self._n_vocab))
+        row: np.ndarray = self._out[self._out_rows[i]]
+        return row
 
     def _eog_tokens(self) -> list[int]:
         """Every end-of-generation token id, found once (a scan of the vocabulary) when needed."""

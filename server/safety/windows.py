@@ -39,6 +39,7 @@ class Watched(Generation):
         pool: ThreadPoolExecutor,
     ) -> None:
         super().__init__(inner.request, None)
+        inner.live()  # each window is checked as the answer grows, streamed or not
         self.inner, self.flagged, self.pool = inner, flagged, pool
         self.fast = mode == "fast" and inner.request.stream
         self.window, self.step = window, window - overlap

@@ -12,7 +12,8 @@
 #   2. our converter (f16) and quantizer (Q4_K_M) make the model: both need llama.cpp from step 1;
 #   3. llama-bench pp512/tg128 at -ngl 99, 16, 8, 0 -> gpu-llama-bench.json;
 #   4. the GPU-marked tests (gpu-pytest.log), then the auto-offload check -> gpu-offload.json;
-#   5. our server's benches (server_benches.sh: serve-gpu, concurrency, serve-split, profile;
+#   5. our server's benches (server_benches.sh: engine-loop once the 7B is made, when named; serve-gpu,
+#      concurrency, serve-split, profile;
 #      cache-ab, side-by-side, cluster and speculative when named). The speculative stage also
 #      makes a small random draft model (prepare_model.py --model draft) beside the 7B.
 # STAGES picks among steps 3-5 (default: all), e.g. STAGES="tests serve-gpu concurrency" to skip
@@ -84,6 +85,10 @@ pipeline() {
   fi
   .venv/bin/python -c 'import sys; sys.path.insert(0, "bench/gpu"); import json, _gpuinfo; print(json.dumps(_gpuinfo.gpu_info()))' \
     > "$WORK/gpu-info.json"
+  if has engine-loop; then  # before the 7B's benches, on a quiet machine: a small model's steps are short
+    bash bench/gpu/server_benches.sh engine-loop > "$WORK/engine-loop.log" 2>&1 && note "engine-loop done" \
+      || note "engine-loop FAILED (engine-loop.log)"
+  fi
   mkdir -p "$WORK/llama-bench-raw"
   if has llama-bench; then
     .venv/bin/python bench/gpu/llama_bench.py --force --bin "$WORK/build/bin/llama-bench" --model "$MODEL" \
@@ -121,7 +126,7 @@ collect() {
   local dest=$1
   mkdir -p "$dest"
   cp "$WORK"/gpu-*.json "$WORK/gpu-pytest.log" "$dest/" 2>/dev/null
-  tar -C "$WORK" -czf "$dest/logs.tar.gz" --exclude='*.gguf' --exclude='*.safetensors' --exclude=build --exclude=src --exclude=ckpt . 2>/dev/null
+  tar -C "$WORK" -czf "$dest/logs.tar.gz" --exclude='*.gguf' --exclude='*.safetensors' --exclude=build --exclude=src --exclude='ckpt*' --exclude='*.partial' . 2>/dev/null
   ls -la "$dest"
 }
 

@@ -11,6 +11,9 @@
 #   bash bench/gpu/server_benches.sh speculative   # speculative.py: ours and llama-server, off / ngram / the model as its
 #                                                  # own draft / a 4-layer random draft, rounds for SPEC_BUDGET_S (420) s or until SPEC_END_AT
 #   bash bench/gpu/server_benches.sh cluster       # cluster.py: one replica, no nginx, PARALLEL 8, 1-16 clients
+#   bash bench/gpu/server_benches.sh engine-loop   # SmolLM2 (real weights, brought in parts: SMOL_PARTS) all on the GPU:
+#                                                  # concurrency.py ours, BEFORE (another checkout) and llama-server, 8 slots,
+#                                                  # 1-16 clients, rounds for LOOP_BUDGET_S (300) s; then loop_profile.py at 1, 8, 16
 #
 # Outputs under bench/.work/gpu/ (serve/*.json, gpu-*.json, profile-*.txt), gathered by
 # `run_device.sh wait`; bench/gpu/summarize_server.py turns them into bench/results/gpu-server.json.
@@ -122,6 +125,40 @@ cluster() {
   add_gpu_info "$WORK/gpu-cluster.json" n_gpu_layers=-1
 }
 
+smollm2() {  # the real SmolLM2 file, joined from the parts each call's working tree could carry
+  local out=$WORK/smollm2-135m-instruct-q4_1.gguf parts=${SMOL_PARTS:-.gpu/smol1/part .gpu/smol2/part}
+  local want=${SMOL_SHA256:-$(cat .gpu/smol1/sha256 2>/dev/null)}
+  if [[ ! -f $out ]]; then
+    for part in $parts; do
+      local waited=0
+      until [[ -f $part ]]; do sleep 5; waited=$((waited + 5)); (( waited < 900 )) || { echo "no $part"; return 1; }; done
+    done
+    cat $parts > "$out.partial" && mv "$out.partial" "$out"
+  fi
+  [[ -z $want || $(sha256sum "$out" | cut -d' ' -f1) == "$want" ]] || { echo "$out: sha256 differs"; rm -f "$out"; return 1; }
+  echo "$out"
+}
+
+engine_loop() {
+  # Issue #26: the engine's own time with a small model whose steps are short on the GPU. Every
+  # question new (--fresh-questions), so no prompt cache or draft pool has seen it.
+  link_llama_server || return 1
+  local smol; smol=$(smollm2) || { echo "$smol"; return 1; }
+  local before=${BEFORE:-$PWD/.gpu/before} sides=(--servers ours-pN,llama-server-pN)
+  if [[ -d $before/server ]]; then  # the server as it was, for the before-pN column
+    [[ -x $before/.venv/bin/python ]] || ln -sfn "$PWD/.venv" "$before/.venv"
+    sides=(--servers ours-pN,before-pN,llama-server-pN --before "$before")
+  fi
+  $PY bench/concurrency.py --model "$smol" "${sides[@]}" \
+    --parallel 8 --clients "${LOOP_CLIENTS:-1,4,8,16}" --requests 3 --rounds 40 --budget-s "${LOOP_BUDGET_S:-300}" \
+    --max-tokens 128 --threads "$THREADS" --ctx 1024 --fresh-questions \
+    --n-gpu-layers -1 --flash-attn auto --no-plot --force --out "$WORK/gpu-engine-loop.json" || return 1
+  add_gpu_info "$WORK/gpu-engine-loop.json"
+  $PY bench/loop_profile.py --model "$smol" --clients "${LOOP_PROFILE_CLIENTS:-1,8,16}" --parallel 8 --threads "$THREADS" --n-gpu-layers -1 \
+    --seconds "${LOOP_PROFILE_S:-8}" --note "one GPU, SmolLM2-135M-Instruct Q4_1, every layer on it" \
+    --out "$WORK/gpu-loop-profile.json"
+}
+
 add_gpu_info() {  # FILE [SETTING=VALUE]: the benches record the CPU host; add the GPU (and a setting they ran with)
   $PY - "$1" "$WORK/gpu-info.json" "${2:-}" <<'EOF'
 import json, os, sys
@@ -145,5 +182,6 @@ case "${1:-}" in
   cache-ab) cache_ab ;;
   speculative) speculative ;;
   cluster) cluster ;;
+  engine-loop) engine_loop ;;
   *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

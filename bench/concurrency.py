@@ -322,9 +322,9 @@ def commits(args) -> dict:
 
     def commit(tree: Path) -> str:
         git = ["git", "-C", str(tree)]
-        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        if not head and (tree / "COMMIT").is_file():  # a copy without .git (a GPU machine's bundle) names it
+        if (tree / "COMMIT").is_file():  # a copy of the server without its own .git (a GPU run's bundle)
             return (tree / "COMMIT").read_text().strip()
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(git + ["status", "--porcelain", "--", "server"], capture_output=True, text=True).stdout
         return head + ("+" if dirty.strip() else "")
 

@@ -269,7 +269,7 @@ class BatchDecoder(ModelFacts, TokenFlow):
         for seq in running:
             seq.i_batch = -1
         cfg = self.cfg
-        self._feeds = feeds = stepplan.plan(running, cfg.n_batch, cfg.prefill_chunk)
+        self._feeds = feeds = stepplan.plan(running, cfg.n_batch, cfg.prefill_chunk, equal_rows=not cfg.kv_unified)
         n = 0
         for f in feeds:
             seq, k = f.seq, len(f.tokens)
@@ -278,11 +278,12 @@ class BatchDecoder(ModelFacts, TokenFlow):
             self._tok[n:end] = f.tokens
             self._pos[n:end] = np.arange(f.pos, f.pos + k, dtype=np.int32)
             self._logits[n:end] = 0
-            self._logits[end - f.n_out : end] = 1
+            last = end - f.pad  # the rows after it pad the step (stepplan.Feed.pad)
+            self._logits[last - f.n_out : last] = 1
             for i in range(n, end):
                 self._seq_ids[i][0] = seq.slot.id
             if f.n_out:
-                seq.i_batch = end - f.n_out
+                seq.i_batch = last - f.n_out
             n = end
         self._batch.batch.n_tokens = n
         return n
@@ -302,6 +303,8 @@ class BatchDecoder(ModelFacts, TokenFlow):
                 s.spec.draft = ()
         guides = {key: self._guide(seq.constraint) for key, seq in keyed if seq.constraint is not None}
         self._spec.plan(candidates, len(decoding), guides)
+        if not self.cfg.kv_unified:  # every decoding sequence gets the same rows: stepplan.plan
+            self._spec.equalize([s.spec for s in decoding if s.spec is not None], len(decoding))
 
     def _guide(self, constraint: ConstrainedSampler) -> Guide:
         """What the grammar makes of a draft: cut where it refuses, extended by what it forces."""
@@ -319,8 +322,10 @@ class BatchDecoder(ModelFacts, TokenFlow):
         if seq.state == DECODING and seq.spec is not None and seq.spec.draft:
             return self._after_verify(seq, feed)
         assert seq.slot is not None
-        seq.slot.cached.extend(feed.tokens)
-        seq.n_past = feed.pos + len(feed.tokens)
+        seq.slot.cached.extend(feed.tokens[: feed.real])
+        seq.n_past = feed.pos + feed.real
+        if feed.pad:  # the padding's cells: nothing of the sequence's
+            lc.llama_memory_seq_rm(self._mem, seq.slot.id, seq.n_past, -1)
         if seq.i_batch >= 0:
             try:
                 token = self._sample(seq)
@@ -334,8 +339,8 @@ class BatchDecoder(ModelFacts, TokenFlow):
         own next token; drop the rejected draft's KV cells."""
         slot, spec, speculator = seq.slot, seq.spec, self._spec
         assert slot is not None and spec is not None and speculator is not None  # only called with a draft
-        base = feed.pos + len(feed.tokens) - feed.n_out  # the next token's position
-        slot.cached.extend(feed.tokens[: len(feed.tokens) - feed.n_out])  # rows recomputed before it
+        base = feed.pos + feed.real - feed.n_out  # the next token's position
+        slot.cached.extend(feed.tokens[: feed.real - feed.n_out])  # rows recomputed before it
         draft, befores = spec.draft, list[Before | None]()
 
         def choose(i: int, kept: list[int]) -> int:
@@ -349,7 +354,7 @@ class BatchDecoder(ModelFacts, TokenFlow):
 
         out = speculator.accept(spec, choose, lambda token: self._pieces(token) is EOG)
         kept = len(out) - 1
-        if kept < len(draft):
+        if kept < len(draft) or feed.pad:  # the refused draft's cells and the padding's
             lc.llama_memory_seq_rm(self._mem, slot.id, base + 1 + kept, -1)
         slot.cached.append(seq.next_token)
         slot.cached.extend(draft[:kept])

@@ -47,11 +47,13 @@ class SlotTable:
         return [s for s in self.slots if s.seq is not None]
 
     def assign(self, seq: Sequence, prompt: list[int]) -> tuple[Slot, int]:
-        """A free slot for `prompt`, the one sharing the longest cached prefix (then the
-        least recently used); returns it and how many prompt tokens it already holds."""
-        slot = max(
-            (s for s in self.slots if s.seq is None), key=lambda s: (self._common_prefix(s, prompt), -s.last_used)
-        )
+        """A free slot for `prompt`, the one sharing the longest cached prefix (then the lowest
+        id); returns it and how many prompt tokens it already holds.
+
+        The lowest id keeps the running slots together: with a KV stream per slot, llama.cpp
+        evaluates a step in one pass over the weights only over consecutive sequence ids, and
+        one pass per run of them otherwise (server/engine/stepplan.py)."""
+        slot = max((s for s in self.slots if s.seq is None), key=lambda s: (self._common_prefix(s, prompt), -s.id))
         if self.ram is not None:
             self._swap_in(slot, prompt)
         keep = self._reuse_prefix(slot, prompt)

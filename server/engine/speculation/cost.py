@@ -97,3 +97,22 @@ def best_length(cost: StepCost, rows: int, tokens: float, k_max: int, p: float) 
         if rate > best_rate:
             best, best_rate = k, rate
     return best
+
+
+def common_length(cost: StepCost, ps: list[float], lengths: list[int], n_decoding: int) -> int:
+    """The one draft length for a step whose `n_decoding` sequences are all evaluated with as many
+    rows (server/engine/stepplan.py pads the shorter drafts): the one giving the most tokens per
+    second, if that beats no draft by MARGIN (else 0). `ps`, `lengths`: each draft's chance per
+    token and length. Unmeasured: the longest."""
+    longest = max(lengths, default=0)
+    line = cost.line()
+    if line is None:
+        return longest
+    a, b = line
+
+    def rate(k: int) -> float:
+        kept = sum(expected_kept(p, min(k, n)) for p, n in zip(ps, lengths))
+        return (n_decoding + kept) / (a + b * n_decoding * (k + 1))
+
+    best = max(range(longest + 1), key=rate)
+    return best if rate(best) > MARGIN * rate(0) else 0

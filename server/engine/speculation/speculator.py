@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from server.engine.speculation.cost import Acceptance, StepCost, best_length, expected_kept
+from server.engine.speculation.cost import Acceptance, StepCost, best_length, common_length, expected_kept
 from server.engine.speculation.drafts import DraftLength, DraftSource
 
 # Steps of more rows than this (long prompt chunks) are not used to fit the cost of a row.
@@ -112,6 +112,18 @@ class Speculator:
             self.cost.drafted(len(state.draft), time.perf_counter() - started)
             budget -= len(state.draft)
             rows, tokens = rows + len(state.draft), tokens + expected_kept(p, len(state.draft))
+
+    def equalize(self, states: Sequence[DraftState], n_decoding: int) -> None:
+        """Cut the step's drafts to the one length that gives it the most tokens per second when
+        every decoding sequence is evaluated with that many rows (server/engine/stepplan.py pads
+        the shorter ones): a long draft beside short ones costs a padded row for each of them."""
+        lengths = [len(st.draft) for st in states]
+        if n_decoding < 2 or not any(lengths) or (len(set(lengths)) == 1 and len(lengths) == n_decoding):
+            return
+        ps = [self.acceptance.setdefault(_bucket(st), Acceptance()).p for st in states]
+        k = common_length(self.cost, ps, lengths, n_decoding)
+        for st in states:
+            st.draft = st.draft[:k]
 
     def accept(
         self, state: DraftState, choose: Callable[[int, list[int]], int], final: Callable[[int], bool] = _never

@@ -6,8 +6,10 @@ keep-alive), renders the prompt in code (server/safety/prompt.py), tokenizes it 
 template's text allowed control tokens and the messages' not, and submits it through the
 engine's normal queue, greedy and constrained by the verdict grammar, with
 log-probabilities. Consecutive checks share the prompt's fixed start (task line and
-categories), which the engine's prefix cache keeps. Anything that keeps a verdict from
-coming (the model unknown, failing to load, no room, the queue full, the timeout) is
+categories), which the engine's prefix cache keeps. A verdict is known at the label's first
+token (the two answers differ from their first letter): a safe one returns there, while the
+engine writes the rest of `safe` that the grammar forces; an unsafe one reads on for its
+categories. Anything that keeps a verdict from coming (the model unknown, failing to load, no room, the queue full, the timeout) is
 `GuardFailed`; the policy decides what that means (GUARD_FAILURE).
 
 Tests plug other guards in at this seam (a fake deciding by rule).
@@ -131,6 +133,9 @@ class LlamaGuard:
                 if isinstance(event, Delta):
                     said += event.text
                     records.extend(event.logprobs)
+                    if said.lstrip("\n").startswith("s"):  # the grammar's "safe": nothing more to read
+                        said = "safe"  # the rest is forced; the engine ends the answer on its own
+                        break
         except ServerError as exc:  # not found, failed to load, no room, queue full, timeout
             reason = "timeout" if exc.status == 504 else "unavailable"
             raise GuardFailed(f"guard '{self.model}': {exc.message}", reason) from None

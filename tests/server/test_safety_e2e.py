@@ -131,3 +131,64 @@ def test_a_text_too_long_for_the_guard_is_read_in_overlapping_parts(smollm2_gguf
     assert all("User: \n\nAgent: " in prompt for prompt in seen)  # the question went first, to make room
     read = set(" ".join(prompt.split("Agent: ")[1].split("\n\n<END CONVERSATION>")[0] for prompt in seen).split())
     assert read >= set(words)
+
+
+class _SlowAfterLabel:
+    """An engine that writes the guard's label at once and the rest only after `rest_s` seconds:
+    what a real one does while it computes the forced remainder, made long enough to see."""
+
+    def __init__(self, label: list[str], rest_s: float) -> None:
+        self.label, self.rest_s, self.vocab = label, rest_s, None
+
+    def submit_tokens(self, tokens, request):
+        import time as _time
+
+        from server.engine.logprobs import TokenLogprob
+        from server.engine.request import Delta, Done
+
+        def events():
+            first, *rest = self.label
+            top = ((1, b"unsafe", -0.1), (2, b"safe", -2.5)) if first.startswith("u") else ((2, b"safe", -0.1),)
+            yield Delta(first, (TokenLogprob(1 if first.startswith("u") else 2, first.encode(), -0.1, top),))
+            _time.sleep(self.rest_s)
+            for text in rest:
+                yield Delta(text)
+            yield Done("stop", {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, {})
+
+        return events()
+
+
+class _OneEngineLibrary:
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.catalog = self
+
+    def find(self, name):
+        raise ValueError("no file: the format is set")
+
+    def use(self, model, timeout=None):
+        import contextlib
+        import types
+
+        return contextlib.nullcontext(types.SimpleNamespace(engine=self.engine))
+
+
+@pytest.mark.parametrize("label, flagged", [(["safe"], False), (["s", "afe"], False), (["unsafe", "\nS1"], True)])
+def test_a_safe_verdict_returns_at_the_labels_first_token(monkeypatch, label, flagged):
+    """The two answers differ from their first letter: "s..." is safe, and the check does not wait
+    for the rest the grammar forces; "unsafe" reads on, for its categories."""
+    import time
+
+    import server.safety.guard as guard_module
+
+    monkeypatch.setattr(guard_module, "_tokens", lambda vocab, pieces: [1, 2, 3])
+    settings = Settings(guard_model="g", guard_format="llama-guard-3", guard_threshold=0.5)
+    guard = LlamaGuard(settings, _OneEngineLibrary(_SlowAfterLabel(label, rest_s=3.0)))
+    started = time.monotonic()
+    verdict = guard.check([Turn("User", "How do I bake bread?")])
+    took = time.monotonic() - started
+    assert verdict.flagged == flagged
+    if flagged:
+        assert verdict.categories == ("S1",) and took >= 3.0
+    else:
+        assert verdict.said == "safe" and took < 1.5

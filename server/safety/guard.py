@@ -9,8 +9,8 @@ log-probabilities. Consecutive checks share the prompt's fixed start (task line 
 categories), which the engine's prefix cache keeps. A verdict is known at the label's first
 token (the two answers differ from their first letter): a safe one returns there, while the
 engine writes the rest of `safe` that the grammar forces; an unsafe one reads on for its
-categories. Anything that keeps a verdict from coming (the model unknown, failing to load, no room, the queue full, the timeout) is
-`GuardFailed`; the policy decides what that means (GUARD_FAILURE).
+categories. Anything that keeps a verdict from coming (the model unknown, failing to load,
+no room, the queue full, the timeout) is `GuardFailed`; the policy decides what that means (GUARD_FAILURE).
 
 Tests plug other guards in at this seam (a fake deciding by rule).
 """

@@ -24,8 +24,15 @@ ratio is taken per round and reported as min / median / max with a 95% interval 
 (bench/_spread.py). Also counted: per prompt, whether our text with ngram drafts is byte-identical to
 our text without (temperature 0), and the same for llama-server.
 
+--fresh starts a new server for every timed pass (one side, one round, one client count) and stops it right
+after, so no server sees a timed prompt twice: it measures what a user gets on prompts never seen before.
+Without it each side's server stays up for the whole run and from its second pass on its n-gram draft pool
+and prompt cache know the prompts (and the answers it gave): those numbers are what a shared pool gives to
+repeated prompts, and are to be labelled so.
+
     python bench/speculative.py                     # writes bench/results/speculative-<model>.json
     python bench/speculative.py --rounds 5 --clients 1 --threads 2
+    python bench/speculative.py --fresh --rounds 5      # every timed pass on a server of its own
     python bench/speculative.py --model M.gguf --draft-model SMALL.gguf --n-gpu-layers -1 \
         --sides ours-off,ours-draft-self,ours-draft,llama-server-off,llama-server-draft-self,llama-server-draft
     OMP_WAIT_POLICY=PASSIVE python bench/speculative.py ...   # on a machine busy with other work
@@ -104,7 +111,7 @@ def spec_argv(name: str, args) -> list:
 
 
 class Side:
-    """One server under test, started once and kept up for the whole run."""
+    """One server under test: kept up for the whole run, or with --fresh for one timed pass."""
 
     def __init__(self, name: str, args) -> None:
         import subprocess
@@ -115,6 +122,7 @@ class Side:
         port = free_port()
         argv, env = self.t.command(args.model, port, args)
         argv, env = [*argv, *spec_argv(name, args)], {**env, **spec_env(name, args)}
+        # Overwritten on each start (--fresh): what is kept is the last server's, the one that failed if one did.
         self.log = open(WORK / f"spec-{name}.log", "w")
         self.proc = subprocess.Popen(
             [str(a) for a in argv],
@@ -194,36 +202,61 @@ class Side:
         self.log.close()
 
 
+def start(name: str, args, failed: dict[str, str]) -> Side | None:
+    """A side's server, or None with the reason put in `failed` (name: why)."""
+    t0 = time.monotonic()
+    try:
+        side = Side(name, args)
+    except Exception as exc:  # noqa: BLE001 - reported in the results
+        failed[name] = f"{type(exc).__name__}: {exc} (see spec-{name}.log)"
+        print(f"{name} did not start: {failed[name]}", flush=True)
+        return None
+    print(f"{name} server up in {time.monotonic() - t0:.1f}s (pid {side.proc.pid})", flush=True)
+    return side
+
+
+def timed_pass(name: str, r: int, clients: int, args, kept: dict[str, Side], failed: dict[str, str]) -> dict | None:
+    """One side's pass of one round at one client count: on its kept server, or (--fresh) on a server
+    started for it and stopped right after, which has seen none of the prompts."""
+    side = kept.get(name) or start(name, args, failed)
+    if side is None:
+        return None
+    try:
+        row = {"round": r, **side.round(clients, args.max_tokens)}
+    finally:
+        if name not in kept:
+            side.close()
+    print(
+        f"round {r}  {row['server']:24} {clients} clients  {row['tokens_per_s']:8.2f} t/s  "
+        f"{row['completion_tokens']:5} tokens  drafted {row['drafted']:5} accepted "
+        f"{row['accepted']:5}  errors {row['errors']}",
+        flush=True,
+    )
+    return row
+
+
 def bench(args, failed: dict[str, str]) -> list[dict]:
     """The rounds' rows; a side that does not start is put in `failed` (name: why) and the others run."""
-    sides: list[Side] = []
+    kept: dict[str, Side] = {}  # without --fresh: each side's one server, up for the whole run
     raw: list[dict] = []
     try:
-        for name in args.sides:
-            try:
-                sides.append(Side(name, args))
-            except Exception as exc:  # noqa: BLE001 - reported in the results
-                failed[name] = f"{type(exc).__name__}: {exc} (see spec-{name}.log)"
-                print(f"{name} did not start: {failed[name]}", flush=True)
+        for name in [] if args.fresh else args.sides:
+            if (side := start(name, args, failed)) is not None:
+                kept[name] = side
         t0 = time.monotonic()
         for r in range(args.rounds):
             if r and time.monotonic() - t0 > args.budget_s:
                 print(f"budget of {args.budget_s}s spent: stopping after {r} rounds", flush=True)
                 break
             for clients in args.clients:
-                k = r % len(sides)
-                for s in sides[k:] + sides[:k]:
-                    row = {"round": r, **s.round(clients, args.max_tokens)}
-                    raw.append(row)
-                    print(
-                        f"round {r}  {row['server']:24} {clients} clients  {row['tokens_per_s']:8.2f} t/s  "
-                        f"{row['completion_tokens']:5} tokens  drafted {row['drafted']:5} accepted "
-                        f"{row['accepted']:5}  errors {row['errors']}",
-                        flush=True,
-                    )
+                names = [n for n in args.sides if n not in failed]  # --fresh: a side may fail in any round
+                k = r % max(len(names), 1)
+                for name in names[k:] + names[:k]:
+                    row = timed_pass(name, r, clients, args, kept, failed)
+                    raw += [row] if row else []
     finally:
-        for s in sides:
-            s.close()
+        for side in kept.values():
+            side.close()
     return raw
 
 
@@ -235,6 +268,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--clients", default="1,4", type=lambda t: [int(c) for c in t.split(",")])
     ap.add_argument("--parallel", type=int, default=4, help="slots on every server")
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument(
+        "--fresh", action="store_true", help="a new server for every timed pass: no server sees a prompt twice"
+    )
     ap.add_argument("--budget-s", type=float, default=720, help="start no new round after this many seconds")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--draft-max", type=int, default=16, help="most drafted tokens per step, both servers")
@@ -296,7 +332,12 @@ def main(argv: list[str]) -> int:
         "method": "rounds interleave the sides (order rotating); answers end naturally (capped by max_tokens), "
         "so tokens/s counts the generated tokens of each side; each ratio is taken per round from that "
         "round's back-to-back runs; a claim stands where the 95% order-statistic interval of the median "
-        "ratio excludes 1",
+        "ratio excludes 1; "
+        + (
+            "each pass on a new server (fresh): no server saw a timed prompt before"
+            if args.fresh
+            else "each side's server kept up for the run: later passes repeat prompts its draft pool has seen"
+        ),
         **summary,
         "rounds": raw,
     }

@@ -269,7 +269,9 @@ class BatchDecoder(ModelFacts, TokenFlow):
         for seq in running:
             seq.i_batch = -1
         cfg = self.cfg
-        self._feeds = feeds = stepplan.plan(running, cfg.n_batch, cfg.prefill_chunk, equal_rows=not cfg.kv_unified)
+        self._feeds = feeds = stepplan.plan(
+            running, cfg.n_batch, cfg.prefill_chunk, equal_rows=not cfg.kv_unified, n_ctx=cfg.n_ctx_per_seq
+        )
         n = 0
         for f in feeds:
             seq, k = f.seq, len(f.tokens)

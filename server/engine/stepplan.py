@@ -41,10 +41,13 @@ class Feed:
         return self.seq.slot
 
 
-def plan(running: list[Sequence], n_batch: int, prefill_chunk: int, equal_rows: bool = False) -> list[Feed]:
+def plan(
+    running: list[Sequence], n_batch: int, prefill_chunk: int, equal_rows: bool = False, n_ctx: int = 0
+) -> list[Feed]:
     """This step's rows for `running` (Sequence objects), in slot order. A decoding sequence
     gives its next token and its draft, if it has one (server/engine/speculation/speculator.py);
-    with `equal_rows`, padded to the longest (see the module docstring)."""
+    with `equal_rows`, padded to the longest (see the module docstring), never past the last
+    cell of its context (`n_ctx` per sequence; such a step takes two passes instead)."""
     feeds = []
     for s in running:
         if s.state == DECODING:
@@ -53,7 +56,8 @@ def plan(running: list[Sequence], n_batch: int, prefill_chunk: int, equal_rows: 
     width = max((len(f.tokens) for f in feeds), default=0)
     if equal_rows and width > 1:
         for f in feeds:
-            f.pad = width - len(f.tokens)
+            room = n_ctx - 1 - (f.pos + len(f.tokens)) if n_ctx else width
+            f.pad = max(min(width - len(f.tokens), room), 0)
             f.tokens += [f.tokens[-1]] * f.pad  # any token: its row is never read
     n = sum(len(f.tokens) for f in feeds)
     # While others decode, prompts get only `prefill_chunk` tokens per step so their streams

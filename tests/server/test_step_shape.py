@@ -61,6 +61,14 @@ def test_shorter_drafts_are_padded_to_the_longest_and_only_real_rows_are_read():
     assert [len(f.tokens) for f in unpadded] == [1, 4, 2] and not any(f.pad for f in unpadded)
 
 
+def test_padding_never_passes_the_last_cell_of_a_sequences_context():
+    seqs = [_seq(0, ()), _seq(1, (5, 6, 7, 8, 9))]
+    seqs[0].n_past = 508  # of 512: cells 508 (its token) to 511 are left, one kept free as drafts keep it
+    feeds = stepplan.plan(seqs, n_batch=64, prefill_chunk=32, equal_rows=True, n_ctx=512)  # type: ignore[arg-type]
+    assert [(len(f.tokens), f.pad) for f in feeds] == [(3, 2), (6, 0)]
+    assert feeds[0].pos + len(feeds[0].tokens) <= 511
+
+
 def test_the_common_length_weighs_the_padding():
     """Where a row costs little (a GPU), one sequence's long draft is worth padding three others;
     where a row costs nearly a step (a small model on a CPU), not."""

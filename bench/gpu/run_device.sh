@@ -16,6 +16,9 @@
 #      concurrency, serve-split, profile;
 #      cache-ab, side-by-side, cluster and speculative when named). The speculative stage also
 #      makes a small random draft model (prepare_model.py --model draft) beside the 7B.
+# engine-loop needs SmolLM2 in two parts (split -b 45000000 into .gpu/smol1/part and .gpu/smol2/part, its sha256
+# in .gpu/smol1/sha256) and the server as it was in .gpu/before/ (git archive <commit> server, its commit in
+# COMMIT): where a call's working tree holds 64 MiB, carry smol1 and before with `start`, smol2 with the next call.
 # STAGES picks among steps 3-5 (default: all), e.g. STAGES="tests serve-gpu concurrency" to skip
 # llama-bench and the offload check when their results are already committed.
 # Results stay under bench/.work/gpu/ (ignored, so they survive between calls on one machine)
@@ -133,6 +136,8 @@ collect() {
 case "${1:-}" in
   start)
     mkdir -p "$WORK"
+    # The server as it was (engine-loop's before-pN column): carried with this call only, so kept here.
+    [[ -d $BUNDLE/before/server ]] && rm -rf "$WORK/before" && cp -r "$BUNDLE/before" "$WORK/before"
     if [[ -f $WORK/pipeline.pid ]] && kill -0 "$(cat $WORK/pipeline.pid)" 2>/dev/null; then
       echo "a run is already under way (pid $(cat $WORK/pipeline.pid))"; exit 0
     fi

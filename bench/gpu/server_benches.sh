@@ -11,7 +11,7 @@
 #   bash bench/gpu/server_benches.sh speculative   # speculative.py: ours and llama-server, off / ngram / the model as its
 #                                                  # own draft / a 4-layer random draft, rounds for SPEC_BUDGET_S (420) s or until SPEC_END_AT
 #   bash bench/gpu/server_benches.sh cluster       # cluster.py: one replica, no nginx, PARALLEL 8, 1-16 clients
-#   bash bench/gpu/server_benches.sh engine-loop   # SmolLM2 (real weights, brought in parts: SMOL_PARTS) all on the GPU:
+#   bash bench/gpu/server_benches.sh engine-loop   # SmolLM2 (real weights, in two parts .gpu/smol{1,2}/part, one carried per call) on the GPU:
 #                                                  # concurrency.py ours, BEFORE (another checkout) and llama-server, 8 slots,
 #                                                  # 1-16 clients, rounds for LOOP_BUDGET_S (300) s; then loop_profile.py at 1, 8, 16
 #
@@ -126,15 +126,22 @@ cluster() {
 }
 
 smollm2() {  # the real SmolLM2 file, joined from the parts each call's working tree could carry
-  local out=$WORK/smollm2-135m-instruct-q4_1.gguf parts=${SMOL_PARTS:-.gpu/smol1/part .gpu/smol2/part}
-  local want=${SMOL_SHA256:-$(cat .gpu/smol1/sha256 2>/dev/null)}
+  # A call's working tree holds 64 MiB and keeps a carried path only for that call: each part is
+  # copied under $WORK (kept between calls) as it comes, and joined once both are there.
+  local out=$WORK/smollm2-135m-instruct-q4_1.gguf waited=0
   if [[ ! -f $out ]]; then
-    for part in $parts; do
-      local waited=0
-      until [[ -f $part ]]; do sleep 5; waited=$((waited + 5)); (( waited < 900 )) || { echo "no $part"; return 1; }; done
+    until [[ -f $WORK/smol1.part && -f $WORK/smol2.part ]]; do
+      for i in 1 2; do
+        [[ -f .gpu/smol$i/part && ! -f $WORK/smol$i.part ]] && cp .gpu/smol$i/part "$WORK/smol$i.part.tmp" \
+          && mv "$WORK/smol$i.part.tmp" "$WORK/smol$i.part"
+      done
+      [[ -f .gpu/smol1/sha256 ]] && cp .gpu/smol1/sha256 "$WORK/smol.sha256"
+      [[ -f $WORK/smol1.part && -f $WORK/smol2.part ]] && break
+      sleep 5; waited=$((waited + 5)); (( waited < 900 )) || { echo "the SmolLM2 parts did not come"; return 1; }
     done
-    cat $parts > "$out.partial" && mv "$out.partial" "$out"
+    cat "$WORK/smol1.part" "$WORK/smol2.part" > "$out.partial" && mv "$out.partial" "$out"
   fi
+  local want=${SMOL_SHA256:-$(cat "$WORK/smol.sha256" 2>/dev/null)}
   [[ -z $want || $(sha256sum "$out" | cut -d' ' -f1) == "$want" ]] || { echo "$out: sha256 differs"; rm -f "$out"; return 1; }
   echo "$out"
 }
@@ -144,7 +151,7 @@ engine_loop() {
   # question new (--fresh-questions), so no prompt cache or draft pool has seen it.
   link_llama_server || return 1
   local smol; smol=$(smollm2) || { echo "$smol"; return 1; }
-  local before=${BEFORE:-$PWD/.gpu/before} sides=(--servers ours-pN,llama-server-pN)
+  local before=${BEFORE:-$PWD/$WORK/before} sides=(--servers ours-pN,llama-server-pN)  # run_device.sh start copies it
   if [[ -d $before/server ]]; then  # the server as it was, for the before-pN column
     [[ -x $before/.venv/bin/python ]] || ln -sfn "$PWD/.venv" "$before/.venv"
     sides=(--servers ours-pN,before-pN,llama-server-pN --before "$before")

@@ -18,7 +18,8 @@
 #      makes a small random draft model (prepare_model.py --model draft) beside the 7B.
 # engine-loop needs SmolLM2 in two parts (split -b 45000000 into .gpu/smol1/part and .gpu/smol2/part, its sha256
 # in .gpu/smol1/sha256) and the server as it was in .gpu/before/ (git archive <commit> server, its commit in
-# COMMIT): where a call's working tree holds 64 MiB, carry smol1 and before with `start`, smol2 with the next call.
+# COMMIT): on a machine that receives at most 64 MiB with each command, send smol1 and before with `start`,
+# smol2 with the next command; both are kept under bench/.work/gpu/ as they come.
 # STAGES picks among steps 3-5 (default: all), e.g. STAGES="tests serve-gpu concurrency" to skip
 # llama-bench and the offload check when their results are already committed.
 # Results stay under bench/.work/gpu/ (ignored, so they survive between calls on one machine)

@@ -126,8 +126,8 @@ cluster() {
 }
 
 smollm2() {  # the real SmolLM2 file, joined from the parts each call's working tree could carry
-  # A call's working tree holds 64 MiB and keeps a carried path only for that call: each part is
-  # copied under $WORK (kept between calls) as it comes, and joined once both are there.
+  # A command may bring only one part (64 MiB at a time), and what it brought may be gone by the
+  # next: each part is copied under $WORK as it comes, and joined once both are there.
   local out=$WORK/smollm2-135m-instruct-q4_1.gguf waited=0
   if [[ ! -f $out ]]; then
     until [[ -f $WORK/smol1.part && -f $WORK/smol2.part ]]; do

@@ -126,6 +126,7 @@ class LlamaGuard:
             with self.library.use(self.model, timeout=timeout) as lease:
                 try:
                     generation = lease.engine.submit_tokens(_tokens(lease.engine.vocab, pieces), request)
+                    generation.live()  # read as it comes: a safe label ends the check at its first token
                 except PromptTooLong:
                     raise _TooLong() from None
             said, records = "", list[TokenLogprob]()

@@ -155,7 +155,20 @@ class _SlowAfterLabel:
                 yield Delta(text)
             yield Done("stop", {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, {})
 
-        return events()
+        return _Iter(events())
+
+
+class _Iter:
+    """A generator with Generation's live() (these events come as they are made anyway)."""
+
+    def __init__(self, events) -> None:
+        self._events = events
+
+    def live(self) -> None:
+        pass
+
+    def __iter__(self):
+        return self._events
 
 
 class _OneEngineLibrary:
@@ -192,3 +205,41 @@ def test_a_safe_verdict_returns_at_the_labels_first_token(monkeypatch, label, fl
         assert verdict.categories == ("S1",) and took >= 3.0
     else:
         assert verdict.said == "safe" and took < 1.5
+
+
+class _HeldUntilLate:
+    """An engine that hands back a real, unstreamed Generation: the label goes in at once, the
+    end only after `rest_s` seconds (a real engine's next step, made long enough to see)."""
+
+    def __init__(self, rest_s: float) -> None:
+        self.rest_s, self.vocab = rest_s, None
+
+    def submit_tokens(self, tokens, request):
+        import threading
+        import time as _time
+
+        from server.engine.generation import Generation, GenerationRequest
+        from server.engine.logprobs import TokenLogprob
+        from server.engine.request import Delta, Done
+
+        generation = Generation(GenerationRequest((1,), request.sampling, False, _time.monotonic() + 60), None)
+        generation.put(Delta("safe", (TokenLogprob(2, b"safe", -0.1, ((2, b"safe", -0.1),)),)))
+        done = Done("stop", {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}, {})
+        threading.Timer(self.rest_s, generation.finish, args=(done,)).start()
+        return generation
+
+
+def test_the_guard_reads_its_unstreamed_answer_as_it_comes(monkeypatch):
+    """An unstreamed Generation holds its deltas until the end unless its reader asks for them
+    live: the guard does, so its safe label is read before the answer ends."""
+    import time
+
+    import server.safety.guard as guard_module
+
+    monkeypatch.setattr(guard_module, "_tokens", lambda vocab, pieces: [1, 2, 3])
+    settings = Settings(guard_model="g", guard_format="llama-guard-3", guard_threshold=0.5)
+    guard = LlamaGuard(settings, _OneEngineLibrary(_HeldUntilLate(rest_s=3.0)))
+    started = time.monotonic()
+    verdict = guard.check([Turn("User", "How do I bake bread?")])
+    assert not verdict.flagged and verdict.said == "safe"
+    assert time.monotonic() - started < 1.5

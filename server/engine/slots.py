@@ -28,7 +28,6 @@ class Slot:
     id: int
     cached: list[int] = field(default_factory=list)  # exactly the tokens this sequence id holds
     seq: Sequence | None = None  # the Sequence using it, None when idle
-    last_used: int = 0
 
 
 class SlotTable:
@@ -38,7 +37,6 @@ class SlotTable:
         self._mem, self._n_swa, self.prefix_cache = mem, n_swa, prefix_cache
         self.ram = ram if prefix_cache else None
         self.slots = [Slot(i) for i in range(n_parallel)]
-        self._clock = 0
 
     def free_count(self) -> int:
         return sum(s.seq is None for s in self.slots)
@@ -57,8 +55,7 @@ class SlotTable:
         if self.ram is not None:
             self._swap_in(slot, prompt)
         keep = self._reuse_prefix(slot, prompt)
-        self._clock += 1
-        slot.seq, slot.last_used = seq, self._clock
+        slot.seq = seq
         return slot, keep
 
     def release(self, slot: Slot, keep_cache: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from server.engine import invariance
 from server.engine.batching import BatchDecoder
 from server.engine.embedding.embedder import Embedder
 from server.engine.embedding.model import chat_embedder, check_rank_head, file_pooling, open_embedding_model
@@ -73,7 +74,9 @@ def load(settings: Settings, model: ModelChoice, decoder: BatchDecoder | None = 
         "memory": buffer_sizes(sizes),
     }
     describe.announce(info, model)
-    embedder = chat_embedder(settings, decoder._model, decoder.n_ctx) if isinstance(decoder, BatchDecoder) else None
+    embedder = None
+    if isinstance(decoder, BatchDecoder):
+        embedder = chat_embedder(settings, decoder._model, decoder.n_ctx, invariance.applies(decoder.cfg))
     if embedder is not None:
         info["embedding"] = embedding_info(embedder)
     return Loaded(decoder, vocab_of(decoder), choose_format(template), info, embedder)

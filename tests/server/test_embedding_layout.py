@@ -4,8 +4,8 @@ exists for: a sequence's per-token vectors are the same bits alone and in any mi
 The placement rules are checked as arithmetic (hypothesis over cursors, lengths and candidate
 sets); the property on real models (MiniLM f16 and Q8_0, an encoder; SmolLM2, a chat model whose
 KV cache holds the batch), through an Embedder with pooling "none", so every token's vector is
-compared, over mixes of lengths around the kernels' boundaries: 16 (small/tiled and the SIMD
-group), 64 (a key tile and the tiled kernel's row count), and past them.
+compared, over mixes of lengths around the kernel's boundaries: 16 (the SIMD group), 64 (a key
+tile, and the row count from which llama.cpp's own paths take the tiled kernel), and past them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ LENGTHS = (1, 2, 7, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 56, 63, 64, 65, 
 
 
 def valid(start: int, n: int, phase: int) -> bool:
-    """Where a tiled sequence computes as alone, by the rule layout.py derives from ggml's kernel."""
+    """Where a sequence computes as alone, by the rule layout.py derives from ggml's kernel."""
     if n > KV_TILE:
         return start % KV_TILE == phase
     return start % LANES == phase and start % KV_TILE + n <= KV_TILE
@@ -48,29 +48,26 @@ def test_place_is_the_first_valid_row(cursor, n, ends):
 @given(st.lists(st.integers(1, 30000), min_size=1, max_size=300))
 def test_every_sequence_has_one_shape_that_fits_alone(tokens):
     s = shape(tokens)
-    assert s == shape(list(tokens)) and s.small == (len(tokens) <= layout.SMALL_MAX)
-    if not s.small:
-        assert valid(s.phase, len(tokens), s.phase)  # alone: at its phase in its own batch
-        assert s.phase + len(tokens) <= max(KV_TILE, len(tokens) + LANES - 1)
+    assert s == shape(list(tokens))
+    assert valid(s.phase, len(tokens), s.phase)  # alone: at its phase in its own batch
+    assert s.phase + len(tokens) <= max(KV_TILE, len(tokens) + LANES - 1)
 
 
-@given(st.lists(st.integers(1, 140), min_size=1, max_size=40), st.booleans(), st.integers(1, 12), st.booleans())
-def test_pack_seats_sequences_where_they_compute_as_alone(lengths, small, max_sequences, exact):
+@given(st.lists(st.integers(1, 140), min_size=1, max_size=40), st.integers(1, 12), st.booleans())
+def test_pack_seats_sequences_where_they_compute_as_alone(lengths, max_sequences, exact):
     rng = random.Random(len(lengths))
     cands = [Candidate(i, [rng.randrange(1, 999) for _ in range(n)], shape([7] * n)) for i, n in enumerate(lengths)]
-    if small:
-        cands = [c for c in cands if c.shape.small] or cands[:1]
-    seats = pack(cands, small, max_sequences, exact, cap=None if exact else 200)
+    seats = pack(cands, max_sequences, exact, cap=layout.TILED_ROWS if exact else 200)
     first, start = seats[0]
     assert first is cands[0], "the input that waited longest goes first"
-    assert start == (0 if small or not exact else first.shape.phase)
+    assert start == (first.shape.phase if exact else 0)
     assert len(seats) <= max_sequences and len({c.key for c, _ in seats}) == len(seats)
     spans = sorted((start, start + len(c.tokens)) for c, start in seats)
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two sequences share a row"
-    limit = 200 if not exact else layout.SMALL_ROWS if small else layout.TILED_ROWS
+    limit = 200 if not exact else layout.TILED_ROWS
     assert len(seats) == 1 or spans[-1][1] <= limit
     for c, start in seats:
-        if exact and not small and not c.shape.small:
+        if exact:
             assert valid(start, len(c.tokens), c.shape.phase)
     if not exact:  # BATCH_INVARIANT=off: back to back
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[0][0] == 0
@@ -155,3 +152,14 @@ def test_a_sequence_off_its_phase_gets_other_bits(model, monkeypatch):
     got = run(embedder, [pool[3:], pool[:3]])
     changed = [len(s) for s, v, a in zip(pool[3:], got[0], alone[3:]) if v.tobytes() != a.tobytes()]
     assert changed, "every sequence kept its bits at any offset: the layout rules would not be needed"
+
+
+def test_a_lone_sequence_costs_its_own_rows(model):
+    """With the tiled attention at any row count, a lone text is computed at its phase and no
+    more: no floor of 64 rows (a 30-token text used to cost 64), one filler row for a lone token."""
+    embedder, pool, _ = model
+    for tokens in pool:
+        before = embedder.stats().tokens
+        run(embedder, [[tokens]])
+        rows = embedder.stats().tokens - before
+        assert rows == shape(tokens).phase + len(tokens) + (len(tokens) == 1), f"{len(tokens)} tokens"

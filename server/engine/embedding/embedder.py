@@ -11,13 +11,14 @@ caller's thread cuts or refuses longer ones (server/engine/embedding/inputs.py).
 A request's vectors never depend on what shared its batch, bit for bit (tested in
 tests/server/test_embedding_engine.py and test_embedding_layout.py). On the CPU, what
 would make them depend:
-- attention: flash attention takes a per-row kernel below 64 rows and a tiled one from 64
-  rows up, and the tiled one's sums depend on where a sequence's keys fall in its tiles
-  -> each sequence has one canonical shape, and sits in each batch where it computes the
-  same (server/engine/embedding/layout.py); filler rows (a sequence of their own, which
-  nobody attends to) fill the gaps. Without flash attention the softmax and the KQV product
-  group a row's terms by SIMD lanes counted from the start of the batch, and every row pays
-  for every other sequence's cells: 2.7x slower here.
+- attention: ggml-cpu's flash attention picks a per-row kernel below 64 rows and a tiled one
+  from 64 rows up -> every batch takes the tiled kernel, at any row count (the batch-invariant
+  switch of deploy/llama-patches/0001, server/engine/invariance.py), and each sequence sits
+  in each batch where that kernel computes it as it does alone (its canonical phase:
+  server/engine/embedding/layout.py); filler rows (a sequence of their own, which nobody
+  attends to) fill the gaps. Without flash attention the softmax and the KQV product group a
+  row's terms by SIMD lanes counted from the start of the batch, and every row pays for every
+  other sequence's cells: 2.7x slower here.
 - pooling: llama.cpp's mean pooling is a matrix product over the whole batch -> the context
   returns each token's vector (pooling "none") and the mean, first or last is taken here,
   per sequence, always in the same order;
@@ -26,12 +27,12 @@ would make them depend:
   filler sequence;
 - quantized weights are kept unrepacked and the tiled K-quant kernel off, as for
   generation (server/engine/invariance.py), since the model is the same one.
-BATCH_INVARIANT=off packs sequences back to back up to the whole physical batch, its kernels
-as llama.cpp picks.
+BATCH_INVARIANT=off (or a llama.cpp without the patch) packs sequences back to back up to the
+whole physical batch, its kernels as llama.cpp picks.
 
 Which inputs share a batch: the job served longest ago leads (a new one leads at once, so a
-one-text request waiting behind bulk ones gets into the next batch); its next input decides
-the batch's kind (small or tiled), and inputs of every job fill it, closest fit first.
+one-text request waiting behind bulk ones gets into the next batch); and inputs of every job fill
+it, closest fit first.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from server.engine.embedding import layout
 from server.engine.embedding.inputs import TokenFacts
 from server.engine.embedding.jobs import POOLING_IDS, EmbedJob
 from server.engine.embedding.layout import Candidate
-from server.engine.invariance import FA_TILE_ROWS
 from server.errors import GenerationFailed
 
 
@@ -57,7 +57,7 @@ class EmbedderConfig:
     pooling: str  # a POOLING_IDS name
     limit: int  # the most tokens one sequence may have
     n_threads: int = 2
-    invariant: bool = True  # BATCH_INVARIANT: off packs sequences tight, with flash attention as llama.cpp picks
+    invariant: bool = True  # BATCH_INVARIANT, where it applies: off packs sequences tight, kernels as llama.cpp picks
 
 
 class Embedder:
@@ -66,8 +66,9 @@ class Embedder:
     def __init__(self, model: _internals.LlamaModel, cfg: EmbedderConfig, owns_model: bool = False) -> None:
         self.cfg, self._model, self._owns_model = cfg, model, owns_model
         self.rank = cfg.pooling == "rank"
-        # the longest sequence at any phase and a filler row; at least one more than a key tile
-        self.n_ubatch = max(cfg.limit + layout.LANES, FA_TILE_ROWS + 1)
+        # the patched attention makes the layout exact; a build without it gets llama.cpp's own paths
+        self.invariant = cfg.invariant and invariance.available()
+        self.n_ubatch = cfg.limit + layout.LANES  # the longest sequence at any phase, or with a filler row
         n_seq_max = min(lc.llama_max_parallel_sequences(), self.n_ubatch)
         self.max_sequences = n_seq_max - 1  # and a filler
         self._ctx = _internals.LlamaContext(model=model, params=self._params(n_seq_max), verbose=False)
@@ -95,7 +96,7 @@ class Embedder:
         p.n_threads = p.n_threads_batch = self.cfg.n_threads
         p.embeddings = True
         p.pooling_type = POOLING_IDS["rank"] if self.rank else POOLING_IDS["none"]  # pooled here otherwise
-        p.flash_attn_type = 1 if self.cfg.invariant else -1  # on: see the module docstring; else auto
+        p.flash_attn_type = 1 if self.invariant else -1  # on: see the module docstring; else auto
         p.kv_unified = True  # one KV stream for every sequence of a batch (chat models)
         return p
 
@@ -135,12 +136,12 @@ class Embedder:
 
     def step(self) -> int:
         """One batch of waiting sequences through llama.cpp; returns its rows (0: nothing to do)."""
-        placed, small = self._pack()
+        placed = self._pack()
         if not placed:
             return 0
-        n = self._write(placed, small)
+        n = self._write(placed)
         self._stats.start()
-        invariance.use(False)  # llama.cpp's own attention paths, which the layout above is made for
+        invariance.use(self.invariant)  # the tiled attention at any row count, which the layout is made for
         if self._mem is not None:  # a chat model: each batch starts from an empty KV cache
             lc.llama_memory_clear(self._mem, True)
             rc = lc.llama_decode(self._c, self._batch.batch)
@@ -163,26 +164,19 @@ class Embedder:
         """Its batches as decoder statistics (any thread): rows per batch include the fillers."""
         return self._stats.snapshot(0, len(self._jobs), 0)
 
-    def _pack(self) -> tuple[list[tuple[tuple[EmbedJob, int], int, list[int]]], bool]:
+    def _pack(self) -> list[tuple[tuple[EmbedJob, int], int, list[int]]]:
         """((job, input index), first row, tokens) for the sequences of this batch (see the
-        module docstring for who goes first), and whether they are small ones."""
+        module docstring for who goes first)."""
         self._drop_ended()
         if not self._jobs:
-            return [], False
+            return []
         jobs = sorted(self._jobs, key=lambda j: j.last_step)  # stable: ties in order of arrival
-        exact = self.cfg.invariant
-        small = exact and jobs[0].shapes[jobs[0].pending[0]].small
         candidates = [
-            Candidate((job, i), job.sequences[i], job.shapes[i])
-            for job in jobs
-            for i in job.pending[: layout.PER_JOB]
-            if not exact or job.shapes[i].small == small
+            Candidate((job, i), job.sequences[i], job.shapes[i]) for job in jobs for i in job.pending[: layout.PER_JOB]
         ]
-        if not exact:
-            cap = self.n_ubatch - 1
-        else:
-            cap = layout.SMALL_ROWS - int(self.rank) if small else min(layout.TILED_ROWS, self.n_ubatch - 1)
-        seats = layout.pack(candidates, small, self.max_sequences, exact, cap)
+        # a row is kept for a filler where one may be needed (rows_needed)
+        cap = min(layout.TILED_ROWS, self.n_ubatch - 1) if self.invariant else self.n_ubatch - 1
+        seats = layout.pack(candidates, self.max_sequences, self.invariant, cap)
         taken: dict[EmbedJob, set[int]] = {}
         for c, _ in seats:
             job, i = c.key
@@ -190,7 +184,7 @@ class Embedder:
         for job, indices in taken.items():
             job.pending = [i for i in job.pending if i not in indices]
             job.last_step = self._stats.steps
-        return [(c.key, start, list(c.tokens)) for c, start in seats], small
+        return [(c.key, start, list(c.tokens)) for c, start in seats]
 
     def _drop_ended(self) -> None:
         """Forget jobs that ended, or have every input placed; fail those cancelled or past their deadline."""
@@ -201,7 +195,7 @@ class Embedder:
                 job.fail(why)
                 self._jobs.remove(job)
 
-    def _write(self, placed: list[tuple[tuple[EmbedJob, int], int, list[int]]], small: bool) -> int:
+    def _write(self, placed: list[tuple[tuple[EmbedJob, int], int, list[int]]]) -> int:
         """The batch's rows: each sequence at its place, filler rows (one sequence of their own)
         in the gaps and where one is needed (see the module docstring); returns the row count."""
         used = np.zeros(self.n_ubatch, dtype=bool)
@@ -209,8 +203,7 @@ class Embedder:
             self._rows(start, tokens, seq_id)
             used[start : start + len(tokens)] = True
         spans = [(start, len(tokens)) for _, start, tokens in placed]
-        min_rows = FA_TILE_ROWS if self.cfg.invariant and not small else 0
-        n = layout.rows_needed(spans, min_rows, self.rank or sum(len(t) for _, _, t in placed) == 1)
+        n = layout.rows_needed(spans, self.rank or sum(len(t) for _, _, t in placed) == 1)
         free = np.flatnonzero(~used[:n])
         self._tok[free] = self._filler
         self._pos[free] = np.arange(len(free), dtype=np.int32)

@@ -43,13 +43,14 @@ def check_rank_head(path: Any, pooling: str) -> None:
         raise ValueError("POOLING=rank needs a reranker: the model file has no classification head (cls tensors)")
 
 
-def chat_embedder(settings: Settings, model: _internals.LlamaModel, n_ctx: int) -> Embedder | None:
+def chat_embedder(settings: Settings, model: _internals.LlamaModel, n_ctx: int, invariant: bool) -> Embedder | None:
     """The Embedder of a generating model: only when POOLING names one. Its sequences are as long as
-    a prompt batch (N_BATCH) at most, within the request context: llama-server's limit too."""
+    a prompt batch (N_BATCH) at most, within the request context: llama-server's limit too.
+    `invariant`: whether the generating decoder got batch-invariant kernels (the same CPU, the same weights)."""
     if settings.pooling is None:
         return None
     limit = min(settings.n_batch, n_ctx, model.n_ctx_train())
-    return Embedder(model, EmbedderConfig(settings.pooling, limit, settings.n_threads, settings.batch_invariant))
+    return Embedder(model, EmbedderConfig(settings.pooling, limit, settings.n_threads, invariant))
 
 
 def open_embedding_model(settings: Settings, model: ModelChoice, pooling: str) -> "EmbeddingOnly":

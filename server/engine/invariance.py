@@ -18,10 +18,12 @@ end-to-end property is tested in tests/server/test_invariance.py), and what is d
   path, which computes each score as one FMA chain in a fixed order and walks the KV tiles
   from the stream's first cell, so a row's result depends on its own query, mask and cells
   only (each slot has its own KV stream); the tiled kernel multiplies only a tile's valid
-  rows, so a decode row costs one row. The switch is per thread and per call: an embedding
-  context in the same thread, whose sequences share one stream at varying offsets, keeps
-  llama.cpp's own paths (server/engine/embedding/embedder.py). `available()` checks that the
-  loaded build carries the patch. Prompts are evaluated a whole ubatch at a time.
+  rows, so a decode row costs one row; and a tile's softmax weights are summed from the row's
+  first nonzero weight, so an embedding batch, whose sequences share one stream at varying
+  offsets, may place a short sequence anywhere within a key tile
+  (server/engine/embedding/layout.py). The switch is per thread and per call.
+  `available()` checks that the loaded build carries the patch. Prompts are evaluated a whole
+  ubatch at a time.
 
 What does not depend on the batch: everything else is computed row by row (norms, RoPE,
 activations, the quantization of activations); the llamafile GEMM that multiplies Q8_0,

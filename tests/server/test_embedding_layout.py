@@ -4,7 +4,7 @@ exists for: a sequence's per-token vectors are the same bits alone and in any mi
 The placement rules are checked as arithmetic (hypothesis over cursors, lengths and candidate
 sets); the property on real models (MiniLM f16 and Q8_0, an encoder; SmolLM2, a chat model whose
 KV cache holds the batch), through an Embedder with pooling "none", so every token's vector is
-compared, over mixes of lengths around the kernel's boundaries: 16 (the SIMD group), 64 (a key
+compared, over mixes of lengths around the kernel's boundaries: 16 (a SIMD group), 64 (a key
 tile, and the row count from which llama.cpp's own paths take the tiled kernel), and past them.
 """
 
@@ -24,43 +24,34 @@ from server.engine import invariance
 from server.engine.embedding import layout
 from server.engine.embedding.embedder import Embedder, EmbedderConfig
 from server.engine.embedding.jobs import EmbedJob
-from server.engine.embedding.layout import KV_TILE, LANES, Candidate, pack, place, shape
+from server.engine.embedding.layout import KV_TILE, Candidate, pack, place
 
 LENGTHS = (1, 2, 7, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 56, 63, 64, 65, 70, 100, 127, 128)
 
 
-def valid(start: int, n: int, phase: int) -> bool:
+def valid(start: int, n: int) -> bool:
     """Where a sequence computes as alone, by the rule layout.py derives from ggml's kernel."""
     if n > KV_TILE:
-        return start % KV_TILE == phase
-    return start % LANES == phase and start % KV_TILE + n <= KV_TILE
+        return start % KV_TILE == 0
+    return start % KV_TILE + n <= KV_TILE
 
 
 # --- the arithmetic ------------------------------------------------------------------------------
-@given(st.integers(0, 600), st.integers(17, 300), st.integers(0, 1))
-def test_place_is_the_first_valid_row(cursor, n, ends):
-    phase = (LANES - n % LANES) % LANES if ends else 0
-    start = place(cursor, n, phase)
-    assert start >= cursor and valid(start, n, phase)
-    assert not any(valid(s, n, phase) for s in range(cursor, start))
-
-
-@given(st.lists(st.integers(1, 30000), min_size=1, max_size=300))
-def test_every_sequence_has_one_shape_that_fits_alone(tokens):
-    s = shape(tokens)
-    assert s == shape(list(tokens))
-    assert valid(s.phase, len(tokens), s.phase)  # alone: at its phase in its own batch
-    assert s.phase + len(tokens) <= max(KV_TILE, len(tokens) + LANES - 1)
+@given(st.integers(0, 600), st.integers(1, 300))
+def test_place_is_the_first_valid_row(cursor, n):
+    start = place(cursor, n)
+    assert start >= cursor and valid(start, n)
+    assert not any(valid(s, n) for s in range(cursor, start))
 
 
 @given(st.lists(st.integers(1, 140), min_size=1, max_size=40), st.integers(1, 12), st.booleans())
 def test_pack_seats_sequences_where_they_compute_as_alone(lengths, max_sequences, exact):
     rng = random.Random(len(lengths))
-    cands = [Candidate(i, [rng.randrange(1, 999) for _ in range(n)], shape([7] * n)) for i, n in enumerate(lengths)]
+    cands = [Candidate(i, [rng.randrange(1, 999) for _ in range(n)]) for i, n in enumerate(lengths)]
     seats = pack(cands, max_sequences, exact, cap=layout.TILED_ROWS if exact else 200)
     first, start = seats[0]
     assert first is cands[0], "the input that waited longest goes first"
-    assert start == (first.shape.phase if exact else 0)
+    assert start == 0
     assert len(seats) <= max_sequences and len({c.key for c, _ in seats}) == len(seats)
     spans = sorted((start, start + len(c.tokens)) for c, start in seats)
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two sequences share a row"
@@ -68,9 +59,16 @@ def test_pack_seats_sequences_where_they_compute_as_alone(lengths, max_sequences
     assert len(seats) == 1 or spans[-1][1] <= limit
     for c, start in seats:
         if exact:
-            assert valid(start, len(c.tokens), c.shape.phase)
+            assert valid(start, len(c.tokens))
     if not exact:  # BATCH_INVARIANT=off: back to back
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])) and spans[0][0] == 0
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_a_tile_end_is_filled_with_the_longest_that_fits():
+    """Few filler rows: after a 40-token text, the 24-token one fills its tile, not a 10-token one."""
+    cands = [Candidate(k, [1] * n) for k, n in (("a", 40), ("b", 10), ("c", 24), ("d", 70))]
+    seats = {c.key: start for c, start in pack(cands, 8)}
+    assert seats == {"a": 0, "c": 40, "d": 64, "b": 134}
 
 
 # --- the property, on real models ----------------------------------------------------------------
@@ -145,21 +143,21 @@ def test_mixes_share_batches_and_rows_past_a_tile(model):
     assert all(v.tobytes() == a.tobytes() for v, a in zip(got[0], alone))
 
 
-def test_a_sequence_off_its_phase_gets_other_bits(model, monkeypatch):
-    """Why the phases: placed anywhere (the rule broken on purpose), some sequences of a mix change."""
+def test_a_sequence_across_a_key_tile_gets_other_bits(model, monkeypatch):
+    """Why the tiles: placed back to back (the rule broken on purpose), some sequences of a mix change."""
     embedder, pool, alone = model
-    monkeypatch.setattr(layout, "place", lambda cursor, n, phase: cursor)
+    monkeypatch.setattr(layout, "place", lambda cursor, n: cursor)
     got = run(embedder, [pool[3:], pool[:3]])
     changed = [len(s) for s, v, a in zip(pool[3:], got[0], alone[3:]) if v.tobytes() != a.tobytes()]
     assert changed, "every sequence kept its bits at any offset: the layout rules would not be needed"
 
 
 def test_a_lone_sequence_costs_its_own_rows(model):
-    """With the tiled attention at any row count, a lone text is computed at its phase and no
-    more: no floor of 64 rows (a 30-token text used to cost 64), one filler row for a lone token."""
+    """With the tiled attention at any row count, a lone text costs its own rows: no floor of 64
+    rows (a 30-token text used to cost 64), one filler row for a lone token."""
     embedder, pool, _ = model
     for tokens in pool:
         before = embedder.stats().tokens
         run(embedder, [[tokens]])
         rows = embedder.stats().tokens - before
-        assert rows == shape(tokens).phase + len(tokens) + (len(tokens) == 1), f"{len(tokens)} tokens"
+        assert rows == len(tokens) + (len(tokens) == 1), f"{len(tokens)} tokens"

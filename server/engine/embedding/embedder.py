@@ -5,18 +5,19 @@ The context is the model's second one, beside the generating context of a chat m
 only one of an embedding model): embeddings need all of a sequence's tokens in one physical
 batch, their own pooling and a KV cache cleared for each batch, none of which suits the
 generation context's slots. Its physical batch (n_ubatch) holds the longest sequence
-allowed at any phase, so llama.cpp's "n_ubatch >= n_tokens" abort cannot be reached: the
+allowed and a filler row, so llama.cpp's "n_ubatch >= n_tokens" abort cannot be reached: the
 caller's thread cuts or refuses longer ones (server/engine/embedding/inputs.py).
 
 A request's vectors never depend on what shared its batch, bit for bit (tested in
 tests/server/test_embedding_engine.py and test_embedding_layout.py). On the CPU, what
 would make them depend:
 - attention: ggml-cpu's flash attention picks a per-row kernel below 64 rows and a tiled one
-  from 64 rows up -> every batch takes the tiled kernel, at any row count (the batch-invariant
-  switch of deploy/llama-patches/0001, server/engine/invariance.py), and each sequence sits
-  in each batch where that kernel computes it as it does alone (its canonical phase:
-  server/engine/embedding/layout.py); filler rows (a sequence of their own, which nobody
-  attends to) fill the gaps. Without flash attention the softmax and the KQV product group a
+  from 64 rows up, and sums a key tile's weights in lanes counted from the tile's first cell
+  -> the batch-invariant switch of deploy/llama-patches/0001 (server/engine/invariance.py):
+  the tiled kernel at any row count, summing from a row's first nonzero weight; and each
+  sequence sits where that kernel computes it as it does alone (within one key tile, or from
+  a tile boundary: server/engine/embedding/layout.py); filler rows (a sequence of their own,
+  which nobody attends to) fill the gaps. Without flash attention the softmax and the KQV product group a
   row's terms by SIMD lanes counted from the start of the batch, and every row pays for every
   other sequence's cells: 2.7x slower here.
 - pooling: llama.cpp's mean pooling is a matrix product over the whole batch -> the context
@@ -31,8 +32,8 @@ BATCH_INVARIANT=off (or a llama.cpp without the patch) packs sequences back to b
 whole physical batch, its kernels as llama.cpp picks.
 
 Which inputs share a batch: the job served longest ago leads (a new one leads at once, so a
-one-text request waiting behind bulk ones gets into the next batch); and inputs of every job fill
-it, closest fit first.
+one-text request waiting behind bulk ones gets into the next batch), and inputs of every job
+fill it, closest fit first.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Embedder:
         self.rank = cfg.pooling == "rank"
         # the patched attention makes the layout exact; a build without it gets llama.cpp's own paths
         self.invariant = cfg.invariant and invariance.available()
-        self.n_ubatch = cfg.limit + layout.LANES  # the longest sequence at any phase, or with a filler row
+        self.n_ubatch = cfg.limit + 1  # the longest sequence, and a filler row
         n_seq_max = min(lc.llama_max_parallel_sequences(), self.n_ubatch)
         self.max_sequences = n_seq_max - 1  # and a filler
         self._ctx = _internals.LlamaContext(model=model, params=self._params(n_seq_max), verbose=False)
@@ -123,7 +124,6 @@ class Embedder:
 
     # --- the worker thread ---------------------------------------------------------------
     def add(self, job: EmbedJob) -> None:
-        job.shapes = [layout.shape(s) for s in job.sequences]
         self._jobs.append(job)
 
     @property
@@ -171,9 +171,7 @@ class Embedder:
         if not self._jobs:
             return []
         jobs = sorted(self._jobs, key=lambda j: j.last_step)  # stable: ties in order of arrival
-        candidates = [
-            Candidate((job, i), job.sequences[i], job.shapes[i]) for job in jobs for i in job.pending[: layout.PER_JOB]
-        ]
+        candidates = [Candidate((job, i), job.sequences[i]) for job in jobs for i in job.pending[: layout.PER_JOB]]
         # a row is kept for a filler where one may be needed (rows_needed)
         cap = min(layout.TILED_ROWS, self.n_ubatch - 1) if self.invariant else self.n_ubatch - 1
         seats = layout.pack(candidates, self.max_sequences, self.invariant, cap)

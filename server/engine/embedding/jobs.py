@@ -16,14 +16,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from server.errors import ClientGone, RequestTimeout, ServerError
-
-if TYPE_CHECKING:
-    from server.engine.embedding.layout import Shape
 
 # llama.cpp's LLAMA_POOLING_TYPE_* values by name.
 POOLING_IDS = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
@@ -72,7 +69,6 @@ class EmbedJob:
         self.started: float | None = None  # its first batch
         self.on_done: Callable[[EmbedJob], None] | None = None  # the engine's admission count
         self.pending = list(range(len(sequences)))  # the worker's: inputs not yet in a batch
-        self.shapes: list["Shape"] = []  # the worker's: each input's canonical shape (layout.py)
         self.last_step = -1  # the worker's: its last batch (-1: none yet)
         self._vectors: list[np.ndarray | None] = [None] * len(sequences)
         self._left = len(sequences)

@@ -4,73 +4,42 @@ Pure arithmetic over token counts (no llama.cpp), used by the Embedder (embedder
 CPU, what a sequence's rows compute depends on the batch only through flash attention. The
 Embedder computes every batch with the batch-invariant attention of deploy/llama-patches/0001
 (server/engine/invariance.py): every query row takes ggml's tiled kernel, whatever the batch's
-row count, and each score is one FMA chain of its own row. Query rows are then independent,
-but keys are walked in tiles of KV_TILE (64) cells counted from cell 0 of the batch's one KV
-stream, with an online softmax per tile, and each tile's softmax sum adds SIMD groups of up to
-LANES (16) cells, each group reduced as a tree; cells of other sequences add exact zeros. So a
-row's result depends on how its own sequence's cells fall into tiles and lanes: the same when
-the sequence starts at the same place modulo 16 and does not cross a tile boundary (a sequence
-of at most 64 tokens), or starts at the same place modulo 64 (a longer one). (Read for the
-pinned llama.cpp's ops.cpp; tested in tests/server/test_embedding_layout.py and
+row count; each score is one FMA chain of its own row; a tile's softmax weights are summed in
+lanes counted from the row's first nonzero weight; and the weights of other sequences' cells
+are exact zeros, which add nothing. What is left that depends on the place: keys are walked in
+tiles of KV_TILE (64) cells counted from cell 0 of the batch's one KV stream, with an online
+softmax per tile, so a row's result depends on how its own sequence's cells fall into tiles.
+(Read for the pinned llama.cpp's ops.cpp; tested in tests/server/test_embedding_layout.py and
 test_embedding_engine.py.)
 
-Each sequence therefore has one canonical way to be computed, a function of its tokens alone
-(`Shape`): its phase, the row, modulo 16, where it starts. Some sequences start on a 16-row
-boundary, others end on one (`shape`), so the short tail group of one and the short head group
-of the next can share 16 rows. Alone, a sequence is computed at its phase in its own batch
-(at most 15 filler rows before it); in a batch, `place` puts it where it computes exactly
-that, and filler rows (a sequence of their own, which nobody attends to) fill the gaps.
-Batches stop at TILED_ROWS: ggml's tiled kernel scans the mask of every key tile for every
-query tile, so a row costs more in larger batches (measured: 0.43 ms of CPU per row at 512
-rows, 0.35 at 256, MiniLM f16 on 2 threads).
-
-Why a phase at all: a sequence that may not cross a 64-row tile leaves the tile's end empty
-unless a short one fits there; about 10% of the rows of a batch of 8-70-token texts are
-filler. Before the patched attention, short sequences needed batches of under 64 rows (ggml's
-per-row kernel) and longer ones at least 64 (its tiled kernel), so a lone 30-token text cost 64
-rows; now it costs its own rows and its phase. Not covered, as for generation: GPU backends,
-and SIMD groups wider than 16 floats (none on x86).
+So a sequence of at most 64 tokens computes the same anywhere within one key tile, and a
+longer one wherever it starts on a tile boundary: alone, every sequence starts at row 0 of its
+own batch. `place` puts each sequence at the first such row; the packer fills a tile's end
+with the longest sequence that fits there, and filler rows (a sequence of their own, which
+nobody attends to) fill what is left: about 3% of the rows of batches of 8-70-token texts.
+Batches stop at TILED_ROWS (measured here: the CPU time per row does not grow from 256 to 512
+rows, and fewer batches cost less thread synchronization). Not covered, as for generation:
+GPU backends.
 """
 
 from __future__ import annotations
 
-import zlib
-from array import array
 from dataclasses import dataclass
 from typing import Generic, Sequence, TypeVar
 
 KV_TILE = 64  # GGML_FA_TILE_KV: the tiled kernel's key tile, counted from cell 0
-LANES = 16  # the widest SIMD group the tiled kernel's softmax sums at once (AVX-512: 16 floats)
-TILED_ROWS = 256  # a batch stops here (a longer sequence goes alone)
+TILED_ROWS = 512  # a batch stops here (a longer sequence goes alone)
 PER_JOB = 64  # inputs of one job considered for a batch: bounds the packer's work per batch
 
 
-@dataclass(frozen=True)
-class Shape:
-    """How a sequence is computed: the row (mod 16, or mod 64 past 64 tokens) it starts at."""
-
-    phase: int
-
-
-def shape(tokens: Sequence[int]) -> Shape:
-    """The canonical shape of a sequence: a function of its tokens only. A sequence whose
-    last 16-row group would hold fewer than 8 tokens starts on a 16-row boundary; one whose
-    last group would hold more ends on one instead (its first group is the short one); at 8,
-    a hash of the tokens decides. So the short tail of one sequence and the short head of the
-    next often make up one group between them."""
-    tail = len(tokens) % LANES
-    ends = tail > LANES // 2 or (tail == LANES // 2 and zlib.crc32(array("i", tokens).tobytes()) % 2 == 1)
-    return Shape(LANES - tail if ends else 0)
-
-
-def place(cursor: int, n: int, phase: int) -> int:
-    """The first row at or after `cursor` where a sequence of `n` tokens with `phase`
-    computes exactly as it does alone (at row `phase` of its own batch)."""
-    step = KV_TILE if n > KV_TILE else LANES
-    start = cursor + (phase - cursor) % step
-    if n <= KV_TILE and start % KV_TILE + n > KV_TILE:  # it would cross a key tile: the next one
-        start = (start // KV_TILE + 1) * KV_TILE + phase
-    return start
+def place(cursor: int, n: int) -> int:
+    """The first row at or after `cursor` where a sequence of `n` tokens computes exactly as it
+    does alone (at row 0 of its own batch): within one key tile, or on a tile boundary past 64."""
+    if n > KV_TILE:
+        return -(-cursor // KV_TILE) * KV_TILE
+    if cursor % KV_TILE + n > KV_TILE:  # it would cross a key tile: the next one
+        return (cursor // KV_TILE + 1) * KV_TILE
+    return cursor
 
 
 K = TypeVar("K")
@@ -80,7 +49,6 @@ K = TypeVar("K")
 class Candidate(Generic[K]):
     key: K  # the caller's name for this input
     tokens: Sequence[int]
-    shape: Shape
 
 
 def pack(
@@ -89,14 +57,14 @@ def pack(
     """(candidate, first row) for one batch of at most `cap` rows. The first candidate
     always goes in (the caller puts the input that waited longest first); then, while room is
     left, the candidate that fits closest after the last one (the longest on a tie), so gaps
-    stay small. `exact` False (BATCH_INVARIANT=off): sequences back to back, any shape."""
+    stay small. `exact` False (BATCH_INVARIANT=off): sequences back to back."""
     seats: list[tuple[Candidate[K], int]] = []
     cursor, left = 0, list(candidates)
     while left and len(seats) < max_sequences:
         best: tuple[int, int, int] | None = None  # (gap, -length, index)
         for i, c in enumerate(left):
             n = len(c.tokens)
-            start = place(cursor, n, c.shape.phase) if exact else cursor
+            start = place(cursor, n) if exact else cursor
             if seats and start + n > cap:
                 continue
             key = (start - cursor, -n, i)

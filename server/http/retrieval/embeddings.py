@@ -84,7 +84,8 @@ def _vectors(call: EmbedCall, answer: Embeddings) -> list[np.ndarray]:
 
 
 def _float_list(vector: np.ndarray) -> list[float]:
-    return [float(x) for x in vector.tolist()]
+    values: list[float] = vector.tolist()  # Python floats: what json writes
+    return values
 
 
 @blueprint.route("/v1/embeddings", methods=["POST"])
@@ -93,8 +94,10 @@ def v1_embeddings():
     assert answer is not None  # OpenAI's input is required
     data = []
     for i, vector in enumerate(_vectors(call, answer)):
-        encoded = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-        value = encoded if call.encoding == "base64" else _float_list(vector)
+        if call.encoding == "base64":
+            value: str | list[float] = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+        else:
+            value = _float_list(vector)
         data.append({"object": "embedding", "index": i, "embedding": value})
     usage = {"prompt_tokens": answer.prompt_tokens, "total_tokens": answer.prompt_tokens}
     return jsonify({"object": "list", "data": data, "model": call.model or name, "usage": usage})

@@ -51,10 +51,6 @@ from typing import Any
 from server.engine.decoder_types import DecoderConfig
 from server.settings import KV_CACHE_TYPES
 
-# On llama.cpp's own paths, flash attention switches to its tiled kernel at this many query rows
-# of one sequence (the embedder, which keeps those paths, shapes its batches by it).
-FA_TILE_ROWS = 64
-
 TILED_MM = "GGML_CPU_TILED_MM"
 _OWN_TILED_MM = TILED_MM not in os.environ  # an explicit setting is the operator's, never changed here
 _CELL_TYPES = {0, 1}  # GGML_TYPE_F32, GGML_TYPE_F16: the KV cells the tiled flash attention reads

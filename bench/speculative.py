@@ -14,7 +14,8 @@ the served model's are (--n-gpu-layers):
   draft settings, e.g. p_min, stay at their defaults)
 The prompts (bench/_edit_prompts.py) ask for a rewrite with typos fixed, typo fixes, reformatted code and a
 continued list: answers that copy long runs of the prompt. With 1 client the four prompts go one after
-another; with 4 clients each client sends one of them. Greedy, no repeat penalty, the same system prompt.
+another; with 4 clients each client sends one of them. Greedy (or sampled at --temperature with one seed and
+the same top-k, top-p and min-p on both servers), no repeat penalty, the same system prompt.
 
 Answers end naturally (an edit has a natural end, which matters more here than equal lengths), capped by
 --max-tokens. Where the two sides' answers end at different lengths, tokens/s of the generated tokens is
@@ -33,6 +34,7 @@ repeated prompts, and are to be labelled so.
     python bench/speculative.py                     # writes bench/results/speculative-<model>.json
     python bench/speculative.py --rounds 5 --clients 1 --threads 2
     python bench/speculative.py --fresh --rounds 5      # every timed pass on a server of its own
+    python bench/speculative.py --fresh --temperature 0.8   # sampled, with a seed: the same text with and without drafts
     python bench/speculative.py --model M.gguf --draft-model SMALL.gguf --n-gpu-layers -1 \
         --sides ours-off,ours-draft-self,ours-draft,llama-server-off,llama-server-draft-self,llama-server-draft
     OMP_WAIT_POLICY=PASSIVE python bench/speculative.py ...   # on a machine busy with other work
@@ -110,6 +112,14 @@ def spec_argv(name: str, args) -> list:
     ]
 
 
+def sampling(args) -> dict:
+    """What every request adds to its target's greedy body: nothing at temperature 0; else the
+    temperature, a seed and the same top-k, top-p and min-p on both servers (their defaults differ)."""
+    if not args.temperature:
+        return {}
+    return {"temperature": args.temperature, "seed": args.seed, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+
+
 class Side:
     """One server under test: kept up for the whole run, or with --fresh for one timed pass."""
 
@@ -143,9 +153,9 @@ class Side:
     def ask(self, body: dict) -> dict:
         return post(self.base + self.t.url, body)
 
-    def one(self, prompt: str, max_tokens: int) -> dict:
+    def one(self, prompt: str, max_tokens: int, sampling: dict) -> dict:
         """One request: its text, completion tokens and draft counters (each server's own names)."""
-        r = self.ask(self.t.body(prompt, max_tokens))
+        r = self.ask({**self.t.body(prompt, max_tokens), **sampling})
         timings = r.get("timings") or {}
         if "response" in r:  # ours
             text, drafted, accepted = r["response"], timings.get("draft_tokens", 0), timings.get("draft_accepted", 0)
@@ -154,7 +164,7 @@ class Side:
             drafted, accepted = timings.get("draft_n", 0), timings.get("draft_n_accepted", 0)
         return {"text": text, "tokens": self.t.tokens(r), "drafted": drafted or 0, "accepted": accepted or 0}
 
-    def round(self, clients: int, max_tokens: int) -> dict:
+    def round(self, clients: int, max_tokens: int, sampling: dict | None = None) -> dict:
         """1 client: every prompt in turn; N clients: the prompts shared out, each client its own."""
         names = list(PROMPTS)
         plan = [names] if clients == 1 else [names[c::clients] for c in range(clients)]
@@ -164,7 +174,7 @@ class Side:
         def client(mine: list[str]) -> None:
             for p in mine:
                 try:
-                    answers[p] = self.one(PROMPTS[p], max_tokens)
+                    answers[p] = self.one(PROMPTS[p], max_tokens, sampling or {})
                 except Exception as exc:  # noqa: BLE001 - counted in the results
                     errors.append(f"{p}: {type(exc).__name__}: {exc}")
 
@@ -222,7 +232,7 @@ def timed_pass(name: str, r: int, clients: int, args, kept: dict[str, Side], fai
     if side is None:
         return None
     try:
-        row = {"round": r, **side.round(clients, args.max_tokens)}
+        row = {"round": r, **side.round(clients, args.max_tokens, sampling(args))}
     finally:
         if name not in kept:
             side.close()
@@ -273,6 +283,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--budget-s", type=float, default=720, help="start no new round after this many seconds")
     ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument(
+        "--temperature", type=float, default=0.0, help="sampled requests (top-k 40, top-p 0.95, min-p 0.05)"
+    )
+    ap.add_argument("--seed", type=int, default=7, help="the seed of every sampled request")
     ap.add_argument("--draft-max", type=int, default=16, help="most drafted tokens per step, both servers")
     ap.add_argument("--ctx", type=int, default=2048, help="context per slot")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)

@@ -96,3 +96,11 @@ def test_each_mode_is_compared_with_its_own_servers_plain_decoding():
     assert summary["ratios"]["1"]["ours-draft/llama-server-draft"]["median"] == 1.0
     assert summary["ratios"]["1"]["our speed-up / llama-server's (draft)"]["median"] == 2.0
     assert "ours-ngram/ours-off" not in summary["ratios"]["1"]  # sides not run are not compared
+
+
+def test_sampled_runs_ask_both_servers_for_the_same_sampler():
+    """At temperature 0 the targets' greedy bodies stand; above it every request carries the same
+    temperature, seed and truncation, since the two servers' defaults differ."""
+    assert speculative.sampling(Namespace(temperature=0.0, seed=7)) == {}
+    extra = speculative.sampling(Namespace(temperature=0.8, seed=3))
+    assert extra == {"temperature": 0.8, "seed": 3, "top_k": 40, "top_p": 0.95, "min_p": 0.05}

@@ -34,7 +34,7 @@ repeated prompts, and are to be labelled so.
     python bench/speculative.py                     # writes bench/results/speculative-<model>.json
     python bench/speculative.py --rounds 5 --clients 1 --threads 2
     python bench/speculative.py --fresh --rounds 5      # every timed pass on a server of its own
-    python bench/speculative.py --fresh --temperature 0.8   # sampled, with a seed: the same text with and without drafts
+    python bench/speculative.py --fresh --temperature 0.8   # sampled, one seed: same text with or without drafts
     python bench/speculative.py --model M.gguf --draft-model SMALL.gguf --n-gpu-layers -1 \
         --sides ours-off,ours-draft-self,ours-draft,llama-server-off,llama-server-draft-self,llama-server-draft
     OMP_WAIT_POLICY=PASSIVE python bench/speculative.py ...   # on a machine busy with other work

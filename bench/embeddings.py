@@ -221,7 +221,8 @@ def main(argv: list[str]) -> int:
 def save(args: argparse.Namespace, model: Path, torch: "Torch | None", raw: list[dict]) -> dict:
     """Write the results so far to bench/results/embeddings-<model>.json."""
     rounds = len({x["round"] for x in raw})
-    result = {"model": model.name, "threads": args.threads, "batch": BATCH, "rounds": rounds,
+    command = " ".join(["bench/embeddings.py", *sys.argv[1:]])
+    result = {"command": command, "model": model.name, "threads": args.threads, "batch": BATCH, "rounds": rounds,
               "latency_probes": args.probes, "torch": torch.info if torch else None,
               "summary": summarize(raw), "raw": raw}  # fmt: skip
     write_atomic(RESULTS / f"embeddings-{model.stem}.json", (json.dumps(result, indent=1) + "\n").encode())

@@ -17,9 +17,9 @@ would make them depend:
   the tiled kernel at any row count, summing from a row's first nonzero weight; and each
   sequence sits where that kernel computes it as it does alone (within one key tile, or from
   a tile boundary: server/engine/embedding/layout.py); filler rows (a sequence of their own,
-  which nobody attends to) fill the gaps. Without flash attention the softmax and the KQV product group a
-  row's terms by SIMD lanes counted from the start of the batch, and every row pays for every
-  other sequence's cells: 2.7x slower here.
+  which nobody attends to) fill the gaps. Without flash attention the softmax and the KQV
+  product group a row's terms by SIMD lanes counted from the start of the batch, and every
+  row pays for every other sequence's cells: 2.7x slower here.
 - pooling: llama.cpp's mean pooling is a matrix product over the whole batch -> the context
   returns each token's vector (pooling "none") and the mean, first or last is taken here,
   per sequence, always in the same order;

@@ -34,7 +34,8 @@ help:  ## list the targets
 # make install   -> .venv with everything pinned in requirements.txt (compiles llama.cpp the first time,
 #                   ~5-10 min on 2 cores; later installs take the wheel from $(LAPTOP_LLAMA_CACHE))
 install: $(VENV)/.installed  ## create .venv and install requirements.txt
-$(VENV)/.installed: requirements.txt
+# A changed llama.cpp patch or build script installs again (from the wheel cache when built before).
+$(VENV)/.installed: requirements.txt deploy/llama_wheel.sh $(wildcard deploy/llama-patches/*.patch)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" deploy/llama_wheel.sh $(PY) '$(LLAMA_CPP_PIN)'

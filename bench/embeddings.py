@@ -183,6 +183,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quantize", metavar="TYPE", help="bench this quantization of --model (e.g. Q8_0)")
     ap.add_argument("--torch", type=Path, help="a sentence-transformers checkpoint directory, to compare with")
     ap.add_argument("--probes", type=int, default=20, help="one-text requests timed per latency round")
+    ap.add_argument("--out", type=Path, help="results file (default: bench/results/embeddings-<model>.json)")
     args = ap.parse_args(argv)
     stop_on_sigterm()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -225,7 +226,8 @@ def save(args: argparse.Namespace, model: Path, torch: "Torch | None", raw: list
     result = {"command": command, "model": model.name, "threads": args.threads, "batch": BATCH, "rounds": rounds,
               "latency_probes": args.probes, "torch": torch.info if torch else None,
               "summary": summarize(raw), "raw": raw}  # fmt: skip
-    write_atomic(RESULTS / f"embeddings-{model.stem}.json", (json.dumps(result, indent=1) + "\n").encode())
+    out = args.out or RESULTS / f"embeddings-{model.stem}.json"
+    write_atomic(out, (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 

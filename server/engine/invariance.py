@@ -5,9 +5,13 @@ different orders, so the same token can get logits that differ in the last bits,
 near-tie flips ("Why" / "why"). What the pinned llama.cpp does (read in its source and probed; the
 end-to-end property is tested in tests/server/test_invariance.py), and what is done about it:
 
-- Weights repacked at load ("extra buffer types": Q4_K, Q6_K, Q4_0... on AVX2 and up) are
-  multiplied four rows at a time by one kernel and the remaining rows by another, so a row's
-  result depends on its place in the ubatch. -> Not repacked (`model_params`).
+- Weights repacked at load ("extra buffer types": Q4_0, Q4_K, Q2_K, IQ4_NL, MXFP4 on x86 with
+  AVX2 and up) are multiplied four rows at a time by a gemm kernel and the remaining 1-3 rows by
+  a gemv kernel; upstream, Q4_K's and Q2_K's gemv add a row's terms in another order than their
+  gemm, so a row's result depends on its place in the ubatch. -> deploy/llama-patches/0002 makes
+  those gemv kernels add in gemm's order; where the build says it carries that
+  (`repack_invariant`), weights stay repacked as llama-server keeps them (about twice the plain
+  dot product's prompt speed on Q4_K); elsewhere they are kept unrepacked (`model_params`).
 - Unrepacked K-quant weights take a tiled kernel from 8 rows up and a dot product below.
   -> Tiled matmul off for the process (`configure_process`, `prepare`); the dot product serves
   every size.
@@ -73,6 +77,18 @@ def _loaded_ggml_cpu() -> Path:
 
 
 @functools.cache
+def repack_invariant() -> bool:
+    """Whether the loaded llama.cpp carries deploy/llama-patches/0002 on a CPU where it was checked:
+    each repacked weight type gives a row the same bits in a batch of any size."""
+    try:
+        fn = ctypes.CDLL(str(_loaded_ggml_cpu())).ggml_cpu_repack_invariant_available
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes, fn.restype = [], ctypes.c_int
+    return bool(fn() == 1)
+
+
+@functools.cache
 def _switch() -> Any:
     """ggml_cpu_set_fa_invariant of the llama.cpp that llama_cpp loaded (None: built without the patch)."""
     try:
@@ -133,5 +149,5 @@ def prepare(cfg: DecoderConfig) -> None:
 
 
 def model_params(mparams: Any) -> None:
-    """Keep the weights as stored: no repacking into the row-grouped CPU layouts."""
-    mparams.use_extra_bufts = False
+    """Repack the weights into the row-grouped CPU layouts only where their kernels are batch-invariant."""
+    mparams.use_extra_bufts = repack_invariant()

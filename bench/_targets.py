@@ -149,9 +149,12 @@ def _ours_body(question: str, max_tokens: int) -> dict:
     }
 
 
-def _ours(fixed_slots: int | None, worker_class: str | None = None):
+def _ours(fixed_slots: int | None, worker_class: str | None = None, **settings: str):
+    """Our server; `settings` are further LLAMA_SERVER_* variables (e.g. SPECULATIVE="off")."""
+
     def command(model, port, a):
         env = dict(
+            **{f"LLAMA_SERVER_{k}": v for k, v in settings.items()},
             LLAMA_SERVER_MODEL=str(model),
             LLAMA_SERVER_PORT=str(port),
             LLAMA_SERVER_PARALLEL=str(fixed_slots or a.parallel),
@@ -241,6 +244,25 @@ TARGETS = {
     for t in [
         Target("ours-pN", lambda: None, _ours(None), "/api/respond", "/api/health", _ours_body, _usage),
         Target("ours-p1", lambda: None, _ours(1), "/api/respond", "/api/health", _ours_body, _usage),
+        # where a loss comes from: the defaults less speculation, less batch invariance
+        Target(
+            "ours-nospec-pN",
+            lambda: None,
+            _ours(None, SPECULATIVE="off"),
+            "/api/respond",
+            "/api/health",
+            _ours_body,
+            _usage,
+        ),
+        Target(
+            "ours-loose-pN",
+            lambda: None,
+            _ours(None, BATCH_INVARIANT="off"),
+            "/api/respond",
+            "/api/health",
+            _ours_body,
+            _usage,
+        ),
         # gunicorn's plain gthread worker instead of ours (server/http/worker.py), which reads each
         # request whole before a thread takes it
         Target(

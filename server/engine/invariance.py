@@ -12,9 +12,13 @@ end-to-end property is tested in tests/server/test_invariance.py), and what is d
   those gemv kernels add in gemm's order; where the build says it carries that
   (`repack_invariant`), weights stay repacked as llama-server keeps them (about twice the plain
   dot product's prompt speed on Q4_K); elsewhere they are kept unrepacked (`model_params`).
-- Unrepacked K-quant weights take a tiled kernel from 8 rows up and a dot product below.
-  -> Tiled matmul off for the process (`configure_process`, `prepare`); the dot product serves
-  every size.
+- Unrepacked K-quant weights (Q6_K, Q5_K, Q3_K...) take a tiled kernel from 8 rows up and a dot
+  product below, which add a row's terms in different orders. -> deploy/llama-patches/0003: with
+  the switch on, Q6_K (the unrepacked part of a Q4_K_M model) keeps the tiled kernel and its rows
+  below 8 take a dot product in that kernel's order, and the other types take the dot product
+  for every size; where the build says it carries that (`tiled_invariant`), the tiled kernel
+  stays on, as in llama-server. Elsewhere it is off for the process (`configure_process`,
+  `prepare`) and the dot product serves every size.
 - Flash attention has three paths: a loop over the KV cells for fewer than 64 query rows of a
   sequence, a tiled GEMM from 64 rows, and for a lone row with 512 or more cells a split of
   the cells across threads. -> deploy/llama-patches/0001 (applied by `make install`): after
@@ -77,11 +81,23 @@ def _loaded_ggml_cpu() -> Path:
 
 
 @functools.cache
+def tiled_invariant() -> bool:
+    """Whether the loaded llama.cpp carries deploy/llama-patches/0003 on a CPU where it holds: with
+    the switch on, the tiled K-quant kernel and the dot product give a row the same bits."""
+    return _flag("ggml_cpu_tiled_invariant_available")
+
+
+@functools.cache
 def repack_invariant() -> bool:
     """Whether the loaded llama.cpp carries deploy/llama-patches/0002 on a CPU where it was checked:
     each repacked weight type gives a row the same bits in a batch of any size."""
+    return _flag("ggml_cpu_repack_invariant_available")
+
+
+def _flag(name: str) -> bool:
+    """A patch's availability function in the loaded ggml-cpu answers 1 (False: absent, or 0)."""
     try:
-        fn = ctypes.CDLL(str(_loaded_ggml_cpu())).ggml_cpu_repack_invariant_available
+        fn = getattr(ctypes.CDLL(str(_loaded_ggml_cpu())), name)
     except (OSError, AttributeError):
         return False
     fn.argtypes, fn.restype = [], ctypes.c_int
@@ -131,18 +147,18 @@ def applies(cfg: DecoderConfig) -> bool:
 
 
 def configure_process() -> None:
-    """Turn ggml-cpu's tiled K-quant matmul off. ggml reads the variable once, when the process
-    creates its first context; so this runs when the decoder module is imported, before any
-    llama.cpp context exists (a test session may make several), and `prepare` undoes it for
-    a server started with BATCH_INVARIANT=off."""
-    if _OWN_TILED_MM:
+    """Turn ggml-cpu's tiled K-quant matmul off, unless the build makes it batch-invariant. ggml
+    reads the variable once, when the process creates its first context; so this runs when the
+    decoder module is imported, before any llama.cpp context exists (a test session may make
+    several), and `prepare` undoes it for a server started with BATCH_INVARIANT=off."""
+    if _OWN_TILED_MM and not tiled_invariant():
         os.environ[TILED_MM] = "0"
 
 
 def prepare(cfg: DecoderConfig) -> None:
     """Before the decoder's context is created: the kernel setting its config asks for."""
     if _OWN_TILED_MM:
-        if applies(cfg):
+        if applies(cfg) and not tiled_invariant():
             os.environ[TILED_MM] = "0"
         else:
             os.environ.pop(TILED_MM, None)

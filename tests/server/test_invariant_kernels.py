@@ -1,16 +1,19 @@
 """A prompt's logits do not depend on how it is cut into llama_decode calls, on the weights the
-server loads as it loads them (server/engine/opening.py): Gemma 3's Q4_K_M weights repacked into
-llama.cpp's row-interleaved CPU layout where deploy/llama-patches/0002 makes that batch-invariant,
-SmolLM2's Q4_1 weights as stored.
+server loads as it loads them (server/engine/opening.py): Gemma 3's Q4_K_M weights, its Q4_K
+tensors repacked into llama.cpp's row-interleaved CPU layout (deploy/llama-patches/0002) and its
+Q6_K tensors through the tiled kernel from 8 rows up (deploy/llama-patches/0003), where the build
+makes those batch-invariant; SmolLM2's Q4_1 weights as stored.
 
 Every cut below puts each position in another place of its batch: alone, among the last 1-3 rows
 that the repacked product hands to its one-row kernel, inside a group of four, inside a group of
-sixteen. The end-to-end property (answers alone, together, restored) is tests/server/test_invariance.py;
-this is the kernel-level rule it rests on, with every position's full logits compared bit for bit.
+sixteen, below and above the tiled kernel's 8-row floor. The end-to-end property (answers alone,
+together, restored) is tests/server/test_invariance.py; this is the kernel-level rule it rests on,
+with every position's full logits compared bit for bit.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 
 import llama_cpp.llama_cpp as lc
@@ -72,12 +75,16 @@ def logits_of(model, ctx, tokens: list[int], cut: list[int]) -> np.ndarray:
     return out
 
 
-def test_the_weights_are_repacked_where_that_is_batch_invariant():
+def test_the_fast_kernels_are_kept_where_they_are_batch_invariant():
     params = lc.llama_model_default_params()
     invariance.model_params(params)
-    on_x86_avx2 = platform.machine() in ("x86_64", "AMD64") and " avx2 " in open("/proc/cpuinfo").read()
-    assert invariance.repack_invariant() == on_x86_avx2  # the patched kernels were checked on x86 only
+    flags = open("/proc/cpuinfo").read()
+    on_x86_avx2 = platform.machine() in ("x86_64", "AMD64") and " avx2 " in flags and " fma " in flags
+    # the patched kernels were checked on x86 only
+    assert invariance.repack_invariant() == invariance.tiled_invariant() == on_x86_avx2
     assert params.use_extra_bufts == invariance.repack_invariant()
+    if invariance.tiled_invariant():
+        assert os.environ.get(invariance.TILED_MM) != "0", "the tiled K-quant kernel must stay on"
 
 
 def test_a_prompts_logits_do_not_depend_on_how_it_is_cut(opened):

@@ -4,6 +4,8 @@ Side by side in one run, on the same model file and thread count:
   ours-pN          this server (gunicorn + engine) with LLAMA_SERVER_PARALLEL=N
   ours-p1          the same with one slot (requests served one at a time)
   ours-gthread-pN  ours-pN on gunicorn's plain gthread worker instead of the server's own
+  ours-nospec-pN   ours-pN with SPECULATIVE=off, and
+  ours-loose-pN    ours-pN with BATCH_INVARIANT=off: where a difference from llama-server comes from
   decoder-pN       the batching decoder in this process, no HTTP (its ceiling)
   llama-cpp-python `python -m llama_cpp.server`, installed here in its own venv
   llama-server-pN  llama.cpp's own server with N slots, built here from the llama.cpp

@@ -26,7 +26,8 @@ end-to-end property is tested in tests/server/test_invariance.py), and what is d
   path, which computes each score as one FMA chain in a fixed order and walks the KV tiles
   from the stream's first cell, so a row's result depends on its own query, mask and cells
   only (each slot has its own KV stream); the tiled kernel multiplies only a tile's valid
-  rows, so a decode row costs one row; and a tile's softmax weights are summed from the row's
+  rows, so a decode row costs one row (0004 converts a one-row tile's keys 8x8 in registers
+  and clears only its rows); and a tile's softmax weights are summed from the row's
   first nonzero weight, so an embedding batch, whose sequences share one stream at varying
   offsets, may place a short sequence anywhere within a key tile
   (server/engine/embedding/layout.py). The switch is per thread and per call.

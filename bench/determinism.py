@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
         "model": args.model.name,
         "settings": {"parallel": 4, "ctx": args.ctx, "threads": args.threads, "max_tokens": args.max_tokens},
         "loadavg": os.getloadavg(),
-        "sides": {k: str(v) for k, v in sides.items()},
+        "sides": {k: os.path.relpath(v, ROOT) for k, v in sides.items()},  # no machine paths in results
         "results": results,
     }
     write_atomic(out, json.dumps(doc, indent=1).encode())

@@ -97,22 +97,27 @@ def repack_invariant() -> bool:
 
 def _flag(name: str) -> bool:
     """A patch's availability function in the loaded ggml-cpu answers 1 (False: absent, or 0)."""
-    try:
-        fn = getattr(ctypes.CDLL(str(_loaded_ggml_cpu())), name)
-    except (OSError, AttributeError):
+    fn = _function(name)
+    if fn is None:
         return False
     fn.argtypes, fn.restype = [], ctypes.c_int
     return bool(fn() == 1)
 
 
+def _function(name: str) -> Any:
+    """A function of the ggml-cpu that llama_cpp loaded (None: this build lacks it)."""
+    try:
+        return getattr(ctypes.CDLL(str(_loaded_ggml_cpu())), name)
+    except (OSError, AttributeError):
+        return None
+
+
 @functools.cache
 def _switch() -> Any:
     """ggml_cpu_set_fa_invariant of the llama.cpp that llama_cpp loaded (None: built without the patch)."""
-    try:
-        fn = ctypes.CDLL(str(_loaded_ggml_cpu())).ggml_cpu_set_fa_invariant
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_bool], None
+    fn = _function("ggml_cpu_set_fa_invariant")
+    if fn is not None:
+        fn.argtypes, fn.restype = [ctypes.c_bool], None
     return fn
 
 

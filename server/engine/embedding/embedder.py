@@ -26,8 +26,8 @@ would make them depend:
 - the weight products take another kernel for a single row -> a batch of one row gets a
   filler row; the rank head multiplies one row per sequence, so a rank batch always has a
   filler sequence;
-- quantized weights are repacked only where that is batch-invariant and the tiled K-quant
-  kernel is off, as for generation (server/engine/invariance.py), since the model is the same one.
+- quantized weights are repacked, and the tiled K-quant kernel kept, only where the build makes
+  them batch-invariant, as for generation (server/engine/invariance.py): the model is the same one.
 BATCH_INVARIANT=off (or a llama.cpp without the patch) packs sequences back to back up to the
 whole physical batch, its kernels as llama.cpp picks.
 

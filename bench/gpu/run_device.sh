@@ -16,6 +16,7 @@
 #      concurrency, serve-split, profile;
 #      cache-ab, side-by-side, cluster and speculative when named). The speculative stage also
 #      makes a small random draft model (prepare_model.py --model draft) beside the 7B.
+#      The 7B is made only when a stage needs it: engine-loop and speculative-smol run SmolLM2 alone.
 # engine-loop needs SmolLM2 in two parts (split -b 45000000 into .gpu/smol1/part and .gpu/smol2/part, its sha256
 # in .gpu/smol1/sha256) and the server as it was in .gpu/before/ (git archive <commit> server, its commit in
 # COMMIT): on a machine that receives at most 64 MiB with each command, send smol1 and before with `start`,
@@ -38,6 +39,10 @@ export PATH=/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 MODEL=$WORK/llama2-7b-random.Q4_K_M.gguf
 export STAGES=${STAGES:-llama-bench tests offload serve-gpu concurrency serve-split profile}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
+
+needs_7b() {  # every stage but the SmolLM2 ones runs on the 7B-shaped model
+  local s; for s in $STAGES; do [[ $s == engine-loop || $s == speculative-smol ]] || return 0; done; return 1
+}
 
 note() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$WORK/progress.log"; }
 
@@ -70,8 +75,10 @@ pipeline() {
   note "pipeline start"
   mkdir -p "$WORK/src" && tar -C "$WORK/src" -xzf "$BUNDLE/src/llama_cpp_python-$PIN-trimmed.tar.gz"
   build_cuda & local build_pid=$!
-  .venv/bin/python bench/gpu/prepare_model.py checkpoint --work "$WORK" --tokenizer "$BUNDLE/data/llama2-tokenizer.model" \
-    >> "$WORK/model.log" 2>&1 && note "checkpoint written" || note "checkpoint FAILED (model.log)"
+  if needs_7b; then
+    .venv/bin/python bench/gpu/prepare_model.py checkpoint --work "$WORK" --tokenizer "$BUNDLE/data/llama2-tokenizer.model" \
+      >> "$WORK/model.log" 2>&1 && note "checkpoint written" || note "checkpoint FAILED (model.log)"
+  fi
   if has moderation; then
     .venv/bin/python bench/gpu/prepare_model.py checkpoint --model guard --work "$WORK" \
       --tokenizer "$BUNDLE/data/llama2-tokenizer.model" >> "$WORK/model.log" 2>&1 || note "guard checkpoint FAILED"
@@ -81,8 +88,10 @@ pipeline() {
       --tokenizer "$BUNDLE/data/llama2-tokenizer.model" >> "$WORK/model.log" 2>&1 || note "draft checkpoint FAILED"
   fi
   wait $build_pid && note "build done: $(cat $WORK/build.json)" || { note "build FAILED: $(tail -5 $WORK/build.log)"; finish; return 1; }
-  .venv/bin/python bench/gpu/prepare_model.py quantize --work "$WORK" >> "$WORK/model.log" 2>&1 \
-    && note "f16 + Q4_K_M done" || { note "convert/quantize FAILED"; finish; return 1; }
+  if needs_7b; then
+    .venv/bin/python bench/gpu/prepare_model.py quantize --work "$WORK" >> "$WORK/model.log" 2>&1 \
+      && note "f16 + Q4_K_M done" || { note "convert/quantize FAILED"; finish; return 1; }
+  fi
   if has speculative; then
     .venv/bin/python bench/gpu/prepare_model.py quantize --model draft --work "$WORK" >> "$WORK/model.log" 2>&1 \
       && note "draft Q4_K_M done" || note "draft convert/quantize FAILED"
@@ -115,7 +124,7 @@ pipeline() {
       --n-gpu-layers -1 --requests 16 --out "$WORK/gpu-moderation.json" > "$WORK/moderation.log" 2>&1 \
       && note "moderation done" || note "moderation FAILED (moderation.log)"
   fi
-  for stage in serve-gpu concurrency cache-ab serve-split profile side-by-side cluster speculative; do
+  for stage in serve-gpu concurrency cache-ab serve-split profile side-by-side cluster speculative speculative-smol; do
     has $stage || continue
     bash bench/gpu/server_benches.sh $stage > "$WORK/$stage.log" 2>&1 && note "$stage done" || note "$stage FAILED ($stage.log)"
   done

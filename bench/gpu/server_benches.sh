@@ -11,6 +11,9 @@
 #   bash bench/gpu/server_benches.sh speculative   # speculative.py: ours and llama-server, off / ngram / the model as its
 #                                                  # own draft / a 4-layer random draft, rounds for SPEC_BUDGET_S (420) s or until SPEC_END_AT
 #   bash bench/gpu/server_benches.sh cluster       # cluster.py: one replica, no nginx, PARALLEL 8, 1-16 clients
+#   bash bench/gpu/server_benches.sh speculative-smol  # SmolLM2 (real weights, as engine-loop) on the GPU, every pass on a
+#                                                  # fresh server: ours and llama-server, off / ngram, 1 and 4 clients,
+#                                                  # T=0 then T=0.8, rounds for SPEC_BUDGET_S (240) s each
 #   bash bench/gpu/server_benches.sh engine-loop   # SmolLM2 (real weights, in two parts .gpu/smol{1,2}/part, one carried per call) on the GPU:
 #                                                  # concurrency.py ours, BEFORE (another checkout) and llama-server, 8 slots,
 #                                                  # 1-16 clients, rounds for LOOP_BUDGET_S (300) s; then loop_profile.py at 1, 8, 16
@@ -117,6 +120,22 @@ speculative() {
   return $rc
 }
 
+speculative_smol() {
+  # Issue #23: prompt lookup where each extra row costs almost nothing. Every pass on a fresh
+  # server (no prompt seen before), greedy and then sampled with one seed on both servers.
+  link_llama_server || return 1
+  local smol; smol=$(smollm2) || { echo "$smol"; return 1; }
+  local t
+  for t in 0 0.8; do
+    $PY bench/speculative.py --model "$smol" --sides ours-off,ours-ngram,llama-server-off,llama-server-ngram \
+      --clients 1,4 --parallel 4 --ctx 2048 --max-tokens 256 --draft-max 16 --rounds 40 --fresh \
+      --temperature "$t" --seed 7 --budget-s "${SPEC_BUDGET_S:-240}" --threads "$THREADS" --n-gpu-layers 99 \
+      --note "one GPU, SmolLM2-135M-Instruct Q4_1 (real weights), every layer on it; a fresh server per timed pass" \
+      --force --out "$WORK/gpu-speculative-smollm2-t$t.json" || return 1
+    add_gpu_info "$WORK/gpu-speculative-smollm2-t$t.json"
+  done
+}
+
 cluster() {
   # One replica straight on its port (no nginx here): what one GPU serves, to size a deployment.
   LLAMA_SERVER_N_GPU_LAYERS=-1 $PY bench/cluster.py --model "$MODEL" --replicas '' --parallel 8 \
@@ -190,5 +209,6 @@ case "${1:-}" in
   speculative) speculative ;;
   cluster) cluster ;;
   engine-loop) engine_loop ;;
+  speculative-smol) speculative_smol ;;
   *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

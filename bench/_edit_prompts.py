@@ -1,7 +1,9 @@
-"""Edit-style prompts for the speculative decoding bench: answers that copy long runs of the prompt.
+"""Prompts for the speculative decoding bench, in two sets.
 
-Rewriting a text with its typos fixed, fixing typos in a list of sentences, reformatting code and
-continuing a list: the tasks where prompt lookup (n-gram drafts) has something to copy.
+"edit": rewriting a text with its typos fixed, fixing typos in a list of sentences, reformatting code
+and continuing a list: the tasks where prompt lookup (n-gram drafts) has something to copy.
+"free": a poem, an explanation, a story and advice: answers that copy nothing from their prompt, where
+drafting can only cost, and the cost check must refuse it.
 """
 
 from __future__ import annotations
@@ -53,3 +55,12 @@ PROMPTS = {
     "reformat-code": REFORMAT_CODE,
     "continue-list": CONTINUE_LIST,
 }
+
+FREE = {
+    "poem": "Write a short poem about a fox crossing a frozen river at dawn.",
+    "explain": "Explain in a few paragraphs why the sky is blue and why sunsets are red.",
+    "story": "Tell a short story about a baker who finds a mysterious key inside a loaf of bread.",
+    "advice": "Give some practical advice to someone who is starting to learn the piano as an adult.",
+}
+
+SETS = {"edit": PROMPTS, "free": FREE}

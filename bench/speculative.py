@@ -12,18 +12,24 @@ the served model's are (--n-gpu-layers):
                                               when few drafts are accepted)
   (llama-server: --spec-type draft-simple --model-draft F --spec-draft-n-max N --spec-draft-ngl L; its other
   draft settings, e.g. p_min, stay at their defaults)
-The prompts (bench/_edit_prompts.py) ask for a rewrite with typos fixed, typo fixes, reformatted code and a
-continued list: answers that copy long runs of the prompt. With 1 client the four prompts go one after
-another; with 4 clients each client sends one of them. Greedy (or sampled at --temperature with one seed and
-the same top-k, top-p and min-p on both servers), no repeat penalty, the same system prompt.
+The prompts (bench/_edit_prompts.py, --prompts edit) ask for a rewrite with typos fixed, typo fixes,
+reformatted code and a continued list: answers that copy long runs of the prompt; --prompts free asks for a
+poem, an explanation, a story and advice, answers that copy nothing, where drafting can only cost.
+With 1 client the four prompts go one after another; with 4 clients each client sends one of them.
+Greedy (or sampled at --temperature with one seed and the same top-k, top-p and min-p on both servers),
+no repeat penalty, the same system prompt.
 
 Answers end naturally (an edit has a natural end, which matters more here than equal lengths), capped by
 --max-tokens. Where the two sides' answers end at different lengths, tokens/s of the generated tokens is
 what is compared; the results say how many tokens each side generated. Rounds interleave the
 servers (order rotating), so load from anything else on the machine falls on all of them alike; each
 ratio is taken per round and reported as min / median / max with a 95% interval of its median
-(bench/_spread.py). Also counted: per prompt, whether our text with ngram drafts is byte-identical to
-our text without (temperature 0), and the same for llama-server.
+(bench/_spread.py). Our sides also report, per kind of guess (a match in the request's own text by its
+length, the pools shared by all requests, a grammar's forced text), how often one was at hand, how often
+the cost check refused it or probed it, and the tokens drafted and kept (the server's
+llama_server_draft_kind_* counters, read before and after each pass). Also counted: per prompt,
+whether our text with ngram drafts is byte-identical to our text without (temperature 0), and the
+same for llama-server.
 
 --fresh starts a new server for every timed pass (one side, one round, one client count) and stops it right
 after, so no server sees a timed prompt twice: it measures what a user gets on prompts never seen before.
@@ -35,6 +41,7 @@ repeated prompts, and are to be labelled so.
     python bench/speculative.py --rounds 5 --clients 1 --threads 2
     python bench/speculative.py --fresh --rounds 5      # every timed pass on a server of its own
     python bench/speculative.py --fresh --temperature 0.8   # sampled, one seed: same text with or without drafts
+    python bench/speculative.py --fresh --prompts free      # answers that copy nothing: drafting must not cost
     python bench/speculative.py --model M.gguf --draft-model SMALL.gguf --n-gpu-layers -1 \
         --sides ours-off,ours-draft-self,ours-draft,llama-server-off,llama-server-draft-self,llama-server-draft
     OMP_WAIT_POLICY=PASSIVE python bench/speculative.py ...   # on a machine busy with other work
@@ -46,14 +53,16 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _speculative_report as report  # noqa: E402
-from _edit_prompts import PROMPTS  # noqa: E402
+from _edit_prompts import SETS  # noqa: E402
 from _targets import PIN, ROOT, TARGETS, WORK, stop_on_sigterm  # noqa: E402
 from concurrency import free_port, post, wait_ready, write_atomic  # noqa: E402
 
@@ -112,6 +121,27 @@ def spec_argv(name: str, args) -> list:
     ]
 
 
+KIND_METRIC = re.compile(r"^llama_server_draft_kind_(\w+?)_total\{([^}]*)\} (\S+)$", re.M)
+
+
+def parse_kinds(text: str) -> dict[str, dict[str, int]]:
+    """{kind: {offered, refused, probes, drafts, tokens, accepted}} from a Prometheus page."""
+    out: dict[str, dict[str, int]] = {}
+    for field, labels, value in KIND_METRIC.findall(text):
+        kind = dict(re.findall(r'(\w+)="([^"]*)"', labels)).get("kind", "?")
+        out.setdefault(kind, {})[field] = int(float(value))
+    return out
+
+
+def kinds_delta(after: dict, before: dict) -> dict[str, dict[str, int]]:
+    """What a pass added to each kind's counters (a kept server's counters run on between passes)."""
+    return {
+        kind: {f: v - before.get(kind, {}).get(f, 0) for f, v in fields.items()}
+        for kind, fields in after.items()
+        if any(v - before.get(kind, {}).get(f, 0) for f, v in fields.items())
+    }
+
+
 def sampling(args) -> dict:
     """What every request adds to its target's greedy body: nothing at temperature 0; else the
     temperature, a seed and the same top-k, top-p and min-p on both servers (their defaults differ)."""
@@ -153,6 +183,13 @@ class Side:
     def ask(self, body: dict) -> dict:
         return post(self.base + self.t.url, body)
 
+    def kinds(self) -> dict[str, dict[str, int]]:
+        """Our server's speculation counters per kind of guess ({} for llama-server)."""
+        if not self.name.startswith("ours"):
+            return {}
+        with urllib.request.urlopen(self.base + "/metrics", timeout=30) as r:
+            return parse_kinds(r.read().decode())
+
     def one(self, prompt: str, max_tokens: int, sampling: dict) -> dict:
         """One request: its text, completion tokens and draft counters (each server's own names)."""
         r = self.ask({**self.t.body(prompt, max_tokens), **sampling})
@@ -164,9 +201,9 @@ class Side:
             drafted, accepted = timings.get("draft_n", 0), timings.get("draft_n_accepted", 0)
         return {"text": text, "tokens": self.t.tokens(r), "drafted": drafted or 0, "accepted": accepted or 0}
 
-    def round(self, clients: int, max_tokens: int, sampling: dict | None = None) -> dict:
+    def round(self, prompts: dict[str, str], clients: int, max_tokens: int, sampling: dict | None = None) -> dict:
         """1 client: every prompt in turn; N clients: the prompts shared out, each client its own."""
-        names = list(PROMPTS)
+        names = list(prompts)
         plan = [names] if clients == 1 else [names[c::clients] for c in range(clients)]
         answers: dict[str, dict] = {}
         errors: list[str] = []
@@ -174,7 +211,7 @@ class Side:
         def client(mine: list[str]) -> None:
             for p in mine:
                 try:
-                    answers[p] = self.one(PROMPTS[p], max_tokens, sampling or {})
+                    answers[p] = self.one(prompts[p], max_tokens, sampling or {})
                 except Exception as exc:  # noqa: BLE001 - counted in the results
                     errors.append(f"{p}: {type(exc).__name__}: {exc}")
 
@@ -232,7 +269,9 @@ def timed_pass(name: str, r: int, clients: int, args, kept: dict[str, Side], fai
     if side is None:
         return None
     try:
-        row = {"round": r, **side.round(clients, args.max_tokens, sampling(args))}
+        before = side.kinds()
+        row = {"round": r, **side.round(SETS[args.prompts], clients, args.max_tokens, sampling(args))}
+        row["per_kind"] = kinds_delta(side.kinds(), before)
     finally:
         if name not in kept:
             side.close()
@@ -282,6 +321,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--fresh", action="store_true", help="a new server for every timed pass: no server sees a prompt twice"
     )
     ap.add_argument("--budget-s", type=float, default=720, help="start no new round after this many seconds")
+    ap.add_argument(
+        "--prompts", choices=sorted(SETS), default="edit", help="edit: answers that copy; free: answers that do not"
+    )
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument(
         "--temperature", type=float, default=0.0, help="sampled requests (top-k 40, top-p 0.95, min-p 0.05)"
@@ -324,7 +366,7 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()  # other work on the machine skews every column: record it
     failed: dict[str, str] = {}
     raw = bench(args, failed)
-    summary = report.summarize(raw, [s for s in args.sides if s not in failed], args.clients)
+    summary = report.summarize(raw, [s for s in args.sides if s not in failed], args.clients, args.prompts)
     report.print_summary(summary, args.clients)
     settings = {k: v for k, v in vars(args).items() if k not in ("model", "draft_model", "out", "force", "note")}
     doc = {

@@ -104,3 +104,42 @@ def test_sampled_runs_ask_both_servers_for_the_same_sampler():
     assert speculative.sampling(Namespace(temperature=0.0, seed=7)) == {}
     extra = speculative.sampling(Namespace(temperature=0.8, seed=3))
     assert extra == {"temperature": 0.8, "seed": 3, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+
+
+METRICS = """# HELP llama_server_draft_kind_tokens_total Tokens drafted of this kind
+# TYPE llama_server_draft_kind_tokens_total counter
+llama_server_draft_kind_tokens_total{kind="own-12",model="smollm2"} 40.0
+llama_server_draft_kind_tokens_total{kind="pool",model="smollm2"} 6.0
+llama_server_draft_kind_accepted_total{kind="own-12",model="smollm2"} 31.0
+llama_server_draft_kind_refused_total{kind="pool",model="smollm2"} 9.0
+llama_server_draft_tokens_total{model="smollm2"} 46.0
+"""
+
+
+def test_per_kind_counters_are_read_from_the_metrics_page_and_taken_per_pass():
+    kinds = speculative.parse_kinds(METRICS)
+    assert kinds == {"own-12": {"tokens": 40, "accepted": 31}, "pool": {"tokens": 6, "refused": 9}}
+    before = {"own-12": {"tokens": 30, "accepted": 31}, "pool": {"tokens": 6, "refused": 9}}
+    assert speculative.kinds_delta(kinds, before) == {"own-12": {"tokens": 10, "accepted": 0}}  # pool: no change
+    runs = [{"per_kind": {"pool": {"tokens": 2}}}, {"per_kind": {"pool": {"tokens": 3}, "own-2-3": {"refused": 1}}}]
+    assert report.per_kind(runs) == {"own-2-3": {"refused": 1}, "pool": {"tokens": 5}}
+
+
+def test_goals_follow_the_prompt_set():
+    raw = [
+        {
+            "server": s,
+            "round": r,
+            "clients": 1,
+            "errors": 0,
+            "tokens_per_s": v,
+            "completion_tokens": 10,
+            "drafted": 0,
+            "accepted": 0,
+            "texts": {},
+        }
+        for r in range(3)
+        for s, v in (("ours-ngram", 99.0), ("ours-off", 100.0))
+    ]
+    assert report.summarize(raw, ["ours-ngram", "ours-off"], [1], "free")["goals_ours_ngram_over_off"]["1"]["met"]
+    assert not report.summarize(raw, ["ours-ngram", "ours-off"], [1], "edit")["goals_ours_ngram_over_off"]["1"]["met"]

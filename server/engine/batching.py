@@ -171,7 +171,11 @@ class BatchDecoder(ModelFacts, TokenFlow):
         stats = self._stats.snapshot(self.active, self.waiting, *self._memory)
         if self._spec is None:
             return stats
-        return replace(stats, draft_tokens=self._spec.drafted, draft_accepted=self._spec.accepted)
+        kinds = tuple(
+            (name, c.offered, c.refused, c.probes, c.drafts, c.drafted, c.kept)
+            for name, c in sorted(self._spec.by_kind.copy().items())  # copy(): one atomic read of the dict
+        )
+        return replace(stats, draft_tokens=self._spec.drafted, draft_accepted=self._spec.accepted, draft_by_kind=kinds)
 
     def clear_cache(self) -> None:
         """Drop the prefix caches of idle slots (all their KV cells)."""

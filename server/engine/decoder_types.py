@@ -150,6 +150,9 @@ class DecoderStats:
     prompt_cache_hits: int = 0  # prompts that got a saved state back
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and how many the target kept
     draft_accepted: int = 0
+    # Per kind of guess (server/engine/speculation/speculator.py KindCount): (kind, offered, refused,
+    # probes, drafts, drafted, kept), for the metrics and the speculative bench's per-kind figures.
+    draft_by_kind: tuple[tuple[str, int, int, int, int, int, int], ...] = ()
     decode_seconds: float = 0.0
     tokens_histogram: tuple[int, ...] = ()  # per TOKENS_PER_STEP_BUCKETS, then +Inf (not cumulative)
     sequences_histogram: tuple[int, ...] = ()  # per SEQUENCES_PER_STEP_BUCKETS, then +Inf

@@ -117,6 +117,17 @@ class LibraryCollector:
         yield from DecoderCollector(decoders).collect()
 
 
+# Speculative decoding per kind of guess: (metric, help, column of DecoderStats.draft_by_kind).
+DRAFT_KIND_COUNTERS = (
+    ("draft_kind_offered", "Steps where a sequence had a guess of this kind to draft", 1),
+    ("draft_kind_refused", "Guesses the cost check refused (a step without the draft was faster)", 2),
+    ("draft_kind_probes", "Refused guesses drafted anyway to measure their kind again", 3),
+    ("draft_kind_drafts", "Drafts of this kind verified", 4),
+    ("draft_kind_tokens", "Tokens drafted of this kind", 5),
+    ("draft_kind_accepted", "Drafted tokens of this kind the model kept", 6),
+)
+
+
 class DecoderCollector:
     """Slots, KV cells and per-step batch histograms from each loaded model's decoder."""
 
@@ -159,6 +170,12 @@ class DecoderCollector:
             ):
                 counters.setdefault(name, CounterMetricFamily(f"llama_server_{name}", doc, labels=["model"]))
                 counters[name].add_metric([model], value)
+            for name, doc, column in DRAFT_KIND_COUNTERS:
+                family = counters.setdefault(
+                    name, CounterMetricFamily(f"llama_server_{name}", doc, labels=["model", "kind"])
+                )
+                for row in stats.draft_by_kind:
+                    family.add_metric([model, row[0]], row[column])
             for name, bounds, counts, total in (
                 ("batch_tokens", TOKENS_PER_STEP_BUCKETS, stats.tokens_histogram, stats.tokens),
                 ("batch_sequences", SEQUENCES_PER_STEP_BUCKETS, stats.sequences_histogram, stats.sequences),

@@ -53,6 +53,19 @@ def test_prompt_lookup_drafts_and_the_model_keeps_most_of_an_exact_copy(ngram):
     assert stats.steps < end.usage.completion_tokens + 2
 
 
+def test_the_per_kind_counts_add_up_to_the_totals(ngram):
+    run(ngram, [EDIT, EDIT.replace("apples", "figs")], max_tokens=48)
+    stats = ngram.stats()
+    kinds = {row[0]: row[1:] for row in stats.draft_by_kind}
+    assert sum(k[3] for k in kinds.values()) >= 3, kinds  # several drafts: a count that only keeps the last shows
+    assert any(name.startswith("own-") for name in kinds), kinds  # an edit copies its own prompt
+    assert sum(k[4] for k in kinds.values()) == stats.draft_tokens
+    assert sum(k[5] for k in kinds.values()) == stats.draft_accepted
+    for offered, refused, probes, drafts, drafted, kept in kinds.values():
+        assert refused <= offered and probes <= refused and kept <= drafted and drafts <= drafted
+        assert drafts <= offered  # a draft was offered first (a probe is a refused one drafted)
+
+
 def test_rejected_drafts_leave_no_kv_cells_and_every_slot_is_consistent(ngram):
     run(ngram, [EDIT, "Once upon a time, in a land far away, there lived a"], max_tokens=20)
     for slot in ngram._table.slots:  # idle now: each holds exactly the tokens it says it holds

@@ -65,6 +65,9 @@ class DraftModel:
     def kind(self, key: int, history: Sequence[int]) -> int:
         return 1  # one kind of guess: the draft model's greedy continuation
 
+    def kind_name(self, kind: int) -> str:
+        return "draft-model"
+
     def draft(self, key: int, history: Sequence[int], n_max: int) -> list[int]:
         if n_max <= 0:
             return []

@@ -98,6 +98,16 @@ class NgramDraft:
                 return pooled
         return list(history[start : start + n_max]) if n else []
 
+    def kind_name(self, kind: int) -> str:
+        """The label of a kind in metrics: a match in the sequence's own text (prompt and answer so
+        far, "own-2" ... "own-12" by the n-gram's length, short ones together), or one of the pools
+        shared by all requests (text other requests wrote)."""
+        if kind == self.long_kind:
+            return "pool-long"
+        if kind == self.pool_kind:
+            return "pool"
+        return "own-2-3" if kind <= 3 else "own-4-11" if kind < self.n_match else f"own-{self.n_match}"
+
     def _pooled(self, history: Sequence[int], n_max: int) -> list[int]:
         """Up to `n_max` tokens read from the shared pool, each following the last n_match before it."""
         tail = list(history[-self.n_match :])

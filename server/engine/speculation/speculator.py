@@ -51,6 +51,20 @@ class DraftState:
     accepted: int = 0
 
 
+@dataclass
+class KindCount:
+    """What happened to one kind of guess, over all sequences (for metrics and the bench's
+    per-kind figures): steps where the source had such a guess, how many of them the cost check
+    refused, drafted anyway to measure again (probes), or drafted; and the tokens drafted and kept."""
+
+    offered: int = 0
+    refused: int = 0
+    probes: int = 0
+    drafts: int = 0
+    drafted: int = 0
+    kept: int = 0
+
+
 def _never(token: int) -> bool:
     return False
 
@@ -63,6 +77,17 @@ class Speculator:
         # Acceptance per kind of guess, over all sequences: a new request starts from what the
         # earlier ones measured (a copy matched on 12 tokens is kept far more often than on 2).
         self.acceptance: dict[tuple[int, bool, bool], Acceptance] = {}
+        self.by_kind: dict[str, KindCount] = {}  # keyed by kind_name: where drafts pay and where they cost
+
+    def kind_name(self, kind: int) -> str:
+        """A kind of guess as metrics label it: "grammar" for GUIDED, else the source's name for it."""
+        if kind == GUIDED:
+            return "grammar"
+        name = getattr(self.source, "kind_name", None)
+        return name(kind) if name is not None else str(kind)
+
+    def _count(self, kind: int) -> KindCount:
+        return self.by_kind.setdefault(self.kind_name(kind), KindCount())
 
     def observe(self, rows: int, seconds: float) -> None:
         """A decode step's size and time, for the cost model."""
@@ -101,8 +126,13 @@ class Speculator:
             acceptance = self.acceptance.setdefault(_bucket(state), Acceptance())
             p = acceptance.p
             k = best_length(self.cost, rows, tokens, min(state.length.next(), room, budget), p)
-            if k == 0 and acceptance.probe():  # refused for long: measure this kind again
-                k = min(PROBE, room, budget)
+            count = self._count(state.kind)
+            count.offered += 1
+            if k == 0:
+                count.refused += 1
+                if acceptance.probe():  # refused for long: measure this kind again
+                    k = min(PROBE, room, budget)
+                    count.probes += k > 0
             started = time.perf_counter()
             if k > 0:
                 draft = self.source.draft(key, history, k) if state.kind != GUIDED else []
@@ -150,6 +180,8 @@ class Speculator:
             state.streak = len(kept) == n
             state.drafted += n
             state.accepted += len(kept)
+            count = self._count(state.kind)
+            count.drafts, count.drafted, count.kept = count.drafts + 1, count.drafted + n, count.kept + len(kept)
             self.drafted += n
             self.accepted += len(kept)
         state.draft = ()

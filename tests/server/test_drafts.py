@@ -85,12 +85,36 @@ def fitted(a: float, b: float) -> StepCost:
     return cost
 
 
-def test_the_step_cost_fit_recovers_the_line_and_needs_two_sizes():
-    assert fitted(0.03, 0.001).line() == pytest.approx((0.03, 0.001))
+def test_the_step_cost_is_read_from_its_table_between_and_past_the_measured_sizes():
+    line = fitted(0.03, 0.001)
+    for rows in (1, 5, 8, 20, 64):  # measured (1, 8), between (5), past them (20, 64): on the line
+        assert line.seconds(rows) == pytest.approx(0.03 + 0.001 * rows)
     one_size = StepCost(max_rows=64)
     for _ in range(10):
         one_size.observe(4, 0.05)
-    assert one_size.line() is None  # drafts are allowed until rows vary: that is how it learns
+    assert one_size.seconds(5) is None  # drafts are allowed until rows vary: that is how it learns
+
+
+def test_a_step_that_is_no_line_is_priced_as_measured():
+    """SmolLM2 on a 2-core CPU: the second row costs nearly a step, rows past 8 a third of one. A
+    copy kept at p = 0.9 pays with 8 drafted tokens, not with 1 (a line through these points
+    would have it the other way round)."""
+    cpu = StepCost(max_rows=64)
+    for rows, ms in [(1, 7.4), (2, 14.5), (4, 20.8), (8, 31.8), (16, 49.6)] * 3:
+        cpu.observe(rows, ms / 1000)
+    assert cpu.seconds(2) == pytest.approx(0.0145) and cpu.seconds(12) == pytest.approx(0.0407)
+    assert cpu.seconds(32) == pytest.approx(0.0496 + 16 * (0.0496 - 0.0318) / 8)
+    assert best_length(cpu, 1, 1.0, 15, 0.9) == 8
+    assert best_length(cpu, 1, 1.0, 15, 0.6) == 0  # a 2-gram's guess: no length pays here
+
+
+def test_a_row_counts_average_follows_the_load():
+    cost = StepCost(max_rows=64)
+    for _ in range(30):
+        cost.observe(1, 0.010)
+    for _ in range(30):
+        cost.observe(1, 0.020)  # the machine got busier
+    assert cost.seconds(1) == pytest.approx(0.020, rel=0.01)
 
 
 def test_the_kept_share_counts_a_run_up_to_its_first_miss():

@@ -2,30 +2,37 @@
 
 Checking k drafted tokens adds k rows to a step. On a GPU, or a CPU reading a large
 model, a step costs about the same for 1 row or 16 (the weights are read once), and
-drafts are nearly free; on a CPU with a small model each row costs almost as much as
-the step itself, and a draft that is half kept makes decoding slower. No constant
-suits both, so the cost is measured: `StepCost` fits `seconds = a + b * rows` over
-recent steps and keeps the time making a drafted token takes (nothing for prompt
-lookup, a forward pass of the draft model for a draft model), and `best_length` drafts
-as many tokens as give the step the most tokens per second, and none unless that beats
-the step without a draft by a margin. A sequence's
-drafted tokens are kept with probability `p` each (`Acceptance`, measured per
-sequence), so k of them give p + p^2 + ... + p^k tokens on average, the first miss
-ending the run.
+drafts are nearly free; on a CPU with a small model each row costs much of a step, and
+a draft that is half kept makes decoding slower. No constant suits both, so the cost is
+measured: `StepCost` keeps a recent average of a step's time for each number of rows it
+has seen, and the time making a drafted token takes (nothing for prompt lookup, a forward
+pass of the draft model for a draft model); `best_length` drafts as many tokens as give
+the step the most tokens per second, and none unless that beats the step without a draft
+by a margin. A sequence's drafted tokens are kept with probability `p` each (`Acceptance`,
+measured per sequence), so k of them give p + p^2 + ... + p^k tokens on average, the first
+miss ending the run.
+
+A step's time is not a straight line in its rows. On a 2-core CPU with SmolLM2 (bench
+results step-rows-*.json) 1 row took 7.4 ms, 2 rows 14.5, 8 rows 31.8 and 16 rows 49.6: the
+second row costs nearly a step, each row past 8 a third of one. A line fitted over mostly
+one-row steps priced a 16-row step at twice its time and a 2-row one at half of it, so the
+drafts it let through were the short ones, where a row costs most, and the long copies that
+pay were refused. Hence a table, read between (and past) its measured sizes along the
+straight line through the two nearest.
 """
 
 from __future__ import annotations
 
-DECAY = 0.98  # each step's weight in the fit halves after ~35 steps: the load changes, the fit follows
+KEEP = 0.8  # each row count's average: a new step's time weighs 0.2, so the table follows the load
 MARGIN = 1.05  # a draft must promise 5% more tokens per second than the step without it
 
 
 class StepCost:
-    """Least-squares fit of a decode step's time on its rows, over recent steps of at most `max_rows`."""
+    """A decode step's time by its rows (1 to `max_rows`): a recent average per row count."""
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
-        self.n = self.sx = self.sy = self.sxx = self.sxy = 0.0
+        self.mean: dict[int, float] = {}  # rows -> seconds, recent average
         self.per_draft_token = 0.0  # seconds the draft source takes per drafted token, recent average
 
     def drafted(self, tokens: int, seconds: float) -> None:
@@ -35,20 +42,23 @@ class StepCost:
     def observe(self, rows: int, seconds: float) -> None:
         if not 0 < rows <= self.max_rows:
             return
-        d = DECAY
-        self.n, self.sx, self.sy = self.n * d + 1, self.sx * d + rows, self.sy * d + seconds
-        self.sxx, self.sxy = self.sxx * d + rows * rows, self.sxy * d + rows * seconds
+        old = self.mean.get(rows)
+        self.mean[rows] = seconds if old is None else KEEP * old + (1 - KEEP) * seconds
 
-    def line(self) -> tuple[float, float] | None:
-        """(a, b) of seconds = a + b * rows, or None until steps of different sizes were seen."""
-        var = self.n * self.sxx - self.sx * self.sx
-        if self.n < 4 or var <= 1e-9 * max(1.0, self.n * self.sxx):
+    def seconds(self, rows: int) -> float | None:
+        """The expected time of a step of `rows` rows, or None until two sizes were seen: measured,
+        else on the line through the nearest measured sizes on each side (past the ends, the
+        line through the last two), never sloping down."""
+        if rows in self.mean:
+            return self.mean[rows]
+        known = sorted(self.mean)
+        if len(known) < 2:
             return None
-        b = (self.n * self.sxy - self.sx * self.sy) / var
-        a = (self.sy - b * self.sx) / self.n
-        if a <= 0:  # noise: every row costs, the fixed part is small
-            a, b = 1e-6, self.sy / self.sx
-        return a, max(b, 0.0)
+        below, above = [r for r in known if r < rows], [r for r in known if r > rows]
+        r0, r1 = (below[-1], above[0]) if below and above else tuple(below[-2:]) if below else tuple(above[:2])
+        t0, t1 = self.mean[r0], self.mean[r1]
+        slope = max((t1 - t0) / (r1 - r0), 0.0)
+        return max(t0 + slope * (rows - r0), 1e-9)
 
 
 class Acceptance:
@@ -85,15 +95,16 @@ def best_length(cost: StepCost, rows: int, tokens: float, k_max: int, p: float) 
     """The draft length, up to `k_max`, that gives the step the most tokens per second, if that
     beats the step without a draft by MARGIN (else 0). A run ends at its first miss, so past a
     few tokens each one more adds a row for less and less: at p = 0.7 on a CPU where a row costs
-    0.44 of a step, 2 tokens are best, where halving from 12 until it pays would stop at 6. Unmeasured: k_max."""
-    line = cost.line()
-    if line is None:
+    0.44 of a step, 2 tokens are best, where halving from 12 until it pays would stop at 6.
+    Unmeasured: k_max."""
+    base = cost.seconds(rows)
+    if base is None:
         return k_max
-    a, b = line
-    base = tokens / (a + b * rows)
-    best, best_rate = 0, MARGIN * base
+    best, best_rate = 0, MARGIN * tokens / base
     for k in range(1, k_max + 1):
-        rate = (tokens + expected_kept(p, k)) / (a + b * (rows + k) + cost.per_draft_token * k)
+        seconds = cost.seconds(rows + k)
+        assert seconds is not None  # two sizes are known once one is
+        rate = (tokens + expected_kept(p, k)) / (seconds + cost.per_draft_token * k)
         if rate > best_rate:
             best, best_rate = k, rate
     return best
@@ -105,14 +116,12 @@ def common_length(cost: StepCost, ps: list[float], lengths: list[int], n_decodin
     second, if that beats no draft by MARGIN (else 0). `ps`, `lengths`: each draft's chance per
     token and length. Unmeasured: the longest."""
     longest = max(lengths, default=0)
-    line = cost.line()
-    if line is None:
+    if cost.seconds(n_decoding) is None:
         return longest
-    a, b = line
 
     def rate(k: int) -> float:
         kept = sum(expected_kept(p, min(k, n)) for p, n in zip(ps, lengths))
-        return (n_decoding + kept) / (a + b * n_decoding * (k + 1))
+        return (n_decoding + kept) / (cost.seconds(n_decoding * (k + 1)) or 1e-9)
 
     best = max(range(longest + 1), key=rate)
     return best if rate(best) > MARGIN * rate(0) else 0

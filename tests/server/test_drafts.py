@@ -96,7 +96,7 @@ def test_the_step_cost_is_read_from_its_table_between_and_past_the_measured_size
 
 
 def test_a_step_that_is_no_line_is_priced_as_measured():
-    """SmolLM2 on a 2-core CPU: the second row costs nearly a step, rows past 8 a third of one. A
+    """SmolLM2 on a quiet 2-core CPU: the second row costs nearly a step, rows past 8 a third of one. A
     copy kept at p = 0.9 pays with 8 drafted tokens, not with 1 (a line through these points
     would have it the other way round)."""
     cpu = StepCost(max_rows=64)

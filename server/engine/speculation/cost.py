@@ -12,13 +12,14 @@ by a margin. A sequence's drafted tokens are kept with probability `p` each (`Ac
 measured per sequence), so k of them give p + p^2 + ... + p^k tokens on average, the first
 miss ending the run.
 
-A step's time is not a straight line in its rows. On a 2-core CPU with SmolLM2 (bench
-results step-rows-*.json) 1 row took 7.4 ms, 2 rows 14.5, 8 rows 31.8 and 16 rows 49.6: the
-second row costs nearly a step, each row past 8 a third of one. A line fitted over mostly
-one-row steps priced a 16-row step at twice its time and a 2-row one at half of it, so the
-drafts it let through were the short ones, where a row costs most, and the long copies that
-pay were refused. Hence a table, read between (and past) its measured sizes along the
-straight line through the two nearest.
+A step's time is not a straight line in its rows. On a 2-core CPU with SmolLM2
+(bench/results/step-rows-smollm2-135m-instruct-q4_1.json) 2 rows took 1.74 times a 1-row
+step, 8 rows 4.2 times and 16 rows 6.9 times: the second row costs nearly a step, each row
+past 8 about a third of one. No line fits both ends: the one through 1 and 2 rows prices a
+16-row step at 1.8 times its time, the one through 1 and 16 rows a 2-row step at 0.8 of its
+time, so a fitted line refused long copies that pay and let short drafts through where a row
+costs most. Hence a table, read between (and past) its measured sizes along the straight
+line through the two nearest.
 """
 
 from __future__ import annotations

@@ -288,3 +288,22 @@ def test_each_position_is_chosen_once_in_order_and_never_after_a_miss_or_an_end(
     assert out == plain
     assert calls == [(i, plain[:i]) for i in range(len(plain))]
     assert state.accepted == len(plain) - 1 and state.drafted == len(draft) and state.draft == ()
+
+
+@given(
+    st.dictionaries(st.integers(1, 64), st.floats(1e-4, 1.0), min_size=2, max_size=20),
+    st.integers(1, 200),
+)
+def test_the_cost_table_is_exact_where_measured_and_never_falls_with_more_rows(times, probe):
+    """Whatever the measured times, a size is priced as measured; and where the times grow with the
+    rows, so does every price read from the table, also past its ends."""
+    cost = StepCost(max_rows=64)
+    for rows, seconds in times.items():
+        cost.observe(rows, seconds)
+    assert all(cost.seconds(r) == t for r, t in times.items())
+    rising = StepCost(max_rows=64)
+    for rows, seconds in zip(sorted(times), sorted(times.values())):
+        rising.observe(rows, seconds)
+    prices = [rising.seconds(r) for r in range(1, probe + 1)]
+    assert all(p is not None and p > 0 for p in prices)
+    assert all(a <= b * (1 + 1e-12) for a, b in zip(prices, prices[1:]))

@@ -24,6 +24,8 @@ line through the two nearest.
 
 from __future__ import annotations
 
+import bisect
+
 KEEP = 0.8  # each row count's average: a new step's time weighs 0.2, so the table follows the load
 MARGIN = 1.05  # a draft must promise 5% more tokens per second than the step without it
 
@@ -34,6 +36,7 @@ class StepCost:
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self.mean: dict[int, float] = {}  # rows -> seconds, recent average
+        self._sizes: list[int] = []  # the measured row counts, sorted (read for every draft length tried)
         self.per_draft_token = 0.0  # seconds the draft source takes per drafted token, recent average
 
     def drafted(self, tokens: int, seconds: float) -> None:
@@ -44,19 +47,22 @@ class StepCost:
         if not 0 < rows <= self.max_rows:
             return
         old = self.mean.get(rows)
+        if old is None:
+            bisect.insort(self._sizes, rows)
         self.mean[rows] = seconds if old is None else KEEP * old + (1 - KEEP) * seconds
 
     def seconds(self, rows: int) -> float | None:
         """The expected time of a step of `rows` rows, or None until two sizes were seen: measured,
         else on the line through the nearest measured sizes on each side (past the ends, the
         line through the last two), never sloping down."""
-        if rows in self.mean:
-            return self.mean[rows]
-        known = sorted(self.mean)
-        if len(known) < 2:
+        measured = self.mean.get(rows)
+        if measured is not None:
+            return measured
+        sizes = self._sizes
+        if len(sizes) < 2:
             return None
-        below, above = [r for r in known if r < rows], [r for r in known if r > rows]
-        r0, r1 = (below[-1], above[0]) if below and above else tuple(below[-2:]) if below else tuple(above[:2])
+        i = min(max(bisect.bisect(sizes, rows), 1), len(sizes) - 1)  # sizes[i-1] < rows < sizes[i], or the end pair
+        r0, r1 = sizes[i - 1], sizes[i]
         t0, t1 = self.mean[r0], self.mean[r1]
         slope = max((t1 - t0) / (r1 - r0), 0.0)
         return max(t0 + slope * (rows - r0), 1e-9)

@@ -13,7 +13,7 @@
 #   bash bench/gpu/server_benches.sh cluster       # cluster.py: one replica, no nginx, PARALLEL 8, 1-16 clients
 #   bash bench/gpu/server_benches.sh speculative-smol  # SmolLM2 (real weights, as engine-loop) on the GPU, every pass on a
 #                                                  # fresh server: ours and llama-server, off / ngram, 1 and 4 clients,
-#                                                  # T=0 then T=0.8, rounds for SPEC_BUDGET_S (240) s each
+#                                                  # T=0 then T=0.8 (SPEC_TEMPS), rounds for SPEC_BUDGET_S (240) s each
 #   bash bench/gpu/server_benches.sh engine-loop   # SmolLM2 (real weights, in two parts .gpu/smol{1,2}/part, one carried per call) on the GPU:
 #                                                  # concurrency.py ours, BEFORE (another checkout) and llama-server, 8 slots,
 #                                                  # 1-16 clients, rounds for LOOP_BUDGET_S (300) s; then loop_profile.py at 1, 8, 16
@@ -126,7 +126,7 @@ speculative_smol() {
   link_llama_server || return 1
   local smol; smol=$(smollm2) || { echo "$smol"; return 1; }
   local t
-  for t in 0 0.8; do
+  for t in ${SPEC_TEMPS:-0 0.8}; do
     $PY bench/speculative.py --model "$smol" --sides ours-off,ours-ngram,llama-server-off,llama-server-ngram \
       --clients 1,4 --parallel 4 --ctx 2048 --max-tokens 256 --draft-max 16 --rounds 40 --fresh \
       --temperature "$t" --seed 7 --budget-s "${SPEC_BUDGET_S:-240}" --threads "$THREADS" --n-gpu-layers 99 \

@@ -190,10 +190,13 @@ def test_what_one_request_learnt_of_a_kind_serves_the_next_and_refused_kinds_are
     for _ in range(30):  # then they all missed
         speculator.acceptance[(12, False, False)].update(drafted=8, kept=0)
     lengths = []
-    for _ in range(32):
+    for _ in range(112):
         speculator.plan([(1, state, history, 100)], 1)
         lengths.append(len(state.draft))
-    assert lengths.count(0) == 30 and lengths.count(2) == 2  # refused, but measured again every 16 steps
+    probes = [i + 1 for i, n in enumerate(lengths) if n]
+    assert probes == [16, 48, 112] and {lengths[i - 1] for i in probes} == {2}  # refused, probed ever more rarely
+    speculator.acceptance[(12, False, False)].update(drafted=2, kept=2)  # a probe wholly kept: look again soon
+    assert speculator.acceptance[(12, False, False)].probe_every == 16
 
 
 def test_acceptance_is_kept_apart_inside_a_copied_run():

@@ -28,6 +28,7 @@ import bisect
 
 KEEP = 0.8  # each row count's average: a new step's time weighs 0.2, so the table follows the load
 MARGIN = 1.05  # a draft must promise 5% more tokens per second than the step without it
+PROBE_MAX = 256  # most refusals in a row before a refused kind is probed again
 
 
 class StepCost:
@@ -74,19 +75,27 @@ class Acceptance:
 
     def __init__(self, prior: float = 0.5, probe_every: int = 16) -> None:
         self.kept, self.tried = prior * 2, 2.0  # a prior worth two tokens
-        self.probe_every, self._refused = probe_every, 0
+        self.first_probe, self.probe_every, self._refused = probe_every, probe_every, 0
 
     def update(self, drafted: int, kept: int) -> None:
         tried = kept + (1 if kept < drafted else 0)
         self.kept, self.tried = self.kept * 0.9 + kept, self.tried * 0.9 + tried
         self._refused = 0
+        if drafted and kept == drafted:  # wholly kept: this kind may pay again, look at it as often as at first
+            self.probe_every = self.first_probe
 
     def probe(self) -> bool:
-        """Called when a draft of this kind was refused: True every `probe_every`-th time in a row,
-        so a kind judged not worth drafting is measured again now and then (its chance may have
-        changed, or the load)."""
+        """Called when a draft of this kind was refused: True after `probe_every` refusals in a
+        row, so a kind judged not worth drafting is measured again now and then (its chance may
+        have changed, or the load). Each probe doubles the wait for the next, up to PROBE_MAX, and a
+        wholly kept draft brings it back to the first: on a 2-core CPU a 2-token probe costs about
+        a step more (bench/results/step-rows-*.json), so a probe every 16 refusals of a kind that
+        never pays, for every kind, costs a few percent of decoding."""
         self._refused += 1
-        return self._refused % self.probe_every == 0
+        if self._refused < self.probe_every:
+            return False
+        self._refused, self.probe_every = 0, min(2 * self.probe_every, PROBE_MAX)
+        return True
 
     @property
     def p(self) -> float:

@@ -93,6 +93,17 @@ def test_the_step_cost_is_read_from_its_table_between_and_past_the_measured_size
     for _ in range(10):
         one_size.observe(4, 0.05)
     assert one_size.seconds(5) is None  # drafts are allowed until rows vary: that is how it learns
+    assert one_size.seconds(4) is None
+
+
+def test_a_server_that_has_seen_only_one_row_steps_drafts_to_measure():
+    """A fresh server whose first prompt is longer than the table's rows (left out) has timed
+    nothing but one-row decode steps: the first draft is made, to learn what more rows cost."""
+    cost = StepCost(max_rows=64)
+    for _ in range(5):
+        cost.observe(1, 0.01)
+        cost.observe(300, 0.9)  # a prompt chunk: not a decode step's shape, left out
+    assert best_length(cost, 1, 1.0, 8, 0.5) == 8
 
 
 def test_a_step_that_is_no_line_is_priced_as_measured():
@@ -110,6 +121,7 @@ def test_a_step_that_is_no_line_is_priced_as_measured():
 
 def test_a_row_counts_average_follows_the_load():
     cost = StepCost(max_rows=64)
+    cost.observe(8, 0.040)
     for _ in range(30):
         cost.observe(1, 0.010)
     for _ in range(30):

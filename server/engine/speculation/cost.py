@@ -56,12 +56,12 @@ class StepCost:
         """The expected time of a step of `rows` rows, or None until two sizes were seen: measured,
         else on the line through the nearest measured sizes on each side (past the ends, the
         line through the last two), never sloping down."""
+        sizes = self._sizes
+        if len(sizes) < 2:  # one size alone says nothing of what another costs: draft, to measure one
+            return None
         measured = self.mean.get(rows)
         if measured is not None:
             return measured
-        sizes = self._sizes
-        if len(sizes) < 2:
-            return None
         i = min(max(bisect.bisect(sizes, rows), 1), len(sizes) - 1)  # sizes[i-1] < rows < sizes[i], or the end pair
         r0, r1 = sizes[i - 1], sizes[i]
         t0, t1 = self.mean[r0], self.mean[r1]
@@ -119,7 +119,7 @@ def best_length(cost: StepCost, rows: int, tokens: float, k_max: int, p: float) 
     best, best_rate = 0, MARGIN * tokens / base
     for k in range(1, k_max + 1):
         seconds = cost.seconds(rows + k)
-        assert seconds is not None  # two sizes are known once one is
+        assert seconds is not None  # two sizes are known: every size has a price
         rate = (tokens + expected_kept(p, k)) / (seconds + cost.per_draft_token * k)
         if rate > best_rate:
             best, best_rate = k, rate

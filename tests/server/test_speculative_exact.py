@@ -164,7 +164,7 @@ def test_log_probabilities_are_the_same_floats_with_drafts(decoders):
     repeat_penalty=st.sampled_from([1.0, 1.1, 1.3]),
     frequency_penalty=st.sampled_from([0.0, 0.5]),
     presence_penalty=st.sampled_from([0.0, -0.3, 0.4]),
-    seed=st.integers(0, 2**32 - 1),
+    seed=st.integers(0, 2**32 - 2),  # 2**32 - 1 is llama.cpp's "pick a random seed" (-1 in llama-server, Ollama)
 )
 def test_any_seeded_sampler_gives_the_same_bytes_with_drafts(decoders, seed, **sampler):
     params = SamplingParams(**sampler, seed=seed, max_tokens=40)

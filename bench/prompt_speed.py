@@ -96,6 +96,8 @@ def one_pass(side: str, model: Path, size: int, clients: int, salt: int, a: argp
 
 
 def summarize(raw: list[dict], sizes: list[int], clients: list[int]) -> list[dict]:
+    """Per size and request count: each side's speed and the per-round ratios to llama-server
+    (a side left out with --sides has n 0 and no ratio)."""
     rows = []
     for size in sizes:
         for n in clients:
@@ -130,7 +132,7 @@ def table(rows: list[dict]) -> str:
         c = r["ours_vs_llama_server"]
         out.append(
             f"| {r['prompt_tokens'] // r['clients']} | {r['clients']} | {t['ours']['median']} | "
-            f"{t['ours-off']['median']} | {t['llama-server']['median']} | "
+            f"{t['ours-off']['median'] or '-'} | {t['llama-server']['median']} | "
             f"**{c['median']}** ({c['min']}-{c['max']}) |"
         )
     return "\n".join(out)
@@ -145,11 +147,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=4096, help="context per slot")
+    ap.add_argument(
+        "--sides", default=",".join(SIDES), help="of ours, ours-off, llama-server (long runs may leave out ours-off)"
+    )
     ap.add_argument("--out", type=Path, help="results file (default bench/results/prompt-speed-<model>.json)")
     a = ap.parse_args(argv)
     a.parallel, a.n_gpu_layers, a.flash_attn = 4, 0, "auto"
     sizes = [int(s) for s in a.sizes.split(",")]
     clients = [int(c) for c in a.clients.split(",")]
+    sides = tuple(s for s in SIDES if s in a.sides.split(","))
+    if "ours" not in sides or "llama-server" not in sides:
+        ap.error("--sides: ours and llama-server are both needed for the ratio")
     stop_on_sigterm()
     prepare_llama_server()
     raw = []
@@ -158,7 +166,7 @@ def main(argv: list[str]) -> int:
             for n in clients:
                 if n > 1 and size > a.together_max:
                     continue
-                order = SIDES[k % 3 :] + SIDES[: k % 3]
+                order = sides[k % len(sides) :] + sides[: k % len(sides)]
                 for side in order:
                     r = one_pass(side, a.model.resolve(), size, n, k, a)
                     raw.append({**r, "round": k})

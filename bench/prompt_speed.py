@@ -78,7 +78,9 @@ def one_pass(side: str, model: Path, size: int, clients: int, salt: int, a: argp
         answers: list[dict] = [{} for _ in bodies]
 
         def ask(i: int) -> None:
-            answers[i] = post(base + "/v1/chat/completions", bodies[i])
+            # No byte comes back until the whole batch's prompts are in: four 3,500-token prompts on a
+            # 7B take about ten minutes here, past the usual 600 s socket timeout.
+            answers[i] = post(base + "/v1/chat/completions", bodies[i], timeout=3600)
 
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(clients)]
         start = time.perf_counter()

@@ -137,7 +137,7 @@ def table(rows: list[dict]) -> str:
         c = r["ours_vs_llama_server"]
         out.append(
             f"| {r['prompt_tokens'] // r['clients']} | {r['clients']} | {t['ours']['median']} | "
-            f"{t['ours-off']['median'] or '-'} | {t['llama-server']['median']} | "
+            f"{'-' if t['ours-off']['median'] is None else t['ours-off']['median']} | {t['llama-server']['median']} | "
             f"**{c['median']}** ({c['min']}-{c['max']}) |"
         )
     return "\n".join(out)
@@ -160,9 +160,10 @@ def main(argv: list[str]) -> int:
     a.parallel, a.n_gpu_layers, a.flash_attn = 4, 0, "auto"
     sizes = [int(s) for s in a.sizes.split(",")]
     clients = [int(c) for c in a.clients.split(",")]
-    sides = tuple(s for s in SIDES if s in a.sides.split(","))
-    if "ours" not in sides or "llama-server" not in sides:
-        ap.error("--sides: ours and llama-server are both needed for the ratio")
+    asked = set(a.sides.split(","))
+    if asked - set(SIDES) or not {"ours", "llama-server"} <= asked:
+        ap.error(f"--sides: names from {', '.join(SIDES)}, ours and llama-server among them (the ratio's two)")
+    sides = tuple(s for s in SIDES if s in asked)
     stop_on_sigterm()
     prepare_llama_server()
     raw = []
